@@ -1,0 +1,21 @@
+"""kvae: variational autoencoders that generate music from raw audio, on Keras 3.
+
+The backend is chosen by whoever runs the program (the ``kvae`` command
+defaults it to torch); importing this package never sets it.
+"""
+
+__version__ = "0.1.0"
+
+
+def fit(config=None, data=None, **overrides):
+    """Train a VAE; see `kvae.training.fit`."""
+    from kvae.training import fit as _fit
+
+    return _fit(config=config, data=data, **overrides)
+
+
+def load(path, compile=True):
+    """Load a saved kvae model (``.keras`` file or run folder); see `kvae.training.load`."""
+    from kvae.training import load as _load
+
+    return _load(path, compile=compile)

@@ -1,0 +1,19 @@
+"""kvae.models: the VAE base and its variants, and a registry by name for configs."""
+
+from kvae.models.fc_vae import FCVAE
+from kvae.models.vae import VAE
+
+MODELS = {"fc": FCVAE}
+
+
+def model_class(name):
+    """Return the model class registered under a config name (e.g. "fc")."""
+    from kvae.errors import KvaeError
+
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
+
+
+__all__ = ["FCVAE", "MODELS", "VAE", "model_class"]

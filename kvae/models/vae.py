@@ -1,0 +1,254 @@
+"""The VAE base class: loss, metrics, sampling and saving for every kvae variant."""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from kvae.errors import KvaeError
+
+DECODER_VARIANCES = ("fixed", "scalar", "diagonal", "optimal")
+REDUCTIONS = ("sum", "mean")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class VAE(keras.Model):
+    """Base class of kvae's variational autoencoders on raw audio.
+
+    A variant builds `self.encoder` (a layer mapping a batch of windows to
+    `(z_mean, z_log_var)`) and `self.decoder` (a layer mapping latents to the
+    reconstruction target), then calls `self._finish_build()`. Everything else
+    comes from here: the reparameterisation, the negative ELBO computed in
+    `compute_loss` (so the stock training step of every Keras backend runs it,
+    and `evaluate` reports the same `val_loss`), the `reconstruction` and `kl`
+    metrics, `sample`, `reconstruct` and `.keras` saving.
+
+    The reconstruction term is the Gaussian negative log-likelihood of the
+    target, summed over the samples of an example and averaged over the
+    batch. The decoder variance is fixed (plain squared error times
+    `reconstruction_weight`), a learned scalar sigma, a learned diagonal, or
+    the sigma-VAE "optimal" sigma (Rybkin et al. 2021). `reduction="mean"`
+    averages over samples instead: the paper's MSE, which amounts to a huge
+    fixed variance, lets the KL term win and makes the decoder output
+    silence. It is kept only to reproduce that failure on purpose.
+
+    Args:
+        sample_rate: int. Sample rate of the audio in Hz. Defaults to 3000.
+        window_seconds: float. Length of one input window. Defaults to 1.0.
+        latent_dim: int. Size of the latent vector (or channels of a latent
+            sequence). Defaults to 64.
+        decoder_variance: str. `"fixed"`, `"scalar"`, `"diagonal"` or
+            `"optimal"`. Defaults to `"scalar"`.
+        reduction: str. `"sum"` over samples (a likelihood) or `"mean"` (the
+            paper's MSE). Defaults to `"sum"`.
+        reconstruction_weight: float. Weight of the reconstruction term.
+            Defaults to 1.0.
+        beta: float. Initial weight of the KL term; a non-trainable variable,
+            so schedules survive saving and resuming. Defaults to 1.0.
+        free_bits: float. Per-latent-dimension KL floor in nats (batch
+            averaged). Defaults to 0.0 (off).
+        stft_weight: float. Weight of a multi-resolution STFT loss on the
+            audio, added to the likelihood. Defaults to 0.0 (off).
+        stft_fft_sizes: list of int or None. Its FFT sizes; None scales
+            RAVE's sizes to the sample rate.
+        init_log_sigma: float. Initial log sigma of a learned variance.
+            Defaults to -2.0.
+        seed: int or None. Seed of the training-time latent noise.
+    """
+
+    def __init__(self, sample_rate=3000, window_seconds=1.0, latent_dim=64,
+                 decoder_variance="scalar", reduction="sum", reconstruction_weight=1.0,
+                 beta=1.0, free_bits=0.0, stft_weight=0.0, stft_fft_sizes=None,
+                 init_log_sigma=-2.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if decoder_variance not in DECODER_VARIANCES:
+            raise KvaeError(
+                f"decoder_variance: must be one of {', '.join(DECODER_VARIANCES)}, got '{decoder_variance}'"
+            )
+        if reduction not in REDUCTIONS:
+            raise KvaeError(f"reduction: must be one of {', '.join(REDUCTIONS)}, got '{reduction}'")
+        if int(sample_rate) <= 0 or float(window_seconds) <= 0:
+            raise KvaeError(f"sample_rate and window_seconds must be positive, got {sample_rate}, {window_seconds}")
+        if int(latent_dim) <= 0:
+            raise KvaeError(f"latent_dim: must be positive, got {latent_dim}")
+        self.sample_rate = int(sample_rate)
+        self.window_seconds = float(window_seconds)
+        self.window = int(round(self.sample_rate * self.window_seconds))
+        self.latent_dim = int(latent_dim)
+        self.decoder_variance = decoder_variance
+        self.reduction = reduction
+        self.reconstruction_weight = float(reconstruction_weight)
+        self.initial_beta = float(beta)
+        self.free_bits = float(free_bits)
+        self.stft_weight = float(stft_weight)
+        self.stft_fft_sizes = list(stft_fft_sizes) if stft_fft_sizes else None
+        self.init_log_sigma = float(init_log_sigma)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.beta = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.initial_beta),
+            trainable=False, name="beta",
+        )
+        self.loss_tracker_reconstruction = keras.metrics.Mean(name="reconstruction")
+        self.loss_tracker_kl = keras.metrics.Mean(name="kl")
+        self.loss_tracker_stft = keras.metrics.Mean(name="stft") if self.stft_weight else None
+        self.stft_loss = None
+        if self.stft_weight:
+            from kvae.losses import MultiResolutionSTFTLoss, scaled_fft_sizes
+
+            sizes = self.stft_fft_sizes or scaled_fft_sizes(self.sample_rate)
+            sizes = [s for s in sizes if s <= self.window] or [min(sizes)]
+            self.stft_loss = MultiResolutionSTFTLoss(fft_sizes=sizes)
+
+    # -- to be provided by variants -------------------------------------------------
+
+    def target(self, x):
+        """The representation the likelihood is on: the waveform itself here."""
+        return x
+
+    def to_audio(self, decoded):
+        """Turn a decoded target back into audio: the identity for waveform models."""
+        return decoded
+
+    @property
+    def latent_shape(self):
+        """Shape of one latent, without the batch axis."""
+        return (self.latent_dim,)
+
+    def _finish_build(self, target_shape):
+        """Create the decoder-variance weights and mark the model built.
+
+        Args:
+            target_shape: tuple. Shape of one reconstruction target.
+        """
+        self.target_shape = tuple(int(d) for d in target_shape)
+        self.log_sigma = None
+        if self.decoder_variance in ("scalar", "diagonal"):
+            shape = () if self.decoder_variance == "scalar" else self.target_shape
+            self.log_sigma = self.add_weight(
+                shape=shape, initializer=keras.initializers.Constant(self.init_log_sigma), name="log_sigma",
+            )
+        self.built = True
+
+    def build(self, input_shape=None):
+        # Every weight is created in the constructor; nothing is left to build.
+        self.built = True
+
+    # -- the model --------------------------------------------------------------------
+
+    def encode(self, x):
+        """Return `(z_mean, z_log_var)` for a batch of windows."""
+        z_mean, z_log_var = self.encoder(x)
+        return z_mean, ops.clip(z_log_var, -20.0, 10.0)
+
+    def decode(self, z):
+        """Return the decoded target (audio for waveform models) for latents `z`."""
+        return self.decoder(z)
+
+    def call(self, x, training=False):
+        z_mean, z_log_var = self.encode(x)
+        eps = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        z = z_mean + ops.exp(0.5 * z_log_var) * eps
+        return self.decode(z), z_mean, z_log_var
+
+    # -- the loss -----------------------------------------------------------------------
+
+    def _reconstruction_nll(self, target, decoded):
+        """Per-example reconstruction term, shape `(batch,)`."""
+        sq = ops.square(target - decoded)
+        axes = tuple(range(1, len(sq.shape)))
+        if self.decoder_variance == "fixed":
+            per_sample = sq
+        else:
+            if self.decoder_variance == "optimal":
+                log_sigma = 0.5 * ops.log(ops.mean(sq) + 1e-12)
+                log_sigma = ops.maximum(log_sigma, -6.0)
+            else:
+                log_sigma = self.log_sigma
+            per_sample = 0.5 * sq * ops.exp(-2.0 * log_sigma) + log_sigma + 0.5 * _LOG_2PI
+        reduce = ops.mean if self.reduction == "mean" else ops.sum
+        return self.reconstruction_weight * reduce(per_sample, axis=axes)
+
+    def _kl(self, z_mean, z_log_var):
+        """KL(q(z|x) || N(0, I)), batch averaged, with the free-bits floor."""
+        kl = -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
+        kl = ops.reshape(kl, (ops.shape(kl)[0], -1))
+        if self.free_bits > 0:
+            return ops.sum(ops.maximum(ops.mean(kl, axis=0), self.free_bits))
+        return ops.mean(ops.sum(kl, axis=1))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        decoded, z_mean, z_log_var = y_pred
+        reconstruction = ops.mean(self._reconstruction_nll(self.target(x), decoded))
+        kl = self._kl(z_mean, z_log_var)
+        total = reconstruction + self.beta * kl
+        self.loss_tracker_reconstruction.update_state(reconstruction)
+        self.loss_tracker_kl.update_state(kl)
+        if self.stft_loss is not None:
+            stft = self.stft_loss(x, self.to_audio(decoded))
+            total = total + self.stft_weight * stft
+            self.loss_tracker_stft.update_state(stft)
+        if self.losses:
+            total = total + ops.sum(ops.stack(self.losses))
+        return total
+
+    # -- using a trained model -------------------------------------------------------
+
+    def sample(self, n=1, seed=None, temperature=1.0):
+        """Decode `n` latents drawn from the prior into audio.
+
+        Args:
+            n: int. Number of clips. Defaults to 1.
+            seed: int or None. The same seed gives the same clips.
+            temperature: float. Scale of the prior's standard deviation.
+                Defaults to 1.0.
+
+        Returns:
+            A float32 numpy array of shape `(n, window)` at `sample_rate`.
+        """
+        if int(n) <= 0:
+            raise KvaeError(f"n: must be a positive number of samples, got {n}")
+        z = keras.random.normal((int(n),) + tuple(self.latent_shape), seed=seed) * float(temperature)
+        return np.asarray(ops.convert_to_numpy(self.to_audio(self.decode(z))), dtype=np.float32)
+
+    def reconstruct(self, x):
+        """Encode and decode windows through the posterior mean.
+
+        Args:
+            x: array-like. Windows of shape `(n, window)`.
+
+        Returns:
+            A float32 numpy array of shape `(n, window)`.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.window:
+            raise KvaeError(f"reconstruct: expected windows of shape (n, {self.window}), got {x.shape}")
+        z_mean, _ = self.encode(ops.convert_to_tensor(x))
+        return np.asarray(ops.convert_to_numpy(self.to_audio(self.decode(z_mean))), dtype=np.float32)
+
+    @property
+    def sigma(self):
+        """The decoder's current scalar sigma, or None where it is not a learned scalar."""
+        if self.decoder_variance != "scalar":
+            return None
+        return float(np.exp(ops.convert_to_numpy(self.log_sigma)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "sample_rate": self.sample_rate,
+            "window_seconds": self.window_seconds,
+            "latent_dim": self.latent_dim,
+            "decoder_variance": self.decoder_variance,
+            "reduction": self.reduction,
+            "reconstruction_weight": self.reconstruction_weight,
+            "beta": self.initial_beta,
+            "free_bits": self.free_bits,
+            "stft_weight": self.stft_weight,
+            "stft_fft_sizes": self.stft_fft_sizes,
+            "init_log_sigma": self.init_log_sigma,
+            "seed": self.seed,
+        })
+        return config
