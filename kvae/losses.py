@@ -29,6 +29,7 @@ is one signal. The signal must be longer than ``fft_size // 2`` samples
 import operator
 
 import keras
+import numpy as np
 from keras import ops
 
 from kvae.errors import KvaeError
@@ -76,6 +77,19 @@ def _as_signals(x):
     )
 
 
+def _periodic_window(name, length):
+    """Periodic window as ``torch.hann_window`` / ``torch.hamming_window`` make it.
+
+    Built here rather than by name in ``keras.ops.stft``: the tensorflow
+    backend's ``tf.signal.hann_window(n, periodic=True)`` is only periodic for
+    even ``n`` and returns the symmetric window for odd ``n``.
+    """
+    phase = 2.0 * np.pi * np.arange(length) / length
+    if name == "hann":
+        return 0.5 - 0.5 * np.cos(phase)
+    return 0.54 - 0.46 * np.cos(phase)
+
+
 def _safe_sqrt(s):
     """sqrt with a zero (not NaN) gradient at 0, so ``loss(x, x)`` has finite gradients."""
     positive = s > 0
@@ -103,8 +117,9 @@ class STFTLoss(keras.losses.Loss):
         w_log_mag: Weight of the log-magnitude term.
         eps: Floor on the power ``re**2 + im**2`` before the square root.
         name: Name of the loss.
-        reduction: Keras reduction; the loss is already a scalar, so every
-            reduction except ``None``/``"none"`` leaves it unchanged.
+        reduction: Keras reduction. The loss is already a scalar, so it has no
+            effect; a ``sample_weight`` passed to ``__call__`` merely scales
+            the loss by the mean weight (use `per_example` for real weighting).
         dtype: Computation dtype; defaults to ``keras.backend.floatx()``.
 
     Call ``loss(y_true, y_pred)`` for the scalar loss of the batch, or
@@ -127,10 +142,10 @@ class STFTLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.fft_size = _check_positive_int(fft_size, "fft_size")
         self.hop_size = _check_positive_int(
-            fft_size // 4 if hop_size is None else hop_size, "hop_size"
+            max(self.fft_size // 4, 1) if hop_size is None else hop_size, "hop_size"
         )
         self.win_length = _check_positive_int(
-            fft_size if win_length is None else win_length, "win_length"
+            self.fft_size if win_length is None else win_length, "win_length"
         )
         if self.win_length > self.fft_size:
             raise KvaeError(
@@ -139,6 +154,7 @@ class STFTLoss(keras.losses.Loss):
         if window not in _WINDOWS:
             raise KvaeError(f"window must be one of {_WINDOWS}, got {window!r}")
         self.window = window
+        self._window_values = _periodic_window(window, self.win_length)
         self.w_sc = float(w_sc)
         self.w_log_mag = float(w_log_mag)
         self.eps = float(eps)
@@ -168,7 +184,7 @@ class STFTLoss(keras.losses.Loss):
             sequence_length=self.win_length,
             sequence_stride=self.hop_size,
             fft_length=self.fft_size,
-            window=self.window,
+            window=ops.convert_to_tensor(self._window_values, dtype=self.dtype),
             center=True,
         )
         return ops.sqrt(ops.maximum(ops.square(re) + ops.square(im), self.eps))
@@ -250,7 +266,8 @@ class MultiResolutionSTFTLoss(keras.losses.Loss):
         w_log_mag: Weight of the log-magnitude terms.
         eps: Floor on the power before the square root.
         name: Name of the loss.
-        reduction: Keras reduction; the loss is already a scalar.
+        reduction: Keras reduction; no effect, the loss is already a scalar
+            (see `STFTLoss`).
         dtype: Computation dtype; defaults to ``keras.backend.floatx()``.
     """
 

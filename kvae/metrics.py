@@ -258,7 +258,8 @@ def si_sdr(reference, estimate, reduce=True, eps=1e-10):
     """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019).
 
     Both signals are made zero-mean; the reference is scaled by
-    ``a = <est, ref> / <ref, ref>`` and ``SI-SDR = 10 log10(|a ref|^2 /
+    ``a = <est, ref> / <ref, ref>`` (``a`` may be negative, so the polarity
+    of the estimate does not matter either) and ``SI-SDR = 10 log10(|a ref|^2 /
     (|est - a ref|^2 + eps |a ref|^2))``. The ``eps`` term (relative, so the
     result stays scale invariant) caps the value at ``10 log10(1 / eps)``
     (100 dB by default), which identical inputs reach. A clip whose reference
@@ -499,8 +500,11 @@ def frechet_log_mel_distance(
     ``hop``.
 
     ``d = |mu_a - mu_b|^2 + tr(C_a + C_b - 2 sqrtm(C_a C_b))`` with
-    ``eps * I`` added to both covariances (guards against singular ones),
-    the real part of ``scipy.linalg.sqrtm`` taken, and the result clipped at 0.
+    ``eps * I`` added to both covariances (guards against singular ones). The
+    trace of the matrix root is computed as ``tr sqrtm(R C_b R)`` with
+    ``R = Re(scipy.linalg.sqrtm(C_a))`` (equal in exact arithmetic, and
+    symmetric, so its eigenvalues are real; tiny negative ones are clipped to
+    0), and the result is clipped at 0.
 
     Args:
         clips_a: First clip set (see `log_mel_statistics`).
@@ -519,9 +523,15 @@ def frechet_log_mel_distance(
     offset = eps * np.eye(cov_a.shape[0])
     cov_a = cov_a + offset
     cov_b = cov_b + offset
-    covmean = np.real(scipy.linalg.sqrtm(cov_a @ cov_b))
-    if not np.all(np.isfinite(covmean)):
-        raise KvaeError("the log-mel covariances are too ill-conditioned; raise eps")
+    # tr sqrtm(C_a C_b) == tr sqrtm(C_a^1/2 C_b C_a^1/2); the right-hand matrix is
+    # symmetric PSD, so its root's trace comes from eigenvalues, more accurately
+    # than from sqrtm of the non-symmetric product.
+    root_a = np.real(scipy.linalg.sqrtm(cov_a))
+    if not np.all(np.isfinite(root_a)):
+        raise KvaeError("the log-mel covariance of clips_a is too ill-conditioned; raise eps")
+    middle = root_a @ cov_b @ root_a
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2.0)
+    trace_covmean = np.sum(np.sqrt(np.clip(eigenvalues, 0.0, None)))
     diff = mu_a - mu_b
-    value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean)
+    value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_covmean
     return float(max(value, 0.0))

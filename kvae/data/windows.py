@@ -58,10 +58,12 @@ class WindowSource:
             evenly spaced ones (validation, test).
         seed: int. Seed of the random windows.
         normalize: str. `"none"`, `"peak"` or `"rms"`, see `normalize_window`.
+        batches_per_epoch: int or None. Fix the epoch's length: more windows
+            per recording are drawn if needed, and the epoch is cut to it.
     """
 
     def __init__(self, corpus, split, window, batch_size, windows_per_recording=1,
-                 random=True, seed=0, normalize="none"):
+                 random=True, seed=0, normalize="none", batches_per_epoch=None):
         if int(window) <= 0:
             raise KvaeError(f"window: must be at least one sample, got {window}")
         if int(batch_size) <= 0:
@@ -77,6 +79,11 @@ class WindowSource:
         self.window = int(window)
         self.batch_size = int(batch_size)
         self.windows_per_recording = int(windows_per_recording)
+        self._limit = None
+        if batches_per_epoch:
+            self._limit = int(batches_per_epoch) * self.batch_size
+            self.windows_per_recording = max(self.windows_per_recording, math.ceil(self._limit / len(entries)))
+        self.epoch_offset = 0  # added to the tf.data front end's epoch counter (resuming)
         self.random = bool(random)
         self.seed = int(seed)
         self.normalize = normalize
@@ -86,7 +93,8 @@ class WindowSource:
     @property
     def num_windows(self):
         """Windows per epoch."""
-        return len(self.entries) * self.windows_per_recording
+        total = len(self.entries) * self.windows_per_recording
+        return min(total, self._limit) if self._limit else total
 
     @property
     def num_batches(self):
@@ -115,7 +123,7 @@ class WindowSource:
         else:
             slot = np.tile(np.arange(k), len(self.entries))
             starts = (room * (slot + 0.5) / k).astype(np.int64) if k > 1 else room // 2
-        plan = np.stack([recs, starts], axis=1)
+        plan = np.stack([recs, starts], axis=1)[: self.num_windows]
         self._plans = {epoch: plan}  # keep one epoch: the cache must not grow
         return plan
 
@@ -153,7 +161,7 @@ class WindowSource:
         window = self.window
 
         def epoch_batches(epoch):
-            plan = tf.numpy_function(lambda e: self.plan(int(e)), [epoch], tf.int64, stateful=False)
+            plan = tf.numpy_function(lambda e: self.plan(int(e) + self.epoch_offset), [epoch], tf.int64, stateful=False)
             plan = tf.reshape(plan, (-1, 2))
             rows = tf.data.Dataset.from_tensor_slices(plan).batch(self.batch_size)
             return rows.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

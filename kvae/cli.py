@@ -1,0 +1,179 @@
+"""The `kvae` command: prepare, fit, sample, reconstruct, evaluate, tune.
+
+Each subcommand imports what it needs only when it runs. Bad input ends with
+one line, `kvae: error: ...`, and exit status 2 (a traceback only with
+`--debug`).
+"""
+
+import argparse
+import sys
+import time
+
+
+def _add_data_args(p, rate=True):
+    p.add_argument("--data", metavar="ROOT", help="dataset root (MusicNet or any audio folder); default: the embedded dataset")
+    if rate:
+        p.add_argument("--rate", type=int, metavar="HZ", help="target sample rate (default 3000)")
+    p.add_argument("--cache", metavar="DIR", help="cache folder (default: under $KVAE_HOME/cache)")
+
+
+def _progress(done, total, key):
+    if sys.stderr.isatty() and total:
+        end = "\n" if done == total else ""
+        print(f"\rpreparing {done}/{total} {key or ''}".ljust(60), end=end, file=sys.stderr, flush=True)
+
+
+def cmd_prepare(args):
+    from kvae.data import prepare
+
+    select = {"ensemble": args.ensemble} if args.ensemble else None
+    try:
+        corpus = prepare(args.data, rate=args.rate or 3000, cache_dir=args.cache, select=select,
+                         window_seconds=args.window, progress=_progress)
+    except Exception as exc:
+        report = getattr(exc, "report", None)
+        if report is not None:
+            print("\n".join(report.summary()))
+        raise
+    print("\n".join(corpus.report.summary()))
+    return 0
+
+
+def _set_items(args):
+    from kvae.config import parse_set
+
+    overrides = parse_set(args.set)
+    for key, section, value in (
+        ("epochs", "train", args.epochs), ("steps_per_epoch", "train", args.steps_per_epoch),
+        ("rate", "data", getattr(args, "rate", None)), ("cache", "data", getattr(args, "cache", None)),
+    ):
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def cmd_fit(args):
+    from kvae.training import fit
+
+    config = args.config
+    if config is None and not (args.run and __import__("pathlib").Path(args.run, "config.json").is_file()):
+        config = "quickstart"
+    start = time.perf_counter()
+    model, history = fit(config=config, data=args.data, run=args.run, settings=_set_items(args))
+    last = {k: v[-1] for k, v in history.items()}
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()))
+    print(f"done in {time.perf_counter() - start:.0f} s: {shown}")
+    return 0
+
+
+def cmd_sample(args):
+    from kvae.training import load, write_samples
+
+    model = load(args.model, compile=False)
+    paths = write_samples(model, args.out, n=args.n, seed=args.seed, plots=not args.no_plots)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_reconstruct(args):
+    from kvae.data import read_audio, resample, write_wav
+    from kvae.training import load, reconstruct_audio
+
+    model = load(args.model, compile=False)
+    audio, rate = read_audio(args.input)
+    audio = resample(audio, rate, model.sample_rate)
+    out = reconstruct_audio(model, audio)
+    write_wav(args.output, out, model.sample_rate)
+    print(f"{args.output}: {len(out) / model.sample_rate:.2f} s at {model.sample_rate} Hz")
+    return 0
+
+
+def cmd_evaluate(args):
+    from kvae.evaluate import main as evaluate_main
+
+    return evaluate_main(args)
+
+
+def cmd_tune(args):
+    from kvae.tuner import main as tune_main
+
+    return tune_main(args)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kvae", description="Variational autoencoders for music on raw audio.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="decode and resample a dataset into the cache")
+    _add_data_args(p)
+    p.add_argument("--window", type=float, default=1.0, metavar="SECONDS",
+                   help="training window; shorter recordings are counted (default 1.0)")
+    p.add_argument("--ensemble", help='MusicNet ensemble to keep, e.g. "Solo Piano"')
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("fit", help="train a VAE (default: configs/quickstart.toml on the embedded dataset)")
+    p.add_argument("--config", metavar="FILE", help="config file or name in configs/ (default: quickstart)")
+    _add_data_args(p)
+    p.add_argument("--run", metavar="DIR", help="run folder; an interrupted run resumes from it")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--steps-per-epoch", type=int, metavar="N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.hidden_layers=4 (repeatable)")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("sample", help="write samples of a trained model as WAV")
+    p.add_argument("model", help="model.keras file or run folder")
+    p.add_argument("-n", type=int, default=4, help="number of clips (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="samples", metavar="DIR")
+    p.add_argument("--no-plots", action="store_true", help="skip the waveform/spectrogram PNGs")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("reconstruct", help="pass a WAV through a model, window by window")
+    p.add_argument("model")
+    p.add_argument("input", metavar="IN.wav")
+    p.add_argument("output", metavar="OUT.wav")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("evaluate", help="objective metrics of a trained model")
+    p.add_argument("model")
+    _add_data_args(p, rate=False)
+    p.add_argument("--n-samples", type=int, default=32, metavar="N")
+    p.add_argument("--out", metavar="FILE.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tune", help="keras-tuner search over depth and learning rate (FC VAE)")
+    p.add_argument("--config", metavar="FILE", help="search config (default: tuning/fc_depth_lr.toml)")
+    _add_data_args(p, rate=False)
+    p.add_argument("--dir", default="tuning-runs/fc", metavar="DIR", help="search folder (resumes if it exists)")
+    p.add_argument("--tuner", default=None, help="random, bayesian or hyperband")
+    p.add_argument("--max-trials", type=int, metavar="N")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.set_defaults(func=cmd_tune)
+    return parser
+
+
+def main(argv=None):
+    from kvae._env import configure
+
+    configure()
+    args = build_parser().parse_args(argv)
+    from kvae.errors import KvaeError
+
+    try:
+        return args.func(args)
+    except KvaeError as exc:
+        if args.debug:
+            raise
+        print(f"kvae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kvae: interrupted (an interrupted fit resumes with the same --run)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

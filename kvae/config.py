@@ -1,0 +1,242 @@
+"""Experiment configs: defaults in code, one TOML (or JSON) file per experiment, validated overrides.
+
+A config has three sections, `data`, `model` and `train`, plus a `name`.
+`model.type` picks the variant; the other `model` keys are that class's
+constructor arguments, so they are checked against its signature. An unknown
+key or a value of the wrong type is a one-line `KvaeError` naming the key.
+
+Files may set `base = "other.toml"` (relative to the file) to start from
+another config and change a few keys, as RAVE's configs compose.
+"""
+
+import copy
+import inspect
+import json
+import tomllib
+from pathlib import Path
+
+from kvae.errors import KvaeError
+
+DEFAULTS = {
+    "name": "kvae",
+    "data": {
+        "path": "",  # empty: the embedded dataset
+        "cache": "",  # empty: under $KVAE_HOME/cache
+        "select": {},  # MusicNet metadata filter, e.g. {ensemble = "Solo Piano"}
+        "rate": 3000,
+        "window_seconds": 1.0,
+        "windows_per_recording": 1,
+        "val_windows_per_recording": 4,
+        "normalize": "none",
+        "batch_size": 32,
+        "frontend": "pydataset",  # or "tf"
+    },
+    "model": {"type": "fc"},
+    "train": {
+        "epochs": 10,
+        "steps_per_epoch": 0,  # 0: one pass over the windows of an epoch
+        "learning_rate": 1e-3,
+        "clipnorm": 1.0,
+        "seed": 0,
+        "kl_schedule": "constant",  # constant, linear, log
+        "kl_warmup_steps": 0,
+        "kl_start": 1e-6,
+        "n_samples": 4,
+        "verbose": "auto",
+    },
+}
+SECTIONS = ("data", "model", "train")
+CHOICES = {
+    ("data", "normalize"): ("none", "peak", "rms"),
+    ("data", "frontend"): ("pydataset", "tf"),
+    ("train", "kl_schedule"): ("constant", "linear", "log"),
+}
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def merge_config(base, update):
+    """Return `base` updated by `update`, recursively for sections (a copy; inputs untouched)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "select":
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_file(path, seen=()):
+    path = Path(path)
+    if not path.is_file():
+        # A bare name ("quickstart") or file name is looked up in configs/.
+        candidates = [CONFIGS_DIR / path.name, CONFIGS_DIR / f"{path.name}.toml"]
+        found = [c for c in candidates if c.is_file()] if len(path.parts) == 1 else []
+        if not found:
+            raise KvaeError(f"{path}: config file not found")
+        path = found[0]
+    if path.resolve() in seen:
+        raise KvaeError(f"{path}: config 'base' chain loops back on itself")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise KvaeError(f"{path}: not a valid config file ({exc})") from None
+    base = data.pop("base", None)
+    if base:
+        data = merge_config(_read_file(path.parent / base, seen + (path.resolve(),)), data)
+    return data
+
+
+def _type_name(value):
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            dict: "a table", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _check_value(key, value, default):
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise KvaeError(f"{key}: expected {_type_name(default)}, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise KvaeError(f"{key}: expected {_type_name(default)}, got {value!r}")
+        return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, float) and value.is_integer()):
+            raise KvaeError(f"{key}: expected {_type_name(default)}, got {value!r}")
+        return int(value)
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise KvaeError(f"{key}: expected a list, got {value!r}")
+    elif not isinstance(value, type(default)):
+        raise KvaeError(f"{key}: expected {_type_name(default)}, got {value!r}")
+    return value
+
+
+def model_defaults(model_type):
+    """Return `{argument: default}` for a model type, from its constructor and the VAE base's."""
+    from kvae.models import VAE, model_class
+
+    cls = model_class(model_type)
+    out = {}
+    for klass in (VAE, cls):
+        for name, p in inspect.signature(klass.__init__).parameters.items():
+            if name not in ("self", "kwargs") and p.default is not inspect.Parameter.empty:
+                out[name] = p.default
+    return out
+
+
+def validate(config):
+    """Check every key and type of a config; return a normalised copy.
+
+    Raises:
+        KvaeError: an unknown section or key, a wrong type, or a value out of
+            its choices; the message names the key.
+    """
+    config = copy.deepcopy(config)
+    for key in config:
+        if key not in DEFAULTS:
+            raise KvaeError(f"{key}: unknown config key (known: {', '.join(DEFAULTS)})")
+    config["name"] = _check_value("name", config.get("name", DEFAULTS["name"]), "")
+    for section in ("data", "train"):
+        values = config.get(section, {})
+        if not isinstance(values, dict):
+            raise KvaeError(f"{section}: expected a table of settings")
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise KvaeError(f"{section}.{key}: unknown config key (known: {', '.join(DEFAULTS[section])})")
+            values[key] = _check_value(f"{section}.{key}", value, DEFAULTS[section][key])
+            choices = CHOICES.get((section, key))
+            if choices and values[key] not in choices:
+                raise KvaeError(f"{section}.{key}: must be one of {', '.join(choices)}, got {values[key]!r}")
+    model = config.get("model", {})
+    defaults = model_defaults(model.get("type", "fc"))
+    for key, value in model.items():
+        if key == "type":
+            continue
+        if key in ("sample_rate", "window_seconds"):
+            raise KvaeError(f"model.{key}: set data.{'rate' if key == 'sample_rate' else key} instead")
+        if key not in defaults:
+            raise KvaeError(f"model.{key}: unknown argument for model type '{model.get('type', 'fc')}' "
+                            f"(known: {', '.join(k for k in defaults if k not in ('sample_rate', 'window_seconds'))})")
+        model[key] = _check_value(f"model.{key}", value, defaults[key])
+    for key in ("rate", "batch_size", "windows_per_recording", "val_windows_per_recording"):
+        if config["data"][key] <= 0:
+            raise KvaeError(f"data.{key}: must be positive, got {config['data'][key]}")
+    if config["data"]["window_seconds"] <= 0:
+        raise KvaeError(f"data.window_seconds: must be positive, got {config['data']['window_seconds']}")
+    for key in ("epochs", "n_samples"):
+        if config["train"][key] < (1 if key == "epochs" else 0):
+            raise KvaeError(f"train.{key}: must be {'at least 1' if key == 'epochs' else 'non-negative'}, "
+                            f"got {config['train'][key]}")
+    if config["train"]["learning_rate"] <= 0:
+        raise KvaeError(f"train.learning_rate: must be positive, got {config['train']['learning_rate']}")
+    return config
+
+
+def parse_set(items):
+    """Parse `--set key=value` strings into a nested dict (values read as TOML, else as strings).
+
+    Raises:
+        KvaeError: an item without `=` or with a key outside the sections.
+    """
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise KvaeError(f"--set {item}: expected key=value, e.g. train.learning_rate=3e-4")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        parts = key.split(".")
+        if parts[0] == "name" and len(parts) == 1:
+            out["name"] = str(value)
+            continue
+        if len(parts) != 2 or parts[0] not in SECTIONS:
+            raise KvaeError(f"--set {key}: keys look like data.rate, model.hidden_layers or train.epochs")
+        out.setdefault(parts[0], {})[parts[1]] = value
+    return out
+
+
+def load_config(config=None, overrides=None):
+    """Resolve a config: defaults, then a file or dict, then overrides; validated.
+
+    Args:
+        config: str, Path, dict or None. A config file (a bare name such as
+            "quickstart" is looked up in `configs/`), a dict, or None for the
+            defaults.
+        overrides: dict or None. Nested overrides, e.g. `{"train": {"epochs": 3}}`.
+
+    Returns:
+        The resolved config, a dict with sections data, model and train.
+    """
+    if config is None:
+        loaded = {}
+    elif isinstance(config, dict):
+        loaded = config
+    else:
+        loaded = _read_file(config)
+    resolved = merge_config(merge_config(DEFAULTS, loaded), overrides or {})
+    return validate(resolved)
+
+
+def split_overrides(overrides):
+    """Turn `kvae.fit(**overrides)` keywords into nested overrides.
+
+    Accepts section dicts (`train={"epochs": 2}`), dotted-free names that
+    exist in exactly one section (`epochs=2`, `rate=8000`) and model
+    arguments (`hidden_layers=3`).
+    """
+    out = {}
+    for key, value in overrides.items():
+        if key in SECTIONS and isinstance(value, dict):
+            out[key] = merge_config(out.get(key, {}), value)
+        elif key == "name":
+            out["name"] = value
+        else:
+            section = next((s for s in ("data", "train") if key in DEFAULTS[s]), "model")
+            out.setdefault(section, {})[key] = value
+    return out

@@ -1,0 +1,98 @@
+"""Figures for run folders: loss curves and waveform-plus-spectrogram views (matplotlib, no screen)."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_history(path):
+    """Read a Keras CSVLogger file into `{column: [floats]}`."""
+    columns = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                try:
+                    columns.setdefault(key, []).append(float(value))
+                except (TypeError, ValueError):
+                    columns.setdefault(key, []).append(float("nan"))
+    return columns
+
+
+def plot_history(history, path, title=None):
+    """Plot total loss, reconstruction and KL against epoch, train and validation.
+
+    Like the paper's Figures 1 and 2, one panel per term.
+
+    Args:
+        history: dict. `{metric: [value per epoch]}`, as Keras's
+            `History.history` or `read_history` give.
+        path: str or Path. PNG to write.
+        title: str or None. Figure title.
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    terms = [t for t in ("loss", "reconstruction", "kl", "stft") if t in history]
+    fig, axes = plt.subplots(1, len(terms), figsize=(4.2 * len(terms), 3.4), squeeze=False)
+    n = len(history[terms[0]])
+    epochs = history.get("epoch", list(range(n)))
+    epochs = [int(e) + 1 for e in epochs]
+    for ax, term in zip(axes[0], terms):
+        ax.plot(epochs, history[term], marker="o", ms=3, label="train")
+        if f"val_{term}" in history:
+            ax.plot(epochs, history[f"val_{term}"], marker="o", ms=3, label="validation")
+        ax.set_title({"loss": "total (negative ELBO)", "kl": "KL"}.get(term, term))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_audio(samples, sample_rate, path, title=None):
+    """Plot a clip's waveform above its spectrogram (dB).
+
+    Args:
+        samples: array-like. Mono audio, shape `(frames,)`.
+        sample_rate: int. Its rate in Hz.
+        path: str or Path. PNG to write.
+        title: str or None. Figure title.
+
+    Returns:
+        The path written.
+    """
+    from scipy import signal
+
+    plt = _pyplot()
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True)
+    t = np.arange(len(x)) / sample_rate
+    top.plot(t, x, lw=0.5)
+    top.set_ylabel("amplitude")
+    top.set_ylim(-1.05, 1.05)
+    nper = int(min(len(x), max(64, 2 ** round(np.log2(sample_rate * 0.04)))))
+    f, tt, s = signal.spectrogram(x, fs=sample_rate, nperseg=nper, noverlap=nper * 3 // 4)
+    bottom.pcolormesh(tt, f, 10 * np.log10(s + 1e-10), shading="auto", vmin=-100, vmax=-10, cmap="magma")
+    bottom.set_ylabel("Hz")
+    bottom.set_xlabel("seconds")
+    if title:
+        top.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
