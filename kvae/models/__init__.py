@@ -1,9 +1,11 @@
 """kvae.models: the VAE base and its variants, and a registry by name for configs."""
 
+from kvae.models.conv1d_vae import Conv1DVAE
 from kvae.models.fc_vae import FCVAE
+from kvae.models.transformer_vae import TransformerVAE
 from kvae.models.vae import VAE
 
-MODELS = {"fc": FCVAE}
+MODELS = {"fc": FCVAE, "conv1d": Conv1DVAE, "transformer": TransformerVAE}
 
 
 def model_class(name):
@@ -16,4 +18,4 @@ def model_class(name):
         raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
 
 
-__all__ = ["FCVAE", "MODELS", "VAE", "model_class"]
+__all__ = ["Conv1DVAE", "FCVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]
