@@ -157,7 +157,7 @@ class VAE(keras.Model):
 
     def _reconstruction_nll(self, target, decoded):
         """Per-example reconstruction term, shape `(batch,)`."""
-        sq = ops.square(target - decoded)
+        sq = ops.square(ops.subtract(target, decoded))
         axes = tuple(range(1, len(sq.shape)))
         if self.decoder_variance == "fixed":
             per_sample = sq
