@@ -6,6 +6,7 @@ one line, `kvae: error: ...`, and exit status 2 (a traceback only with
 """
 
 import argparse
+import functools
 import sys
 import time
 
@@ -105,6 +106,9 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="kvae", description="Variational autoencoders for music on raw audio.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    sub.add_parser = functools.partial(sub.add_parser, parents=[common])
 
     p = sub.add_parser("prepare", help="decode and resample a dataset into the cache")
     _add_data_args(p)

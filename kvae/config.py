@@ -146,6 +146,10 @@ def validate(config):
         for key, value in values.items():
             if key not in DEFAULTS[section]:
                 raise KvaeError(f"{section}.{key}: unknown config key (known: {', '.join(DEFAULTS[section])})")
+            if (section, key) == ("train", "verbose"):
+                if value not in ("auto", 0, 1, 2):
+                    raise KvaeError(f"train.verbose: must be auto, 0, 1 or 2, got {value!r}")
+                continue
             values[key] = _check_value(f"{section}.{key}", value, DEFAULTS[section][key])
             choices = CHOICES.get((section, key))
             if choices and values[key] not in choices:

@@ -149,6 +149,8 @@ def _load_manifest(cache_dir, settings, report):
         manifest = json.loads(path.read_text())
         entries = manifest["entries"]
         built_with = {k: manifest[k] for k in settings}
+        if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+            raise TypeError("entries is not a table of records")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         report.notes.append(f"{path}: unreadable cache manifest ({type(exc).__name__}); rebuilding the cache")
         return {}

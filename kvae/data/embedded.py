@@ -1,9 +1,9 @@
 """The embedded default dataset: a small synthetic corpus laid out like MusicNet.
 
-MusicNet (330 recordings, about 11 GB) is a large download, so that every
-command, example and test also runs offline kvae can *generate* a small
-stand-in: a few recordings of polyphonic, classical-style music, written in
-MusicNet's original release layout::
+MusicNet (330 recordings, about 11 GB) is a large download. So that every
+command, example and test also runs offline, kvae can *generate* a small
+stand-in instead: a few recordings of polyphonic, classical-style music,
+written in MusicNet's original release layout::
 
     ROOT/musicnet/train_data/<id>.wav      ROOT/musicnet/train_labels/<id>.csv
     ROOT/musicnet/test_data/<id>.wav       ROOT/musicnet/test_labels/<id>.csv
@@ -13,8 +13,8 @@ Each recording picks a key (major or harmonic minor), a metre (4/4 or 3/4), a
 tempo of 72-132 bpm and one of MusicNet's ensembles (Solo Piano, String
 Quartet, Accompanied Violin, ...). A chord progression (I-IV-V-I, I-vi-IV-V,
 i-iv-V-i, ...) drives a bass line, block or broken chords (or sustained inner
-voices), and a mostly stepwise melody with varied rhythms and rests; every
-phrase-length piece also has a two-beat general pause, and the last two bars
+voices), and a mostly stepwise melody with varied rhythms and rests. One
+phrase ends in a two-beat general pause (near-silence), and the last two bars
 are a V-I cadence.
 
 Notes are rendered by additive synthesis, one spectrum and envelope per
@@ -128,10 +128,6 @@ class _Plan:
 
     def is_phrase_end(self, bar):
         return bar % _PHRASE_BARS == _PHRASE_BARS - 1
-
-    @property
-    def total_beats(self):
-        return self.n_bars * self.meter
 
 
 def _make_plan(rng, seconds):
@@ -364,7 +360,8 @@ def _inner_parts(rng, plan, parts, programs):
         rhythm = (meter,) if bar == plan.n_bars - 1 or rng.random() < 0.7 else (2, meter - 2)
         taken = set()
         for v, (part, program) in enumerate(zip(parts, programs)):
-            options = [d for d in range(-10, 80) if d % 7 in chord and _in_range(key, d, part)]
+            span = range(key.nearest_degree(0, part.low) - 7, key.nearest_degree(0, part.high) + 8)
+            options = [d for d in span if d % 7 in chord and _in_range(key, d, part)]
             free = [d for d in options if d % 7 not in taken] or options
             degree = min(free, key=lambda d: (abs(key.pitch(d) - previous[v]), d))
             taken.add(degree % 7)
@@ -385,7 +382,7 @@ def _figure_part(rng, plan, part, program):
         root = key.nearest_degree(chord[0], part.low + 6)
         while key.pitch(root) < part.low:
             root += 7
-        ladder = [key.pitch(d) for d in range(root, root + 14) if d % 7 in chord][:5]
+        ladder = [key.pitch(d) for d in range(root, root + 11) if d % 7 in chord][:5]
         beat = bar * meter
         if bar == plan.n_bars - 1:
             notes.append(_Note(beat, meter, program, ladder[2], _velocity(rng, part, accent=True)))
@@ -523,6 +520,7 @@ _TIMBRES = {
                 vibrato_hz=5.0, vibrato_depth=0.003, noise=0.025),
 }
 INSTRUMENTS = tuple(sorted(_TIMBRES))  # the General MIDI programs the corpus uses
+_MOST_PARTIALS = max(len(t.spectrum) or t.max_partials for t in _TIMBRES.values())
 
 
 def _midi_hz(pitch):
@@ -549,68 +547,143 @@ def _partials(timbre, f0, sample_rate):
 
 @functools.lru_cache(maxsize=8)
 def _noise_filter(sample_rate):
-    return signal.butter(2, [500, min(5000, 0.45 * sample_rate)], btype="band", fs=sample_rate)
+    """Band-pass (500 Hz - 5 kHz) for breath and bow noise, and its gain on white noise."""
+    b, a = signal.butter(2, [500, min(5000, 0.45 * sample_rate)], btype="band", fs=sample_rate)
+    impulse = signal.lfilter(b, a, np.eye(1, sample_rate, dtype=np.float64)[0])
+    return b, a, float(np.sqrt(np.sum(impulse ** 2)))
 
 
-def _envelope(timbre, n, hold, sample_rate):
+def _exp_decay(rate, n, sample_rate):
+    """exp(-rate * t) at `n` samples, float32: an outer product of two short exponentials.
+
+    (np.exp costs ten times a multiplication; exp(-r (a + b)) = exp(-r a) exp(-r b).)
+    """
+    block = 512
+    coarse = np.exp(-rate * np.arange(-(-n // block)) * (block / sample_rate)).astype(np.float32)
+    fine = np.exp(-rate * np.arange(block) / sample_rate).astype(np.float32)
+    return np.multiply.outer(coarse, fine).ravel()[:n]
+
+
+def _envelope(timbre, t, hold, sample_rate):
     """Raised-cosine attack, exponential decay to the sustain level, raised-cosine release."""
-    t = np.arange(n, dtype=np.float32) / np.float32(sample_rate)
+    pi = np.float32(np.pi)
     attack = max(timbre.attack, 0.002)
-    env = 0.5 - 0.5 * np.cos(np.pi * np.clip(t / attack, 0, 1))
+    env = 0.5 - 0.5 * np.cos(pi * np.minimum(t * np.float32(1 / attack), 1))
     if not timbre.struck and timbre.sustain < 1:
-        after = np.maximum(t - attack, 0) / timbre.decay
-        env *= timbre.sustain + (1 - timbre.sustain) * np.exp(-after)
-    released = np.clip((t - hold / sample_rate) / max(timbre.release, 0.02), 0, 1)
-    env *= 0.5 + 0.5 * np.cos(np.pi * released)
-    return env.astype(np.float32)
+        onset = min(int(attack * sample_rate), len(t))
+        decay = np.ones_like(env)
+        decay[onset:] = _exp_decay(1 / timbre.decay, len(t) - onset, sample_rate)
+        env *= timbre.sustain + (1 - timbre.sustain) * decay
+    release = max(timbre.release, 0.02)
+    released = np.minimum(np.maximum(t - np.float32(hold / sample_rate), 0) * np.float32(1 / release), 1)
+    env *= 0.5 + 0.5 * np.cos(pi * released)
+    return env
 
 
-def _render_note(timbre, pitch, hold, velocity, sample_rate, rng):
-    """Synthesise one note held for `hold` samples, plus its release tail; float32."""
-    n = hold + max(int(timbre.release * sample_rate), int(0.02 * sample_rate))
+def _note_length(timbre, hold, sample_rate):
+    """Samples a note held for `hold` samples occupies, release tail included."""
+    return hold + max(int(timbre.release * sample_rate), int(0.02 * sample_rate))
+
+
+_TABLE_SIZE = 4096  # samples in one period of a wavetable
+
+
+def _render_note(timbre, pitch, hold, velocity, sample_rate, rng, scratch=None):
+    """Synthesise one note held for `hold` samples, plus its release tail.
+
+    Struck strings sum their partials one by one (each decays at its own rate and
+    is slightly sharp); sustained instruments, whose spectrum does not change,
+    read one period of their waveform from a table, vibrato included.
+
+    Args:
+        timbre: _Timbre. The instrument.
+        pitch: int. MIDI pitch.
+        hold: int. Samples from note-on to note-off.
+        velocity: float. Amplitude scale.
+        sample_rate: int. Hz.
+        rng: numpy Generator. Phases, detuning, vibrato and noise.
+        scratch: float32 array of at least partials x samples elements, reused
+            between notes (fresh large arrays cost more in page faults than the sines).
+
+    Returns:
+        float32 array of `_note_length(timbre, hold, sample_rate)` samples.
+    """
+    n = _note_length(timbre, hold, sample_rate)
     f0 = _midi_hz(pitch)
     if not timbre.struck:
         f0 *= 2 ** (rng.normal(0, 2) / 1200)  # a player is never exactly in tune
     ratios, amps = _partials(timbre, f0, sample_rate)
-    count = len(amps)
-    t = np.arange(n, dtype=np.float64) / sample_rate
-
-    # Phase of the fundamental in cycles, wrapped to [0, 1) so float32 keeps it exact enough.
-    if timbre.vibrato_depth:
-        depth = timbre.vibrato_depth * np.clip((t - timbre.attack) / 0.25, 0, 1)  # vibrato fades in
-        rate = timbre.vibrato_hz * (1 + 0.05 * rng.standard_normal())
-        freq = f0 * (1 + depth * np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi)))
-        cycles = np.cumsum(freq) / sample_rate
-    else:
-        cycles = f0 * t
-    phase = (cycles % 1.0).astype(np.float32)
-
-    harmonic = np.arange(1, count + 1, dtype=np.float32)
-    grid = np.multiply.outer(harmonic, phase)  # (partials, samples), in cycles
-    grid += rng.uniform(0, 1, count).astype(np.float32)[:, None]
-    if timbre.inharmonicity:
-        stretch = ((ratios - harmonic) * f0).astype(np.float32)
-        grid += np.multiply.outer(stretch, t.astype(np.float32))
-    grid *= np.float32(2 * np.pi)
-    np.sin(grid, out=grid)
-
+    t = np.arange(n, dtype=np.float32) * np.float32(1 / sample_rate)
+    offsets = rng.uniform(0, 1, len(amps))  # starting phase of each partial, in cycles
     if timbre.struck:
-        # Partial k decays as exp(-r (1 + c (k - 1)) t) = fundamental * extra ** (k - 1).
-        rate = timbre.ring_decay * np.sqrt(f0 / 261.6)
-        fundamental = np.exp(-rate * t).astype(np.float32)
-        extra = np.exp(-rate * timbre.partial_damping * t).astype(np.float32)
-        decay = fundamental
-        for row in grid:
-            row *= decay
-            decay = decay * extra
-    wave = amps.astype(np.float32) @ grid
-
+        wave = _struck(timbre, f0, f0 * ratios, amps, offsets, n, sample_rate, scratch)
+    else:
+        wave = _wavetable(amps, offsets, _phase(timbre, f0, t, sample_rate, rng))
     if timbre.noise:
-        b, a = _noise_filter(sample_rate)
-        noise = signal.lfilter(b, a, rng.standard_normal(n)).astype(np.float32)
-        wave += np.float32(timbre.noise * 4) * noise
-    wave *= _envelope(timbre, n, hold, sample_rate)
+        b, a, gain = _noise_filter(sample_rate)
+        noise = signal.lfilter(b, a, rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
+        wave += np.float32(timbre.noise / gain) * noise
+    wave *= _envelope(timbre, t, hold, sample_rate)
     wave *= np.float32(velocity * timbre.loudness)
+    return wave
+
+
+def _phase(timbre, f0, t, sample_rate, rng):
+    """Phase of the fundamental in cycles, in [0, 1], float32.
+
+    It accumulates in 32-bit fixed point (unsigned integers wrap around at one
+    cycle), so it is exact however long the note, and cheap.
+    """
+    per_sample = 2.0 ** 32 / sample_rate
+    if timbre.vibrato_depth:
+        depth = timbre.vibrato_depth * np.minimum(np.maximum(t - timbre.attack, 0) * 4, 1)  # fades in
+        rate = timbre.vibrato_hz * (1 + 0.05 * rng.standard_normal())
+        wobble = np.sin(np.float32(2 * np.pi * rate) * t + np.float32(rng.uniform(0, 2 * np.pi)))
+        steps = ((1 + depth * wobble) * np.float32(f0 * per_sample)).astype(np.uint32)
+        cycles = np.cumsum(steps, dtype=np.uint32)
+    else:
+        cycles = np.arange(len(t), dtype=np.uint32) * np.uint32(round(f0 * per_sample))
+    return np.multiply(cycles, np.float32(2.0 ** -32), dtype=np.float32)
+
+
+def _struck(timbre, f0, freqs, amps, offsets, n, sample_rate, scratch):
+    """Sum the partials of a struck string; partial k decays (1 + c (k - 1)) times faster.
+
+    Each partial runs at its own, slightly stretched frequency `freqs[k]`. Phases
+    are kept in 32-bit fixed point (the products wrap around at whole cycles), so
+    they are exact however long the note.
+    """
+    count = len(amps)
+    if scratch is None or scratch.size < count * n:
+        scratch = np.empty(count * n, dtype=np.float32)
+    cycles = scratch[: count * n].view(np.uint32).reshape(count, n)
+    steps = np.round(freqs * (2.0 ** 32 / sample_rate)).astype(np.uint32)
+    np.multiply.outer(steps, np.arange(n, dtype=np.uint32), out=cycles)
+    cycles += (offsets * 2.0 ** 32).astype(np.uint64).astype(np.uint32)[:, None]
+    grid = cycles.view(np.float32)  # converted in place: phase in radians, then the partials
+    np.multiply(cycles, np.float32(2 * np.pi / 2.0 ** 32), out=grid, dtype=np.float32)
+    np.sin(grid, out=grid)
+    # exp(-r (1 + c (k - 1)) t) = fundamental * extra ** (k - 1): two exps instead of one a partial.
+    rate = timbre.ring_decay * np.sqrt(f0 / 261.6)  # higher strings die away sooner
+    decay = _exp_decay(rate, n, sample_rate)
+    extra = _exp_decay(rate * timbre.partial_damping, n, sample_rate)
+    for row in grid:
+        row *= decay
+        decay *= extra
+    return amps.astype(np.float32) @ grid
+
+
+def _wavetable(amps, offsets, phase):
+    """Read a harmonic waveform (one period, in a table) at the given phases, interpolating."""
+    x = np.arange(_TABLE_SIZE + 2) / _TABLE_SIZE  # two extra points: phase may round up to 1.0
+    harmonic = np.arange(1, len(amps) + 1)
+    table = (amps @ np.sin(2 * np.pi * (np.outer(harmonic, x) + offsets[:, None]))).astype(np.float32)
+    slope = np.diff(table)
+    position = phase * np.float32(_TABLE_SIZE)
+    index = position.astype(np.intp)
+    position -= index  # now the fraction between table points
+    wave = table.take(index)
+    wave += position * slope.take(index)
     return wave
 
 
@@ -626,6 +699,12 @@ def _room(audio, sample_rate, rng):
     return signal.oaconvolve(audio, impulse.astype(np.float32))[: len(audio)].astype(np.float32)
 
 
+def _noise_floor(n, rng, level=2e-4):
+    """A faint, dark hiss (RMS `level`, about -74 dBFS): rests are quiet, not digital zeros."""
+    hiss = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(n))
+    return (hiss * (level / np.std(hiss))).astype(np.float32)
+
+
 def _sample_of(plan, beat, sample_rate):
     return int(round((_LEAD_IN_S + beat * 60.0 / plan.bpm) * sample_rate))
 
@@ -633,11 +712,15 @@ def _sample_of(plan, beat, sample_rate):
 def _render_recording(rng, plan, notes, seconds, sample_rate):
     """Mix all notes, add the room and peak-normalise; returns the audio and the label rows."""
     audio = np.zeros(int(round(seconds * sample_rate)), dtype=np.float32)
+    spans = [(_sample_of(plan, note.start_beat, sample_rate), _sample_of(plan, note.end_beat, sample_rate))
+             for note in notes]
+    longest = max((_note_length(_TIMBRES[note.program], end - start, sample_rate)
+                   for note, (start, end) in zip(notes, spans)), default=0)
+    scratch = np.empty(_MOST_PARTIALS * longest, dtype=np.float32)
     rows = []
-    for note in notes:
-        start = _sample_of(plan, note.start_beat, sample_rate)
-        end = _sample_of(plan, note.end_beat, sample_rate)
-        wave = _render_note(_TIMBRES[note.program], note.pitch, end - start, note.velocity, sample_rate, rng)
+    for note, (start, end) in zip(notes, spans):
+        wave = _render_note(_TIMBRES[note.program], note.pitch, end - start, note.velocity,
+                            sample_rate, rng, scratch)
         stop = min(len(audio), start + len(wave))
         audio[start:stop] += wave[: stop - start]
         rows.append((start, end, note.program, note.pitch, float(note.start_beat), float(note.beats),
@@ -646,6 +729,7 @@ def _render_recording(rng, plan, notes, seconds, sample_rate):
     peak = float(np.max(np.abs(audio)))
     if peak > 0:
         audio *= np.float32(rng.uniform(0.55, 0.75) / peak)
+    audio += _noise_floor(len(audio), rng)
     rows.sort(key=lambda row: row[:4])
     return audio, rows
 

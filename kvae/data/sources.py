@@ -76,7 +76,7 @@ def read_metadata(path):
     if not path.is_file():
         raise KvaeError(f"{path}: metadata CSV not found")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is not part of "id"
             reader = csv.DictReader(f)
             columns = tuple(reader.fieldnames or ())
             missing = [c for c in METADATA_COLUMNS if c not in columns]
@@ -185,11 +185,13 @@ def find_recordings(root, select=None):
         layout, metadata_path = "folder", None
         if select and set(select) - {"id"}:
             raise KvaeError(f"{root}: not a MusicNet tree, cannot select by {', '.join(select)}")
+        files = [p.relative_to(root) for p in _audio_files(root)]
+        stems = [rel.with_suffix("").as_posix() for rel in files]
         recordings = []
-        for path in _audio_files(root):
-            rel = path.relative_to(root)
+        for rel, stem in zip(files, stems):
             held_out = any(part.lower() in _HELD_OUT_FOLDERS for part in rel.parts[:-1])
-            recordings.append(Recording(rel.with_suffix("").as_posix(), path, "test" if held_out else "train"))
+            key = stem if stems.count(stem) == 1 else rel.as_posix()  # a.wav and a.flac stay apart
+            recordings.append(Recording(key, root / rel, "test" if held_out else "train"))
     if not recordings:
         if not any(root.iterdir()):
             raise KvaeError(f"{root}: empty folder")

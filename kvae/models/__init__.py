@@ -2,10 +2,11 @@
 
 from kvae.models.conv1d_vae import Conv1DVAE
 from kvae.models.fc_vae import FCVAE
+from kvae.models.mel_vae import MelVAE
 from kvae.models.transformer_vae import TransformerVAE
 from kvae.models.vae import VAE
 
-MODELS = {"fc": FCVAE, "conv1d": Conv1DVAE, "transformer": TransformerVAE}
+MODELS = {"fc": FCVAE, "conv1d": Conv1DVAE, "transformer": TransformerVAE, "mel": MelVAE}
 
 
 def model_class(name):
@@ -18,4 +19,4 @@ def model_class(name):
         raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
 
 
-__all__ = ["Conv1DVAE", "FCVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]
+__all__ = ["Conv1DVAE", "FCVAE", "MelVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]

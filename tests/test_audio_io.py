@@ -1,0 +1,244 @@
+"""Tests for kvae.data.audio_io: decoding every sample format, FLAC/OGG, resampling, writing."""
+
+import math
+import struct
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from kvae.data.audio_io import AudioFileError, read_audio, resample, to_float_mono, write_wav
+from kvae.errors import KvaeError
+
+SR = 44100
+
+
+def _sine(freq, seconds, sr, amplitude=0.5, phase=0.0):
+    t = np.arange(int(round(seconds * sr))) / sr
+    return amplitude * np.sin(2 * np.pi * freq * t + phase)
+
+
+def _write_pcm24(path, ints, rate):
+    """Write a real 24-bit PCM WAV by hand: fmt chunk with 24 bits, 3-byte little-endian samples."""
+    ints = np.asarray(ints, dtype=np.int64)
+    if ints.ndim == 1:
+        ints = ints[:, None]
+    frames, channels = ints.shape
+    assert ints.min() >= -(2**23) and ints.max() < 2**23
+    block = 3 * channels
+    data = bytearray()
+    for v in ints.reshape(-1):
+        data += int(v).to_bytes(3, "little", signed=True)
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, 24)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + bytes(data)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+# ---------------------------------------------------------------- WAV sample formats
+
+
+def test_float32_wav(tmp_path):
+    x = _sine(440, 1.0, SR, 0.7).astype(np.float32)
+    wavfile.write(tmp_path / "f32.wav", SR, x)
+    y, rate = read_audio(tmp_path / "f32.wav")
+    assert rate == SR
+    assert y.dtype == np.float32 and y.shape == x.shape
+    np.testing.assert_array_equal(y, x)
+
+
+def test_float64_wav(tmp_path):
+    x = _sine(300, 1.0, SR, 0.9)
+    wavfile.write(tmp_path / "f64.wav", SR, x.astype(np.float64))
+    y, rate = read_audio(tmp_path / "f64.wav")
+    assert rate == SR and y.dtype == np.float32
+    np.testing.assert_allclose(y, x, atol=1e-7)
+
+
+def test_int16_wav_scale(tmp_path):
+    x = np.array([-32768, -16384, 0, 16384, 32767] * 100, dtype=np.int16)
+    wavfile.write(tmp_path / "i16.wav", 22050, x)
+    y, rate = read_audio(tmp_path / "i16.wav")
+    assert rate == 22050 and y.dtype == np.float32
+    np.testing.assert_allclose(y[:5], [-1.0, -0.5, 0.0, 0.5, 32767 / 32768], atol=1e-7)
+    assert y.min() >= -1.0 and y.max() <= 1.0
+
+
+def test_int24_wav_hand_written(tmp_path):
+    rng = np.random.default_rng(0)
+    ints = rng.integers(-(2**23), 2**23, size=2000)
+    ints[:4] = [-(2**23), 2**22, 0, 2**23 - 1]
+    path = _write_pcm24(tmp_path / "i24.wav", ints, 16000)
+    y, rate = read_audio(path)
+    assert rate == 16000 and y.dtype == np.float32 and y.shape == (2000,)
+    np.testing.assert_allclose(y, ints / 2**23, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(y[:4], [-1.0, 0.5, 0.0, (2**23 - 1) / 2**23], atol=1e-6)
+
+
+def test_int24_stereo_hand_written(tmp_path):
+    left = np.full(500, 2**22)  # 0.5
+    right = np.full(500, -(2**21))  # -0.25
+    path = _write_pcm24(tmp_path / "i24s.wav", np.stack([left, right], axis=1), 8000)
+    y, _ = read_audio(path)
+    np.testing.assert_allclose(y, 0.125, atol=1e-6)
+
+
+def test_int32_wav_scale(tmp_path):
+    x = np.array([-(2**31), -(2**30), 0, 2**30, 2**31 - 1] * 50, dtype=np.int32)
+    wavfile.write(tmp_path / "i32.wav", 8000, x)
+    y, _ = read_audio(tmp_path / "i32.wav")
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y[:5], [-1.0, -0.5, 0.0, 0.5, 1.0], atol=1e-6)
+
+
+def test_uint8_wav_scale(tmp_path):
+    x = np.array([0, 64, 128, 192, 255] * 50, dtype=np.uint8)
+    wavfile.write(tmp_path / "u8.wav", 8000, x)
+    y, _ = read_audio(tmp_path / "u8.wav")
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y[:5], [-1.0, -0.5, 0.0, 0.5, 127 / 128], atol=1e-7)
+
+
+def test_stereo_is_mixed_to_mono_by_mean(tmp_path):
+    left = _sine(440, 0.5, SR, 0.8)
+    right = _sine(660, 0.5, SR, 0.4)
+    stereo = np.stack([left, right], axis=1).astype(np.float32)
+    wavfile.write(tmp_path / "st.wav", SR, stereo)
+    y, _ = read_audio(tmp_path / "st.wav")
+    assert y.shape == (len(left),)
+    np.testing.assert_allclose(y, (left + right) / 2, atol=1e-6)
+
+
+def test_four_channels_int16_mixed_to_mono(tmp_path):
+    chans = np.array([1000, 2000, -3000, 8000], dtype=np.int16)
+    x = np.tile(chans, (300, 1))
+    wavfile.write(tmp_path / "quad.wav", 8000, x)
+    y, _ = read_audio(tmp_path / "quad.wav")
+    assert y.shape == (300,)
+    np.testing.assert_allclose(y, chans.mean() / 32768, atol=1e-7)
+
+
+def test_to_float_mono_single_channel_column():
+    y = to_float_mono(np.array([[16384], [-16384]], dtype=np.int16))
+    assert y.shape == (2,) and y.dtype == np.float32
+    np.testing.assert_allclose(y, [0.5, -0.5])
+
+
+def test_missing_and_unsupported_files(tmp_path):
+    with pytest.raises(AudioFileError) as err:
+        read_audio(tmp_path / "nope.wav")
+    assert "nope.wav" in str(err.value) and "\n" not in str(err.value)
+    (tmp_path / "x.aiff").write_bytes(b"FORM0000AIFF")
+    with pytest.raises(KvaeError) as err:
+        read_audio(tmp_path / "x.aiff")
+    assert "x.aiff" in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- FLAC and OGG (tensorflow-io)
+
+
+@pytest.fixture(scope="module")
+def tfio_audio():
+    tf = pytest.importorskip("tensorflow")
+    tfio = pytest.importorskip("tensorflow_io")
+    return tf, tfio
+
+
+def test_flac_decodes_exactly(tmp_path, tfio_audio):
+    tf, tfio = tfio_audio
+    rate = 22050
+    left = (_sine(440, 1.0, rate, 0.5) * 32767).astype(np.int16)
+    right = (_sine(220, 1.0, rate, 0.25) * 32767).astype(np.int16)
+    stereo = np.stack([left, right], axis=1)
+    path = tmp_path / "a.flac"
+    path.write_bytes(tfio.audio.encode_flac(tf.constant(stereo), rate=rate).numpy())
+    y, r = read_audio(path)
+    assert r == rate and y.dtype == np.float32
+    expected = stereo.astype(np.float32).mean(axis=1) / 32768
+    assert y.shape == expected.shape
+    np.testing.assert_array_equal(y, expected.astype(np.float32))
+
+
+def test_ogg_decodes_loosely(tmp_path, tfio_audio):
+    tf, tfio = tfio_audio
+    rate = 44100
+    x = _sine(440, 1.0, rate, 0.5).astype(np.float32)
+    path = tmp_path / "a.ogg"
+    path.write_bytes(tfio.audio.encode_vorbis(tf.constant(x[:, None]), rate=rate).numpy())
+    y, r = read_audio(path)
+    assert r == rate and y.dtype == np.float32
+    assert abs(len(y) - len(x)) < 2048
+    n = min(len(x), len(y))
+    corr = np.corrcoef(x[:n], y[:n])[0, 1]
+    assert corr > 0.99
+    assert np.abs(y).max() <= 1.0
+
+
+def test_corrupt_flac_is_an_audio_file_error(tmp_path, tfio_audio):
+    path = tmp_path / "bad.flac"
+    path.write_bytes(b"fLaC" + b"\x00" * 64)
+    with pytest.raises(AudioFileError) as err:
+        read_audio(path)
+    assert "bad.flac" in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- resampling
+
+
+def test_resample_preserves_frequency_and_has_no_delay():
+    n = int(1.5 * SR) + 7
+    t = np.arange(n) / SR
+    x = 0.5 * np.sin(2 * np.pi * 200 * t)
+    y = resample(x, SR, 3000)
+    assert y.dtype == np.float32
+    assert abs(len(y) - math.ceil(n * 3000 / SR)) <= 1
+    direct = 0.5 * np.sin(2 * np.pi * 200 * np.arange(len(y)) / 3000)
+    # frequency: the spectrum peaks at 200 Hz
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    freqs = np.fft.rfftfreq(len(y), 1 / 3000)
+    assert abs(freqs[np.argmax(spectrum)] - 200) < 2
+    # no delay: the cross-correlation with a directly synthesised sine peaks at lag 0
+    lags = np.arange(-7, 8)  # within half a period of 200 Hz at 3 kHz (15 samples)
+    core = slice(100, len(y) - 100)  # away from the filter's edge transients
+    scores = [np.dot(y[core], np.roll(direct, lag)[core]) for lag in lags]
+    assert lags[int(np.argmax(scores))] == 0
+    np.testing.assert_allclose(y[core], direct[core], atol=0.01)
+
+
+def test_resample_pulse_is_not_shifted():
+    # a band-limited pulse (Gaussian, sigma 2 ms) at 0.5 s must stay at 0.5 s
+    n = SR
+    t = np.arange(n) / SR
+    x = np.exp(-0.5 * ((t - 0.5) / 0.002) ** 2)
+    y = resample(x, SR, 3000)
+    assert abs(int(np.argmax(y)) - 1500) <= 1
+
+
+def test_resample_same_rate_is_identity():
+    x = np.linspace(-1, 1, 101)
+    y = resample(x, 8000, 8000)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, x, atol=1e-7)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def test_write_wav_float32_round_trip(tmp_path):
+    x = _sine(200, 0.5, 3000, 0.8).astype(np.float32)
+    path = write_wav(tmp_path / "sub" / "out.wav", x, 3000)
+    raw = path.read_bytes()
+    assert raw[:4] == b"RIFF" and raw[8:12] == b"WAVE"
+    pos = raw.index(b"fmt ")
+    tag, channels, rate = struct.unpack("<HHI", raw[pos + 8:pos + 16])
+    bits = struct.unpack("<H", raw[pos + 22:pos + 24])[0]
+    assert (tag, channels, rate, bits) == (3, 1, 3000, 32)
+    y, r = read_audio(path)
+    assert r == 3000
+    np.testing.assert_array_equal(y, x)
+
+
+def test_write_wav_clips_and_zeroes_non_finite(tmp_path):
+    path = write_wav(tmp_path / "c.wav", np.array([2.0, -3.0, np.nan, 0.25]), 8000)
+    y, _ = read_audio(path)
+    np.testing.assert_array_equal(y, np.array([1.0, -1.0, 0.0, 0.25], dtype=np.float32))

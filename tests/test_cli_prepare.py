@@ -1,0 +1,153 @@
+"""Tests for `kvae prepare` through the real entry point (kvae.cli.main) and as a subprocess."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from kvae.cli import main
+from kvae.errors import KvaeError
+
+SR = 8000
+
+
+def _wav(path, seconds=1.5, freq=220.0, rate=SR):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(round(seconds * rate))) / rate
+    wavfile.write(path, rate, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32))
+    return path
+
+
+def _truncated(path):
+    good = _wav(path).read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    return path
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_one_error_line(err, *words):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kvae: error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_prepare_summary_with_a_bad_file(tmp_path, capsys):
+    root = tmp_path / "data"
+    _wav(root / "a.wav", 1.5)
+    _wav(root / "test" / "b.wav", 1.5, freq=330.0)
+    _truncated(root / "broken.wav")
+    cache = tmp_path / "cache"
+    code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(cache))
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert re.search(r"^recordings: 3 found, 2 built, 0 reused, 1 skipped$", out, re.M), out
+    assert re.search(r"^audio: +0\.001 hours \(3\.0 s\)$", out, re.M), out
+    assert re.search(r"^skipped: .*broken\.wav: truncated WAV", out, re.M), out
+    assert re.search(r"^cache size: +[0-9.]+ MB$", out, re.M), out
+    assert re.search(r"^time: +[0-9.]+ s$", out, re.M), out
+    assert re.search(rf"^cache: +{re.escape(str(cache))} at 3000 Hz$", out, re.M), out
+    assert re.search(r"^data: .*\(folder layout\)$", out, re.M), out
+    assert (cache / "manifest.json").is_file()
+    # again: everything reused, the bad file still listed
+    code, out, _ = _run(capsys, "prepare", "--data", str(root), "--cache", str(cache))
+    assert code == 0
+    assert "recordings: 3 found, 0 built, 2 reused, 1 skipped" in out
+    assert "broken.wav" in out
+
+
+def test_prepare_rate_and_short_window(tmp_path, capsys):
+    root = tmp_path / "data"
+    _wav(root / "long.wav", 3.0)
+    _wav(root / "tiny.wav", 0.5)
+    code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(tmp_path / "c"),
+                          "--rate", "4000", "--window", "2")
+    assert code == 0, err
+    assert " at 4000 Hz" in out
+    short = [line for line in out.splitlines() if line.startswith("short:")]
+    assert len(short) == 1 and "tiny" in short[0] and "long" not in short[0] and "2 s window" in short[0]
+
+
+def test_prepare_missing_data_path(tmp_path, capsys):
+    missing = tmp_path / "does-not-exist"
+    code, out, err = _run(capsys, "prepare", "--data", str(missing), "--cache", str(tmp_path / "c"))
+    assert code == 2
+    _assert_one_error_line(err, str(missing), "does not exist")
+
+
+def test_prepare_empty_folder(tmp_path, capsys):
+    root = tmp_path / "empty"
+    root.mkdir()
+    code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(tmp_path / "c"))
+    assert code == 2
+    _assert_one_error_line(err, str(root), "empty")
+
+
+def test_prepare_all_bad_folder(tmp_path, capsys):
+    root = tmp_path / "bad"
+    root.mkdir()
+    _truncated(root / "one.wav")
+    (root / "two.wav").write_text("not audio")
+    code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(tmp_path / "c"))
+    assert code == 2
+    _assert_one_error_line(err, str(root), "no usable audio")
+    # the summary still says what was skipped and why
+    assert re.search(r"^skipped: .*one\.wav: truncated", out, re.M), out
+    assert re.search(r"^skipped: .*two\.wav: not a WAV", out, re.M), out
+
+
+def test_prepare_ensemble_on_a_plain_folder(tmp_path, capsys):
+    root = tmp_path / "data"
+    _wav(root / "a.wav")
+    code, _, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(tmp_path / "c"),
+                        "--ensemble", "Solo Piano")
+    assert code == 2
+    _assert_one_error_line(err, str(root))
+
+
+def test_debug_reraises(tmp_path, capsys):
+    with pytest.raises(KvaeError, match="does not exist"):
+        main(["--debug", "prepare", "--data", str(tmp_path / "nope"), "--cache", str(tmp_path / "c")])
+
+
+def test_subprocess_error_is_one_line(tmp_path):
+    env = dict(os.environ, KVAE_HOME=str(tmp_path / "home"))
+    missing = tmp_path / "missing"
+    proc = subprocess.run([sys.executable, "-m", "kvae.cli", "prepare", "--data", str(missing)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("kvae: error: ") and str(missing) in lines[0]
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("layout, name", [("original", "musicnet"), ("kaggle", "musicnet-kaggle")])
+def test_prepare_musicnet_tree_by_ensemble(tmp_path, capsys, layout, name):
+    from test_sources import write_musicnet  # the faithful fake MusicNet tree
+
+    root = write_musicnet(tmp_path / "mn", layout=layout, seconds=0.5)
+    cache = tmp_path / "c"
+    code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(cache),
+                          "--ensemble", "solo piano", "--window", "0.25")
+    assert code == 0, err
+    assert f"({name} layout)" in out
+    assert "recordings: 3 found, 3 built, 0 reused, 0 skipped" in out
+    assert "(1.5 s)" in out
+
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert sorted(manifest["entries"]) == ["1759", "2303", "2532"]
+    assert {k: v["split"] for k, v in manifest["entries"].items()} == {"1759": "test", "2303": "test", "2532": "train"}

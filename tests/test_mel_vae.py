@@ -1,0 +1,174 @@
+"""MelVAE: log-mel target, per-example floor, Griffin-Lim audio, training, saving, other backends."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from kvae.errors import KvaeError
+from kvae.models import MODELS
+from kvae.models.mel_vae import MelVAE
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE = 3000
+TINY = dict(sample_rate=RATE, window_seconds=0.5, latent_dim=8, channels=[4, 8, 16], griffin_lim_iters=8, seed=1)
+
+
+def make(**overrides):
+    return MelVAE(**{**TINY, **overrides})
+
+
+def sine(freq=440.0, amplitude=0.5, window=1500):
+    return (amplitude * np.sin(2 * np.pi * freq * np.arange(window) / RATE)).astype("float32")[None]
+
+
+def tones(n=8, window=1500, seed=0):
+    """Windows of decaying harmonic tones, a stand-in for music."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(window) / RATE
+    f0 = rng.uniform(110, 440, size=(n, 1))
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in (1, 2, 3)) * np.exp(-3 * t)
+    return (0.3 * x * rng.uniform(0.5, 1.0, size=(n, 1))).astype("float32")
+
+
+def np_(x):
+    return ops.convert_to_numpy(x)
+
+
+def test_config_round_trip_defaults_and_registry():
+    model = make()
+    assert MODELS["mel"] is MelVAE
+    assert model.log_mel.n_fft == 256 and model.log_mel.hop_length == 64  # auto at 3000 Hz
+    assert model.target_shape == (24, 64) and model.latent_shape == (8,)
+    assert model.weights  # built in the constructor
+    config = model.get_config()
+    assert config["n_fft"] is None and config["channels"] == [4, 8, 16] and config["griffin_lim_iters"] == 8
+    clone = MelVAE.from_config(config)
+    assert clone.get_config() == config
+    assert len(clone.weights) == len(model.weights)
+
+
+def test_odd_sizes_are_padded_and_cropped():
+    # 1 s at hop 64 has 47 frames (padded to 48); 36 mels are padded to 40 inside the networks.
+    model = make(window_seconds=1.0, n_mels=36, n_fft=128, hop_length=48, channels=[4, 8])
+    x = tones(2, window=model.window)
+    target = model.target(x)
+    assert tuple(target.shape) == (2, model.target_shape[0], 36) and model.target_shape[0] % 4 == 0
+    decoded, z_mean, _ = model(x)
+    assert tuple(decoded.shape) == tuple(target.shape) and tuple(z_mean.shape) == (2, 8)
+    assert model.reconstruct(x).shape == (2, model.window)
+
+
+def test_bad_arguments_raise():
+    for kwargs in (dict(stft_weight=0.5), dict(n_mels=200), dict(hop_length=200), dict(channels=[]),
+                   dict(log_floor=0.0), dict(n_fft=4096), dict(griffin_lim_momentum=1.0)):
+        with pytest.raises(KvaeError):
+            make(**kwargs)
+    with pytest.raises(KvaeError, match="Griffin-Lim"):
+        make(stft_weight=1.0)
+
+
+def test_log_mel_of_a_sine_peaks_in_its_band():
+    model = make()
+    target = np_(model.target(sine(440.0)))
+    assert target.shape == (1, 24, 64) and np.isfinite(target).all()
+    filterbank = model.log_mel.filterbank
+    expected = int(np.argmax(filterbank[:, round(440.0 * 256 / RATE)]))
+    assert abs(int(np.argmax(target[0].mean(axis=0))) - expected) <= 1
+
+
+def test_floor_is_per_example_and_level_is_kept():
+    model = make()
+    loud, quiet = tones(2, seed=3)[:1], 1e-3 * tones(2, seed=4)[:1]
+    together = np_(model.target(np.concatenate([loud, quiet])))
+    alone = np_(model.target(quiet))
+    np.testing.assert_allclose(together[1], alone[0], atol=1e-4)
+    # absolute level survives: scaling the audio by 1e-2 shifts the log-mel by log(1e-2) (bar the tiny eps)
+    np.testing.assert_allclose(np_(model.target(1e-2 * loud)), np_(model.target(loud)) + np.log(1e-2),
+                               atol=1e-2)
+
+
+def test_griffin_lim_recovers_a_sine():
+    model = make(griffin_lim_iters=32)
+    x = sine(440.0)
+    magnitude = np_(model.log_mel.magnitude(x))
+
+    def convergence(audio):
+        rebuilt = np_(model.log_mel.magnitude(audio))
+        return np.linalg.norm(rebuilt - magnitude) / np.linalg.norm(magnitude)
+
+    # Griffin-Lim alone, on the true magnitude
+    assert convergence(model.griffin_lim(magnitude)) < 0.2
+    # the whole inversion: log-mel -> linear magnitude -> Griffin-Lim
+    audio = np_(model.to_audio(model.target(x)))
+    assert audio.shape == (1, model.window)
+    assert convergence(audio) < 0.3
+    spectrum = np.abs(np.fft.rfft(audio[0] * np.hanning(model.window)))
+    assert abs(np.argmax(spectrum) * RATE / model.window - 440.0) < 12.0
+    assert abs(20 * np.log10(audio.std() / x.std())) < 2.0  # about as loud as the input
+
+
+def test_fit_step_reports_elbo_terms():
+    model = make()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(tones(8), batch_size=4, epochs=1, verbose=0)
+    logs = {k: v[-1] for k, v in history.history.items()}
+    for key in ("loss", "reconstruction", "kl"):
+        assert np.isfinite(logs[key]), key
+
+
+def test_sample_is_deterministic_audio():
+    model = make()
+    a, b, c = model.sample(2, seed=3), model.sample(2, seed=3), model.sample(2, seed=4)
+    assert a.shape == (2, model.window) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert np.isfinite(a).all() and np.abs(a).max() > 1e-3
+
+
+def test_save_load_round_trip_and_tensorflow(tmp_path):
+    model = make()
+    model.compile(optimizer="adam")
+    model.fit(tones(4), batch_size=4, epochs=1, verbose=0)
+    path = tmp_path / "mel.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is MelVAE and loaded.get_config() == model.get_config()
+    np.testing.assert_allclose(loaded.sample(2, seed=7), model.sample(2, seed=7), atol=1e-6)
+
+    z = np.random.default_rng(0).normal(size=(2, 8)).astype("float32")
+    x = tones(2, seed=5)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "decoded.npy", np_(model.decode(z)))
+    np.save(tmp_path / "audio.npy", np_(model.to_audio(model.decode(z))))
+    np.save(tmp_path / "rec.npy", model.reconstruct(x))
+    script = textwrap.dedent(f"""
+        import numpy as np, keras
+        import kvae.models  # registers MelVAE
+        assert keras.backend.backend() == "tensorflow"
+        d = r"{tmp_path}"
+        model = keras.models.load_model(d + "/mel.keras", compile=False)
+        z, x = np.load(d + "/z.npy"), np.load(d + "/x.npy")
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(model.decode(z)), np.load(d + "/decoded.npy"),
+                                   atol=1e-4)
+        audio = keras.ops.convert_to_numpy(model.to_audio(model.decode(z)))
+        expected = np.load(d + "/audio.npy")
+        assert np.abs(audio - expected).max() < 1e-3 * np.abs(expected).max() + 1e-5, np.abs(audio - expected).max()
+        rec, expected = model.reconstruct(x), np.load(d + "/rec.npy")
+        assert np.abs(rec - expected).max() < 1e-3 * np.abs(expected).max() + 1e-5, np.abs(rec - expected).max()
+        sample = model.sample(2, seed=1)
+        assert sample.shape == (2, model.window) and np.abs(sample).max() > 0
+        print("ok")
+    """)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == "ok"

@@ -1,0 +1,318 @@
+"""Tests for kvae.data.sources: MusicNet trees (original and Kaggle layouts), metadata, plain folders."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from kvae.data.sources import MUSICNET_TEST_IDS, find_recordings, read_metadata
+from kvae.errors import KvaeError
+
+# Verbatim from the real musicnet_metadata.csv (header and rows, quoting included).
+METADATA_HEADER = '"id","composer","composition","movement","ensemble","source","transcriber","catalog_name","seconds"'
+METADATA_ROWS = {
+    "1727": '1727,"Schubert","Piano Quintet in A major","2. Andante","Piano Quintet","European Archive",'
+            '"http://tirolmusic.blogspot.com/","OP114",447',
+    "2186": '2186,"Bach","Violin Partita No 3 in E major","1. Preludio","Solo Violin","Oliver Colbentston",'
+            '"suzumidi","BWV1006",214',
+    "2532": '2532,"Beethoven","Piano Sonata No 20 in C minor","1. Maestoso - Allegro con brio ed appassionato",'
+            '"Solo Piano","Neal O\u2019Doan","piano-midi.de","OP111",548',
+    "1759": '1759,"Schubert","Piano Sonata in C minor","3. Menuetto and Trio","Solo Piano","Museopen",'
+            '"Martin Charles Bucknall","D958",194',
+    "2303": '2303,"Bach","WTK I, No. 5: Prelude and Fugue in D major","1. Prelude","Solo Piano","Kimiko Ishizaka",'
+            '"www.bachcentral.com","BWV850",92',
+    "2106": '2106,"Haydn","Quartet No 53 in D major","3. Menuetto: Allegretto","String Quartet","Museopen",'
+            '"Andrew D. Lawson","OP64NO5",226',
+}
+LABEL_HEADER = "start_time,end_time,instrument,note,start_beat,end_beat,note_value"
+LABEL_ROWS = ("9182,90078,43,53,4.0,1.5,Dotted Quarter", "9182,33758,42,65,4.0,0.5,Eighth",
+              "33758,57822,1,69,4.5,0.25,Triplet Sixteenth")
+TRAIN_IDS = ("1727", "2186", "2532")
+TEST_IDS = ("1759", "2303")
+MIDIS = {"2303": ("Bach", "prelude5"), "1727": ("Schubert", "quintet2")}
+
+
+def write_musicnet(root, layout="original", train_ids=TRAIN_IDS, test_ids=TEST_IDS, metadata=True,
+                   metadata_ids=None, seconds=0.1, rate=44100):
+    """Write a faithful MusicNet tree: audio (float32 WAV), label CSVs, metadata CSV and MIDI files.
+
+    Args:
+        root: Path. The dataset root (created).
+        layout: str. "original" (ROOT/musicnet/...) or "kaggle" (ROOT/musicnet/musicnet/...).
+        metadata_ids: ids whose rows go into the metadata CSV; default all of METADATA_ROWS
+            (the real file lists ids whose audio a partial download lacks).
+
+    Returns:
+        root.
+    """
+    root = Path(root)
+    data = root / "musicnet" if layout == "original" else root / "musicnet" / "musicnet"
+    midis = root / "musicnet_midis" if layout == "original" else root / "musicnet_midis" / "musicnet_midis"
+    rng = np.random.default_rng(0)
+    for split, ids in (("train", train_ids), ("test", test_ids)):
+        (data / f"{split}_data").mkdir(parents=True, exist_ok=True)
+        (data / f"{split}_labels").mkdir(parents=True, exist_ok=True)
+        for i in ids:
+            audio = (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
+            wavfile.write(data / f"{split}_data" / f"{i}.wav", rate, audio)
+            (data / f"{split}_labels" / f"{i}.csv").write_text("\n".join((LABEL_HEADER,) + LABEL_ROWS) + "\n")
+    for i, (composer, slug) in MIDIS.items():
+        (midis / composer).mkdir(parents=True, exist_ok=True)
+        (midis / composer / f"{i}_{slug}.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0")
+    if metadata:
+        ids = metadata_ids if metadata_ids is not None else list(METADATA_ROWS)
+        lines = [METADATA_HEADER] + [METADATA_ROWS[i] for i in ids]
+        (root / "musicnet_metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def _by_key(source):
+    return {r.key: r for r in source.recordings}
+
+
+def _one_line(exc):
+    text = str(exc)
+    assert "\n" not in text, text
+    return text
+
+
+# ---------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("layout, name", [("original", "musicnet"), ("kaggle", "musicnet-kaggle")])
+def test_musicnet_layouts_found_with_splits(tmp_path, layout, name):
+    root = write_musicnet(tmp_path / "mn", layout=layout)
+    source = find_recordings(root)
+    assert source.layout == name
+    assert source.notes == []
+    recs = _by_key(source)
+    assert sorted(recs) == sorted(TRAIN_IDS + TEST_IDS)
+    for key, rec in recs.items():
+        assert rec.split == ("test" if key in MUSICNET_TEST_IDS else "train")
+        assert rec.path.is_file() and rec.path.name == f"{key}.wav"
+        assert rec.path.parent.name == f"{rec.split}_data"
+    # metadata rows joined, quoted commas and non-ASCII intact
+    assert recs["2303"].metadata["composition"] == "WTK I, No. 5: Prelude and Fugue in D major"
+    assert recs["2303"].metadata["seconds"] == 92
+    assert recs["2532"].metadata["source"] == "Neal O\u2019Doan"
+    assert recs["1727"].metadata["ensemble"] == "Piano Quintet"
+
+
+def test_musicnet_test_ids_constant():
+    assert set(MUSICNET_TEST_IDS) == {"1759", "1819", "2106", "2191", "2298", "2303", "2382", "2416", "2556", "2628"}
+
+
+def test_read_metadata_real_file(real_metadata):
+    rows = read_metadata(real_metadata)
+    assert len(rows) == 330
+    assert sum(r["seconds"] for r in rows.values()) == 122709
+    assert all(isinstance(k, str) for k in rows)
+    assert all(isinstance(r["seconds"], int) for r in rows.values())
+    assert set(MUSICNET_TEST_IDS) <= set(rows)
+    assert rows["2303"]["composition"] == "WTK I, No. 5: Prelude and Fugue in D major"
+    assert len({r["composer"] for r in rows.values()}) == 10
+    assert len({r["ensemble"] for r in rows.values()}) == 21
+    assert sum(r["ensemble"] == "Solo Piano" for r in rows.values()) >= 149
+    assert any("\u2019" in r["source"] for r in rows.values())
+
+
+# ---------------------------------------------------------------- selection
+
+
+@pytest.mark.parametrize("layout", ["original", "kaggle"])
+def test_select_by_ensemble(tmp_path, layout):
+    root = write_musicnet(tmp_path / "mn", layout=layout)
+    source = find_recordings(root, select={"ensemble": "Solo Piano"})
+    assert sorted(_by_key(source)) == ["1759", "2303", "2532"]
+    source = find_recordings(root, select={"ensemble": "solo piano"})
+    assert sorted(_by_key(source)) == ["1759", "2303", "2532"]
+
+
+def test_select_by_composer_case_insensitive_and_list(tmp_path):
+    root = write_musicnet(tmp_path / "mn")
+    assert sorted(_by_key(find_recordings(root, select={"composer": "bach"}))) == ["2186", "2303"]
+    got = find_recordings(root, select={"composer": ["BACH", "schubert"]})
+    assert sorted(_by_key(got)) == ["1727", "1759", "2186", "2303"]
+    got = find_recordings(root, select={"composer": "Bach", "ensemble": "Solo Piano"})
+    assert sorted(_by_key(got)) == ["2303"]
+
+
+def test_select_by_id(tmp_path):
+    root = write_musicnet(tmp_path / "mn")
+    recs = _by_key(find_recordings(root, select={"id": [2303, "1727"]}))
+    assert sorted(recs) == ["1727", "2303"]
+    assert recs["2303"].split == "test" and recs["1727"].split == "train"
+    assert sorted(_by_key(find_recordings(root, select={"id": 2532}))) == ["2532"]
+
+
+def test_select_matching_nothing_or_unknown_field(tmp_path):
+    root = write_musicnet(tmp_path / "mn")
+    with pytest.raises(KvaeError) as err:
+        find_recordings(root, select={"composer": "Chopin"})
+    assert str(root) in _one_line(err.value)
+    with pytest.raises(KvaeError) as err:
+        find_recordings(root, select={"instrument": "piano"})
+    assert "instrument" in _one_line(err.value)
+
+
+def test_select_without_metadata_names_the_file(tmp_path):
+    root = write_musicnet(tmp_path / "mn", metadata=False)
+    with pytest.raises(KvaeError) as err:
+        find_recordings(root, select={"ensemble": "Solo Piano"})
+    text = _one_line(err.value)
+    assert str(root / "musicnet_metadata.csv") in text
+    assert "ensemble" in text
+
+
+def test_select_by_id_needs_no_metadata(tmp_path):
+    root = write_musicnet(tmp_path / "mn", layout="kaggle", metadata=False)
+    source = find_recordings(root, select={"id": ["2303"]})
+    assert [r.key for r in source.recordings] == ["2303"]
+    assert source.recordings[0].split == "test"
+
+
+def test_missing_metadata_without_selection_is_a_note(tmp_path):
+    root = write_musicnet(tmp_path / "mn", metadata=False)
+    source = find_recordings(root)
+    assert len(source.recordings) == len(TRAIN_IDS + TEST_IDS)
+    assert all(r.metadata == {} for r in source.recordings)
+    assert len(source.notes) == 1
+    assert "musicnet_metadata.csv" in source.notes[0] and "not found" in source.notes[0]
+    assert "\n" not in source.notes[0]
+
+
+def test_metadata_with_unexpected_columns(tmp_path):
+    root = write_musicnet(tmp_path / "mn", metadata=False)
+    path = root / "musicnet_metadata.csv"
+    path.write_text('"id","composer","composition","movement","instrumentation","source","transcriber",'
+                    '"catalog_name","duration"\n2303,"Bach","WTK I","1. Prelude","Solo Piano","x","y","BWV850",92\n',
+                    encoding="utf-8")
+    with pytest.raises(KvaeError) as err:
+        find_recordings(root)
+    text = _one_line(err.value)
+    assert str(path) in text
+    assert "ensemble" in text and "seconds" in text
+    with pytest.raises(KvaeError) as err:
+        read_metadata(path)
+    assert str(path) in _one_line(err.value)
+
+
+def test_metadata_bad_seconds_names_line(tmp_path):
+    path = tmp_path / "musicnet_metadata.csv"
+    path.write_text(METADATA_HEADER + "\n" + METADATA_ROWS["2303"] + "\n"
+                    + METADATA_ROWS["1759"].replace(",194", ",n/a") + "\n", encoding="utf-8")
+    with pytest.raises(KvaeError) as err:
+        read_metadata(path)
+    text = _one_line(err.value)
+    assert str(path) in text and "line 3" in text and "seconds" in text
+
+
+def test_read_metadata_missing_file(tmp_path):
+    with pytest.raises(KvaeError) as err:
+        read_metadata(tmp_path / "musicnet_metadata.csv")
+    assert str(tmp_path / "musicnet_metadata.csv") in _one_line(err.value)
+
+
+# ---------------------------------------------------------------- plain folders
+
+
+def _wav(path, seconds=0.05, rate=8000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wavfile.write(path, rate, np.zeros(int(seconds * rate), np.float32))
+    return path
+
+
+def test_plain_folder_nested_with_test_split(tmp_path):
+    root = tmp_path / "audio"
+    _wav(root / "a.wav")
+    _wav(root / "B.WAV")
+    _wav(root / "sub" / "deep" / "c.wav")
+    _wav(root / "contest" / "d.wav")  # not a held-out folder: the name only contains "test"
+    _wav(root / "test" / "e.wav")
+    _wav(root / "test" / "more" / "f.wav")
+    (root / "notes.txt").write_text("not audio")
+    (root / "sub" / "cover.png").write_bytes(b"\x89PNG")
+    source = find_recordings(root)
+    assert source.layout == "folder"
+    splits = {r.key: r.split for r in source.recordings}
+    assert splits == {
+        "a": "train", "B": "train", "sub/deep/c": "train", "contest/d": "train",
+        "test/e": "test", "test/more/f": "test",
+    }
+    assert all(r.path.is_file() and r.metadata == {} for r in source.recordings)
+
+
+def test_plain_folder_cannot_select_by_metadata(tmp_path):
+    root = tmp_path / "audio"
+    _wav(root / "a.wav")
+    with pytest.raises(KvaeError) as err:
+        find_recordings(root, select={"ensemble": "Solo Piano"})
+    assert str(root) in _one_line(err.value)
+
+
+# ---------------------------------------------------------------- bad data paths
+
+
+def test_data_path_missing(tmp_path):
+    with pytest.raises(KvaeError) as err:
+        find_recordings(tmp_path / "nowhere")
+    text = _one_line(err.value)
+    assert str(tmp_path / "nowhere") in text and "does not exist" in text
+
+
+def test_data_path_is_a_file(tmp_path):
+    path = _wav(tmp_path / "one.wav")
+    with pytest.raises(KvaeError) as err:
+        find_recordings(path)
+    text = _one_line(err.value)
+    assert str(path) in text and "not a folder" in text
+
+
+def test_data_path_empty_folder(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    with pytest.raises(KvaeError) as err:
+        find_recordings(root)
+    text = _one_line(err.value)
+    assert str(root) in text and "empty" in text
+
+
+def test_data_path_without_audio(tmp_path):
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    (root / "readme.txt").write_text("hello")
+    (root / "sub" / "labels.csv").write_text(LABEL_HEADER + "\n")
+    with pytest.raises(KvaeError) as err:
+        find_recordings(root)
+    text = _one_line(err.value)
+    assert str(root) in text and "no audio" in text
+
+
+def test_musicnet_tree_without_audio(tmp_path):
+    root = write_musicnet(tmp_path / "mn", train_ids=(), test_ids=())
+    with pytest.raises(KvaeError) as err:
+        find_recordings(root)
+    text = _one_line(err.value)
+    assert str(root) in text and "no audio" in text
+
+
+def test_read_metadata_with_bom_and_crlf(tmp_path):
+    # re-saved by a spreadsheet: UTF-8 BOM and CRLF line ends
+    path = tmp_path / "musicnet_metadata.csv"
+    text = "\r\n".join([METADATA_HEADER] + list(METADATA_ROWS.values())) + "\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    rows = read_metadata(path)
+    assert sorted(rows) == sorted(METADATA_ROWS)
+    assert rows["2303"]["composition"] == "WTK I, No. 5: Prelude and Fugue in D major"
+    assert rows["2532"]["source"] == "Neal O\u2019Doan"
+    assert sum(r["seconds"] for r in rows.values()) == 447 + 214 + 548 + 194 + 92 + 226
+
+
+def test_read_metadata_not_utf8(tmp_path):
+    path = tmp_path / "musicnet_metadata.csv"
+    path.write_bytes((METADATA_HEADER + "\n" + METADATA_ROWS["2532"] + "\n").encode("cp1252"))
+    with pytest.raises(KvaeError) as err:
+        read_metadata(path)
+    text = _one_line(err.value)
+    assert str(path) in text and "UTF-8" in text
