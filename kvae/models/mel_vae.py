@@ -10,7 +10,7 @@ from kvae.errors import KvaeError
 from kvae.metrics import mel_filterbank
 from kvae.models.vae import VAE
 
-_ABS_EPS = 1e-10 # absolute floor under the per-example one, so exact silence has a finite log
+_ABS_EPS = 1e-10  # absolute floor under the per-example one, so exact silence has a finite log
 _GL_EPS = 1e-12  # keeps Griffin-Lim's phase normalisation finite where a bin is zero
 _LOG_MEL_RANGE = (-60.0, 30.0)  # decoded log-mels are clipped to this before exp()
 _INPUT_SCALE = 0.1  # the encoder sees the log-mel times this
@@ -169,9 +169,11 @@ class MelVAE(VAE):
     The reconstruction likelihood (`decoder_variance`, `reduction`) is on the
     log-mel target, in nats of log magnitude, so a learned sigma starts at 1
     (`init_log_sigma=0.0`, not the waveform models' -2: the log-mel's large
-    initial error would otherwise blow up the first steps); the encoder sees
-    the log-mel scaled by 0.1. `stft_weight > 0` is refused: that loss would run
-    Griffin-Lim inside every training step.
+    initial error would otherwise blow up the first steps). The encoder sees
+    the log-mel times 0.1 and the decoder's last convolution is scaled by 10,
+    so the networks work near unit scale and the decoder reaches the data's
+    level (around -5 nats for quiet music) in few steps. `stft_weight > 0` is
+    refused: that loss would run Griffin-Lim inside every training step.
 
     Args:
         n_fft: int or None. FFT size. None picks the next power of two of
@@ -291,6 +293,7 @@ class MelVAE(VAE):
             h = layers.Conv2DTranspose(c, self.kernel_size, strides=2, padding="same", activation=activation,
                                        name=f"dec_deconv_{i}")(h)
         h = layers.Conv2D(1, self.kernel_size, padding="same", name="dec_log_mel")(h)
+        h = layers.Rescaling(1.0 / _INPUT_SCALE, name="unscale_log_mel")(h)
         if mel_pad:
             h = layers.Cropping2D(((0, 0), (0, mel_pad)), name="crop_mels")(h)
         out = layers.Reshape((frames, self.n_mels), name="log_mel_out")(h)
