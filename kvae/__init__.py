@@ -19,3 +19,10 @@ def load(path, compile=True):
     from kvae.training import load as _load
 
     return _load(path, compile=compile)
+
+
+def tune(config=None, **kwargs):
+    """Run a keras-tuner search over the FC VAE; see `kvae.tuner.search`."""
+    from kvae.tuner import search
+
+    return search(config, **kwargs)

@@ -175,7 +175,8 @@ def main(argv=None):
         print(f"kvae: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("kvae: interrupted (an interrupted fit resumes with the same --run)", file=sys.stderr)
+        again = "search resumes with the same --dir" if args.command == "tune" else "fit resumes with the same --run"
+        print(f"kvae: interrupted (an interrupted {again})", file=sys.stderr)
         return 130
 
 

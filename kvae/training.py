@@ -34,6 +34,10 @@ class WindowEpochs(keras.callbacks.Callback):
         self.source = source
         self._first = True
 
+    def __deepcopy__(self, memo):
+        # keras-tuner deep-copies callbacks: the copy must still drive the real dataset.
+        return type(self)(self.dataset, self.source)
+
     def on_epoch_begin(self, epoch, logs=None):
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)

@@ -4,8 +4,8 @@ The paper scaled its FC VAE from 1 to 15 hidden layers and tried "a large
 range of learning rates" by hand; `search` (and `kvae tune`) does that with
 keras-tuner. The objective is the validation negative ELBO, `val_loss`.
 
-A search config is a kvae config (it may start from another one with `base`)
-plus a `[search]` table::
+A search config is a kvae config (it may start from another one with `base`,
+a plain config or another search config) plus a `[search]` table::
 
     base = "../configs/quickstart.toml"
 
@@ -522,7 +522,8 @@ def _guard_folder(directory, tuner, space, cfg, role):
         except (OSError, json.JSONDecodeError) as exc:
             raise KvaeError(f"{path}: unreadable ({exc}); use another --dir") from None
         if old.get("tuner") != tuner:
-            raise KvaeError(f"{directory}: folder holds a '{old.get('tuner')}' search, not '{tuner}'; use another --dir")
+            raise KvaeError(f"{directory}: folder holds a '{old.get('tuner')}' search, not '{tuner}'; "
+                            "use another --dir")
         diff = _first_difference(old.get("space", {}), record["space"])
         if diff:
             name = diff[0].split(".")[0]
@@ -540,7 +541,8 @@ def _guard_folder(directory, tuner, space, cfg, role):
         _write_json(path, record)
 
 
-def _make_tuner(kind, hypermodel, directory, settings, verbose):
+def _make_tuner(kind, hypermodel, directory, settings):
+    reloading = (Path(directory) / PROJECT_NAME / "oracle.json").is_file()
     common = dict(objective=keras_tuner.Objective(OBJECTIVE, "min"), seed=settings["seed"],
                   directory=str(directory), project_name=PROJECT_NAME, overwrite=False,
                   max_consecutive_failed_trials=max(3, settings["max_trials"]))
@@ -556,6 +558,8 @@ def _make_tuner(kind, hypermodel, directory, settings, verbose):
     except ImportError as exc:  # bayesian needs scikit-learn and scipy
         raise KvaeError(f"tuner '{kind}': {exc}") from None
     except (RuntimeError, KeyError, ValueError) as exc:
+        if not reloading:
+            raise
         raise KvaeError(f"{directory}: cannot reload the keras-tuner project ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160]}); use another --dir") from None
     if kind != "hyperband":
@@ -580,6 +584,43 @@ def _drop_finished_retries(oracle):
         oracle._retry_queue = [t for t in queue if oracle.trials[t].status not in ("COMPLETED", "FAILED")]
 
 
+def _serve_as_chief(tuner, verbose=1, poll=0.5):
+    """Serve the oracle to the workers until they are all done: keras-tuner's chief, checking more often.
+
+    This is what `BaseTuner.search` does on the chief (`oracle_chief.start_server`),
+    except that it checks for the end every `poll` seconds instead of every
+    20, says so when the port is taken, and stops the gRPC server afterwards.
+    """
+    try:
+        from concurrent import futures
+
+        import grpc
+        from keras_tuner.src import protos
+        from keras_tuner.src.distribute import oracle_chief
+    except ImportError:  # another keras-tuner layout: its own loop
+        tuner.search(verbose=verbose)
+        return
+    oracle = tuner.oracle
+    oracle.verbose = verbose
+    tuner.save()
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise KvaeError(f"{address}: the chief cannot listen there (address not local, or port in use)")
+    server.start()
+    try:
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            time.sleep(poll)
+    finally:
+        server.stop(grace=2)
+
+
 def _is_complete(oracle):
     """True when a (reloaded) oracle has no trial left: none running, none to retry, max_trials reached."""
     return (not oracle.ongoing_trials and not oracle._retry_queue
@@ -595,6 +636,12 @@ def _write_json(path, data):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
+
+
+def _last_line(message):
+    """The last non-empty line of a trial's message (a traceback's exception line), shortened."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
 
 
 def _metric(trial, name):
@@ -741,13 +788,15 @@ def _write_outputs(result, tuner, hypermodel, cfg, directory, retrain, verbose):
     best = best[0] if best and best[0].status == "COMPLETED" else None
     if verbose:
         print("\n".join(format_table(rows, best.trial_id if best else None)))
+        for trial in tuner.oracle.trials.values():
+            if trial.status in ("FAILED", "INVALID") and trial.message:
+                print(f"trial {trial.trial_id} {trial.status.lower()}: {_last_line(trial.message)}")
         print(f"table:      {result.table}")
         print(f"plot:       {result.plot}")
     if best is None:
         failed = [t for t in tuner.oracle.trials.values() if t.status != "COMPLETED"]
-        last = (failed[-1].message or "").strip().splitlines() if failed else []
-        raise KvaeError(f"no trial completed ({len(failed)} failed"
-                        + (f"; last error: {last[-1][:200]}" if last else "") + ")")
+        last = _last_line(failed[-1].message) if failed else ""
+        raise KvaeError(f"no trial completed ({len(failed)} failed" + (f"; last error: {last}" if last else "") + ")")
     values = {k: best.hyperparameters.values[k] for k in PARAMETERS if k in best.hyperparameters.values}
     result.best_trial_id = best.trial_id
     result.best_hyperparameters = values
@@ -845,7 +894,7 @@ def search(config=None, data=None, directory="tuning-runs/fc", tuner=None, max_t
     _guard_folder(directory, kind, canonical, cfg, role)
 
     hypermodel = FCVAEHyperModel(cfg, canonical)
-    kt_tuner = _make_tuner(kind, hypermodel, directory, settings, verbose)
+    kt_tuner = _make_tuner(kind, hypermodel, directory, settings)
     result = SearchResult(directory=directory, role=role, config=cfg, space=canonical)
     if role == "worker":
         train_ds, val_ds, train_src, steps = make_datasets(cfg, verbose=verbose)
@@ -862,7 +911,7 @@ def search(config=None, data=None, directory="tuning-runs/fc", tuner=None, max_t
         if verbose:
             print(f"chief: serving the oracle on {os.environ['KERASTUNER_ORACLE_IP']}:"
                   f"{os.environ['KERASTUNER_ORACLE_PORT']} until the workers finish", flush=True)
-        kt_tuner.search(verbose=1 if verbose else 0)  # blocks until every worker is told to stop
+        _serve_as_chief(kt_tuner, verbose=1 if verbose else 0)  # until every worker is told to stop
         kt_tuner.save()  # keras-tuner's chief does not save the oracle after the last trial ends
     else:
         if verbose and before:

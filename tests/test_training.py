@@ -150,3 +150,34 @@ def test_config_files_compose_with_base(tmp_path):
     assert config["name"] == "p" and config["train"]["epochs"] == 7 and config["train"]["learning_rate"] == 0.01
     with pytest.raises(KvaeError, match="not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_kl_schedule_values():
+    from kvae.training import KLSchedule
+
+    linear = KLSchedule(100, "linear", start=0.0)
+    assert linear.value(0, 1.0) == 0.0 and linear.value(50, 1.0) == pytest.approx(0.5)
+    assert linear.value(100, 1.0) == 1.0 and linear.value(10_000, 1.0) == 1.0
+    log = KLSchedule(20_000, "log", start=1e-6)  # RAVE v2: 1e-6 to 5e-2 over 20k steps
+    assert log.value(0, 5e-2) == pytest.approx(1e-6)
+    assert log.value(10_000, 5e-2) == pytest.approx(np.sqrt(1e-6 * 5e-2), rel=1e-6)
+    assert log.value(20_000, 5e-2) == pytest.approx(5e-2)
+    with pytest.raises(KvaeError, match="kl_schedule"):
+        KLSchedule(10, "cosine")
+
+
+def test_kl_warmup_updates_saved_beta_and_survives_resume(embedded, tmp_path):
+    config = load_config(TINY, {"train": {"epochs": 3, "steps_per_epoch": 4, "kl_schedule": "linear",
+                                          "kl_warmup_steps": 10, "kl_start": 0.0},
+                                "model": {"beta": 0.5}})
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        kvae.fit(config, run=run, callbacks=[StopAfter(0)])
+    model, history = kvae.fit(run=run)
+    # Resumed at step 4 (the optimizer's step count is restored): epoch 1's last batch began at
+    # step 7 (beta 0.35); epoch 2's at step 11 >= 10, so beta reached its target.
+    assert float(keras.ops.convert_to_numpy(model.beta)) == pytest.approx(0.5)
+    assert [round(b, 3) for b in history["beta"]] == [0.35, 0.5]
+    logged = [float(r["beta"]) for r in rows(run / "history.csv")]
+    assert logged[0] == pytest.approx(0.5 * 3 / 10)  # after epoch 0 the last batch began at step 3
+    assert float(keras.ops.convert_to_numpy(kvae.load(run).beta)) == pytest.approx(0.5)

@@ -122,7 +122,8 @@ def run(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Run a kvae search with one keras-tuner chief and N workers on this machine.")
+    p = argparse.ArgumentParser(
+        description="Run a kvae search with one keras-tuner chief and N workers on this machine.")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default 2)")
     p.add_argument("--ip", default="127.0.0.1", help="address the chief listens on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="chief's port (default: a free one)")
@@ -134,7 +135,8 @@ def build_parser():
     p.add_argument("--max-trials", type=int, metavar="N")
     p.add_argument("--epochs", type=int, metavar="N")
     p.add_argument("--gpus", metavar="LIST", help="comma-separated GPU ids to spread the workers over, e.g. 0,1")
-    p.add_argument("--timeout", type=float, default=0, metavar="SECONDS", help="stop everything after this long (default: none)")
+    p.add_argument("--timeout", type=float, default=0, metavar="SECONDS",
+                   help="stop everything after this long (default: no limit)")
     return p
 
 
