@@ -65,7 +65,9 @@ def merge_config(base, update):
     return out
 
 
-def _read_file(path, seen=()):
+def read_config_file(path, seen=()):
+    """Read a config file with its `base` chain merged in, unvalidated (extra tables such as
+    a search's `[search]` are kept). A bare name is looked up in `configs/`."""
     path = Path(path)
     if not path.is_file():
         # A bare name ("quickstart") or file name is looked up in configs/.
@@ -83,7 +85,7 @@ def _read_file(path, seen=()):
         raise KvaeError(f"{path}: not a valid config file ({exc})") from None
     base = data.pop("base", None)
     if base:
-        data = merge_config(_read_file(path.parent / base, seen + (path.resolve(),)), data)
+        data = merge_config(read_config_file(path.parent / base, seen + (path.resolve(),)), data)
     return data
 
 
@@ -222,7 +224,7 @@ def load_config(config=None, overrides=None):
     elif isinstance(config, dict):
         loaded = config
     else:
-        loaded = _read_file(config)
+        loaded = read_config_file(config)
     resolved = merge_config(merge_config(DEFAULTS, loaded), overrides or {})
     return validate(resolved)
 

@@ -45,7 +45,6 @@ import os
 import shutil
 import socket
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +52,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from kvae.config import load_config, merge_config
+from kvae.config import load_config, merge_config, read_config_file
 from kvae.errors import KvaeError
 from kvae.training import KLSchedule, WindowEpochs, build_model, compile_model, make_datasets
 
@@ -393,35 +392,13 @@ def read_search_config(config=None):
     return _read_search_file(path)
 
 
-def _parse_file(path):
-    try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KvaeError(f"{path}: not a valid config file ({str(exc).splitlines()[0]})") from None
-
-
-def _read_search_file(path, seen=()):
-    """Resolve a search config file and its `base` chain: `(kvae_config, search_table)`.
-
-    A base without a `[search]` table is a plain kvae config, resolved by
-    `kvae.config.load_config` (with its own base chain); a base with one is
-    another search config, whose search table this file's entries update.
-    """
-    if path.resolve() in seen:
-        raise KvaeError(f"{path}: config 'base' chain loops back on itself")
-    data = _parse_file(path)
-    search = data.pop("search", {})
+def _read_search_file(path):
+    """Resolve a search config file and its `base` chain: `(kvae_config, search_table)`."""
+    data = read_config_file(path)
+    search = data.pop("search", {}) or {}
     if not isinstance(search, dict):
         raise KvaeError(f"{path}: search: expected a table of settings")
-    base = data.pop("base", None)
-    if not base:
-        return load_config(data), search
-    base_path = path.parent / base
-    if base_path.is_file() and "search" in _parse_file(base_path):
-        base_cfg, base_search = _read_search_file(base_path, seen + (path.resolve(),))
-        return load_config(base_cfg, overrides=data), {**base_search, **search}
-    return load_config(base_path, overrides=data), search
+    return load_config(data), search
 
 
 def _split_search_table(search):
