@@ -181,3 +181,28 @@ def test_kl_warmup_updates_saved_beta_and_survives_resume(embedded, tmp_path):
     logged = [float(r["beta"]) for r in rows(run / "history.csv")]
     assert logged[0] == pytest.approx(0.5 * 3 / 10)  # after epoch 0 the last batch began at step 3
     assert float(keras.ops.convert_to_numpy(kvae.load(run).beta)) == pytest.approx(0.5)
+
+
+def test_same_seed_same_initial_weights_without_importing_tensorflow():
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        from kvae._env import configure
+        configure()
+        import numpy as np
+        from kvae.config import load_config
+        from kvae.training import build_model, seed_everything
+        cfg = load_config({"model": {"type": "fc", "hidden_units": 16, "latent_dim": 4}})
+        weights = []
+        for seed in (3, 3, 4):
+            seed_everything(seed)
+            weights.append([np.asarray(w) for w in build_model(cfg).get_weights()])
+        same = all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1]))
+        differ = any(not np.array_equal(a, b) for a, b in zip(weights[0], weights[2]))
+        print(same, differ, "tensorflow" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["True", "True", "False"], result.stderr[-2000:]
