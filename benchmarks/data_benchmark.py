@@ -32,44 +32,33 @@ saved there as `data_benchmark.txt`.
 """
 
 import argparse
-import json
 import math
-import os
-import platform
 import resource
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
 from kvae._env import configure  # noqa: E402
 
 configure()
 
 import numpy as np  # noqa: E402
+from _common import (MB, Report, child_result, command_line, fmt, machine_lines, make_work_dir,  # noqa: E402
+                     print_result, read_proc_status, run_script, table)
 
 SOURCE_RATE = 44100
-MB = 1e6
 
 
 # --------------------------------------------------------------------------- helpers
 
 def proc_status():
     """Return VmRSS, VmHWM, RssAnon, RssFile of this process in MB (from /proc)."""
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
-                    out[key] = int(rest.split()[0]) * 1024 / MB
-    except OSError:
-        pass
+    out = read_proc_status(("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"))
     if "VmRSS" not in out:
         try:
             import psutil
@@ -84,44 +73,6 @@ def peak_rss_mb():
     """Peak RSS of this process so far (ru_maxrss is in KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / MB if sys.platform == "darwin" else peak * 1024 / MB
-
-
-def table(headers, rows, align=None):
-    """Format rows as aligned plain-text columns; numbers right-aligned."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    if align is None:
-        align = ["l"] + ["r"] * (len(headers) - 1)
-    lines = []
-    for n, r in enumerate(cells):
-        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
-        lines.append("  ".join(parts).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
-
-
-def fmt(x, digits=1):
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
-
-
-class Report:
-    """Prints lines as they come and keeps them for saving."""
-
-    def __init__(self):
-        self.lines = []
-
-    def __call__(self, *lines):
-        for line in lines:
-            print(line, flush=True)
-            self.lines.append(line)
-
-    def section(self, title):
-        self("", title, "=" * len(title))
 
 
 # --------------------------------------------------------------------------- audio synthesis
@@ -445,13 +396,7 @@ def make_big_corpus(root, hours, file_seconds, seed=3):
 
 def run_child(part, *extra):
     """Run this script in a fresh interpreter for one memory part; return its JSON result or an error."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--part", part, *map(str, extra)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    for line in proc.stdout.splitlines()[::-1]:
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    return child_result(run_script(__file__, ["--part", part, *extra]))
 
 
 def child_prepare_memory(root, cache, rate):
@@ -578,50 +523,6 @@ def part_memory(say, work, args):
 
 # --------------------------------------------------------------------------- main
 
-def load_line():
-    try:
-        return "load average (1/5/15 min): " + " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "load average: n/a"
-
-
-def machine_lines():
-    import scipy
-
-    lines = [f"machine: {platform.platform()}"]
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpus = os.cpu_count()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = cpus
-    mem = ""
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                mem = f", {int(line.split()[1]) / 1024 ** 2:.1f} GiB RAM"
-                break
-    except OSError:
-        pass
-    lines.append(f"cpu:     {cpus} logical CPUs ({usable} usable){', ' + model if model else ''}{mem}")
-    versions = [f"python {platform.python_version()}", f"numpy {np.__version__}", f"scipy {scipy.__version__}"]
-    for mod in ("tensorflow", "tensorflow_io", "keras", "torch"):
-        try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except Exception as exc:
-            versions.append(f"{mod} unavailable ({type(exc).__name__})")
-    lines.append("versions: " + ", ".join(versions))
-    lines.append(f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND')}; " + load_line())
-    return lines
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hours", type=float, default=None, help="size of the memory-test corpus (default 2; --quick 0.05)")
@@ -653,21 +554,19 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.part == "prepare-memory":
-        print("RESULT " + json.dumps(child_prepare_memory(args.root, args.cache, args.rate)), flush=True)
+        print_result(child_prepare_memory(args.root, args.cache, args.rate))
         return 0
     if args.part == "iterate-memory":
         res = child_iterate_memory(args.root, args.cache, args.rate, args.front, args.window_seconds, args.child_epochs)
-        print("RESULT " + json.dumps(res), flush=True)
+        print_result(res)
         return 0
 
+    import scipy
+
     say = Report()
-    started = time.perf_counter()
-    say("kvae data pipeline benchmark" + (" (--quick)" if args.quick else ""),
-        "command: " + " ".join(["python", "benchmarks/data_benchmark.py", *sys.argv[1:]]))
-    say(*machine_lines())
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="kvae-data-bench-", dir=args.out))
+    say("kvae data pipeline benchmark" + (" (--quick)" if args.quick else ""), command_line("data_benchmark.py"))
+    say(*machine_lines(("tensorflow", "tensorflow_io", "keras", "torch"), [f"scipy {scipy.__version__}"]))
+    work = make_work_dir(args.out, "kvae-data-bench-")
     parts = {p.strip() for p in args.parts.split(",")}
     try:
         if "1" in parts:
@@ -681,9 +580,7 @@ def main(argv=None):
             say("", f"kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    say("", f"total benchmark time: {time.perf_counter() - started:.0f} s; " + load_line())
-    if args.out:
-        (args.out / "data_benchmark.txt").write_text("\n".join(say.lines) + "\n")
+    say.finish(args.out, "data_benchmark.txt")
     return 0
 
 

@@ -41,30 +41,28 @@ is also saved as `DIR/model_benchmark.txt`.
 """
 
 import argparse
-import json
 import math
-import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
 from kvae._env import configure  # noqa: E402
 
 configure()
 
 import numpy as np  # noqa: E402
+from _common import (Report, comma_list, command_line, fmt, load_line, machine_lines,  # noqa: E402
+                     make_work_dir, parse_result, print_result, read_proc_status, run_script, table)
 
 RATE = 16000
-MB = 1e6
 GIB = 1024 ** 3
 GPU_BYTES = 8 * GIB  # the paper's GPU
 VARIANTS = ("fc", "conv1d", "transformer", "mel")
@@ -76,16 +74,7 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 def proc_status():
     """Return VmRSS, VmHWM, VmSize of this process in bytes (from /proc)."""
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "VmSize", "VmPeak"):
-                    out[key] = int(rest.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
+    return read_proc_status(("VmRSS", "VmHWM", "VmSize", "VmPeak"), unit=None)
 
 
 def mem_available():
@@ -98,29 +87,6 @@ def mem_available():
     return None
 
 
-def table(headers, rows, align=None):
-    """Format rows as aligned plain-text columns; numbers right-aligned."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    if align is None:
-        align = ["l"] + ["r"] * (len(headers) - 1)
-    lines = []
-    for n, r in enumerate(cells):
-        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
-        lines.append("  ".join(parts).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
-
-
-def fmt(x, digits=1):
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
-
-
 def human_bytes(n):
     if n is None:
         return "n/a"
@@ -128,63 +94,6 @@ def human_bytes(n):
         if n >= size:
             return f"{n / size:,.1f} {unit}"
     return f"{n:.0f} B"
-
-
-class Report:
-    """Prints lines as they come and keeps them for saving."""
-
-    def __init__(self):
-        self.lines = []
-
-    def __call__(self, *lines):
-        for line in lines:
-            print(line, flush=True)
-            self.lines.append(line)
-
-    def section(self, title):
-        self("", title, "=" * len(title))
-
-
-def load_line():
-    try:
-        return "load average (1/5/15 min): " + " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "load average: n/a"
-
-
-def machine_lines(threads):
-    lines = [f"machine: {platform.platform()}"]
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpus = os.cpu_count()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = cpus
-    mem = ""
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                mem = f", {int(line.split()[1]) / 1024 ** 2:.1f} GiB RAM"
-                break
-    except OSError:
-        pass
-    lines.append(f"cpu:     {cpus} logical CPUs ({usable} usable){', ' + model if model else ''}{mem}")
-    versions = [f"python {platform.python_version()}", f"numpy {np.__version__}"]
-    for mod in ("keras", "torch"):
-        try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except Exception as exc:
-            versions.append(f"{mod} unavailable ({type(exc).__name__})")
-    lines.append("versions: " + ", ".join(versions))
-    lines.append(f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND')}; torch threads {threads}; " + load_line())
-    return lines
 
 
 def import_models():
@@ -354,22 +263,19 @@ def child_memory(args):
 
 
 def run_child(kind, variant, window_seconds, data, args, guard_bytes=0):
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--variant", variant,
-           "--window-seconds", str(window_seconds), "--data", str(data), "--threads", str(args.threads),
-           "--batch", str(args.batch), "--guard-bytes", str(int(guard_bytes)),
-           "--time-budget", str(args.time_budget), "--max-steps", str(args.max_steps),
-           "--min-steps", str(args.min_steps), "--warmup", str(args.warmup),
-           "--sample-n", str(args.sample_n), "--sample-reps", str(args.sample_reps)]
+    child_args = ["--child", kind, "--variant", variant, "--window-seconds", window_seconds, "--data", data,
+                  "--threads", args.threads, "--batch", args.batch, "--guard-bytes", int(guard_bytes),
+                  "--time-budget", args.time_budget, "--max-steps", args.max_steps, "--min-steps", args.min_steps,
+                  "--warmup", args.warmup, "--sample-n", args.sample_n, "--sample-reps", args.sample_reps]
     t = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout)
+        proc = run_script(__file__, child_args, timeout=args.child_timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.child_timeout} s", "wall": time.perf_counter() - t}
-    for line in proc.stdout.splitlines()[::-1]:
-        if line.startswith("RESULT "):
-            res = json.loads(line[len("RESULT "):])
-            res["wall"] = time.perf_counter() - t
-            return res
+    res = parse_result(proc.stdout)
+    if res is not None:
+        res["wall"] = time.perf_counter() - t
+        return res
     tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()][-2:]
     code = proc.returncode
     why = "killed (out of memory?)" if code in (-9, 137) else f"exit {code}"
@@ -531,10 +437,7 @@ def parse_args(argv=None):
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for v in args.variants:
-        if v not in VARIANTS:
-            p.error(f"--variants: unknown variant {v} (choose from {', '.join(VARIANTS)})")
+    args.variants = comma_list(p, args.variants, VARIANTS, "--variants", "variant")
     return args
 
 
@@ -543,14 +446,12 @@ def main(argv=None):
     if args.child:
         args.guard_bytes = int(args.guard_bytes)
         res = child_speed(args) if args.child == "speed" else child_memory(args)
-        print("RESULT " + json.dumps(res), flush=True)
+        print_result(res)
         return 0
 
     say = Report()
-    started = time.perf_counter()
-    say("kvae model variants benchmark" + (" (--quick)" if args.quick else ""),
-        "command: " + " ".join(["python", "benchmarks/model_benchmark.py", *sys.argv[1:]]))
-    say(*machine_lines(args.threads))
+    say("kvae model variants benchmark" + (" (--quick)" if args.quick else ""), command_line("model_benchmark.py"))
+    say(*machine_lines(note=f"torch threads {args.threads}; "))
     import keras  # noqa: F401  (after configure: the backend is set)
 
     models, errors = import_models()
@@ -586,9 +487,7 @@ def main(argv=None):
         "multi-resolution STFT loss to every training step:", *table(
             ["variant", "config", "rate", "window", "params", "latent", "notes"], rows,
             align=["l", "l", "r", "r", "r", "r", "l"]))
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="kvae-model-bench-", dir=args.out))
+    work = make_work_dir(args.out, "kvae-model-bench-")
     parts = {p.strip() for p in args.parts.split(",")}
     try:
         windows = {1.0, 5.0} | ({30.0} if not args.quick else set()) | set(defaults.values())
@@ -612,9 +511,7 @@ def main(argv=None):
             part_attention(say, variants, infos, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    say("", f"total benchmark time: {time.perf_counter() - started:.0f} s; " + load_line())
-    if args.out:
-        (args.out / "model_benchmark.txt").write_text("\n".join(say.lines) + "\n")
+    say.finish(args.out, "model_benchmark.txt")
     return 0
 
 

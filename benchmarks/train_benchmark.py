@@ -58,13 +58,10 @@ With `--out DIR` the printed report is also saved as `DIR/train_benchmark.txt`.
 """
 
 import argparse
-import json
 import math
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,14 +69,16 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
 from kvae._env import configure  # noqa: E402
 
 configure()
 
 import numpy as np  # noqa: E402
+from _common import (MB, Report, child_result, comma_list, command_line, fmt, load_line,  # noqa: E402
+                     machine_lines, make_work_dir, print_result, read_proc_status, run_script, table)
 
-MB = 1e6
 LOSS_TAIL = 20  # the loss column averages this many last steps
 ROWS = {
     "torch": "plain PyTorch loop",
@@ -109,97 +108,7 @@ SIZE_NOTES = {
 
 def proc_status():
     """Return VmRSS, VmHWM, RssAnon, RssFile of this process in MB (from /proc)."""
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                    out[key] = int(rest.split()[0]) * 1024 / MB
-    except OSError:
-        pass
-    return out
-
-
-def table(headers, rows, align=None):
-    """Format rows as aligned plain-text columns; numbers right-aligned."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    if align is None:
-        align = ["l"] + ["r"] * (len(headers) - 1)
-    lines = []
-    for n, r in enumerate(cells):
-        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
-        lines.append("  ".join(parts).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
-
-
-def fmt(x, digits=1):
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
-
-
-class Report:
-    """Prints lines as they come and keeps them for saving."""
-
-    def __init__(self):
-        self.lines = []
-
-    def __call__(self, *lines):
-        for line in lines:
-            print(line, flush=True)
-            self.lines.append(line)
-
-    def section(self, title):
-        self("", title, "=" * len(title))
-
-
-def load_line():
-    try:
-        return "load average (1/5/15 min): " + " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "load average: n/a"
-
-
-def machine_lines(threads):
-    lines = [f"machine: {platform.platform()}"]
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpus = os.cpu_count()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = cpus
-    mem = ""
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal"):
-                mem = f", {int(line.split()[1]) / 1024 ** 2:.1f} GiB RAM"
-                break
-    except OSError:
-        pass
-    lines.append(f"cpu:     {cpus} logical CPUs ({usable} usable){', ' + model if model else ''}{mem}")
-    versions = [f"python {platform.python_version()}", f"numpy {np.__version__}"]
-    for mod in ("keras", "torch"):
-        try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except Exception as exc:
-            versions.append(f"{mod} unavailable ({type(exc).__name__})")
-    lines.append("versions: " + ", ".join(versions))
-    lines.append(f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND')}; torch threads {threads} in every row; "
-                 + load_line())
-    return lines
+    return read_proc_status(("VmRSS", "VmHWM", "RssAnon", "RssFile"))
 
 
 def n_batches(warmup, steps):
@@ -441,19 +350,14 @@ def child_keras(args):
 def run_child(row, size, data, cache, work, args, env=None):
     rate, wsec, layers, units, latent, steps, warmup = size
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", row, "--data", str(data), "--cache", str(cache),
-           "--run", str(run_dir), "--rate", str(rate), "--window-seconds", str(wsec), "--layers", str(layers),
-           "--units", str(units), "--latent", str(latent), "--steps", str(steps), "--warmup", str(warmup),
-           "--batch", str(args.batch), "--threads", str(args.threads)]
+    child_args = ["--child", row, "--data", data, "--cache", cache, "--run", run_dir, "--rate", rate,
+                  "--window-seconds", wsec, "--layers", layers, "--units", units, "--latent", latent,
+                  "--steps", steps, "--warmup", warmup, "--batch", args.batch, "--threads", args.threads]
     child_env = {k: v for k, v in os.environ.items() if k not in PINNED_MALLOC}
     child_env.update(env or {})
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env)
+    proc = run_script(__file__, child_args, env=child_env)
     shutil.rmtree(run_dir, ignore_errors=True)
-    for line in proc.stdout.splitlines()[::-1]:
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    return child_result(proc)
 
 
 # --------------------------------------------------------------------------- parent
@@ -580,14 +484,8 @@ def parse_args(argv=None):
         args.repeats = 1 if args.quick else 3
     if args.steps_scale is None:
         args.steps_scale = 0.15 if args.quick else 1.0
-    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    for s in args.sizes:
-        if s not in SIZES:
-            p.error(f"--sizes: unknown size {s} (choose from {', '.join(SIZES)})")
-    for r in args.rows:
-        if r not in ROWS:
-            p.error(f"--rows: unknown row {r} (choose from {', '.join(ROWS)})")
+    args.sizes = comma_list(p, args.sizes, SIZES, "--sizes", "size")
+    args.rows = comma_list(p, args.rows, ROWS, "--rows", "row")
     return args
 
 
@@ -595,15 +493,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.child:
         res = child_torch(args) if args.child == "torch" else child_keras(args)
-        print("RESULT " + json.dumps(res), flush=True)
+        print_result(res)
         return 0
 
     say = Report()
-    started = time.perf_counter()
     say("kvae training-loop benchmark: kvae (Keras, torch backend) vs plain PyTorch"
-        + (" (--quick)" if args.quick else ""),
-        "command: " + " ".join(["python", "benchmarks/train_benchmark.py", *sys.argv[1:]]))
-    say(*machine_lines(args.threads))
+        + (" (--quick)" if args.quick else ""), command_line("train_benchmark.py"))
+    say(*machine_lines(note=f"torch threads {args.threads} in every row; "))
     probe = thread_probe()
     say(f"contention probe (64x3000 @ 3000x512 matmul, median): {probe[1]:.2f} ms at 1 torch thread, "
         f"{probe[2]:.2f} ms at 2 threads",
@@ -616,9 +512,7 @@ def main(argv=None):
         "RSS in MB: 'RSS imports' after importing (numpy, torch; plus keras and kvae in the Keras rows), 'peak RSS'",
         "= VmHWM after the timed steps, 'peak-imports' what the data, model, optimizer and training added; 'array MB'",
         "= pre-read input windows held by that row; 'TF loaded' = whether TensorFlow got imported in the process.")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="kvae-train-bench-", dir=args.out))
+    work = make_work_dir(args.out, "kvae-train-bench-")
     sizes = {}
     try:
         for name in args.sizes:
@@ -642,9 +536,7 @@ def main(argv=None):
                        title="malloc thresholds pinned at 1 GiB, ")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    say("", f"total benchmark time: {time.perf_counter() - started:.0f} s; " + load_line())
-    if args.out:
-        (args.out / "train_benchmark.txt").write_text("\n".join(say.lines) + "\n")
+    say.finish(args.out, "train_benchmark.txt")
     return 0
 
 
