@@ -15,6 +15,8 @@ from kvae.errors import KvaeError
 from kvae.models import MODELS
 from kvae.models.mel_vae import MelVAE
 
+import synth
+
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 3000
 TINY = dict(sample_rate=RATE, window_seconds=0.5, latent_dim=8, channels=[4, 8, 16], griffin_lim_iters=8, seed=1)
@@ -29,12 +31,7 @@ def sine(freq=440.0, amplitude=0.5, window=1500):
 
 
 def tones(n=8, window=1500, seed=0):
-    """Windows of decaying harmonic tones, a stand-in for music."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(window) / RATE
-    f0 = rng.uniform(110, 440, size=(n, 1))
-    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in (1, 2, 3)) * np.exp(-3 * t)
-    return (0.3 * x * rng.uniform(0.5, 1.0, size=(n, 1))).astype("float32")
+    return synth.tones(n, window, seed, RATE)
 
 
 def np_(x):

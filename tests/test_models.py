@@ -7,6 +7,8 @@ import pytest
 from kvae.errors import KvaeError
 from kvae.models import FCVAE, Conv1DVAE, TransformerVAE
 
+import synth
+
 RATE = 3000
 TINY = {
     "fc": (FCVAE, dict(hidden_layers=2, hidden_units=32, latent_dim=8)),
@@ -18,12 +20,7 @@ TINY = {
 
 
 def tones(n=16, window=750, seed=0):
-    """Windows of decaying harmonic tones, a stand-in for music."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(window) / RATE
-    f0 = rng.uniform(110, 440, size=(n, 1))
-    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in (1, 2, 3)) * np.exp(-3 * t)
-    return (0.3 * x * rng.uniform(0.5, 1.0, size=(n, 1))).astype("float32")
+    return synth.tones(n, window, seed, RATE)
 
 
 def make(name, **overrides):
