@@ -9,6 +9,7 @@ import argparse
 import functools
 import sys
 import time
+from pathlib import Path
 
 
 def _add_data_args(p, rate=True):
@@ -57,7 +58,8 @@ def cmd_fit(args):
     from kvae.training import fit
 
     config = args.config
-    if config is None and not (args.run and __import__("pathlib").Path(args.run, "config.json").is_file()):
+    resuming = args.run is not None and Path(args.run, "config.json").is_file()
+    if config is None and not resuming:
         config = "quickstart"
     start = time.perf_counter()
     model, history = fit(config=config, data=args.data, run=args.run, settings=_set_items(args))

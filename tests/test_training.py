@@ -206,3 +206,14 @@ def test_same_seed_same_initial_weights_without_importing_tensorflow():
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["True", "True", "False"], result.stderr[-2000:]
+
+
+def test_fit_with_the_tf_data_front_end(embedded, tmp_path):
+    import warnings
+
+    config = load_config(TINY, {"data": {"frontend": "tf"}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, history = kvae.fit(config, run=tmp_path / "run", verbose=False)
+    assert len(history["loss"]) == 2 and np.isfinite(history["val_loss"]).all()
+    assert not [w for w in caught if "ran out of data" in str(w.message)]

@@ -172,9 +172,11 @@ class WindowSource:
 
         if self.random:
             epochs = tf.data.Dataset.counter(start=int(start_epoch), dtype=tf.int64)
-        else:
-            epochs = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64))
-        return epochs.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
+            return epochs.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
+        one_epoch = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(epoch_batches)
+        # flat_map hides the length; Keras needs it to end an epoch without an "ran out of data" warning.
+        one_epoch = one_epoch.apply(tf.data.experimental.assert_cardinality(self.num_batches))
+        return one_epoch.prefetch(tf.data.AUTOTUNE)
 
     def py_dataset(self, **kwargs):
         """A `keras.utils.PyDataset` front end; kwargs go to PyDataset (workers, ...)."""
