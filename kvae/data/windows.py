@@ -151,7 +151,9 @@ class WindowSource:
         yield one epoch.
 
         Args:
-            start_epoch: int. The first epoch to yield (for resuming).
+            start_epoch: int. The first epoch to yield (for resuming). It sets
+                `epoch_offset`, which `kvae.training.WindowEpochs` also sets
+                when `fit` resumes; epochs are read when they are reached.
 
         Returns:
             A `tf.data.Dataset` of float32 `(batch, window)` tensors.
@@ -159,9 +161,11 @@ class WindowSource:
         import tensorflow as tf
 
         window = self.window
+        self.epoch_offset = int(start_epoch)
 
         def epoch_batches(epoch):
-            plan = tf.numpy_function(lambda e: self.plan(int(e) + self.epoch_offset), [epoch], tf.int64, stateful=False)
+            # stateful: the plan depends on epoch_offset, which may change after the dataset is built
+            plan = tf.numpy_function(lambda e: self.plan(int(e) + self.epoch_offset), [epoch], tf.int64, stateful=True)
             plan = tf.reshape(plan, (-1, 2))
             rows = tf.data.Dataset.from_tensor_slices(plan).batch(self.batch_size)
             return rows.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -171,7 +175,7 @@ class WindowSource:
             return tf.ensure_shape(x, (None, window))
 
         if self.random:
-            epochs = tf.data.Dataset.counter(start=int(start_epoch), dtype=tf.int64)
+            epochs = tf.data.Dataset.counter(dtype=tf.int64)
             return epochs.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
         one_epoch = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(epoch_batches)
         # flat_map hides the length; Keras needs it to end an epoch without an "ran out of data" warning.
