@@ -367,7 +367,7 @@ def silence_fraction(x, sample_rate, frame_seconds=0.02, threshold_db=-60.0, red
     return silent_samples / samples
 
 
-def spectral_flatness(x, n_fft=2048, hop=None, silence_db=-120.0, reduce=True):
+def spectral_flatness(x, n_fft=None, hop=None, silence_db=-120.0, reduce=True):
     """Spectral flatness: geometric over arithmetic mean of each frame's power spectrum.
 
     Frames are Hann-windowed centred STFT frames; powers are floored at 1e-20
@@ -379,7 +379,8 @@ def spectral_flatness(x, n_fft=2048, hop=None, silence_db=-120.0, reduce=True):
 
     Args:
         x: Audio, ``(samples,)`` or ``(n, samples)``.
-        n_fft: FFT size (frame length).
+        n_fft: FFT size (frame length); defaults to 2048, or the largest
+            power of two that fits a shorter clip.
         hop: Hop in samples; defaults to ``n_fft // 4``.
         silence_db: Frames quieter than this (dBFS) are skipped.
         reduce: Mean over the non-silent frames of all clips (float) if true,
@@ -389,6 +390,8 @@ def spectral_flatness(x, n_fft=2048, hop=None, silence_db=-120.0, reduce=True):
         Flatness in (0, 1], float or ``(n,)`` array.
     """
     arr = _as_audio(x, "x")
+    if n_fft is None:
+        n_fft = min(2048, 1 << (int(arr.shape[-1]).bit_length() - 1))
     n_fft = _check_int(n_fft, "n_fft", 2)
     hop = max(n_fft // 4, 1) if hop is None else _check_int(hop, "hop")
     power = np.maximum(_power_spectrogram(arr, n_fft, hop, "x"), 1e-20)

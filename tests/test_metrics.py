@@ -207,3 +207,12 @@ def test_shape_mismatch_and_bad_rank_raise():
         metrics.rms(np.zeros((2, 2, 2)))
     with pytest.raises(KvaeError, match="sample_rate"):
         metrics.silence_fraction(np.zeros(100), -1)
+
+
+def test_spectral_flatness_default_fft_fits_short_clips():
+    rng = np.random.default_rng(0)
+    short = rng.normal(0, 0.1, (4, 750))  # shorter than the 2048 default
+    assert metrics.spectral_flatness(short) == metrics.spectral_flatness(short, n_fft=512)
+    assert metrics.spectral_flatness(short) > 0.4  # still noise
+    long = rng.normal(0, 0.1, (2, 5000))
+    assert metrics.spectral_flatness(long) == metrics.spectral_flatness(long, n_fft=2048)
