@@ -228,13 +228,6 @@ class VAE(keras.Model):
         z_mean, _ = self.encode(ops.convert_to_tensor(x))
         return np.asarray(ops.convert_to_numpy(self.to_audio(self.decode(z_mean))), dtype=np.float32)
 
-    @property
-    def sigma(self):
-        """The decoder's current scalar sigma, or None where it is not a learned scalar."""
-        if self.decoder_variance != "scalar":
-            return None
-        return float(np.exp(ops.convert_to_numpy(self.log_sigma)))
-
     def get_config(self):
         config = super().get_config()
         config.update({
