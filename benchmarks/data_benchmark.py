@@ -25,10 +25,12 @@ Parts, each printed as a plain-text table:
    (memory-mapped cache) pages.
 
 Audio comes from `kvae.data.embedded.generate_corpus` (polyphonic additive
-synthesis) when it imports, else from a simpler harmonic-tone synthesiser here.
-Everything is written to a temporary folder (under `--out` if given) and
-deleted at the end unless `--keep`; with `--out` the printed report is also
-saved there as `data_benchmark.txt`.
+synthesis). Everything is written to a temporary folder (under `--out` if
+given) and deleted at the end unless `--keep`; with `--out` the printed
+report is also saved there as `data_benchmark.txt`. The script uses kvae's
+public API only.
+
+Measured figures are in the README, section "Benchmarks" > "Data pipeline".
 """
 
 import argparse
@@ -43,9 +45,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-from kvae._env import configure  # noqa: E402
+import kvae  # noqa: E402
 
-configure()
+kvae.configure()  # before Keras or TensorFlow is imported
 
 import numpy as np  # noqa: E402
 from _common import (MB, Report, child_result, command_line, fmt, machine_lines, make_work_dir,  # noqa: E402
@@ -77,55 +79,16 @@ def peak_rss_mb():
 
 # --------------------------------------------------------------------------- audio synthesis
 
-def _fallback_music(seconds, rate, seed):
-    """Polyphonic harmonic tones with attack/decay envelopes (used if kvae.data.embedded is missing)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * rate)
-    out = np.zeros(n, np.float64)
-    scale = np.array([0, 2, 4, 5, 7, 9, 11])
-    voices = ((36, 55, (0.4, 1.2), 0.5), (48, 72, (0.15, 0.6), 0.35), (60, 84, (0.1, 0.4), 0.25))
-    for lo, hi, (dmin, dmax), gain in voices:
-        pitches = [p for p in range(lo, hi + 1) if p % 12 in scale]
-        t0 = 0.0
-        while t0 < seconds:
-            dur = rng.uniform(dmin, dmax)
-            f0 = 440.0 * 2 ** ((rng.choice(pitches) - 69) / 12)
-            start = int(t0 * rate)
-            length = min(int(1.5 * dur * rate), n - start)
-            if length <= 0:
-                break
-            tt = np.arange(length) / rate
-            env = (1 - np.exp(-tt / 0.005)) * np.exp(-tt / (0.5 * dur))
-            note = np.zeros(length)
-            for k in range(1, 11):
-                if k * f0 > min(0.45 * rate, 10000):
-                    break
-                note += np.sin(2 * np.pi * k * f0 * tt + rng.uniform(0, 2 * np.pi)) * np.exp(-tt * k) / k ** 1.2
-            out[start:start + length] += gain * rng.uniform(0.6, 1.0) * env * note
-            t0 += dur
-    out += 0.002 * rng.standard_normal(n)
-    return (0.7 * out / np.abs(out).max()).astype(np.float32)
-
-
 def make_music_files(folder, count, seconds, seed=0):
     """Write `count` music-like 44.1 kHz float32 WAVs of `seconds` each; return (paths, generator name)."""
+    from kvae.data.embedded import generate_corpus
+
     folder = Path(folder)
-    try:
-        from kvae.data.embedded import generate_corpus
-
-        generate_corpus(folder, seed=seed, n_train=count, n_test=0, seconds=float(seconds), sample_rate=SOURCE_RATE)
-        paths = sorted((folder / "musicnet" / "train_data").glob("*.wav"))
-        if len(paths) != count:
-            raise RuntimeError(f"expected {count} files, found {len(paths)}")
-        return paths, "kvae.data.embedded.generate_corpus"
-    except Exception as exc:  # not there yet, or broken: use our own synthesis
-        from kvae.data import write_wav
-
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        paths = [write_wav(folder / f"music{i:03d}.wav", _fallback_music(seconds, SOURCE_RATE, seed + i), SOURCE_RATE)
-                 for i in range(count)]
-        return paths, f"built-in harmonic synthesis (embedded generator unavailable: {type(exc).__name__})"
+    generate_corpus(folder, seed=seed, n_train=count, n_test=0, seconds=float(seconds), sample_rate=SOURCE_RATE)
+    paths = sorted((folder / "musicnet" / "train_data").glob("*.wav"))
+    if len(paths) != count:
+        raise RuntimeError(f"expected {count} files, found {len(paths)}")
+    return paths, "kvae.data.embedded.generate_corpus"
 
 
 # --------------------------------------------------------------------------- part 1: decode + resample

@@ -7,9 +7,9 @@ Run on demand (it measures, it never asserts)::
     python benchmarks/model_benchmark.py --variants fc,transformer --out /tmp/kvae-bench
 
 Every variant (FCVAE, Conv1DVAE, TransformerVAE, MelVAE) is built at its
-default config: `configs/<variant>.toml` (fc.toml, conv1d.toml, ...) when that
-file exists, else the constructor defaults; always at 16000 Hz. Parts, each a
-plain-text table:
+default config: the built-in preset of its name (`kvae.presets.find_preset`,
+loaded with `kvae.config.load_config("fc")`, ...) when there is one, else the
+constructor defaults; always at 16000 Hz. Parts, each a plain-text table:
 
 1. Training and sampling speed: `model.fit` on a numpy array of windows from
    the embedded dataset (prepared at 16 kHz), batch 8, at a 1 s window and at
@@ -37,7 +37,10 @@ plain-text table:
 torch runs with 1 intra-op thread by default (`--threads`): on a shared
 2-core machine a second thread that gets descheduled stalls every op. The
 load average is printed at the start and the end. With `--out DIR` the report
-is also saved as `DIR/model_benchmark.txt`.
+is also saved as `DIR/model_benchmark.txt`. The script uses kvae's public API
+only.
+
+Measured figures are in the README, section "Benchmarks" > "Model variants".
 """
 
 import argparse
@@ -47,16 +50,15 @@ import shutil
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-from kvae._env import configure  # noqa: E402
+import kvae  # noqa: E402
 
-configure()
+kvae.configure()  # before Keras is imported
 
 import numpy as np  # noqa: E402
 from _common import (Report, comma_list, command_line, fmt, load_line, machine_lines,  # noqa: E402
@@ -67,7 +69,6 @@ GIB = 1024 ** 3
 GPU_BYTES = 8 * GIB  # the paper's GPU
 VARIANTS = ("fc", "conv1d", "transformer", "mel")
 CLASS_NAMES = {"fc": "FCVAE", "conv1d": "Conv1DVAE", "transformer": "TransformerVAE", "mel": "MelVAE"}
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -96,46 +97,19 @@ def human_bytes(n):
     return f"{n:.0f} B"
 
 
-def import_models():
-    """Import kvae.models; if a variant module fails (MelVAE may be mid-edit), stub it and say why.
-
-    Returns:
-        `(MODELS, {variant: error})`.
-    """
-    try:
-        import kvae.models as models
-
-        return dict(models.MODELS), {}
-    except Exception as exc:  # a module of the package does not import
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-    for name in [m for m in sys.modules if m == "kvae.models" or m.startswith("kvae.models.")]:
-        del sys.modules[name]
-    stub = types.ModuleType("kvae.models.mel_vae")
-
-    class MelVAE:  # placeholder so the package imports; never built
-        pass
-
-    stub.MelVAE = MelVAE
-    sys.modules["kvae.models.mel_vae"] = stub
-    import kvae.models as models
-
-    out = dict(models.MODELS)
-    out.pop("mel", None)
-    return out, {"mel": error}
-
-
 def resolve_config(variant, window_seconds=None):
-    """The variant's default config at 16 kHz (from configs/<variant>.toml if present) and its source."""
+    """The variant's default config at 16 kHz (its built-in preset if there is one) and its source."""
     from kvae.config import load_config
+    from kvae.presets import find_preset
 
-    path = CONFIGS_DIR / f"{variant}.toml"
-    if path.is_file():
-        cfg = load_config(path)
+    if find_preset(variant) is not None:
+        cfg = load_config(variant)
         if cfg["model"].get("type", "fc") != variant:
+            other = cfg["model"].get("type")
             cfg = load_config({"model": {"type": variant}})
-            source = f"constructor defaults ({path.name} has model.type={cfg['model'].get('type')!r})"
+            source = f"constructor defaults (preset {variant} has model.type={other!r})"
         else:
-            source = f"configs/{path.name}"
+            source = f"preset {variant}"
     else:
         cfg = load_config({"model": {"type": variant}})
         source = "constructor defaults"
@@ -169,9 +143,7 @@ def _child_setup(args):
     torch.set_num_threads(args.threads)
     import keras  # noqa: F401
 
-    models, errors = import_models()
-    if args.variant in errors:
-        raise SystemExit(f"{args.variant}: does not import ({errors[args.variant]})")
+    import kvae.models  # noqa: F401
     return torch
 
 
@@ -454,14 +426,11 @@ def main(argv=None):
     say(*machine_lines(note=f"torch threads {args.threads}; "))
     import keras  # noqa: F401  (after configure: the backend is set)
 
-    models, errors = import_models()
+    import kvae.models  # noqa: F401
     variants = []
     defaults, infos = {}, {}
     rows = []
     for v in args.variants:
-        if v in errors:
-            say(f"note: {CLASS_NAMES[v]} skipped: kvae.models.{v}_vae does not import ({errors[v]})")
-            continue
         cfg, source = resolve_config(v)
         try:
             from kvae.training import build_model

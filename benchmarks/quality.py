@@ -1,21 +1,32 @@
 """The comparison that proves it: paper-faithful configs against kvae's, same data, seed and step budget.
 
 Trains each config on the embedded dataset for the same number of optimizer
-steps (the same seed, the same data), evaluates each with `kvae.evaluate`, and
-prints one table: reconstruction MR-STFT distance and SI-SDR on the test
-split's fixed windows; sample silence, spectral flatness and Fréchet log-mel
-distance to the test windows. Reference rows (silence, white noise, real
-training windows) come from the first model's evaluation.
+steps (the same seed, the same data), evaluates each with
+`kvae.evaluation.evaluate.evaluate` (what `kvae evaluate` runs), and prints
+two tables with one row per config:
+
+- realism of the model's prior samples against real training windows
+  (classifier two-sample test C2ST, KID, clip-level and log-mel Fréchet
+  distances, temporal std, silence, spectral flatness);
+- reconstruction of the held-out windows (MR-STFT distance, log-spectral
+  distance, SI-SDR).
+
+Reference rows (real vs real, held-out recordings, drone, white noise,
+silence; the data sent through the model's rate and back) come from the
+first config's evaluation, so put a config at the common rate first.
 
     python benchmarks/quality.py                    # all pairs, 600 steps each
     python benchmarks/quality.py --steps 100 --configs paper-conv1d conv1d
-    python benchmarks/quality.py --out runs/quality  # keep the runs (samples, curves)
+    python benchmarks/quality.py --out runs/quality  # keep the runs (samples, curves) and quality.json
+    python benchmarks/quality.py --quick            # smoke run: 2 configs, 10 steps, 16 clips
 
-Run on demand; it takes minutes per model on a 2-core CPU.
+Run on demand; it takes minutes per model on a 2-core CPU. The script uses
+kvae's public API only.
+
+Measured figures are in the README, section "Does it work? Objective numbers".
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -23,57 +34,116 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kvae._env import configure  # noqa: E402
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-configure()
+import kvae  # noqa: E402
+
+kvae.configure()  # before Keras is imported
+
+from _common import table  # noqa: E402
 
 DEFAULT_CONFIGS = ["paper-fc", "fc", "paper-conv1d", "conv1d", "paper-mel", "mel", "paper-transformer"]
+QUICK_CONFIGS = ["paper-fc", "fc"]
 
 
-def main():
+def cell(value, fmt):
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return fmt.format(value)
+
+
+def rows_table(rows, keys, first_title):
+    """Plain-text table of `rows` (name -> metrics) with the (key, title, format) columns `keys`."""
+    out = []
+    for name, values in rows.items():
+        cells = [name]
+        for key, _, fmt in keys:
+            if key == "c2st":  # accuracy with its 95 % interval
+                cells.append(f"{values['c2st']:.3f} [{values['c2st_low']:.2f}-{values['c2st_high']:.2f}]"
+                             if "c2st" in values else "-")
+            else:
+                cells.append(cell(values.get(key), fmt or "{}"))
+        out.append(cells)
+    return table([first_title, *[title for _, title, _ in keys]], out)
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
-    parser.add_argument("--steps", type=int, default=600, help="optimizer steps per model (default 600)")
+    parser.add_argument("--configs", nargs="+", default=None,
+                        help=f"config names or files (default {' '.join(DEFAULT_CONFIGS)}; --quick {' '.join(QUICK_CONFIGS)})")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per model (default 600; --quick 10)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-samples", type=int, default=32)
+    parser.add_argument("--n-clips", type=int, default=None,
+                        help="clips per evaluated set (default: kvae evaluate's, 256; --quick 16; at least 10)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 configs, 10 steps, 16 clips")
     parser.add_argument("--out", help="folder for the runs and quality.json (default: a temporary folder)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.configs is None:
+        args.configs = QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS
+    if args.steps is None:
+        args.steps = 10 if args.quick else 600
+    if args.n_clips is None and args.quick:
+        args.n_clips = 16
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
 
     import keras
 
-    import kvae
     from kvae.config import load_config
-    from kvae.evaluate import COLUMNS, evaluate, format_table
+    from kvae.evaluation.evaluate import DEFAULT_CLIPS, evaluate
+    from kvae.evaluation.report import REALISM_KEYS, RECONSTRUCTION_KEYS, write_json
 
+    n_clips = args.n_clips or DEFAULT_CLIPS
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-quality-"))
-    print(f"kvae quality benchmark: {args.steps} steps per model, seed {args.seed}, embedded data, "
-          f"backend {keras.backend.backend()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    table = {"rows": {}}
+    print(f"kvae quality benchmark: {args.steps} steps per model, seed {args.seed}, {n_clips} clips per set, "
+          f"embedded data, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
+          flush=True)
+    realism, reconstruction, runs = {}, {}, {}
     references = None
     for name in args.configs:
-        config = load_config(name)
         per_epoch = max(1, min(args.steps, 50))
         overrides = {"train": {"epochs": math.ceil(args.steps / per_epoch), "steps_per_epoch": per_epoch,
                                "seed": args.seed, "verbose": 0, "n_samples": 4}}
-        config = load_config(config, overrides)
+        config = load_config(name, overrides)
         start = time.perf_counter()
-        model, history = kvae.fit(config, run=out / name, verbose=False)
+        model, _ = kvae.fit(config, run=out / name, verbose=False)
         seconds = time.perf_counter() - start
-        result = evaluate(model, n_samples=args.n_samples, seed=args.seed,
-                          reference_rate=0 if references else 16000)
-        row = dict(result["rows"]["model"], train_seconds=seconds, rate=model.sample_rate)
-        table["rows"][name] = row
+        start = time.perf_counter()
+        result = evaluate(model, n_clips=n_clips, seed=args.seed, reference_rate=0 if references else 16000)
+        eval_seconds = time.perf_counter() - start
+        realism[name] = result["realism"]["samples"]
+        reconstruction[name] = result["reconstruction"]["reconstructions"]
+        runs[name] = {"train_seconds": seconds, "eval_seconds": eval_seconds, **result["model"]}
         if references is None:
-            references = {k: v for k, v in result["rows"].items() if k != "model"}
-        print(f"  {name:<18} {seconds:6.0f} s  " + "  ".join(
-            f"{title} {fmt.format(row[key])}" for key, title, fmt in COLUMNS if key in row), flush=True)
-    table["rows"].update({f"[ref] {k}": v for k, v in (references or {}).items()})
+            references = (
+                {k: v for k, v in result["realism"].items() if k.startswith("ref: ")},
+                {k: v for k, v in result["reconstruction"].items() if k.startswith("ref: ")},
+                result["model"]["sample_rate"],
+            )
+        print(f"  {name:<18} {model.sample_rate} Hz, trained {seconds:.0f} s, evaluated {eval_seconds:.0f} s: "
+              f"samples C2ST {realism[name]['c2st']:.3f}, reconstruction MR-STFT {reconstruction[name]['mrstft']:.3f}",
+              flush=True)
+    ref_realism, ref_reconstruction, ref_rate = references
     print()
-    print(format_table(table))
-    (out / "quality.json").write_text(json.dumps(table, indent=2, default=float))
+    print(f"Realism of prior samples (C2ST 0.5 = indistinguishable from training windows; reference rows "
+          f"at {ref_rate} Hz)")
+    print("\n".join(rows_table({**realism, **ref_realism}, REALISM_KEYS, "config")))
+    print()
+    print("Reconstruction of held-out windows (lower is better but for SI-SDR)")
+    print("\n".join(rows_table({**reconstruction, **ref_reconstruction}, RECONSTRUCTION_KEYS, "config")))
+    summary = {"settings": {"steps": args.steps, "seed": args.seed, "n_clips": n_clips}, "runs": runs,
+               "realism": {**realism, **ref_realism}, "reconstruction": {**reconstruction, **ref_reconstruction}}
+    write_json(out / "quality.json", summary)  # strict JSON: -inf SI-SDR becomes null
     print(f"\nruns and quality.json in {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

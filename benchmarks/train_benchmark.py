@@ -32,12 +32,14 @@ in the same order, except that the PyDataset rows get them in the order
 * keras fit, array, in-place Adam* - not kvae today: the 'keras fit, numpy
                      array' row with a sketch of an Adam for Keras's torch
                      backend that does the same update in place (see
-                     `_inplace_adam`), to show what the optimizer costs.
+                     `inplace_adam_class`), to show what the optimizer costs.
+                     It subclasses Keras's torch Adam and uses Keras
+                     internals; nothing of kvae's beyond its public API.
 
-The small size is then run again with glibc's malloc thresholds pinned (see
-the report's note), since the default dynamic threshold makes big per-step
-temporaries page-fault afresh each step, to a degree that depends on the
-process's allocation history.
+The small size is then run again with glibc's malloc thresholds pinned by
+environment variables (see the report's note). `kvae.configure()`, which every
+row calls, now pins them itself with `mallopt`, so this section checks that
+the rows above already have what pinning gives.
 
 Every row runs in a fresh subprocess (so peak memories are separate), with
 `torch.set_num_threads` equal in all (1 by default: on a shared 2-core
@@ -52,9 +54,13 @@ over repeats (runs interleaved row by row to spread load changes); steps/s =
 /proc/self/status, read right after the timed steps; 'RSS after imports' is
 VmRSS before the data is loaded and the model is built. 'loss' is the mean
 training loss over the last 20 timed steps (a sanity check: Keras and torch
-rows should be close; they start from different random weights).
+rows should be close; they start from different random weights); the Keras
+rows get it from the running mean `loss` that `fit` hands to callbacks (and
+`model.train_function` returns).
 
 With `--out DIR` the printed report is also saved as `DIR/train_benchmark.txt`.
+
+Measured figures are in the README, section "Benchmarks" > "Training loop".
 """
 
 import argparse
@@ -71,9 +77,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-from kvae._env import configure  # noqa: E402
+import kvae  # noqa: E402
 
-configure()
+kvae.configure()  # before Keras is imported; also pins glibc's malloc thresholds
 
 import numpy as np  # noqa: E402
 from _common import (MB, Report, child_result, comma_list, command_line, fmt, load_line,  # noqa: E402
@@ -203,33 +209,46 @@ def child_torch(args):
             "params": n_params, "data_mb": x_all.nbytes / MB, "tensorflow": "tensorflow" in sys.modules}
 
 
-def _tracker(model):
-    """(total, count) of Keras's running loss mean."""
-    import keras
-
-    t = model._loss_tracker
-    return float(keras.ops.convert_to_numpy(t.total)), float(keras.ops.convert_to_numpy(t.count))
+def running_loss(logs, batches):
+    """(running mean loss, batches it covers) from the logs of a train step: fit's `loss` is the
+    mean over the epoch's batches so far (all of one size here)."""
+    return logs["loss"], batches
 
 
-def _timer_callback(n_steps, result):
+def tail_loss(first, last):
+    """Mean loss over the batches between two `running_loss` readings."""
+    (m0, c0), (m1, c1) = first, last
+    m0, m1 = float(m0), float(m1)  # 0-d tensors or floats
+    return (m1 * c1 - m0 * c0) / max(c1 - c0, 1)
+
+
+def timer_callback(n_steps, result):
     import keras
 
     class BatchTimer(keras.callbacks.Callback):
-        """Timestamps every batch start; reads the loss tracker twice and VmHWM once."""
+        """Timestamps every batch start and reads VmHWM once; keeps the running loss after two batches."""
+
+        # Its batch-end hook only keeps a reference, so Keras may keep dispatching batch ends
+        # asynchronously, as it would without this callback.
+        async_safe = True
 
         def on_train_batch_begin(self, batch, logs=None):
             stamps = result["stamps"]
-            if len(stamps) == n_steps - 1 - LOSS_TAIL:
-                result["tracker0"] = _tracker(self.model)
             stamps.append(now())
             if len(stamps) == n_steps:  # the extra last batch starts: the timed steps are over
                 result["peak"] = proc_status()
-                result["tracker1"] = _tracker(self.model)
+
+        def on_train_batch_end(self, batch, logs=None):
+            # after batch b, b + 1 batches are in fit's running mean
+            if batch == n_steps - 2 - LOSS_TAIL:
+                result["loss0"] = running_loss(logs, batch + 1)
+            elif batch == n_steps - 2:  # the last timed batch
+                result["loss1"] = running_loss(logs, batch + 1)
 
     return BatchTimer()
 
 
-def _inplace_adam():
+def inplace_adam_class():
     """A sketch of a faster Adam for Keras's torch backend (the '*' row; not part of kvae).
 
     Same update as `keras.optimizers.Adam` (and the same per-weight
@@ -298,7 +317,7 @@ def child_keras(args):
     data_mb = 0.0
     n_steps = args.warmup + args.steps + 1  # timed: steps between the first n_steps batch starts
     result = {"stamps": []}
-    timer = _timer_callback(n_steps, result)
+    timer = timer_callback(n_steps, result)
     if args.child == "kvae-fit":
         import kvae
 
@@ -307,7 +326,7 @@ def child_keras(args):
         cfg = _config(args)
         model = compile_model(build_model(cfg), cfg)
         if args.child == "keras-inplace":
-            model.compile(optimizer=_inplace_adam()(cfg["train"]["learning_rate"], clipnorm=cfg["train"]["clipnorm"]))
+            model.compile(optimizer=inplace_adam_class()(cfg["train"]["learning_rate"], clipnorm=cfg["train"]["clipnorm"]))
         if args.child in ("keras-array", "keras-inplace"):
             x_all = np.load(args.data)
             data_mb = x_all.nbytes / MB
@@ -329,21 +348,22 @@ def child_keras(args):
             stamps.append(now())
             # a one-batch fit builds the optimizer and the train function: it is warm-up step 0
             model.fit(x_all[: args.batch], batch_size=args.batch, epochs=1, shuffle=False, verbose=0)
+            # Its running mean continues from there (the one-batch fit's epoch ends without resetting
+            # the metrics; the next fit would reset them), so after step i it covers i + 1 batches.
             fn = model.train_function
             model.train()
             for i in range(1, n_steps - 1):
-                if i == n_steps - 1 - LOSS_TAIL:
-                    result["tracker0"] = _tracker(model)
                 stamps.append(now())
-                fn([(tensors[i],)])
+                logs = fn([(tensors[i],)])
+                if i == n_steps - 2 - LOSS_TAIL:
+                    result["loss0"] = running_loss(logs, i + 1)
             stamps.append(now())
-            result["tracker1"] = _tracker(model)
+            result["loss1"] = running_loss(logs, n_steps - 1)
             result["peak"] = proc_status()
         else:
             raise SystemExit(f"unknown row {args.child}")
-    (t0, c0), (t1, c1) = result["tracker0"], result["tracker1"]
     return {"stamps": result["stamps"][:n_steps], "imports": imports, "peak": result["peak"],
-            "loss": (t1 - t0) / max(c1 - c0, 1.0), "params": model.count_params(), "data_mb": data_mb,
+            "loss": tail_loss(result["loss0"], result["loss1"]), "params": model.count_params(), "data_mb": data_mb,
             "tensorflow": "tensorflow" in sys.modules}
 
 
@@ -447,7 +467,7 @@ def bench_size(say, work, name, size, args, rows=None, env=None, title=""):
          "RSS imports", "peak RSS", "peak-imports", "array MB", "TF loaded", "loss (last 20)"], rows))
     if "keras-inplace" in rows_wanted:
         say("* not kvae today: kvae's FCVAE and model.fit with a sketch of an in-place Adam for Keras's torch backend",
-            "  (same update and per-weight clipnorm; see _inplace_adam in this file) to show what the optimizer costs.")
+            "  (same update and per-weight clipnorm; see inplace_adam_class in this file) to show what the optimizer costs.")
     return runs
 
 

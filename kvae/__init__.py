@@ -7,6 +7,15 @@ defaults it to torch); importing this package never sets it.
 __version__ = "0.1.0"
 
 
+def configure(default_backend="torch"):
+    """Set up a program that uses kvae: pick the Keras backend (torch unless `KERAS_BACKEND`
+    says otherwise) and quieten TensorFlow's start-up noise. Call it before importing Keras;
+    the `kvae` command, the tests and the benchmarks do. Returns the backend name."""
+    from kvae._env import configure as _configure
+
+    return _configure(default_backend)
+
+
 def fit(config=None, data=None, **overrides):
     """Train a VAE; see `kvae.training.fit`."""
     from kvae.training import fit as _fit
@@ -22,7 +31,7 @@ def load(path, compile=True):
 
 
 def tune(config=None, **kwargs):
-    """Run a keras-tuner search over the FC VAE; see `kvae.tuner.search`."""
-    from kvae.tuner import search
+    """Run a keras-tuner search over the FC VAE; see `kvae.tuning.search`."""
+    from kvae.tuning import search
 
     return search(config, **kwargs)

@@ -93,13 +93,13 @@ def cmd_reconstruct(args):
 
 
 def cmd_evaluate(args):
-    from kvae.evaluate import main as evaluate_main
+    from kvae.evaluation.evaluate import main as evaluate_main
 
     return evaluate_main(args)
 
 
 def cmd_tune(args):
-    from kvae.tuner import main as tune_main
+    from kvae.tuning import main as tune_main
 
     return tune_main(args)
 
@@ -143,16 +143,18 @@ def build_parser():
     p.add_argument("output", metavar="OUT.wav")
     p.set_defaults(func=cmd_reconstruct)
 
-    p = sub.add_parser("evaluate", help="objective metrics of a trained model")
+    p = sub.add_parser("evaluate", help="does a model sound like its data? two-sample tests against reference rows")
     p.add_argument("model")
     _add_data_args(p, rate=False)
-    p.add_argument("--n-samples", type=int, default=32, metavar="N")
-    p.add_argument("--out", metavar="FILE.json")
+    p.add_argument("--n-clips", "--n-samples", dest="n_clips", type=int, default=256, metavar="N",
+                   help="clips per set: samples, reconstructions and every reference row (default 256)")
+    p.add_argument("--out", metavar="FILE.json", help="also write the report as JSON")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tune", help="keras-tuner search over depth and learning rate (FC VAE)")
-    p.add_argument("--config", metavar="FILE", help="search config (default: tuning/fc_depth_lr.toml)")
+    p.add_argument("--config", metavar="FILE",
+                   help="search config file or built-in name (default: fc_depth_lr)")
     _add_data_args(p, rate=False)
     p.add_argument("--dir", default="tuning-runs/fc", metavar="DIR", help="search folder (resumes if it exists)")
     p.add_argument("--tuner", default=None, help="random, bayesian or hyperband")

@@ -6,7 +6,9 @@ constructor arguments, so they are checked against its signature. An unknown
 key or a value of the wrong type is a one-line `KvaeError` naming the key.
 
 Files may set `base = "other.toml"` (relative to the file) to start from
-another config and change a few keys, as RAVE's configs compose.
+another config and change a few keys, as RAVE's configs compose. A bare name
+("quickstart") is a built-in preset (`kvae.presets`), also as a `base`
+that is not a file beside the config.
 """
 
 import copy
@@ -16,6 +18,7 @@ import tomllib
 from pathlib import Path
 
 from kvae.errors import KvaeError
+from kvae.presets import find_preset, preset_names
 
 DEFAULTS = {
     "name": "kvae",
@@ -51,7 +54,6 @@ CHOICES = {
     ("data", "frontend"): ("pydataset", "tf"),
     ("train", "kl_schedule"): ("constant", "linear", "log"),
 }
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 def merge_config(base, update):
@@ -65,27 +67,40 @@ def merge_config(base, update):
     return out
 
 
-def read_config_file(path, seen=()):
+def read_config_file(path, seen=(), kind="config"):
     """Read a config file with its `base` chain merged in, unvalidated (extra tables such as
-    a search's `[search]` are kept). A bare name is looked up in `configs/`."""
+    a search's `[search]` are kept).
+
+    A path that is not a file but a bare name ("quickstart", "fc.toml") is
+    the built-in preset of that name (`kind` "config", or "search" for search
+    configs, which fall back to the configs).
+    """
     path = Path(path)
     if not path.is_file():
-        # A bare name ("quickstart") or file name is looked up in configs/.
-        candidates = [CONFIGS_DIR / path.name, CONFIGS_DIR / f"{path.name}.toml"]
-        found = [c for c in candidates if c.is_file()] if len(path.parts) == 1 else []
-        if not found:
-            raise KvaeError(f"{path}: config file not found")
-        path = found[0]
+        found = None
+        if len(path.parts) == 1:
+            for k in dict.fromkeys((kind, "config")):
+                found = found or find_preset(path.name, k)
+        if found is None:
+            raise KvaeError(f"{path}: config file not found (built-in: {', '.join(preset_names(kind))})")
+        path = found
     if path.resolve() in seen:
         raise KvaeError(f"{path}: config 'base' chain loops back on itself")
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KvaeError(f"{path}: not a valid config file ({exc})") from None
+    except OSError as exc:
+        raise KvaeError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
     base = data.pop("base", None)
     if base:
-        data = merge_config(read_config_file(path.parent / base, seen + (path.resolve(),)), data)
+        beside = path.parent / base
+        # A base beside the file, else a preset by name (a copied config whose base was not copied).
+        if not beside.is_file() and not find_preset(Path(base).name, kind) and not find_preset(Path(base).name):
+            raise KvaeError(f"{path}: its base '{base}' is neither a file beside it nor a built-in preset")
+        base_path = beside if beside.is_file() else Path(Path(base).name)
+        data = merge_config(read_config_file(base_path, seen + (path.resolve(),), kind), data)
     return data
 
 
@@ -212,7 +227,7 @@ def load_config(config=None, overrides=None):
 
     Args:
         config: str, Path, dict or None. A config file (a bare name such as
-            "quickstart" is looked up in `configs/`), a dict, or None for the
+            "quickstart" is a built-in preset), a dict, or None for the
             defaults.
         overrides: dict or None. Nested overrides, e.g. `{"train": {"epochs": 3}}`.
 

@@ -6,10 +6,10 @@ term for term, so that with the same settings the values agree with
 ``auraloss.freq.STFTLoss`` / ``auraloss.freq.MultiResolutionSTFTLoss`` to float32
 precision:
 
-* STFT: centred frames (the signal is reflect-padded by ``fft_size // 2`` on
-  both sides), a periodic window of ``win_length`` samples zero-padded
-  symmetrically to ``fft_size``, no window normalisation. This is what both
-  ``torch.stft(..., center=True)`` and ``keras.ops.stft(..., center=True)`` do.
+* STFT: `kvae.dsp.ops.stft`, centred frames (the signal is reflect-padded by
+  ``fft_size // 2`` on both sides), a periodic window of ``win_length`` samples
+  zero-padded symmetrically to ``fft_size``, no window normalisation, as
+  ``torch.stft`` and ``keras.ops.stft`` do with ``center=True``.
 * Magnitude: ``sqrt(max(re**2 + im**2, eps))`` (the clamp is on the power, so
   the smallest magnitude is ``sqrt(eps)``).
 * Spectral convergence: ``||Y - X||_F / ||Y||_F`` with the Frobenius norms
@@ -29,19 +29,17 @@ is one signal. The signal must be longer than ``fft_size // 2`` samples
 import operator
 
 import keras
-import numpy as np
 from keras import ops
 
+from kvae.dsp import ops as dsp_ops
+from kvae.dsp.filters import WINDOWS, scaled_fft_sizes
 from kvae.errors import KvaeError
-from kvae.metrics import scaled_fft_sizes
 
 __all__ = [
     "STFTLoss",
     "MultiResolutionSTFTLoss",
     "scaled_fft_sizes",
 ]
-
-_WINDOWS = ("hann", "hamming")
 
 
 def _check_positive_int(value, name):
@@ -75,19 +73,6 @@ def _as_signals(x):
     raise KvaeError(
         f"audio must be (batch, samples) or (batch, samples, channels), got shape {tuple(x.shape)}"
     )
-
-
-def _periodic_window(name, length):
-    """Periodic window as ``torch.hann_window`` / ``torch.hamming_window`` make it.
-
-    Built here rather than by name in ``keras.ops.stft``: the tensorflow
-    backend's ``tf.signal.hann_window(n, periodic=True)`` is only periodic for
-    even ``n`` and returns the symmetric window for odd ``n``.
-    """
-    phase = 2.0 * np.pi * np.arange(length) / length
-    if name == "hann":
-        return 0.5 - 0.5 * np.cos(phase)
-    return 0.54 - 0.46 * np.cos(phase)
 
 
 def _safe_sqrt(s):
@@ -151,10 +136,9 @@ class STFTLoss(keras.losses.Loss):
             raise KvaeError(
                 f"win_length ({self.win_length}) must not exceed fft_size ({self.fft_size})"
             )
-        if window not in _WINDOWS:
-            raise KvaeError(f"window must be one of {_WINDOWS}, got {window!r}")
+        if window not in WINDOWS:
+            raise KvaeError(f"window must be one of {WINDOWS}, got {window!r}")
         self.window = window
-        self._window_values = _periodic_window(window, self.win_length)
         self.w_sc = float(w_sc)
         self.w_log_mag = float(w_log_mag)
         self.eps = float(eps)
@@ -179,15 +163,8 @@ class STFTLoss(keras.losses.Loss):
 
     def _magnitude(self, signals):
         """``sqrt(max(|STFT|**2, eps))`` of ``(n, samples)``, shape ``(n, frames, bins)``."""
-        re, im = ops.stft(
-            signals,
-            sequence_length=self.win_length,
-            sequence_stride=self.hop_size,
-            fft_length=self.fft_size,
-            window=ops.convert_to_tensor(self._window_values, dtype=self.dtype),
-            center=True,
-        )
-        return ops.sqrt(ops.maximum(ops.square(re) + ops.square(im), self.eps))
+        re, im = dsp_ops.stft(signals, self.fft_size, self.hop_size, self.win_length, self.window)
+        return dsp_ops.magnitude(re, im, eps=self.eps)
 
     def call(self, y_true, y_pred):
         """Returns the scalar loss of the batch (auraloss's definition)."""

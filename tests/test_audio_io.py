@@ -7,39 +7,18 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
+from audio import pcm24_wav, sine
 from kvae.data.audio_io import AudioFileError, read_audio, resample, to_float_mono, write_wav
 from kvae.errors import KvaeError
 
 SR = 44100
 
 
-def _sine(freq, seconds, sr, amplitude=0.5, phase=0.0):
-    t = np.arange(int(round(seconds * sr))) / sr
-    return amplitude * np.sin(2 * np.pi * freq * t + phase)
-
-
-def _write_pcm24(path, ints, rate):
-    """Write a real 24-bit PCM WAV by hand: fmt chunk with 24 bits, 3-byte little-endian samples."""
-    ints = np.asarray(ints, dtype=np.int64)
-    if ints.ndim == 1:
-        ints = ints[:, None]
-    frames, channels = ints.shape
-    assert ints.min() >= -(2**23) and ints.max() < 2**23
-    block = 3 * channels
-    data = bytearray()
-    for v in ints.reshape(-1):
-        data += int(v).to_bytes(3, "little", signed=True)
-    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, 24)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + bytes(data)
-    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
-    return path
-
-
 # ---------------------------------------------------------------- WAV sample formats
 
 
 def test_float32_wav(tmp_path):
-    x = _sine(440, 1.0, SR, 0.7).astype(np.float32)
+    x = sine(440, 1.0, SR, 0.7)
     wavfile.write(tmp_path / "f32.wav", SR, x)
     y, rate = read_audio(tmp_path / "f32.wav")
     assert rate == SR
@@ -48,7 +27,7 @@ def test_float32_wav(tmp_path):
 
 
 def test_float64_wav(tmp_path):
-    x = _sine(300, 1.0, SR, 0.9)
+    x = sine(300, 1.0, SR, 0.9, dtype=np.float64)
     wavfile.write(tmp_path / "f64.wav", SR, x.astype(np.float64))
     y, rate = read_audio(tmp_path / "f64.wav")
     assert rate == SR and y.dtype == np.float32
@@ -68,7 +47,7 @@ def test_int24_wav_hand_written(tmp_path):
     rng = np.random.default_rng(0)
     ints = rng.integers(-(2**23), 2**23, size=2000)
     ints[:4] = [-(2**23), 2**22, 0, 2**23 - 1]
-    path = _write_pcm24(tmp_path / "i24.wav", ints, 16000)
+    path = pcm24_wav(tmp_path / "i24.wav", ints, 16000)
     y, rate = read_audio(path)
     assert rate == 16000 and y.dtype == np.float32 and y.shape == (2000,)
     np.testing.assert_allclose(y, ints / 2**23, atol=1e-6, rtol=0)
@@ -78,7 +57,7 @@ def test_int24_wav_hand_written(tmp_path):
 def test_int24_stereo_hand_written(tmp_path):
     left = np.full(500, 2**22)  # 0.5
     right = np.full(500, -(2**21))  # -0.25
-    path = _write_pcm24(tmp_path / "i24s.wav", np.stack([left, right], axis=1), 8000)
+    path = pcm24_wav(tmp_path / "i24s.wav", np.stack([left, right], axis=1), 8000)
     y, _ = read_audio(path)
     np.testing.assert_allclose(y, 0.125, atol=1e-6)
 
@@ -100,8 +79,8 @@ def test_uint8_wav_scale(tmp_path):
 
 
 def test_stereo_is_mixed_to_mono_by_mean(tmp_path):
-    left = _sine(440, 0.5, SR, 0.8)
-    right = _sine(660, 0.5, SR, 0.4)
+    left = sine(440, 0.5, SR, 0.8, dtype=np.float64)
+    right = sine(660, 0.5, SR, 0.4, dtype=np.float64)
     stereo = np.stack([left, right], axis=1).astype(np.float32)
     wavfile.write(tmp_path / "st.wav", SR, stereo)
     y, _ = read_audio(tmp_path / "st.wav")
@@ -147,8 +126,8 @@ def tfio_audio():
 def test_flac_decodes_exactly(tmp_path, tfio_audio):
     tf, tfio = tfio_audio
     rate = 22050
-    left = (_sine(440, 1.0, rate, 0.5) * 32767).astype(np.int16)
-    right = (_sine(220, 1.0, rate, 0.25) * 32767).astype(np.int16)
+    left = (sine(440, 1.0, rate, 0.5, dtype=np.float64) * 32767).astype(np.int16)
+    right = (sine(220, 1.0, rate, 0.25, dtype=np.float64) * 32767).astype(np.int16)
     stereo = np.stack([left, right], axis=1)
     path = tmp_path / "a.flac"
     path.write_bytes(tfio.audio.encode_flac(tf.constant(stereo), rate=rate).numpy())
@@ -162,7 +141,7 @@ def test_flac_decodes_exactly(tmp_path, tfio_audio):
 def test_ogg_decodes_loosely(tmp_path, tfio_audio):
     tf, tfio = tfio_audio
     rate = 44100
-    x = _sine(440, 1.0, rate, 0.5).astype(np.float32)
+    x = sine(440, 1.0, rate, 0.5)
     path = tmp_path / "a.ogg"
     path.write_bytes(tfio.audio.encode_vorbis(tf.constant(x[:, None]), rate=rate).numpy())
     y, r = read_audio(path)
@@ -225,7 +204,7 @@ def test_resample_same_rate_is_identity():
 
 
 def test_write_wav_float32_round_trip(tmp_path):
-    x = _sine(200, 0.5, 3000, 0.8).astype(np.float32)
+    x = sine(200, 0.5, 3000, 0.8)
     path = write_wav(tmp_path / "sub" / "out.wav", x, 3000)
     raw = path.read_bytes()
     assert raw[:4] == b"RIFF" and raw[8:12] == b"WAVE"

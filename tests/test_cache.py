@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.io import wavfile
 
+from audio import sine, tone_wav, truncated_wav, wav_file
 from kvae.data.audio_io import read_audio, resample
 from kvae.data.cache import MANIFEST, Corpus, prepare
 from kvae.data.windows import WindowSource
@@ -18,20 +18,9 @@ SR = 8000
 RATE = 3000
 
 
-def _tone(seconds, freq=220.0, rate=SR, amplitude=0.5):
-    t = np.arange(int(round(seconds * rate))) / rate
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def _wav(path, seconds=1.0, freq=220.0, rate=SR, samples=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wavfile.write(path, rate, _tone(seconds, freq, rate) if samples is None else samples)
-    return path
-
-
 def _good_folder(root, n=3, seconds=1.0):
     for i in range(n):
-        _wav(root / f"good{i}.wav", seconds, freq=200.0 + 50 * i)
+        tone_wav(root / f"good{i}.wav", seconds, freq=200.0 + 50 * i, rate=SR)
     return root
 
 
@@ -43,19 +32,17 @@ def _one_line(exc):
 
 def _add_bad_files(root):
     """Write one file of each kind of damage; return {name: words its reason must contain}."""
-    good = _wav(root / "_tmp.wav", 1.0).read_bytes()
-    (root / "_tmp.wav").unlink()
-    (root / "truncated.wav").write_bytes(good[: len(good) // 2])
-    (root / "header.wav").write_bytes(good[:30])
+    truncated_wav(root / "truncated.wav", seconds=1.0, rate=SR)
+    truncated_wav(root / "header.wav", keep=30, seconds=1.0, rate=SR)
     (root / "text.wav").write_text("this is a text file, not audio\n" * 10)
     (root / "zero.wav").write_bytes(b"")
-    nan = _tone(1.0)
+    nan = sine(220.0, 1.0, SR)
     nan[100] = np.nan
-    _wav(root / "nan.wav", samples=nan)
-    inf = _tone(1.0)
+    wav_file(root / "nan.wav", nan, SR)
+    inf = sine(220.0, 1.0, SR)
     inf[5] = np.inf
     inf[6] = -np.inf
-    _wav(root / "inf.wav", samples=inf)
+    wav_file(root / "inf.wav", inf, SR)
     return {
         "truncated.wav": ("truncated",),
         "header.wav": ("corrupt", "truncated"),  # either word describes a 30-byte header
@@ -106,8 +93,8 @@ def test_all_bad_files_is_an_error_with_report(tmp_path):
 
 def test_short_recording_counted_and_zero_padded(tmp_path):
     root = tmp_path / "data"
-    _wav(root / "long.wav", 2.0)
-    _wav(root / "short.wav", 0.4)
+    tone_wav(root / "long.wav", 2.0, rate=SR)
+    tone_wav(root / "short.wav", 0.4, rate=SR)
     corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache", window_seconds=1.0)
     assert corpus.report.short == ["short"]
     assert any(line.startswith("short:") and "short" in line for line in corpus.report.summary())
@@ -151,7 +138,7 @@ def test_changed_source_is_rebuilt_alone(tmp_path):
     cache = tmp_path / "cache"
     prepare(root, rate=RATE, cache_dir=cache)
     changed = root / "good1.wav"
-    _wav(changed, 1.5, freq=440.0)
+    tone_wav(changed, 1.5, freq=440.0, rate=SR)
     later = time.time() + 10
     os.utime(changed, (later, later))
     corpus = prepare(root, rate=RATE, cache_dir=cache)
@@ -255,8 +242,8 @@ def test_corpus_arrays_are_read_only_memory_maps(tmp_path):
 def test_cached_data_equals_resampled_decoded_audio(tmp_path):
     root = tmp_path / "data"
     rng = np.random.default_rng(1)
-    _wav(root / "hi.wav", rate=44100, samples=(0.2 * rng.standard_normal(44100 + 123)).astype(np.float32))
-    _wav(root / "test" / "i16.wav", rate=22050, samples=(rng.standard_normal(30000) * 3000).astype(np.int16))
+    wav_file(root / "hi.wav", (0.2 * rng.standard_normal(44100 + 123)).astype(np.float32), 44100)
+    wav_file(root / "test" / "i16.wav", (rng.standard_normal(30000) * 3000).astype(np.int16), 22050)
     corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
     by_key = {e.key: e for e in corpus.entries}
     assert by_key["hi"].split == "train" and by_key["test/i16"].split == "test"
@@ -278,8 +265,8 @@ def test_unknown_rate_is_an_error(tmp_path):
 
 def test_same_stem_different_suffix_kept_apart(tmp_path):
     root = tmp_path / "data"
-    _wav(root / "a.wav", 1.0, freq=200.0)
-    _wav(root / "a.wave", 2.0, freq=300.0)
+    tone_wav(root / "a.wav", 1.0, freq=200.0, rate=SR)
+    tone_wav(root / "a.wave", 2.0, freq=300.0, rate=SR)
     corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
     assert len({e.key for e in corpus.entries}) == 2
     assert len({e.file for e in corpus.entries}) == 2

@@ -6,27 +6,11 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from scipy.io import wavfile
 
+from audio import tone_wav, truncated_wav, write_musicnet
 from kvae.cli import main
 from kvae.errors import KvaeError
-
-SR = 8000
-
-
-def _wav(path, seconds=1.5, freq=220.0, rate=SR):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(round(seconds * rate))) / rate
-    wavfile.write(path, rate, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32))
-    return path
-
-
-def _truncated(path):
-    good = _wav(path).read_bytes()
-    path.write_bytes(good[: len(good) // 2])
-    return path
 
 
 def _run(capsys, *argv):
@@ -46,9 +30,9 @@ def _assert_one_error_line(err, *words):
 
 def test_prepare_summary_with_a_bad_file(tmp_path, capsys):
     root = tmp_path / "data"
-    _wav(root / "a.wav", 1.5)
-    _wav(root / "test" / "b.wav", 1.5, freq=330.0)
-    _truncated(root / "broken.wav")
+    tone_wav(root / "a.wav", 1.5)
+    tone_wav(root / "test" / "b.wav", 1.5, freq=330.0)
+    truncated_wav(root / "broken.wav", seconds=1.5)
     cache = tmp_path / "cache"
     code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(cache))
     assert code == 0, err
@@ -70,8 +54,8 @@ def test_prepare_summary_with_a_bad_file(tmp_path, capsys):
 
 def test_prepare_rate_and_short_window(tmp_path, capsys):
     root = tmp_path / "data"
-    _wav(root / "long.wav", 3.0)
-    _wav(root / "tiny.wav", 0.5)
+    tone_wav(root / "long.wav", 3.0)
+    tone_wav(root / "tiny.wav", 0.5)
     code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(tmp_path / "c"),
                           "--rate", "4000", "--window", "2")
     assert code == 0, err
@@ -98,7 +82,7 @@ def test_prepare_empty_folder(tmp_path, capsys):
 def test_prepare_all_bad_folder(tmp_path, capsys):
     root = tmp_path / "bad"
     root.mkdir()
-    _truncated(root / "one.wav")
+    truncated_wav(root / "one.wav", seconds=1.5)
     (root / "two.wav").write_text("not audio")
     code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(tmp_path / "c"))
     assert code == 2
@@ -110,7 +94,7 @@ def test_prepare_all_bad_folder(tmp_path, capsys):
 
 def test_prepare_ensemble_on_a_plain_folder(tmp_path, capsys):
     root = tmp_path / "data"
-    _wav(root / "a.wav")
+    tone_wav(root / "a.wav", 1.5)
     code, _, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(tmp_path / "c"),
                         "--ensemble", "Solo Piano")
     assert code == 2
@@ -137,8 +121,6 @@ def test_subprocess_error_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("layout, name", [("original", "musicnet"), ("kaggle", "musicnet-kaggle")])
 def test_prepare_musicnet_tree_by_ensemble(tmp_path, capsys, layout, name):
-    from test_sources import write_musicnet  # the faithful fake MusicNet tree
-
     root = write_musicnet(tmp_path / "mn", layout=layout, seconds=0.5)
     cache = tmp_path / "c"
     code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(cache),

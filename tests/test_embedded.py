@@ -276,7 +276,7 @@ def home(tmp_path, monkeypatch):
         calls.append(seed)
         return real(root, seed=seed, n_train=1, n_test=1, seconds=3.0)
 
-    monkeypatch.setattr(embedded, "generate_corpus", tiny)
+    monkeypatch.setattr(embedded.writer, "generate_corpus", tiny)
     return tmp_path / "home", calls
 
 
@@ -318,7 +318,7 @@ def test_interrupted_build_leaves_no_corpus(home, monkeypatch):
         (root / "musicnet").mkdir(parents=True)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(embedded, "generate_corpus", crash)
+    monkeypatch.setattr(embedded.writer, "generate_corpus", crash)
     with pytest.raises(KeyboardInterrupt):
         embedded.embedded_root(seed=2)
     assert list((kvae_home / "embedded").iterdir()) == []
@@ -327,14 +327,14 @@ def test_interrupted_build_leaves_no_corpus(home, monkeypatch):
 def test_embedded_root_uses_a_corpus_another_process_finished(home, monkeypatch):
     kvae_home, _ = home
     final = kvae_home / "embedded" / f"v{embedded.EMBEDDED_VERSION}-seed7"
-    builder = embedded.generate_corpus
+    builder = embedded.writer.generate_corpus
 
     def racing(root, seed=0, **kwargs):
         builder(root, seed=seed, **kwargs)
         builder(final, seed=seed, **kwargs)  # meanwhile another process completes the cache
         (final / embedded.MARKER_FILE).write_text("theirs")
 
-    monkeypatch.setattr(embedded, "generate_corpus", racing)
+    monkeypatch.setattr(embedded.writer, "generate_corpus", racing)
     assert embedded.embedded_root(seed=7) == final
     assert (final / embedded.MARKER_FILE).read_text() == "theirs"
     assert [p.name for p in final.parent.iterdir()] == [final.name]

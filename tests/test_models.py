@@ -1,13 +1,14 @@
-"""Every waveform VAE variant: config round trip, a training step, loss terms, save/load, sampling."""
+"""Every waveform VAE variant: the shared model checks (config round trip, a training step and its loss
+terms, save/load, sampling), then what is particular to these models."""
 
 import keras
 import numpy as np
 import pytest
 
+import audio
 from kvae.errors import KvaeError
 from kvae.models import FCVAE, Conv1DVAE, TransformerVAE
-
-import synth
+from model_checks import run_model_checks
 
 RATE = 3000
 TINY = {
@@ -20,7 +21,7 @@ TINY = {
 
 
 def tones(n=16, window=750, seed=0):
-    return synth.tones(n, window, seed, RATE)
+    return audio.tones(n, window, seed, RATE)
 
 
 def make(name, **overrides):
@@ -29,45 +30,11 @@ def make(name, **overrides):
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_fit_step_reports_elbo_terms(name):
-    model = make(name)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = model.fit(tones(), batch_size=8, epochs=1, verbose=0, validation_data=(tones(8, seed=1),))
-    logs = {k: v[-1] for k, v in history.history.items()}
-    for key in ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl"):
-        assert np.isfinite(logs[key]), key
-    # loss = reconstruction + beta * kl (beta = 1) up to the running-mean bookkeeping
-    assert logs["val_loss"] == pytest.approx(logs["val_reconstruction"] + logs["val_kl"], rel=1e-4, abs=1e-3)
-
-
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_save_load_round_trip_gives_same_weights_and_samples(name, tmp_path):
-    model = make(name)
-    model.compile(optimizer="adam")
-    model.fit(tones(), batch_size=8, epochs=1, verbose=0)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    assert type(loaded) is type(model)
-    assert loaded.get_config() == model.get_config()
-    assert len(loaded.weights) == len(model.weights)
-    for a, b in zip(model.weights, loaded.weights):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-    np.testing.assert_allclose(loaded.sample(3, seed=7), model.sample(3, seed=7), atol=1e-6)
-    assert loaded.sample_rate == RATE
-
-
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_sample_shape_seed_and_reconstruct(name):
-    model = make(name)
-    a, b, c = model.sample(2, seed=3), model.sample(2, seed=3), model.sample(2, seed=4)
-    assert a.shape == (2, model.window) and a.dtype == np.float32
-    np.testing.assert_array_equal(a, b)
-    assert not np.allclose(a, c)
-    rec = model.reconstruct(tones(3))
-    assert rec.shape == (3, model.window)
-    with pytest.raises(KvaeError, match="reconstruct"):
-        model.reconstruct(np.zeros((2, 10), "float32"))
+def test_model_checks(name, tmp_path):
+    cls, kwargs = TINY[name]
+    model = run_model_checks(cls, dict(sample_rate=RATE, window_seconds=0.25, seed=1, **kwargs),
+                             tones(), tones(8, seed=1), tmp_path)
+    assert model.sample_rate == RATE and model.window == 750
 
 
 def test_decoder_variances_and_reductions():

@@ -1,70 +1,10 @@
 """Tests for kvae.data.sources: MusicNet trees (original and Kaggle layouts), metadata, plain folders."""
 
-from pathlib import Path
-
-import numpy as np
 import pytest
-from scipy.io import wavfile
 
+from audio import LABEL_HEADER, METADATA_HEADER, METADATA_ROWS, TEST_IDS, TRAIN_IDS, silent_wav, write_musicnet
 from kvae.data.sources import MUSICNET_TEST_IDS, find_recordings, read_metadata
 from kvae.errors import KvaeError
-
-# Verbatim from the real musicnet_metadata.csv (header and rows, quoting included).
-METADATA_HEADER = '"id","composer","composition","movement","ensemble","source","transcriber","catalog_name","seconds"'
-METADATA_ROWS = {
-    "1727": '1727,"Schubert","Piano Quintet in A major","2. Andante","Piano Quintet","European Archive",'
-            '"http://tirolmusic.blogspot.com/","OP114",447',
-    "2186": '2186,"Bach","Violin Partita No 3 in E major","1. Preludio","Solo Violin","Oliver Colbentston",'
-            '"suzumidi","BWV1006",214',
-    "2532": '2532,"Beethoven","Piano Sonata No 20 in C minor","1. Maestoso - Allegro con brio ed appassionato",'
-            '"Solo Piano","Neal O\u2019Doan","piano-midi.de","OP111",548',
-    "1759": '1759,"Schubert","Piano Sonata in C minor","3. Menuetto and Trio","Solo Piano","Museopen",'
-            '"Martin Charles Bucknall","D958",194',
-    "2303": '2303,"Bach","WTK I, No. 5: Prelude and Fugue in D major","1. Prelude","Solo Piano","Kimiko Ishizaka",'
-            '"www.bachcentral.com","BWV850",92',
-    "2106": '2106,"Haydn","Quartet No 53 in D major","3. Menuetto: Allegretto","String Quartet","Museopen",'
-            '"Andrew D. Lawson","OP64NO5",226',
-}
-LABEL_HEADER = "start_time,end_time,instrument,note,start_beat,end_beat,note_value"
-LABEL_ROWS = ("9182,90078,43,53,4.0,1.5,Dotted Quarter", "9182,33758,42,65,4.0,0.5,Eighth",
-              "33758,57822,1,69,4.5,0.25,Triplet Sixteenth")
-TRAIN_IDS = ("1727", "2186", "2532")
-TEST_IDS = ("1759", "2303")
-MIDIS = {"2303": ("Bach", "prelude5"), "1727": ("Schubert", "quintet2")}
-
-
-def write_musicnet(root, layout="original", train_ids=TRAIN_IDS, test_ids=TEST_IDS, metadata=True,
-                   metadata_ids=None, seconds=0.1, rate=44100):
-    """Write a faithful MusicNet tree: audio (float32 WAV), label CSVs, metadata CSV and MIDI files.
-
-    Args:
-        root: Path. The dataset root (created).
-        layout: str. "original" (ROOT/musicnet/...) or "kaggle" (ROOT/musicnet/musicnet/...).
-        metadata_ids: ids whose rows go into the metadata CSV; default all of METADATA_ROWS
-            (the real file lists ids whose audio a partial download lacks).
-
-    Returns:
-        root.
-    """
-    root = Path(root)
-    data = root / "musicnet" if layout == "original" else root / "musicnet" / "musicnet"
-    midis = root / "musicnet_midis" if layout == "original" else root / "musicnet_midis" / "musicnet_midis"
-    rng = np.random.default_rng(0)
-    for split, ids in (("train", train_ids), ("test", test_ids)):
-        (data / f"{split}_data").mkdir(parents=True, exist_ok=True)
-        (data / f"{split}_labels").mkdir(parents=True, exist_ok=True)
-        for i in ids:
-            audio = (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
-            wavfile.write(data / f"{split}_data" / f"{i}.wav", rate, audio)
-            (data / f"{split}_labels" / f"{i}.csv").write_text("\n".join((LABEL_HEADER,) + LABEL_ROWS) + "\n")
-    for i, (composer, slug) in MIDIS.items():
-        (midis / composer).mkdir(parents=True, exist_ok=True)
-        (midis / composer / f"{i}_{slug}.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0")
-    if metadata:
-        ids = metadata_ids if metadata_ids is not None else list(METADATA_ROWS)
-        lines = [METADATA_HEADER] + [METADATA_ROWS[i] for i in ids]
-        (root / "musicnet_metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
 
 
 def _by_key(source):
@@ -217,20 +157,14 @@ def test_read_metadata_missing_file(tmp_path):
 # ---------------------------------------------------------------- plain folders
 
 
-def _wav(path, seconds=0.05, rate=8000):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wavfile.write(path, rate, np.zeros(int(seconds * rate), np.float32))
-    return path
-
-
 def test_plain_folder_nested_with_test_split(tmp_path):
     root = tmp_path / "audio"
-    _wav(root / "a.wav")
-    _wav(root / "B.WAV")
-    _wav(root / "sub" / "deep" / "c.wav")
-    _wav(root / "contest" / "d.wav")  # not a held-out folder: the name only contains "test"
-    _wav(root / "test" / "e.wav")
-    _wav(root / "test" / "more" / "f.wav")
+    silent_wav(root / "a.wav")
+    silent_wav(root / "B.WAV")
+    silent_wav(root / "sub" / "deep" / "c.wav")
+    silent_wav(root / "contest" / "d.wav")  # not a held-out folder: the name only contains "test"
+    silent_wav(root / "test" / "e.wav")
+    silent_wav(root / "test" / "more" / "f.wav")
     (root / "notes.txt").write_text("not audio")
     (root / "sub" / "cover.png").write_bytes(b"\x89PNG")
     source = find_recordings(root)
@@ -245,7 +179,7 @@ def test_plain_folder_nested_with_test_split(tmp_path):
 
 def test_plain_folder_cannot_select_by_metadata(tmp_path):
     root = tmp_path / "audio"
-    _wav(root / "a.wav")
+    silent_wav(root / "a.wav")
     with pytest.raises(KvaeError) as err:
         find_recordings(root, select={"ensemble": "Solo Piano"})
     assert str(root) in _one_line(err.value)
@@ -262,7 +196,7 @@ def test_data_path_missing(tmp_path):
 
 
 def test_data_path_is_a_file(tmp_path):
-    path = _wav(tmp_path / "one.wav")
+    path = silent_wav(tmp_path / "one.wav")
     with pytest.raises(KvaeError) as err:
         find_recordings(path)
     text = _one_line(err.value)

@@ -48,7 +48,7 @@ def test_fit_writes_the_run_folder(embedded, tmp_path):
 
 
 def test_training_learns_and_samples_are_not_silent(embedded, tmp_path):
-    from kvae.metrics import silence_fraction
+    from kvae.evaluation.metrics import silence_fraction
     from kvae.training import build_model, compile_model, make_datasets
 
     config = load_config(TINY, {"train": {"epochs": 6}, "data": {"windows_per_recording": 16}})
@@ -68,7 +68,7 @@ def test_training_learns_and_samples_are_not_silent(embedded, tmp_path):
 @pytest.mark.slow
 def test_quickstart_samples_are_tonal_not_silent(embedded, tmp_path):
     """The full quickstart (minutes): samples are neither silent nor white noise."""
-    from kvae.metrics import silence_fraction, spectral_flatness
+    from kvae.evaluation.metrics import silence_fraction, spectral_flatness
 
     model, _ = kvae.fit("quickstart", run=tmp_path / "run", verbose=False)
     clips = model.sample(16, seed=0)

@@ -134,7 +134,7 @@ def test_rerun_of_a_finished_search_runs_nothing(tuned):
 
 
 def test_folder_of_another_search_is_refused(tuned, tones):
-    from kvae.tuner import search
+    from kvae.tuning import search
 
     folder, _ = tuned
     with pytest.raises(KvaeError, match=r"another space \(search.hidden_layers: 1..15 there, 1..3 here\)"):
@@ -166,7 +166,7 @@ def test_unknown_tuner_is_one_line_exit_2(tones, tmp_path, capsys):
     ({"learning_rate": {"min": 1e-5, "max": 1e-2, "sampling": "exp"}}, r"search.learning_rate.sampling"),
 ])
 def test_bad_space_is_a_kvae_error(space, message):
-    from kvae.tuner import parse_space
+    from kvae.tuning import parse_space
 
     with pytest.raises(KvaeError, match=message) as info:
         parse_space(space)
@@ -182,22 +182,22 @@ def test_inverted_range_in_a_config_file_fails_before_any_work(tmp_path, tones, 
     assert code == 2 and err.count("\n") == 0
     assert "search.learning_rate: inverted range" in err
     assert not (tmp_path / "s").exists()
-    from kvae.tuner import search
+    from kvae.tuning import search
 
     with pytest.raises(KvaeError, match="inverted range"):
         search({"search": {"hidden_layers": {"min": 9, "max": 4}}}, directory=tmp_path / "s2")
 
 
 def test_search_config_files_resolve():
-    from kvae.tuner import read_search_config
+    from kvae.tuning import read_search_config
 
     cfg, table = read_search_config(REPO / "tuning" / "fc_depth_lr.toml")
     assert cfg["name"] == "fc-depth-lr" and cfg["model"]["hidden_units"] == 1024  # from configs/quickstart.toml
     assert table["hidden_layers"] == {"min": 1, "max": 15} and table["tuner"] == "random"
-    cfg, table = read_search_config("tiny")  # a bare name is looked up in tuning/
+    cfg, table = read_search_config("tiny")  # a bare name is a built-in preset, kvae/presets/search/
     assert cfg["data"]["window_seconds"] == 0.25 and table["max_trials"] == 3
     with pytest.raises(KvaeError, match="search.bogus: unknown key"):
-        from kvae.tuner import search
+        from kvae.tuning import search
 
         search({"search": {"bogus": 1}}, directory="unused")
 
@@ -206,7 +206,7 @@ def test_hypermodel_builds_a_compiled_fc_vae():
     import keras_tuner
 
     from kvae.models import FCVAE
-    from kvae.tuner import FCVAEHyperModel
+    from kvae.tuning import FCVAEHyperModel
 
     hypermodel = FCVAEHyperModel({"data": {"window_seconds": 0.1}, "model": {"hidden_units": 8, "latent_dim": 2}},
                                  {"hidden_layers": [3], "learning_rate": 3e-4})
@@ -248,7 +248,7 @@ def test_distributed_chief_and_two_workers_share_the_trials(tones, tmp_path):
 
 
 def test_failed_trials_are_tabled_and_reported_on_one_line(tones, tmp_path, monkeypatch, capsys):
-    from kvae.tuner import FCVAEHyperModel, search
+    from kvae.tuning import FCVAEHyperModel, search
 
     def broken_fit(self, hp, model, *args, **kwargs):
         raise RuntimeError("boom")

@@ -279,3 +279,21 @@ def test_py_dataset_in_keras_fit_with_set_epoch_callback(tmp_path):
 
 def test_py_dataset_in_keras_fit_draws_epochs_0_and_1(tmp_path):
     assert _fit_epochs(tmp_path) == [0, 1]
+
+
+def test_window_dataset_pickles_and_feeds_keras_with_workers(tmp_path):
+    import pickle
+
+    import keras
+
+    from kvae.data.py_dataset import WindowDataset
+
+    corpus = make_corpus(tmp_path)
+    ds = WindowSource(corpus, "train", window=500, batch_size=2, seed=3).py_dataset(workers=2)
+    copy = pickle.loads(pickle.dumps(ds))  # what use_multiprocessing needs
+    assert isinstance(copy, WindowDataset) and len(copy) == len(ds) == 2
+    np.testing.assert_array_equal(copy[1], ds[1])
+    model = keras.Sequential([keras.Input((500,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    predictions = model.predict(ds, verbose=0)  # through Keras's threaded PyDataset adapter
+    assert predictions.shape == (4, 1)

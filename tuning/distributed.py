@@ -13,7 +13,7 @@ with `KERASTUNER_TUNER_ID=chief`, each worker with its own id, all with
 `KERASTUNER_ORACLE_IP`/`KERASTUNER_ORACLE_PORT` pointing at the chief and
 `--dir` on a shared file system.
 
-    python tuning/distributed.py --workers 2 --config tuning/tiny.toml --dir tuning-runs/dist
+    python tuning/distributed.py --workers 2 --config tiny --dir tuning-runs/dist
 
 Exit status: 0 when every process ended well, 1 when one failed, 3 on timeout
 (all processes are then stopped; run the same command again to resume).
@@ -128,7 +128,8 @@ def build_parser():
     p.add_argument("--ip", default="127.0.0.1", help="address the chief listens on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="chief's port (default: a free one)")
     p.add_argument("--dir", default="tuning-runs/distributed", metavar="DIR", help="search folder, shared by all")
-    p.add_argument("--config", metavar="FILE", help="search config (default: tuning/fc_depth_lr.toml)")
+    p.add_argument("--config", metavar="FILE",
+                   help="search config file or built-in name (default: fc_depth_lr)")
     p.add_argument("--data", metavar="ROOT", help="dataset root (default: the embedded dataset)")
     p.add_argument("--cache", metavar="DIR", help="cache folder")
     p.add_argument("--tuner", help="random, bayesian or hyperband")

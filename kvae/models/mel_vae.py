@@ -1,38 +1,19 @@
 """The log-mel VAE: 2-D convolutions on a log-mel spectrogram, audio back through Griffin-Lim."""
 
-import math
-
 import keras
 import numpy as np
 from keras import layers, ops
 
+from kvae import dsp
+from kvae.dsp import ops as dsp_ops
 from kvae.errors import KvaeError
-from kvae.metrics import mel_filterbank
 from kvae.models.vae import VAE
 
 _ABS_EPS = 1e-10  # absolute floor under the per-example one, so exact silence has a finite log
-_GL_EPS = 1e-12  # keeps Griffin-Lim's phase normalisation finite where a bin is zero
+_GL_EPS = 1e-12  # keeps the NNLS refinement finite where a bin is zero
 _LOG_MEL_RANGE = (-60.0, 30.0)  # decoded log-mels are clipped to this before exp()
 _INPUT_SCALE = 0.1  # the encoder sees the log-mel times this
 _NNLS_ITERS = 10  # multiplicative non-negative least-squares refinements of the mel inversion
-
-
-def _periodic_hann(length):
-    """Periodic Hann window as `torch.hann_window` makes it (see `kvae.losses`).
-
-    Built here rather than by name: tensorflow's `hann_window(n, periodic=True)`
-    returns the symmetric window for odd `n`.
-    """
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
-
-
-def _default_n_fft(sample_rate, window):
-    """Next power of two of 85 ms of audio (256 at 3000 Hz, 2048 at 22050 Hz),
-    halved until the window is longer than `n_fft` (reflect padding needs it)."""
-    n_fft = 2 ** max(3, math.ceil(math.log2(0.085 * sample_rate)))
-    while n_fft > 8 and n_fft > window:
-        n_fft //= 2
-    return n_fft
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -59,8 +40,7 @@ class _LogMelSpectrogram(layers.Layer):
         self.fmax = None if fmax is None else float(fmax)
         self.log_floor = float(log_floor)
         self.frame_multiple = int(frame_multiple)
-        self.filterbank = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
-        self.hann = _periodic_hann(self.n_fft)
+        self.filterbank = dsp.mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
         natural = self._frames_of(self.window)
         self.frames = -(-natural // self.frame_multiple) * self.frame_multiple
         # Samples whose centred STFT has exactly `frames` frames (at least the window).
@@ -69,49 +49,17 @@ class _LogMelSpectrogram(layers.Layer):
         )
         if self._frames_of(self.padded_length) != self.frames:  # pragma: no cover - arithmetic guard
             raise KvaeError(f"internal: {self.padded_length} samples do not give {self.frames} frames")
-        envelope = np.zeros((self.frames - 1) * self.hop_length + self.n_fft)
-        for k in range(self.frames):
-            envelope[k * self.hop_length : k * self.hop_length + self.n_fft] += self.hann ** 2
-        self._inverse_envelope = np.where(envelope > 1e-8, 1.0 / np.maximum(envelope, 1e-8), 0.0)
 
     def _frames_of(self, samples):
-        return 1 + (samples + 2 * (self.n_fft // 2) - self.n_fft) // self.hop_length
+        return dsp.centred_frame_count(samples, self.n_fft, self.hop_length)
 
     def stft(self, x):
         """Centred STFT of `(batch, padded_length)` signals: `(real, imag)`, each `(batch, frames, bins)`."""
-        return ops.stft(
-            x, sequence_length=self.n_fft, sequence_stride=self.hop_length, fft_length=self.n_fft,
-            window=ops.convert_to_tensor(self.hann, dtype=x.dtype), center=True,
-        )
+        return dsp_ops.stft(x, self.n_fft, self.hop_length)
 
     def istft(self, real, imag):
-        """Inverse of `stft`, `(batch, padded_length)` signals.
-
-        Least-squares overlap-add (like `torch.istft`): the windowed frames
-        are summed and divided by the summed squared window that actually
-        covers each sample. Written here because `keras.ops.istft` on the
-        tensorflow backend divides by the steady-state sum, which attenuates
-        the first and last `n_fft // 2` samples: the backends would disagree.
-        """
-        n_fft, hop = self.n_fft, self.hop_length
-        frames = ops.irfft((real, imag), fft_length=n_fft)
-        frames = frames * ops.convert_to_tensor(self.hann, dtype=frames.dtype)
-        count = self.frames
-        block = math.gcd(n_fft, hop)
-        stride, per_frame = hop // block, n_fft // block
-        total = (count - 1) * stride + per_frame  # blocks in the overlap-added signal
-        frames = ops.reshape(frames, (-1, count, per_frame, block))
-        signal = 0.0
-        for j in range(per_frame):
-            piece = frames[:, :, j, :]
-            if stride > 1:
-                piece = ops.pad(ops.expand_dims(piece, 2), ((0, 0), (0, 0), (0, stride - 1), (0, 0)))
-                piece = ops.reshape(piece, (-1, count * stride, block))[:, : (count - 1) * stride + 1]
-            signal = signal + ops.pad(piece, ((0, 0), (j, total - j - ((count - 1) * stride + 1)), (0, 0)))
-        signal = ops.reshape(signal, (-1, total * block))
-        signal = signal * ops.convert_to_tensor(self._inverse_envelope, dtype=signal.dtype)
-        start = n_fft // 2
-        return signal[:, start : start + self.padded_length]
+        """Least-squares inverse of `stft`: `(batch, padded_length)` signals (`kvae.dsp.ops.istft`)."""
+        return dsp_ops.istft(real, imag, self.n_fft, self.hop_length, self.padded_length)
 
     def magnitude(self, x):
         """Linear STFT magnitude of windows `(batch, window)`: `(batch, frames, n_fft // 2 + 1)`."""
@@ -119,8 +67,7 @@ class _LogMelSpectrogram(layers.Layer):
         pad = self.padded_length - self.window
         if pad:
             x = ops.pad(x, ((0, 0), (0, pad)))
-        real, imag = self.stft(x)
-        return ops.sqrt(ops.square(real) + ops.square(imag))
+        return dsp_ops.magnitude(*self.stft(x))
 
     def call(self, x):
         mel = ops.matmul(self.magnitude(x), ops.convert_to_tensor(self.filterbank.T, dtype=self.compute_dtype))
@@ -157,7 +104,7 @@ class MelVAE(VAE):
 
     Spectrogram: centred STFT with a periodic Hann window of `n_fft`, the
     magnitude (not the power), HTK triangular mel filters of peak 1 (from
-    `kvae.metrics.mel_filterbank`, recomputed from the config, so nothing is
+    `kvae.dsp.mel_filterbank`, recomputed from the config, so nothing is
     stored), then `log(mel + log_floor * max(mel) + 1e-10)` with the max taken
     over each example alone: a quiet window in a batch with a loud one gets
     the same target as on its own. Nothing is subtracted, so the absolute
@@ -234,7 +181,7 @@ class MelVAE(VAE):
             raise KvaeError(f"log_floor: must be in (0, 1), got {log_floor}")
         self.n_fft = None if n_fft is None else int(n_fft)
         self.hop_length = None if hop_length is None else int(hop_length)
-        fft_size = self.n_fft or _default_n_fft(self.sample_rate, self.window)
+        fft_size = self.n_fft or dsp.fft_size_for_duration(self.sample_rate, 0.085, max_samples=self.window)
         hop = self.hop_length or max(1, fft_size // 4)
         if fft_size < 2 or fft_size // 2 >= self.window:
             raise KvaeError(
@@ -268,8 +215,7 @@ class MelVAE(VAE):
         self._filterbank = filterbank.astype("float32")
         self._inverse_filterbank = np.linalg.pinv(filterbank).T.astype("float32")
         self._filterbank_gram = (filterbank.T @ filterbank).astype("float32")
-        phase = np.random.default_rng(0).uniform(0.0, 2.0 * np.pi, size=(frames, bins))
-        self._initial_phase = (np.cos(phase).astype("float32"), np.sin(phase).astype("float32"))
+        self._initial_phase = dsp_ops.random_phase(frames, bins, seed=0)
 
         # === Functional wiring ===
         x = keras.Input((self.window,), name="window")
@@ -343,23 +289,10 @@ class MelVAE(VAE):
         Returns:
             Waveforms `(batch, window)`.
         """
-        magnitude = ops.stop_gradient(ops.convert_to_tensor(magnitude, dtype="float32"))
         iterations = self.griffin_lim_iters if iterations is None else int(iterations)
-        alpha = self.griffin_lim_momentum / (1.0 + self.griffin_lim_momentum)
-        real = ops.convert_to_tensor(self._initial_phase[0]) * ops.ones_like(magnitude)
-        imag = ops.convert_to_tensor(self._initial_phase[1]) * ops.ones_like(magnitude)
-        prev_real = prev_imag = None
-        for _ in range(iterations):
-            signal = self.log_mel.istft(magnitude * real, magnitude * imag)
-            new_real, new_imag = self.log_mel.stft(signal)
-            real, imag = new_real, new_imag
-            if prev_real is not None and alpha:
-                real = real - alpha * prev_real
-                imag = imag - alpha * prev_imag
-            prev_real, prev_imag = new_real, new_imag
-            norm = ops.sqrt(ops.square(real) + ops.square(imag)) + _GL_EPS
-            real, imag = real / norm, imag / norm
-        signal = self.log_mel.istft(magnitude * real, magnitude * imag)
+        signal = dsp_ops.griffin_lim(magnitude, self.log_mel.n_fft, self.log_mel.hop_length,
+                                     self.log_mel.padded_length, iterations, self.griffin_lim_momentum,
+                                     self._initial_phase)
         return signal[:, : self.window]
 
     def get_config(self):

@@ -76,7 +76,7 @@ def plot_audio(samples, sample_rate, path, title=None):
     Returns:
         The path written.
     """
-    from scipy import signal
+    from kvae.dsp import fitting_fft_size, power_spectrogram
 
     plt = _pyplot()
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -85,9 +85,14 @@ def plot_audio(samples, sample_rate, path, title=None):
     top.plot(t, x, lw=0.5)
     top.set_ylabel("amplitude")
     top.set_ylim(-1.05, 1.05)
-    nper = int(min(len(x), max(64, 2 ** round(np.log2(sample_rate * 0.04)))))
-    f, tt, s = signal.spectrogram(x, fs=sample_rate, nperseg=nper, noverlap=nper * 3 // 4)
-    bottom.pcolormesh(tt, f, 10 * np.log10(s + 1e-10), shading="auto", vmin=-100, vmax=-10, cmap="magma")
+    n_fft = fitting_fft_size(len(x), largest=max(64, 2 ** round(np.log2(sample_rate * 0.04))))  # ~40 ms
+    hop = max(n_fft // 4, 1)
+    # Power spectral density like scipy.signal.spectrogram's scaling: |X|^2 / (rate * sum(w^2)).
+    power = power_spectrogram(x[None, :], n_fft, hop)[0] * 2.0 / (sample_rate * 0.375 * n_fft)
+    times = np.arange(power.shape[0]) * hop / sample_rate
+    freqs = np.arange(power.shape[1]) * sample_rate / n_fft
+    bottom.pcolormesh(times, freqs, 10 * np.log10(power.T + 1e-10), shading="auto", vmin=-100, vmax=-10,
+                      cmap="magma")
     bottom.set_ylabel("Hz")
     bottom.set_xlabel("seconds")
     if title:

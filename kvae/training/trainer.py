@@ -1,18 +1,6 @@
-"""Training, run folders, loading and sampling: what `kvae.fit`, `kvae.load` and the CLI call.
-
-A run folder holds::
-
-    config.json        the fully resolved config (a run can be redone from it)
-    model.keras        the trained model (weights, config, sample rate)
-    history.csv        one row per epoch (loss, reconstruction, kl, val_*)
-    loss_curves.png    total, reconstruction and KL against epoch
-    samples/           sample_<i>.wav and sample_<i>.png (waveform + spectrogram)
-    backup/            Keras BackupAndRestore state while training runs; an
-                       interrupted `kvae fit --run DIR` resumes from it
-"""
+"""`kvae.fit`: resolve the config, prepare the data, build and compile the model, train, write the run folder."""
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -20,68 +8,11 @@ import keras
 import numpy as np
 
 from kvae.config import load_config, merge_config, split_overrides
-from kvae.data import WindowSource, prepare, write_wav
+from kvae.data import WindowSource, prepare
 from kvae.errors import KvaeError
 from kvae.models import model_class
-
-
-class WindowEpochs(keras.callbacks.Callback):
-    """Tells the training windows which epoch it is, so a resumed run draws the windows it would have."""
-
-    def __init__(self, dataset, source):
-        super().__init__()
-        self.dataset = dataset
-        self.source = source
-        self._first = True
-
-    def __deepcopy__(self, memo):
-        # keras-tuner deep-copies callbacks: the copy must still drive the real dataset.
-        return type(self)(self.dataset, self.source)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-        elif self._first:  # tf.data: its counter starts at 0 when the iterator is made
-            self.source.epoch_offset = epoch
-        self._first = False
-
-
-class KLSchedule(keras.callbacks.Callback):
-    """Warms the KL weight (`model.beta`) up from `start` to the model's beta over `steps` steps.
-
-    The weight is a function of `optimizer.iterations`, which BackupAndRestore
-    restores, and it lives in a non-trainable variable saved with the model,
-    so the schedule survives saving, loading and resuming.
-
-    Args:
-        steps: int. Warm-up length in optimizer steps.
-        kind: str. `"linear"` or `"log"` (geometric, as RAVE v2). Defaults to "linear".
-        start: float. Weight at step 0 (log warm-up needs > 0). Defaults to 1e-6.
-    """
-
-    def __init__(self, steps, kind="linear", start=1e-6):
-        super().__init__()
-        if kind not in ("linear", "log"):
-            raise KvaeError(f"kl_schedule: must be constant, linear or log, got '{kind}'")
-        self.steps = max(int(steps), 1)
-        self.kind = kind
-        self.start = float(start)
-
-    def value(self, step, target):
-        """The KL weight at an optimizer step."""
-        t = min(max(step / self.steps, 0.0), 1.0)
-        if self.kind == "log":
-            lo = max(self.start, 1e-12)
-            return float(math.exp(math.log(lo) + t * (math.log(max(target, lo)) - math.log(lo))))
-        return float(self.start + t * (target - self.start))
-
-    def on_train_batch_begin(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        self.model.beta.assign(self.value(step, self.model.initial_beta))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
+from kvae.training.callbacks import KLSchedule, WindowEpochs
+from kvae.training.runs import finish_run
 
 
 def seed_everything(seed, frontend="pydataset"):
@@ -165,21 +96,6 @@ def _resolve_run(config, overrides, run):
     return cfg, Path(run) if run is not None else Path("runs") / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def write_samples(model, folder, n=4, seed=0, plots=True):
-    """Write `n` prior samples as WAV (and waveform-spectrogram PNG) files; return the WAV paths."""
-    from kvae.plots import plot_audio
-
-    folder = Path(folder)
-    clips = model.sample(n, seed=seed) if n else np.zeros((0, model.window), np.float32)
-    paths = []
-    for i, clip in enumerate(clips):
-        path = write_wav(folder / f"sample_{i}.wav", clip, model.sample_rate)
-        if plots:
-            plot_audio(clip, model.sample_rate, path.with_suffix(".png"), title=f"{path.name} (seed {seed})")
-        paths.append(path)
-    return paths
-
-
 def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings=None, **overrides):
     """Train a VAE and write its run folder.
 
@@ -249,65 +165,3 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
     if verbose:
         print(f"saved:      {run_dir / 'model.keras'}")
     return model, history.history
-
-
-def finish_run(model, run_dir, config):
-    """Write the loss curves and samples of a trained run."""
-    from kvae.plots import plot_history, read_history
-
-    history_csv = Path(run_dir) / "history.csv"
-    if history_csv.is_file():
-        plot_history(read_history(history_csv), Path(run_dir) / "loss_curves.png", title=config["name"])
-    write_samples(model, Path(run_dir) / "samples", n=config["train"]["n_samples"], seed=config["train"]["seed"])
-
-
-def load(path, compile=True):
-    """Load a kvae model from a `.keras` file or a run folder.
-
-    Args:
-        path: str or Path. A `.keras` file, or a run folder holding `model.keras`.
-        compile: bool. Also restore the optimizer. Use False to load a model
-            saved on another backend (its optimizer state is backend-specific),
-            then `compile` it again.
-
-    Returns:
-        The model (a `kvae.models.VAE` subclass).
-    """
-    import kvae.models  # noqa: F401  (registers the classes for deserialisation)
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise KvaeError(f"{path}: no such model file")
-    try:
-        return keras.models.load_model(path, compile=compile)
-    except Exception as exc:  # keras raises many types for a bad archive
-        raise KvaeError(f"{path}: cannot load model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-
-
-def reconstruct_audio(model, audio):
-    """Reconstruct a clip of any length window by window, with 50% overlap-add.
-
-    Args:
-        model: VAE. A trained model.
-        audio: array-like. Mono audio at the model's rate, any length.
-
-    Returns:
-        A float32 array of the same length.
-    """
-    x = np.asarray(audio, dtype=np.float32).reshape(-1)
-    w = model.window
-    hop = max(w // 2, 1)
-    n_frames = max(1, math.ceil(max(len(x) - w, 0) / hop) + 1)
-    padded = np.zeros((n_frames - 1) * hop + w, np.float32)
-    padded[: len(x)] = x
-    frames = np.stack([padded[i * hop:i * hop + w] for i in range(n_frames)])
-    out_frames = np.concatenate([model.reconstruct(frames[i:i + 64]) for i in range(0, n_frames, 64)])
-    taper = np.hanning(w + 2)[1:-1].astype(np.float32) if n_frames > 1 else np.ones(w, np.float32)
-    out = np.zeros_like(padded)
-    norm = np.zeros_like(padded)
-    for i, frame in enumerate(out_frames):
-        out[i * hop:i * hop + w] += frame * taper
-        norm[i * hop:i * hop + w] += taper
-    return (out / np.maximum(norm, 1e-3))[: len(x)]

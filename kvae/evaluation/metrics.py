@@ -5,26 +5,27 @@ Every function takes plain arrays: a 1-D clip ``(samples,)`` or a 2-D batch
 converted to float64. Empty arrays, non-numeric arrays and arrays holding NaN
 or Inf raise `kvae.errors.KvaeError` naming the offending argument.
 
-Spectra are computed like `kvae.losses` does (and like ``torch.stft`` with
-``center=True``): the signal is reflect-padded by ``n_fft // 2`` on both sides,
-frames of ``n_fft`` samples every ``hop`` samples are multiplied by a periodic
-Hann window and transformed with ``numpy.fft.rfft``. Reflect padding needs
-clips longer than ``n_fft // 2`` samples.
+Spectra come from `kvae.dsp.spectral`, the numpy twin of the STFT that
+`kvae.losses` and the models use (centred, reflect-padded by ``n_fft // 2``
+on both sides, periodic Hann window, like ``torch.stft`` with
+``center=True``). Reflect padding needs clips longer than ``n_fft // 2``
+samples.
 
 Functions taking ``reduce`` return a Python float for the whole input when it
 is true, and an array with one value per clip (shape ``(n,)``; ``(1,)`` for a
 1-D clip) when it is false.
 """
 
-import math
-
 import numpy as np
-import scipy.linalg
 
+from kvae.dsp.filters import check_int as _check_int
+from kvae.dsp.filters import check_rate as _check_rate
+from kvae.dsp.filters import fitting_fft_size, scaled_fft_size, scaled_fft_sizes
+from kvae.dsp.spectral import centred_frames
+from kvae.dsp.spectral import power_spectrogram as _power_spectrogram
 from kvae.errors import KvaeError
 
 __all__ = [
-    "scaled_fft_sizes",
     "mrstft_distance",
     "log_spectral_distance",
     "si_sdr",
@@ -32,84 +33,14 @@ __all__ = [
     "rms_dbfs",
     "silence_fraction",
     "spectral_flatness",
-    "mel_filterbank",
-    "log_mel_statistics",
-    "frechet_log_mel_distance",
 ]
 
-_REFERENCE_RATE = 44100
-_REFERENCE_SIZES = (2048, 1024, 512, 256, 128, 64)
 _MAG_EPS = 1e-8  # floor on |STFT|**2, as in kvae.losses / auraloss
 _DB_FLOOR = 1e-10  # floor on powers before dB conversion
 _RMS_FLOOR = 1e-10  # rms_dbfs floor: -200 dBFS
-_MEL_FLOOR = 1e-5  # floor on mel power before the log
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def scaled_fft_sizes(
-    sample_rate,
-    reference_rate=_REFERENCE_RATE,
-    reference_sizes=_REFERENCE_SIZES,
-    min_size=16,
-):
-    """FFT sizes covering the same durations at ``sample_rate`` as at ``reference_rate``.
-
-    Each reference size is multiplied by ``sample_rate / reference_rate`` and
-    rounded to the nearest power of two (in log2), duplicates are dropped
-    (first occurrence kept, order preserved) and sizes below ``min_size`` are
-    dropped. At 44.1 kHz the default gives ``[2048, 1024, 512, 256, 128, 64]``;
-    at 16 kHz ``[1024, 512, 256, 128, 64, 32]``.
-
-    Args:
-        sample_rate: Sample rate of the audio in Hz.
-        reference_rate: Rate in Hz at which ``reference_sizes`` apply.
-        reference_sizes: FFT sizes at ``reference_rate``.
-        min_size: Smallest size kept.
-
-    Returns:
-        A non-empty list of ints. If every scaled size is below ``min_size``,
-        the list holds ``min_size`` rounded up to a power of two.
-
-    Raises:
-        KvaeError: If a rate or size is not positive.
-    """
-    sample_rate = _check_rate(sample_rate, "sample_rate")
-    reference_rate = _check_rate(reference_rate, "reference_rate")
-    if not reference_sizes or any(not s > 0 for s in reference_sizes):
-        raise KvaeError(f"reference_sizes must be positive sizes, got {reference_sizes!r}")
-    if not min_size > 0:
-        raise KvaeError(f"min_size must be positive, got {min_size!r}")
-    ratio = sample_rate / reference_rate
-    sizes = []
-    for size in reference_sizes:
-        scaled = 2 ** int(round(math.log2(size * ratio)))
-        if scaled >= min_size and scaled not in sizes:
-            sizes.append(scaled)
-    if not sizes:
-        sizes.append(2 ** int(math.ceil(math.log2(min_size))))
-    return sizes
-
-
-def _check_rate(value, name):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise KvaeError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise KvaeError(f"{name} must be a positive number, got {value!r}")
-    return value
-
-
-def _check_int(value, name, minimum=1):
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise KvaeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _as_audio(x, name, allow_list=False):
@@ -147,32 +78,9 @@ def _as_pair(reference, estimate):
     return ref, est
 
 
-def _hann(n):
-    """Periodic Hann window (``torch.hann_window(n)``, ``scipy.signal.get_window('hann', n)``)."""
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
-
-
-def _power_spectrogram(x, n_fft, hop, name="x"):
-    """``|STFT|**2`` of ``(n, samples)``, centred reflect-padded frames: ``(n, frames, bins)``."""
-    samples = x.shape[-1]
-    if samples <= n_fft // 2:
-        raise KvaeError(
-            f"{name} has {samples} samples, too short for n_fft {n_fft} "
-            f"(needs more than {n_fft // 2})"
-        )
-    padded = np.pad(x, [(0, 0), (n_fft // 2, n_fft // 2)], mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop, :]
-    spec = np.fft.rfft(frames * _hann(n_fft), axis=-1)
-    return spec.real**2 + spec.imag**2
-
-
 def _reduce(values, reduce):
     values = np.asarray(values, dtype=np.float64)
     return float(np.mean(values)) if reduce else values
-
-
-def _default_size(sample_rate, reference_size):
-    return scaled_fft_sizes(sample_rate, reference_sizes=(reference_size,), min_size=16)[0]
 
 
 # ----------------------------------------------------------------- distances
@@ -245,7 +153,7 @@ def log_spectral_distance(reference, estimate, sample_rate, n_fft=None, hop=None
     """
     ref, est = _as_pair(reference, estimate)
     sample_rate = _check_rate(sample_rate, "sample_rate")
-    n_fft = _default_size(sample_rate, 2048) if n_fft is None else _check_int(n_fft, "n_fft", 2)
+    n_fft = scaled_fft_size(sample_rate, 2048) if n_fft is None else _check_int(n_fft, "n_fft", 2)
     hop = max(n_fft // 4, 1) if hop is None else _check_int(hop, "hop")
     p_ref = _power_spectrogram(ref, n_fft, hop, "reference")
     p_est = _power_spectrogram(est, n_fft, hop, "estimate")
@@ -391,13 +299,12 @@ def spectral_flatness(x, n_fft=None, hop=None, silence_db=-120.0, reduce=True):
     """
     arr = _as_audio(x, "x")
     if n_fft is None:
-        n_fft = min(2048, 1 << (int(arr.shape[-1]).bit_length() - 1))
+        n_fft = fitting_fft_size(arr.shape[-1])
     n_fft = _check_int(n_fft, "n_fft", 2)
     hop = max(n_fft // 4, 1) if hop is None else _check_int(hop, "hop")
     power = np.maximum(_power_spectrogram(arr, n_fft, hop, "x"), 1e-20)
     flatness = np.exp(np.mean(np.log(power), axis=-1)) / np.mean(power, axis=-1)
-    padded = np.pad(arr, [(0, 0), (n_fft // 2, n_fft // 2)], mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop, :]
+    frames = centred_frames(arr, n_fft, hop)
     frame_rms = np.sqrt(np.mean(frames**2, axis=-1))
     voiced = frame_rms >= 10.0 ** (silence_db / 20.0)
     if reduce:
@@ -406,135 +313,3 @@ def spectral_flatness(x, n_fft=None, hop=None, silence_db=-120.0, reduce=True):
     sums = np.where(voiced, flatness, 0.0).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-# ----------------------------------------------------------------- log-mel statistics
-
-
-def _hz_to_mel(f):
-    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-
-def _mel_to_hz(m):
-    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
-
-
-def mel_filterbank(sample_rate, n_fft, n_mels=64, fmin=0.0, fmax=None):
-    """HTK-scale triangular mel filterbank, shape ``(n_mels, n_fft // 2 + 1)``.
-
-    Mel scale ``2595 log10(1 + f / 700)``; ``n_mels + 2`` points equally
-    spaced in mel from ``fmin`` to ``fmax`` define triangles of peak 1 (no
-    area normalisation) evaluated at the FFT bin frequencies. Narrow low
-    filters may fall between bins and be all zero when ``n_fft`` is small.
-
-    Args:
-        sample_rate: Sample rate in Hz.
-        n_fft: FFT size.
-        n_mels: Number of filters.
-        fmin: Lowest frequency in Hz.
-        fmax: Highest frequency in Hz; defaults to ``sample_rate / 2``.
-
-    Returns:
-        The filterbank as a float64 array.
-    """
-    sample_rate = _check_rate(sample_rate, "sample_rate")
-    fmax = sample_rate / 2.0 if fmax is None else float(fmax)
-    if not 0 <= fmin < fmax <= sample_rate / 2.0:
-        raise KvaeError(f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}")
-    freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
-    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (freqs[None, :] - lower) / (center - lower)
-    falling = (upper - freqs[None, :]) / (upper - center)
-    return np.maximum(0.0, np.minimum(rising, falling))
-
-
-def log_mel_statistics(clips, sample_rate, n_mels=64, n_fft=None, hop=None):
-    """Mean and covariance of log-mel frames over all frames of all clips.
-
-    Each frame's power spectrum (centred Hann STFT) is projected on the
-    `mel_filterbank` (HTK triangles, peak 1) and ``log(max(mel, 1e-5))``
-    (natural log) is taken.
-
-    Args:
-        clips: ``(samples,)``, ``(n, samples)``, or a list of 1-D clips of any
-            lengths.
-        sample_rate: Sample rate in Hz.
-        n_mels: Number of mel bands.
-        n_fft: FFT size; defaults to 2048 at 44.1 kHz scaled to ``sample_rate``.
-        hop: Hop in samples; defaults to ``n_fft // 4``.
-
-    Returns:
-        ``(mean, covariance)``: ``(n_mels,)`` and ``(n_mels, n_mels)`` arrays.
-
-    Raises:
-        KvaeError: On invalid input or fewer than two frames in total.
-    """
-    return _log_mel_statistics(clips, sample_rate, n_mels, n_fft, hop, "clips")
-
-
-def _log_mel_statistics(clips, sample_rate, n_mels, n_fft, hop, name):
-    audio = _as_audio(clips, name, allow_list=True)
-    sample_rate = _check_rate(sample_rate, "sample_rate")
-    n_mels = _check_int(n_mels, "n_mels")
-    n_fft = _default_size(sample_rate, 2048) if n_fft is None else _check_int(n_fft, "n_fft", 2)
-    hop = max(n_fft // 4, 1) if hop is None else _check_int(hop, "hop")
-    bank = mel_filterbank(sample_rate, n_fft, n_mels)
-    groups = [audio] if isinstance(audio, np.ndarray) else [c[None, :] for c in audio]
-    frames = []
-    for group in groups:
-        power = _power_spectrogram(group, n_fft, hop, name)
-        frames.append(np.log(np.maximum(power @ bank.T, _MEL_FLOOR)).reshape(-1, n_mels))
-    frames = np.concatenate(frames, axis=0)
-    if frames.shape[0] < 2:
-        raise KvaeError(f"{name} gives fewer than two frames; use longer or more clips")
-    return frames.mean(axis=0), np.cov(frames, rowvar=False)
-
-
-def frechet_log_mel_distance(
-    clips_a, clips_b, sample_rate, n_mels=64, n_fft=None, hop=None, eps=1e-6
-):
-    """Fréchet distance between Gaussians fitted to log-mel frames of two clip sets.
-
-    This is a Fréchet *log-mel* distance computed on hand-made features; it is
-    NOT the Fréchet Audio Distance (FAD), which needs a pretrained embedding
-    network (VGGish, PANNs, ...) whose weights are not part of kvae. Values are
-    only comparable with the same ``sample_rate``, ``n_mels``, ``n_fft`` and
-    ``hop``.
-
-    ``d = |mu_a - mu_b|^2 + tr(C_a + C_b - 2 sqrtm(C_a C_b))`` with
-    ``eps * I`` added to both covariances (guards against singular ones). The
-    trace of the matrix root is computed as ``tr sqrtm(R C_b R)`` with
-    ``R = Re(scipy.linalg.sqrtm(C_a))`` (equal in exact arithmetic, and
-    symmetric, so its eigenvalues are real; tiny negative ones are clipped to
-    0), and the result is clipped at 0.
-
-    Args:
-        clips_a: First clip set (see `log_mel_statistics`).
-        clips_b: Second clip set.
-        sample_rate: Sample rate in Hz of both sets.
-        n_mels: Number of mel bands.
-        n_fft: FFT size; defaults to 2048 at 44.1 kHz scaled to ``sample_rate``.
-        hop: Hop in samples; defaults to ``n_fft // 4``.
-        eps: Diagonal offset added to the covariances.
-
-    Returns:
-        The distance as a float (0 for identical sets, larger is more different).
-    """
-    mu_a, cov_a = _log_mel_statistics(clips_a, sample_rate, n_mels, n_fft, hop, "clips_a")
-    mu_b, cov_b = _log_mel_statistics(clips_b, sample_rate, n_mels, n_fft, hop, "clips_b")
-    offset = eps * np.eye(cov_a.shape[0])
-    cov_a = cov_a + offset
-    cov_b = cov_b + offset
-    # tr sqrtm(C_a C_b) == tr sqrtm(C_a^1/2 C_b C_a^1/2); the right-hand matrix is
-    # symmetric PSD, so its root's trace comes from eigenvalues, more accurately
-    # than from sqrtm of the non-symmetric product.
-    root_a = np.real(scipy.linalg.sqrtm(cov_a))
-    if not np.all(np.isfinite(root_a)):
-        raise KvaeError("the log-mel covariance of clips_a is too ill-conditioned; raise eps")
-    middle = root_a @ cov_b @ root_a
-    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2.0)
-    trace_covmean = np.sum(np.sqrt(np.clip(eigenvalues, 0.0, None)))
-    diff = mu_a - mu_b
-    value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_covmean
-    return float(max(value, 0.0))

@@ -1,0 +1,44 @@
+"""kvae.dsp: the one home of kvae's signal processing, below models, losses and metrics.
+
+Every spectrogram in kvae is the same transform: a centred STFT (the signal
+reflect-padded by `n_fft // 2` on both sides), a periodic window of
+`win_length` samples zero-padded symmetrically to `n_fft`, no normalisation,
+as `torch.stft(..., center=True)` and `keras.ops.stft(..., center=True)` do.
+
+- `kvae.dsp.filters` (numpy): periodic windows, the HTK mel filterbank,
+  FFT sizes scaled to a sample rate, frame counts.
+- `kvae.dsp.spectral` (numpy): the numpy twin of the STFT, for metrics,
+  evaluation features and plots.
+- `kvae.dsp.ops` (`keras.ops`, any backend, differentiable): STFT, its
+  least-squares inverse and Griffin-Lim, for models and losses.
+
+`import kvae.dsp` loads only numpy; `kvae.dsp.ops` loads Keras.
+"""
+
+from kvae.dsp.filters import (
+    fft_size_for_duration,
+    centred_frame_count,
+    crossfade_window,
+    fitting_fft_size,
+    hz_to_mel,
+    mel_filterbank,
+    mel_to_hz,
+    periodic_window,
+    scaled_fft_sizes,
+)
+from kvae.dsp.spectral import centred_frames, power_spectrogram, stft
+
+__all__ = [
+    "centred_frame_count",
+    "centred_frames",
+    "crossfade_window",
+    "fft_size_for_duration",
+    "fitting_fft_size",
+    "hz_to_mel",
+    "mel_filterbank",
+    "mel_to_hz",
+    "periodic_window",
+    "power_spectrogram",
+    "scaled_fft_sizes",
+    "stft",
+]

@@ -1,0 +1,5 @@
+"""kvae.evaluation: judging models. Numpy/scipy metrics (`metrics`), `kvae evaluate` (`evaluate`), figures (`plots`).
+
+Import the submodules directly (`from kvae.evaluation import metrics`);
+nothing here is imported by `kvae.models` or `kvae.losses`.
+"""

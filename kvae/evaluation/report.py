@@ -1,0 +1,139 @@
+"""The evaluation report in words, tables and JSON: verdicts, aligned text, atomic strict JSON."""
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from kvae.errors import KvaeError
+
+# Stable JSON keys of a realism row, with the column title and format of the printed table.
+REALISM_KEYS = (
+    ("c2st", "C2ST acc [95% CI]", None),
+    ("kid", "KID", "{:.3f}"),
+    ("frechet_clip", "Fréchet clip", "{:.1f}"),
+    ("frechet_logmel", "Fréchet log-mel", "{:.1f}"),
+    ("temporal_std", "temporal std dB", "{:.2f}"),
+    ("silence", "silence", "{:.3f}"),
+    ("flatness", "flatness", "{:.3f}"),
+)
+RECONSTRUCTION_KEYS = (
+    ("mrstft", "MR-STFT dist", "{:.3f}"),
+    ("lsd_db", "LSD dB", "{:.2f}"),
+    ("si_sdr_db", "SI-SDR dB", "{:.2f}"),
+)
+HARD_TO_TELL = 0.6  # a row whose C2ST interval reaches below this is called hard to tell from the data
+
+
+def _label(name):
+    return name[len("ref: "):] if name.startswith("ref: ") else name
+
+
+def verdicts(rows):
+    """One plain-words line per realism row, from its C2ST accuracy and the reference rows'.
+
+    A row whose 95 % interval reaches below 0.6 is "hard to tell from the
+    training data"; any other is "distinguishable ... N % of the time, like"
+    the reference row whose accuracy is nearest.
+    """
+    refs = {name: row["c2st"] for name, row in rows.items() if name.startswith("ref: ")}
+    out = {}
+    for name, row in rows.items():
+        pct = round(100 * row["c2st"])
+        if row["c2st_low"] < HARD_TO_TELL:
+            out[name] = f"hard to tell from the training data: told apart {pct} % of the time (50 % is chance)"
+            continue
+        others = {k: v for k, v in refs.items() if k != name}
+        if not others:
+            out[name] = f"distinguishable from the training data {pct} % of the time"
+            continue
+        like = min(others, key=lambda k: (abs(others[k] - row["c2st"]), k))
+        out[name] = (f"distinguishable from the training data {pct} % of the time, like "
+                     f"{_label(like)} ({round(100 * others[like])} %)")
+    return out
+
+
+def _cell(value, fmt):
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return fmt.format(value)
+
+
+def _table(rows, keys, first_title):
+    header = [first_title, *[title for _, title, _ in keys]]
+    lines = []
+    for name, values in rows.items():
+        cells = [name]
+        for key, _, fmt in keys:
+            if key == "c2st":
+                cells.append(f"{values['c2st']:.3f} [{values['c2st_low']:.2f}-{values['c2st_high']:.2f}]")
+            else:
+                cells.append(_cell(values.get(key), fmt))
+        lines.append(cells)
+    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+
+    def fmt_row(row):
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    return [fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in lines]
+
+
+def format_report(result):
+    """The whole report as text: what was compared, the realism table with verdicts, the reconstruction table."""
+    m, s, d = result["model"], result["settings"], result["data"]
+    out = [
+        f"{m['class']} at {m['sample_rate']} Hz, {m['window']}-sample windows, {m['parameters']:,} parameters",
+        f"every row: {s['n_clips']} clips vs {d['reference_windows']} random training windows "
+        f"({s['features']} clip features; C2ST {s['c2st']}; KID {s['kid']}; seed {s['seed']})",
+        f"held-out windows: {d['held_out_windows']} from the {d['held_out_split']} split"
+        + ("" if d["held_out_split"] == "test" else " (no test split: not held out)"),
+        "",
+        "Realism (C2ST 0.5 = indistinguishable from the training data, 1.0 = always told apart; lower is better "
+        "for every column but temporal std, where real music is the target)",
+    ]
+    out += _table(result["realism"], REALISM_KEYS, "set")
+    out += [""] + [f"{name}: {row['verdict']}" for name, row in result["realism"].items() if "verdict" in row]
+    out += ["", "Reconstruction of held-out windows (against their own inputs)"]
+    out += _table(result["reconstruction"], RECONSTRUCTION_KEYS, "")
+    return "\n".join(out)
+
+
+def _strict(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def write_json(path, result, refuse=()):
+    """Write `result` as strict JSON (inf and NaN become null) atomically; never over one of `refuse`.
+
+    Raises:
+        KvaeError: if `path` is a folder or one of the inputs in `refuse`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise KvaeError(f"{path}: is a folder; give a file name such as eval.json")
+    for other in refuse:
+        other = Path(other)
+        if path.exists() and other.exists() and (path.samefile(other) or (other.is_dir() and
+                                                                         path.resolve().parent == other.resolve()
+                                                                         and path.name == "model.keras")):
+            raise KvaeError(f"{path}: is an input of this command; choose another output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_strict(result), f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

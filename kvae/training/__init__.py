@@ -1,0 +1,26 @@
+"""kvae.training: `kvae.fit`, its callbacks, run folders, and using a trained model.
+
+- `trainer`: `fit`, config -> data -> model -> `model.fit` -> run folder.
+- `callbacks`: `WindowEpochs` (which epoch's windows), `KLSchedule` (KL warm-up).
+- `runs`: loss curves and samples written into a run folder.
+- `inference`: `load` a model, `reconstruct_audio` of any length.
+"""
+
+from kvae.training.callbacks import KLSchedule, WindowEpochs
+from kvae.training.trainer import build_model, compile_model, fit, make_datasets, seed_everything
+from kvae.training.inference import load, reconstruct_audio
+from kvae.training.runs import finish_run, write_samples
+
+__all__ = [
+    "KLSchedule",
+    "WindowEpochs",
+    "build_model",
+    "compile_model",
+    "finish_run",
+    "fit",
+    "load",
+    "make_datasets",
+    "reconstruct_audio",
+    "seed_everything",
+    "write_samples",
+]
