@@ -80,6 +80,8 @@ def parse_args(argv=None):
     parser.add_argument("--n-clips", type=int, default=None,
                         help="clips per evaluated set (default: kvae evaluate's, 256; --quick 16; at least 10)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 configs, 10 steps, 16 clips")
+    parser.add_argument("--data", help="dataset root to train and evaluate on (default: the embedded corpus; "
+                                       "benchmarks/real_music.py builds the real-music one)")
     parser.add_argument("--out", help="folder for the runs and quality.json (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.configs is None:
@@ -103,7 +105,7 @@ def main(argv=None):
     n_clips = args.n_clips or DEFAULT_CLIPS
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-quality-"))
     print(f"kvae quality benchmark: {args.steps} steps per model, seed {args.seed}, {n_clips} clips per set, "
-          f"embedded data, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
+          f"data {args.data or 'embedded'}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
           flush=True)
     realism, reconstruction, runs = {}, {}, {}
     references = None
@@ -111,14 +113,17 @@ def main(argv=None):
         per_epoch = max(1, min(args.steps, 50))
         overrides = {"train": {"epochs": math.ceil(args.steps / per_epoch), "steps_per_epoch": per_epoch,
                                "seed": args.seed, "verbose": 0, "n_samples": 4}}
+        if args.data:
+            overrides["data"] = {"path": args.data}
         config = load_config(name, overrides)
         start = time.perf_counter()
         model, _ = kvae.fit(config, run=out / name, verbose=False)
         seconds = time.perf_counter() - start
         start = time.perf_counter()
-        result = evaluate(model, n_clips=n_clips, seed=args.seed, reference_rate=0 if references else 16000)
+        result = evaluate(model, data=args.data, n_clips=n_clips, seed=args.seed, reference_rate=0 if references else 16000)
         eval_seconds = time.perf_counter() - start
         realism[name] = result["realism"]["samples"]
+        realism[f"{name} (reconstructions)"] = result["realism"]["reconstructions"]
         reconstruction[name] = result["reconstruction"]["reconstructions"]
         runs[name] = {"train_seconds": seconds, "eval_seconds": eval_seconds, **result["model"]}
         if references is None:
@@ -132,13 +137,13 @@ def main(argv=None):
               flush=True)
     ref_realism, ref_reconstruction, ref_rate = references
     print()
-    print(f"Realism of prior samples (C2ST 0.5 = indistinguishable from training windows; reference rows "
+    print(f"Realism of prior samples and of reconstructions (C2ST 0.5 = indistinguishable from training windows; reference rows "
           f"at {ref_rate} Hz)")
     print("\n".join(rows_table({**realism, **ref_realism}, REALISM_KEYS, "config")))
     print()
     print("Reconstruction of held-out windows (lower is better but for SI-SDR)")
     print("\n".join(rows_table({**reconstruction, **ref_reconstruction}, RECONSTRUCTION_KEYS, "config")))
-    summary = {"settings": {"steps": args.steps, "seed": args.seed, "n_clips": n_clips}, "runs": runs,
+    summary = {"settings": {"steps": args.steps, "seed": args.seed, "n_clips": n_clips, "data": args.data or "embedded"}, "runs": runs,
                "realism": {**realism, **ref_realism}, "reconstruction": {**reconstruction, **ref_reconstruction}}
     write_json(out / "quality.json", summary)  # strict JSON: -inf SI-SDR becomes null
     print(f"\nruns and quality.json in {out}")

@@ -5,9 +5,8 @@ import struct
 
 import numpy as np
 import pytest
-from scipy.io import wavfile
 
-from audio import pcm24_wav, sine
+from audio import pcm24_wav, sine, wav_file
 from kvae.data.audio_io import AudioFileError, read_audio, resample, to_float_mono, write_wav
 from kvae.errors import KvaeError
 
@@ -19,7 +18,7 @@ SR = 44100
 
 def test_float32_wav(tmp_path):
     x = sine(440, 1.0, SR, 0.7)
-    wavfile.write(tmp_path / "f32.wav", SR, x)
+    wav_file(tmp_path / "f32.wav", x, SR)
     y, rate = read_audio(tmp_path / "f32.wav")
     assert rate == SR
     assert y.dtype == np.float32 and y.shape == x.shape
@@ -28,7 +27,7 @@ def test_float32_wav(tmp_path):
 
 def test_float64_wav(tmp_path):
     x = sine(300, 1.0, SR, 0.9, dtype=np.float64)
-    wavfile.write(tmp_path / "f64.wav", SR, x.astype(np.float64))
+    wav_file(tmp_path / "f64.wav", x.astype(np.float64), SR)
     y, rate = read_audio(tmp_path / "f64.wav")
     assert rate == SR and y.dtype == np.float32
     np.testing.assert_allclose(y, x, atol=1e-7)
@@ -36,7 +35,7 @@ def test_float64_wav(tmp_path):
 
 def test_int16_wav_scale(tmp_path):
     x = np.array([-32768, -16384, 0, 16384, 32767] * 100, dtype=np.int16)
-    wavfile.write(tmp_path / "i16.wav", 22050, x)
+    wav_file(tmp_path / "i16.wav", x, 22050)
     y, rate = read_audio(tmp_path / "i16.wav")
     assert rate == 22050 and y.dtype == np.float32
     np.testing.assert_allclose(y[:5], [-1.0, -0.5, 0.0, 0.5, 32767 / 32768], atol=1e-7)
@@ -64,7 +63,7 @@ def test_int24_stereo_hand_written(tmp_path):
 
 def test_int32_wav_scale(tmp_path):
     x = np.array([-(2**31), -(2**30), 0, 2**30, 2**31 - 1] * 50, dtype=np.int32)
-    wavfile.write(tmp_path / "i32.wav", 8000, x)
+    wav_file(tmp_path / "i32.wav", x, 8000)
     y, _ = read_audio(tmp_path / "i32.wav")
     assert y.dtype == np.float32
     np.testing.assert_allclose(y[:5], [-1.0, -0.5, 0.0, 0.5, 1.0], atol=1e-6)
@@ -72,7 +71,7 @@ def test_int32_wav_scale(tmp_path):
 
 def test_uint8_wav_scale(tmp_path):
     x = np.array([0, 64, 128, 192, 255] * 50, dtype=np.uint8)
-    wavfile.write(tmp_path / "u8.wav", 8000, x)
+    wav_file(tmp_path / "u8.wav", x, 8000)
     y, _ = read_audio(tmp_path / "u8.wav")
     assert y.dtype == np.float32
     np.testing.assert_allclose(y[:5], [-1.0, -0.5, 0.0, 0.5, 127 / 128], atol=1e-7)
@@ -82,7 +81,7 @@ def test_stereo_is_mixed_to_mono_by_mean(tmp_path):
     left = sine(440, 0.5, SR, 0.8, dtype=np.float64)
     right = sine(660, 0.5, SR, 0.4, dtype=np.float64)
     stereo = np.stack([left, right], axis=1).astype(np.float32)
-    wavfile.write(tmp_path / "st.wav", SR, stereo)
+    wav_file(tmp_path / "st.wav", stereo, SR)
     y, _ = read_audio(tmp_path / "st.wav")
     assert y.shape == (len(left),)
     np.testing.assert_allclose(y, (left + right) / 2, atol=1e-6)
@@ -91,7 +90,7 @@ def test_stereo_is_mixed_to_mono_by_mean(tmp_path):
 def test_four_channels_int16_mixed_to_mono(tmp_path):
     chans = np.array([1000, 2000, -3000, 8000], dtype=np.int16)
     x = np.tile(chans, (300, 1))
-    wavfile.write(tmp_path / "quad.wav", 8000, x)
+    wav_file(tmp_path / "quad.wav", x, 8000)
     y, _ = read_audio(tmp_path / "quad.wav")
     assert y.shape == (300,)
     np.testing.assert_allclose(y, chans.mean() / 32768, atol=1e-7)

@@ -286,17 +286,8 @@ def test_manifest_with_wrong_entry_types_is_rebuilt(tmp_path):
     assert any("unreadable cache manifest" in n for n in corpus.report.notes)
 
 
-@pytest.fixture
-def embedded_root(request):
-    try:
-        import kvae.data.embedded  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"kvae.data.embedded not importable: {exc}")
-    return request.getfixturevalue("embedded")
-
-
-def test_embedded_default_dataset(tmp_path, embedded_root):
-    corpus = prepare(embedded_root, rate=RATE, cache_dir=tmp_path / "cache", window_seconds=1.0)
+def test_embedded_default_dataset(tmp_path, embedded):
+    corpus = prepare(embedded, rate=RATE, cache_dir=tmp_path / "cache", window_seconds=1.0)
     report = corpus.report
     assert report.layout == "musicnet" and report.skipped == [] and report.short == []
     assert report.found == len(corpus.entries) > 0

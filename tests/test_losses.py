@@ -2,15 +2,12 @@
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from backends import run_on_backend
 from kvae.evaluation import metrics
 from kvae.errors import KvaeError
 from kvae.losses import MultiResolutionSTFTLoss, STFTLoss
@@ -18,7 +15,6 @@ from kvae.losses import MultiResolutionSTFTLoss, STFTLoss
 torch = pytest.importorskip("torch")
 auraloss = pytest.importorskip("auraloss")
 
-REPO = Path(__file__).resolve().parents[1]
 RTOL, ATOL = 1e-5, 1e-6
 
 
@@ -238,46 +234,23 @@ def test_bad_inputs_raise():
         MultiResolutionSTFTLoss((64, 128), hop_sizes=(16,))
 
 
-_SCRIPT = """
-import json, sys
-import numpy as np
-import keras
-from kvae.losses import MultiResolutionSTFTLoss
-data = np.load(sys.argv[1])
-loss = MultiResolutionSTFTLoss((1024, 256, 64), hop_sizes=(120, 64, 16), win_lengths=(600, 256, 64))
-print(json.dumps({"backend": keras.backend.backend(),
-                  "value": float(keras.ops.convert_to_numpy(loss(data["t"], data["p"])))}))
-"""
-
-
-def _run_backend(backend, tmp_path):
+def _run_backend(backend):
+    """The same multi-resolution loss on `backend` (via its serialized config) and here."""
     y_true, y_pred = _pair()
-    path = tmp_path / "data.npz"
-    np.savez(path, t=y_true, p=y_pred)
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["backend"] == backend
     here = MultiResolutionSTFTLoss((1024, 256, 64), hop_sizes=(120, 64, 16), win_lengths=(600, 256, 64))
-    return result["value"], _value(here(y_true, y_pred))
+    serialized = keras.saving.serialize_keras_object(here)
+    serialized["module"] = "kvae.losses"
+    other = run_on_backend(backend, "backends:call_serialized", serialized, y_true, y_pred)
+    return float(other), _value(here(y_true, y_pred))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="tensorflow missing")
-def test_tensorflow_backend_agrees(tmp_path):
-    other, here = _run_backend("tensorflow", tmp_path)
+def test_tensorflow_backend_agrees():
+    other, here = _run_backend("tensorflow")
     assert other == pytest.approx(here, rel=RTOL, abs=ATOL)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax missing")
-def test_jax_backend_agrees(tmp_path):
-    other, here = _run_backend("jax", tmp_path)
+def test_jax_backend_agrees():
+    other, here = _run_backend("jax")
     assert other == pytest.approx(here, rel=RTOL, abs=ATOL)

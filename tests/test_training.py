@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import kvae
+from backends import run_on_backend
 from kvae import cli
 from kvae.config import load_config, parse_set
 from kvae.data import read_audio, write_wav
@@ -184,28 +185,12 @@ def test_kl_warmup_updates_saved_beta_and_survives_resume(embedded, tmp_path):
 
 
 def test_same_seed_same_initial_weights_without_importing_tensorflow():
-    import subprocess
-    import sys
-    import textwrap
-
-    script = textwrap.dedent("""
-        import sys
-        from kvae._env import configure
-        configure()
-        import numpy as np
-        from kvae.config import load_config
-        from kvae.training import build_model, seed_everything
-        cfg = load_config({"model": {"type": "fc", "hidden_units": 16, "latent_dim": 4}})
-        weights = []
-        for seed in (3, 3, 4):
-            seed_everything(seed)
-            weights.append([np.asarray(w) for w in build_model(cfg).get_weights()])
-        same = all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1]))
-        differ = any(not np.array_equal(a, b) for a, b in zip(weights[0], weights[2]))
-        print(same, differ, "tensorflow" in sys.modules)
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.stdout.split() == ["True", "True", "False"], result.stderr[-2000:]
+    result = run_on_backend("torch", "model_checks:seeded_initial_weights",
+                            {"type": "fc", "hidden_units": 16, "latent_dim": 4}, [3, 3, 4])
+    first, again, other = result["weights"]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+    assert not result["tensorflow_imported"]
 
 
 def test_fit_with_the_tf_data_front_end(embedded, tmp_path):

@@ -17,6 +17,7 @@ import pytest
 from scipy.io import wavfile
 
 from kvae.cli import main as cli
+from audio import wav_file
 from kvae.errors import KvaeError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,11 +31,10 @@ def tones(tmp_path_factory):
     rng = np.random.default_rng(0)
     t = np.arange(4500) / 3000
     for split, n in (("train", 4), ("test", 2)):
-        (root / split).mkdir()
         for i in range(n):
             f = 110 * 2 ** (rng.integers(0, 24) / 12)
-            clip = 0.5 * np.sin(2 * np.pi * f * t) * np.exp(-t)
-            wavfile.write(root / split / f"tone{i}.wav", 3000, clip.astype(np.float32))
+            wav_file(root / split / f"tone{i}.wav", (0.5 * np.sin(2 * np.pi * f * t) * np.exp(-t)).astype(np.float32),
+                     3000)
     return root
 
 

@@ -8,7 +8,8 @@ as `torch.stft(..., center=True)` and `keras.ops.stft(..., center=True)` do.
 - `kvae.dsp.filters` (numpy): periodic windows, the HTK mel filterbank,
   FFT sizes scaled to a sample rate, frame counts.
 - `kvae.dsp.spectral` (numpy): the numpy twin of the STFT, for metrics,
-  evaluation features and plots.
+  evaluation features and plots; frame autocorrelation and band power (the
+  evaluation's pitch salience and modulation spectrum).
 - `kvae.dsp.ops` (`keras.ops`, any backend, differentiable): STFT, its
   least-squares inverse and Griffin-Lim, for models and losses.
 
@@ -26,9 +27,11 @@ from kvae.dsp.filters import (
     periodic_window,
     scaled_fft_sizes,
 )
-from kvae.dsp.spectral import centred_frames, power_spectrogram, stft
+from kvae.dsp.spectral import autocorrelation, band_power, centred_frames, power_spectrogram, stft
 
 __all__ = [
+    "autocorrelation",
+    "band_power",
     "centred_frame_count",
     "centred_frames",
     "crossfade_window",

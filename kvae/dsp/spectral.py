@@ -46,3 +46,31 @@ def power_spectrogram(x, n_fft, hop=None, name="x"):
     """`|STFT|**2` (periodic Hann window of `n_fft`) of `(n, samples)` audio: `(n, frames, bins)`."""
     spec = stft(x, n_fft, hop, name=name)
     return spec.real**2 + spec.imag**2
+
+
+def autocorrelation(frames, max_lag):
+    """Linear (not circular) autocorrelation of each frame over the last axis, lags `0..max_lag-1`.
+
+    Computed through a zero-padded FFT of twice the frame length; the mean is not removed.
+    """
+    frames = np.asarray(frames)
+    size = frames.shape[-1]
+    spectrum = np.fft.rfft(frames, n=2 * size, axis=-1)
+    return np.fft.irfft(spectrum.real**2 + spectrum.imag**2, axis=-1)[..., :max_lag]
+
+
+def band_power(signals, rate, bands, min_freq=None):
+    """Power of `signals` (over the last axis, sampled at `rate` Hz) in each `[low, high)` Hz band.
+
+    The signals are zero-padded, when short, to a length whose spectrum has a bin at `min_freq` Hz
+    (default: the lowest band edge), and the power is normalised by the squared length of the
+    unpadded signal. Returns an array of shape `signals.shape[:-1] + (len(bands),)`.
+    """
+    signals = np.asarray(signals)
+    frames = signals.shape[-1]
+    lowest = min(lo for lo, _ in bands) if min_freq is None else min_freq
+    length = max(frames, int(np.ceil(rate / lowest))) if lowest > 0 else frames
+    spectrum = np.fft.rfft(signals, n=length, axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2) / frames**2
+    freqs = np.fft.rfftfreq(length, d=1.0 / rate)
+    return np.stack([power[..., (freqs >= lo) & (freqs < hi)].sum(axis=-1) for lo, hi in bands], axis=-1)

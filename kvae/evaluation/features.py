@@ -32,7 +32,7 @@ own: a drone's is far below music's.
 import numpy as np
 
 from kvae.dsp.filters import check_rate, mel_filterbank, scaled_fft_size
-from kvae.dsp.spectral import centred_frames, power_spectrogram
+from kvae.dsp.spectral import autocorrelation, band_power, centred_frames, power_spectrogram
 from kvae.errors import KvaeError
 
 N_BANDS = 16
@@ -95,12 +95,8 @@ def _modulation_features(mel_db, frame_rate):
     groups = np.array_split(np.arange(mel_db.shape[2]), N_GROUPS)
     envelopes = np.stack([mel_db[:, :, g].mean(axis=2) for g in groups], axis=1)  # (n, groups, frames)
     envelopes = envelopes - envelopes.mean(axis=2, keepdims=True)
-    frames = envelopes.shape[2]
-    length = max(frames, int(np.ceil(frame_rate / 0.5)))  # zero-pad so 0.5 Hz has a bin
-    spectrum = np.abs(np.fft.rfft(envelopes, n=length, axis=2)) ** 2 / frames ** 2
-    freqs = np.fft.rfftfreq(length, d=1.0 / frame_rate)
-    out = [spectrum[:, :, (freqs >= lo) & (freqs < hi)].sum(axis=2) for lo, hi in MOD_RANGES]
-    return 10.0 * np.log10(np.stack(out, axis=2) + 1e-6).reshape(len(mel_db), -1)  # (n, groups * ranges)
+    power = band_power(envelopes, frame_rate, MOD_RANGES)  # (n, groups, ranges)
+    return 10.0 * np.log10(power + 1e-6).reshape(len(mel_db), -1)  # (n, groups * ranges)
 
 
 def _flatness_features(power):
@@ -112,8 +108,7 @@ def _flatness_features(power):
 def _salience_features(x, sample_rate, n_fft, hop):
     frames = centred_frames(x, n_fft, hop, "clips")
     frames = frames - frames.mean(axis=2, keepdims=True)
-    spec = np.fft.rfft(frames, n=2 * n_fft, axis=2)
-    acf = np.fft.irfft(np.abs(spec) ** 2, axis=2)[:, :, :n_fft]
+    acf = autocorrelation(frames, n_fft)
     lo = max(int(sample_rate / PITCH_RANGE[1]), 1)
     hi = min(int(np.ceil(sample_rate / PITCH_RANGE[0])), n_fft // 2)
     if hi <= lo:

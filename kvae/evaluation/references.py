@@ -62,20 +62,20 @@ def drone_like(clips, sample_rate, seed=0, partials=12):
     levels = _rms(clips)
     out = np.zeros((n, length), np.float32)
     bin_hz = sample_rate / length
+    t = np.arange(length) / length  # in cycles of the clip
     for i in range(n):
         root = 65.4 * 2 ** rng.uniform(0, 2)
         chord = _CHORDS[rng.integers(len(_CHORDS))]
-        spectrum = np.zeros(length // 2 + 1, np.complex128)
+        tone = np.zeros(length)
         for step in chord:
             f0 = root * 2 ** (step / 12)
             for k in range(1, partials + 1):
                 f = k * f0
-                index = int(round(f / bin_hz))
-                if not 0 < index < len(spectrum) - 1:
+                index = int(round(f / bin_hz))  # a whole number of cycles per clip
+                if not 0 < index < length // 2:
                     break
                 amplitude = np.sqrt(np.interp(f, freqs, power))
-                spectrum[index] += amplitude * np.exp(2j * np.pi * rng.uniform())
-        tone = np.fft.irfft(spectrum, n=length)
+                tone += amplitude * np.cos(2 * np.pi * (index * t + rng.uniform()))
         scale = levels[i] / max(_rms(tone), 1e-12)
         out[i] = (tone * scale).astype(np.float32)
     return out
