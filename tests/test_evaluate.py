@@ -83,3 +83,10 @@ def test_report_never_overwrites_its_input_or_a_folder(run, tmp_path):
     with pytest.raises(KvaeError, match="folder"):
         write_json(tmp_path, {"a": 1})
     assert (folder / "model.keras").stat().st_size > 1000
+
+
+def test_cli_evaluate_too_few_clips_is_one_line(run, capsys):
+    _, folder = run
+    assert cli.main(["evaluate", str(folder), "--n-clips", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "kvae: error: n_clips: at least 10 clips per set are needed, got 4"

@@ -101,7 +101,7 @@ steps = ["--epochs", "1", "--steps-per-epoch", "1"]
 for argv in (["fit", "--config", "conv1d", "--run", "runs/conv1d", *steps],
              ["sample", "runs/quick", "-n", "1", "--out", "samples", "--no-plots"],
              ["reconstruct", "runs/quick", "samples/sample_0.wav", "rec.wav"],
-             ["evaluate", "runs/quick", "--n-samples", "4", "--out", "eval.json"],
+             ["evaluate", "runs/quick", "--n-clips", "10", "--out", "eval.json"],
              ["tune", "--config", "tiny", "--dir", "search", "--max-trials", "1"],
              ["prepare", "--rate", "2000"]):
     code = main(argv)

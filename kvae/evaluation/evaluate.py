@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from kvae.errors import KvaeError
 from kvae.evaluation import features as feats
 from kvae.evaluation import frechet, metrics, references
 from kvae.evaluation.report import REALISM_KEYS, format_report, verdicts, write_json
@@ -113,7 +114,7 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     say = progress or (lambda message: None)
     n_clips = int(n_clips)
     if n_clips < 10:
-        raise ValueError(f"n_clips: at least 10 clips per set are needed, got {n_clips}")
+        raise KvaeError(f"n_clips: at least 10 clips per set are needed, got {n_clips}")
     rate, window = model.sample_rate, model.window
     corpus = prepare(data, rate=rate, cache_dir=cache)
     train, _ = windows(corpus, "train", window, 2 * n_clips, random=True, seed=seed)
