@@ -42,33 +42,9 @@ import kvae  # noqa: E402
 
 kvae.configure()  # before Keras is imported
 
-from _common import table  # noqa: E402
 
 DEFAULT_CONFIGS = ["paper-fc", "fc", "paper-conv1d", "conv1d", "paper-mel", "mel", "paper-transformer"]
 QUICK_CONFIGS = ["paper-fc", "fc"]
-
-
-def cell(value, fmt):
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return fmt.format(value)
-
-
-def rows_table(rows, keys, first_title):
-    """Plain-text table of `rows` (name -> metrics) with the (key, title, format) columns `keys`."""
-    out = []
-    for name, values in rows.items():
-        cells = [name]
-        for key, _, fmt in keys:
-            if key == "c2st":  # accuracy with its 95 % interval
-                cells.append(f"{values['c2st']:.3f} [{values['c2st_low']:.2f}-{values['c2st_high']:.2f}]"
-                             if "c2st" in values else "-")
-            else:
-                cells.append(cell(values.get(key), fmt or "{}"))
-        out.append(cells)
-    return table([first_title, *[title for _, title, _ in keys]], out)
 
 
 def parse_args(argv=None):
@@ -100,7 +76,7 @@ def main(argv=None):
 
     from kvae.config import load_config
     from kvae.evaluation.evaluate import DEFAULT_CLIPS, evaluate
-    from kvae.evaluation.report import REALISM_KEYS, RECONSTRUCTION_KEYS, write_json
+    from kvae.evaluation.report import REALISM_KEYS, RECONSTRUCTION_KEYS, format_table, write_json
 
     n_clips = args.n_clips or DEFAULT_CLIPS
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-quality-"))
@@ -139,10 +115,10 @@ def main(argv=None):
     print()
     print(f"Realism of prior samples and of reconstructions (C2ST 0.5 = indistinguishable from training windows; reference rows "
           f"at {ref_rate} Hz)")
-    print("\n".join(rows_table({**realism, **ref_realism}, REALISM_KEYS, "config")))
+    print("\n".join(format_table({**realism, **ref_realism}, REALISM_KEYS, "config")))
     print()
     print("Reconstruction of held-out windows (lower is better but for SI-SDR)")
-    print("\n".join(rows_table({**reconstruction, **ref_reconstruction}, RECONSTRUCTION_KEYS, "config")))
+    print("\n".join(format_table({**reconstruction, **ref_reconstruction}, RECONSTRUCTION_KEYS, "config")))
     summary = {"settings": {"steps": args.steps, "seed": args.seed, "n_clips": n_clips, "data": args.data or "embedded"}, "runs": runs,
                "realism": {**realism, **ref_realism}, "reconstruction": {**reconstruction, **ref_reconstruction}}
     write_json(out / "quality.json", summary)  # strict JSON: -inf SI-SDR becomes null

@@ -62,14 +62,16 @@ def _cell(value, fmt):
     return fmt.format(value)
 
 
-def _table(rows, keys, first_title):
+def format_table(rows, keys, first_title):
+    """Plain-text table lines of `rows` (name -> metrics) with the `(key, title, format)` columns `keys`."""
     header = [first_title, *[title for _, title, _ in keys]]
     lines = []
     for name, values in rows.items():
         cells = [name]
         for key, _, fmt in keys:
-            if key == "c2st":
-                cells.append(f"{values['c2st']:.3f} [{values['c2st_low']:.2f}-{values['c2st_high']:.2f}]")
+            if key == "c2st":  # accuracy with its 95 % interval
+                cells.append(f"{values['c2st']:.3f} [{values['c2st_low']:.2f}-{values['c2st_high']:.2f}]"
+                             if "c2st" in values else "-")
             else:
                 cells.append(_cell(values.get(key), fmt))
         lines.append(cells)
@@ -94,10 +96,10 @@ def format_report(result):
         "Realism (C2ST 0.5 = indistinguishable from the training data, 1.0 = always told apart; lower is better "
         "for every column but temporal std, where real music is the target)",
     ]
-    out += _table(result["realism"], REALISM_KEYS, "set")
+    out += format_table(result["realism"], REALISM_KEYS, "set")
     out += [""] + [f"{name}: {row['verdict']}" for name, row in result["realism"].items() if "verdict" in row]
     out += ["", "Reconstruction of held-out windows (against their own inputs)"]
-    out += _table(result["reconstruction"], RECONSTRUCTION_KEYS, "")
+    out += format_table(result["reconstruction"], RECONSTRUCTION_KEYS, "")
     return "\n".join(out)
 
 
