@@ -56,6 +56,18 @@ def truncated_wav(path, keep=None, **tone):
     return path
 
 
+def patched_wav(path, fmt_size=None, channels=None, **tone):
+    """A `tone_wav` whose fmt chunk header is then overwritten: its size field and/or channel count; return path."""
+    raw = bytearray(tone_wav(path, **tone).read_bytes())
+    pos = raw.index(b"fmt ")
+    if fmt_size is not None:
+        raw[pos + 4:pos + 8] = struct.pack("<I", fmt_size)
+    if channels is not None:
+        raw[pos + 10:pos + 12] = struct.pack("<H", channels)
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def pcm24_wav(path, ints, rate):
     """Write a real 24-bit PCM WAV by hand: fmt chunk with 24 bits, 3-byte little-endian samples.
 

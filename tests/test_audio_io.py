@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from audio import pcm24_wav, sine, wav_file
+from audio import patched_wav, pcm24_wav, sine, wav_file
 from kvae.data.audio_io import AudioFileError, read_audio, resample, to_float_mono, write_wav
 from kvae.errors import KvaeError
 
@@ -152,12 +152,42 @@ def test_ogg_decodes_loosely(tmp_path, tfio_audio):
     assert np.abs(y).max() <= 1.0
 
 
-def test_corrupt_flac_is_an_audio_file_error(tmp_path, tfio_audio):
-    path = tmp_path / "bad.flac"
-    path.write_bytes(b"fLaC" + b"\x00" * 64)
+def _reason(path):
+    """read_audio's reason for a bad file: one line, in words, without exception names or TensorFlow's op noise."""
     with pytest.raises(AudioFileError) as err:
         read_audio(path)
-    assert "bad.flac" in str(err.value) and "\n" not in str(err.value)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and "\n" not in text, text
+    for noise in ("Error", "device", "job:", "Op:", "function_node", "{{"):
+        assert noise not in err.value.reason, err.value.reason
+    return err.value.reason
+
+
+def test_corrupt_flac_is_an_audio_file_error(tmp_path, tfio_audio):
+    path = tmp_path / "bad.flac"
+    path.write_bytes(b"fLaC" + b"\x00" * 64)  # the marker, then no valid metadata block
+    reason = _reason(path)
+    assert reason.startswith("cannot decode FLAC: ") and "metadata" in reason
+
+
+def test_random_bytes_flac_is_not_a_flac_stream(tmp_path, tfio_audio):
+    path = tmp_path / "noise.flac"
+    path.write_bytes(np.random.default_rng(0).bytes(2000))
+    assert _reason(path) == "cannot decode FLAC: not a FLAC stream (no fLaC marker)"
+
+
+# ---------------------------------------------------------------- broken WAV headers
+
+
+def test_wav_with_a_huge_fmt_chunk_says_so(tmp_path):
+    path = patched_wav(tmp_path / "huge-fmt.wav", fmt_size=0xFFFFFFFF, seconds=0.1)
+    reason = _reason(path)
+    assert reason.startswith("not a valid WAV file: fmt chunk of 4294967295 bytes"), reason
+
+
+def test_wav_with_zero_channels_says_so(tmp_path):
+    path = patched_wav(tmp_path / "no-channels.wav", channels=0, seconds=0.1)
+    assert _reason(path) == "WAV header says 0 channels"
 
 
 # ---------------------------------------------------------------- resampling

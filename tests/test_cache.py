@@ -1,7 +1,9 @@
 """Tests for kvae.data.cache: prepare() skips bad files, reuses and rebuilds the cache, memory-maps it."""
 
+import errno
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -295,3 +297,138 @@ def test_embedded_default_dataset(tmp_path, embedded):
     assert all(e.metadata.get("ensemble") for e in corpus.entries)
     default = prepare(None, rate=RATE, cache_dir=tmp_path / "cache")  # None means the embedded dataset
     assert default.report.root == report.root and default.report.reused == report.found
+
+
+# ---------------------------------------------------------------- damage the cache, fill the disk
+
+
+@pytest.mark.parametrize("damage, words", [("nan", "it holds 4 NaN or Inf samples"),
+                                           ("header", "its .npy header is unreadable")])
+def test_corrupted_cache_file_of_the_same_size_is_rebuilt(tmp_path, damage, words):
+    root = _good_folder(tmp_path / "data", n=2)
+    cache = tmp_path / "cache"
+    npy = prepare(root, rate=RATE, cache_dir=cache).entries[0].file
+    raw = bytearray(npy.read_bytes())
+    if damage == "nan":
+        raw[-16:] = np.full(4, np.nan, np.float32).tobytes()
+    else:
+        raw[:6] = b"GARBLE"  # where the .npy magic string was
+    size = npy.stat().st_size
+    npy.write_bytes(bytes(raw))
+    assert npy.stat().st_size == size
+    corpus = prepare(root, rate=RATE, cache_dir=cache)
+    report = corpus.report
+    assert (report.built, report.reused) == (1, 1)
+    [(path, reason)] = report.rebuilt
+    assert path == str(npy) and reason.startswith("cache file corrupted") and words in reason, reason
+    assert f"rebuilt:    {npy}: {reason}" in report.summary()
+    audio, rate = read_audio(root / "good0.wav")
+    np.testing.assert_array_equal(corpus.array(corpus.entries[0]), resample(audio, rate, RATE))
+    again = prepare(root, rate=RATE, cache_dir=cache).report
+    assert (again.built, again.reused, again.rebuilt) == (0, 2, [])
+
+
+def test_source_that_overflows_when_resampled_is_skipped(tmp_path):
+    # finite float32 samples near the float32 limit: the resampling filter's overshoot makes them Inf
+    root = _good_folder(tmp_path / "data", n=1)
+    wav_file(root / "loud.wav", np.where(np.arange(SR) % 400 < 200, 3.4e38, -3.4e38).astype(np.float32), SR)
+    corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
+    assert [e.key for e in corpus.entries] == ["good0"]
+    [(path, reason)] = corpus.report.skipped
+    assert path == str(root / "loud.wav")
+    assert reason.startswith(f"resampling {SR} -> {RATE} Hz gives ") and "NaN or Inf samples" in reason, reason
+    assert "3.4e+38" in reason
+
+
+def test_links_that_lead_nowhere_are_in_the_report(tmp_path):
+    root = _good_folder(tmp_path / "data", n=1)
+    (root / "loop.wav").symlink_to("loop.wav")
+    report = prepare(root, rate=RATE, cache_dir=tmp_path / "cache").report
+    assert report.skipped == [(str(root / "loop.wav"), "symlink loop (the link leads back to itself)")]
+    assert (report.found, report.built) == (2, 1)
+    assert f"skipped:    {root / 'loop.wav'}: symlink loop (the link leads back to itself)" in report.summary()
+
+
+def _assert_disk_full(err, cache):
+    text = _one_line(err.value)
+    assert text.startswith(f"{cache}: disk full (ENOSPC) while writing audio/"), text
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]  # no half-written file is left
+
+
+def test_disk_full_is_one_line_error_simulated(tmp_path, monkeypatch):
+    root = _good_folder(tmp_path / "data", n=2)
+    cache = tmp_path / "cache"
+    real = np.lib.format.write_array
+    calls = []
+
+    def write_array(fp, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second file: a few bytes go out, then the disk is full
+            fp.write(b"\x93NUMPY")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fp, array, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", write_array)
+    with pytest.raises(KvaeError) as err:
+        prepare(root, rate=RATE, cache_dir=cache)
+    _assert_disk_full(err, cache)
+    assert sorted(json.loads((cache / MANIFEST).read_text())["entries"]) == ["good0"]  # kept for the rerun
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB tmpfs (needs root); skipped where it cannot be mounted."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    try:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+                              capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        pytest.skip(f"cannot run mount ({exc}); test_disk_full_is_one_line_error_simulated covers ENOSPC")
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({proc.stderr.strip()}); the simulated test covers ENOSPC")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=30)
+
+
+def test_disk_full_on_a_real_small_disk(tmp_path, small_disk):
+    root = _good_folder(tmp_path / "data", n=3, seconds=6.4)  # 205 kB each cached at 8 kHz: two fit in 512 KiB
+    cache = small_disk / "cache"
+    with pytest.raises(KvaeError) as err:
+        prepare(root, rate=SR, cache_dir=cache)
+    _assert_disk_full(err, cache)
+    assert sorted(json.loads((cache / MANIFEST).read_text())["entries"]) == ["good0", "good1"]
+    subprocess.run(["mount", "-o", "remount,size=2m", str(small_disk)], check=True, timeout=30)  # space freed
+    report = prepare(root, rate=SR, cache_dir=cache).report
+    assert (report.built, report.reused) == (1, 2)
+
+
+def test_fit_names_a_cache_file_that_turns_nan(tmp_path):
+    # the cache goes bad after prepare checked it (another program, a failing disk): fit must name the
+    # file, not blame the learning rate
+    import keras
+
+    import kvae
+
+    root = _good_folder(tmp_path / "data", n=2)
+    cache = tmp_path / "cache"
+
+    class SpoilTheCache(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            for npy in (cache / "audio").glob("*.npy"):
+                samples = np.load(npy, mmap_mode="r+")
+                samples[:] = np.nan
+                samples.flush()
+                del samples
+
+    config = {
+        "name": "nan", "data": {"rate": RATE, "window_seconds": 0.25, "batch_size": 4, "cache": str(cache)},
+        "model": {"type": "fc", "hidden_layers": 1, "hidden_units": 16, "latent_dim": 4},
+        "train": {"epochs": 1, "steps_per_epoch": 2, "n_samples": 1, "verbose": 0},
+    }
+    with pytest.raises(KvaeError) as err:
+        kvae.fit(config, data=root, run=tmp_path / "run", verbose=False, callbacks=[SpoilTheCache()])
+    text = _one_line(err.value)
+    assert text.startswith(str(cache / "audio")) and "NaN or Inf samples" in text and "learning_rate" not in text

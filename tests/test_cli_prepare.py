@@ -1,10 +1,18 @@
 """Tests for `kvae prepare` through the real entry point (kvae.cli.main) and as a subprocess."""
 
+import contextlib
+import importlib
+import io
 import json
 import os
+import pickle
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +141,92 @@ def test_prepare_musicnet_tree_by_ensemble(tmp_path, capsys, layout, name):
     manifest = json.loads((cache / "manifest.json").read_text())
     assert sorted(manifest["entries"]) == ["1759", "2303", "2532"]
     assert {k: v["split"] for k, v in manifest["entries"].items()} == {"1759": "test", "2303": "test", "2532": "train"}
+
+
+def test_prepare_upsampling_is_reported(tmp_path, capsys):
+    root = tmp_path / "data"
+    tone_wav(root / "a.wav", 0.3)  # 8 kHz
+    tone_wav(root / "b.wav", 0.3)
+    for _ in range(2):  # built, then reused: every prepare says so
+        code, out, err = _run(capsys, "prepare", "--data", str(root), "--cache", str(tmp_path / "c"),
+                              "--rate", "16000", "--window", "0.1")
+        assert code == 0, err
+        assert re.search(r"^upsampled: +2 recording\(s\) have a lower sample rate than 16000 Hz and are upsampled "
+                         r"\(nothing above half their rate\): a\.wav \(8000 Hz\), b\.wav \(8000 Hz\)$", out, re.M), out
+
+
+# ---------------------------------------------------------------- folders this user may not read
+
+
+@pytest.fixture
+def open_tmp():
+    """A temporary folder every user may enter (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="kvae-perm-"))
+    path.chmod(0o755)
+    yield path
+    for p in [path, *path.rglob("*")]:
+        if not p.is_symlink():
+            p.chmod(0o755)
+    shutil.rmtree(path)
+
+
+def _prepare_unprivileged(root, cache):
+    """`kvae prepare` in a forked child that drops root to uid/gid 65534 (root reads any folder).
+
+    Not a new interpreter: the venv's python lives under /root, which uid 65534 may not enter. Returns
+    `(exit code, stdout, stderr)`; an exception that escaped `main` comes back as its traceback in stderr.
+    """
+    cache.mkdir()
+    if os.geteuid() == 0:
+        os.chown(cache, 65534, 65534)
+    importlib.import_module("kvae.data")  # the child may not read the standard library under /root
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(["prepare", "--data", str(root), "--cache", str(cache), "--window", "0.1"])
+                except BaseException:
+                    traceback.print_exc()
+                    code = "exception"
+            result = (code, out.getvalue(), err.getvalue())
+        except BaseException as exc:
+            result = ("child failed", "", repr(exc))
+        with os.fdopen(write, "wb") as f:
+            pickle.dump(result, f)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return pickle.loads(data)
+
+
+def test_prepare_unlistable_subfolder_is_skipped_with_its_reason(open_tmp):
+    root = open_tmp / "data"
+    tone_wav(root / "a.wav", 0.3)
+    locked = root / "locked"
+    tone_wav(locked / "b.wav", 0.3)
+    root.chmod(0o755)
+    locked.chmod(0)
+    code, out, err = _prepare_unprivileged(root, open_tmp / "cache")
+    assert code == 0, err
+    assert "recordings: 2 found, 1 built, 0 reused, 1 skipped" in out, out
+    assert re.search(rf"^skipped: +{re.escape(str(locked))}: cannot list this folder "
+                     r"\(Permission denied \(EACCES\)\); its audio is not used$", out, re.M), out
+
+
+def test_prepare_unlistable_data_root_is_one_line(open_tmp):
+    root = open_tmp / "data"
+    tone_wav(root / "a.wav", 0.3)
+    root.chmod(0)
+    code, out, err = _prepare_unprivileged(root, open_tmp / "cache")
+    assert code == 2, err
+    _assert_one_error_line(err, f"{root}: cannot list the data folder (Permission denied (EACCES))")

@@ -250,3 +250,36 @@ def test_read_metadata_not_utf8(tmp_path):
         read_metadata(path)
     text = _one_line(err.value)
     assert str(path) in text and "UTF-8" in text
+
+
+# ---------------------------------------------------------------- links and folders that cannot be used
+
+
+def test_symlink_loops_and_broken_links_are_listed_as_skipped(tmp_path):
+    root = tmp_path / "audio"
+    silent_wav(root / "good.wav")
+    (root / "loop.wav").symlink_to("loop.wav")  # ln -s loop.wav loop.wav
+    (root / "a.wav").symlink_to("b.wav")  # a -> b -> a
+    (root / "b.wav").symlink_to("a.wav")
+    (root / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    (root / "old-folder").symlink_to(tmp_path / "unmounted")  # a link to a folder of audio that is gone
+    source = find_recordings(root)
+    assert [r.key for r in source.recordings] == ["good"]
+    skipped = {p: reason for p, reason in source.skipped}
+    assert sorted(skipped) == sorted(str(root / n) for n in ("loop.wav", "a.wav", "b.wav", "gone.wav", "old-folder"))
+    for name in ("loop.wav", "a.wav", "b.wav"):
+        assert skipped[str(root / name)].startswith("symlink loop"), skipped
+    assert "broken symlink" in skipped[str(root / "gone.wav")] and "nowhere.wav" in skipped[str(root / "gone.wav")]
+    assert "broken symlink" in skipped[str(root / "old-folder")]
+
+
+def test_symlinked_folders_are_followed_once(tmp_path):
+    root = tmp_path / "audio"
+    silent_wav(root / "a.wav")
+    silent_wav(tmp_path / "elsewhere" / "b.wav")
+    (root / "more").symlink_to(tmp_path / "elsewhere")  # a folder of audio outside the root, linked in
+    (root / "more" / "up").symlink_to(root)  # a link back up: searching it would never end
+    source = find_recordings(root)
+    assert sorted(r.key for r in source.recordings) == ["a", "more/b"]
+    assert source.skipped == [(str(root / "more" / "up"), f"leads to the folder {root}, which is searched already")]
+

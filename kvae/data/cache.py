@@ -6,26 +6,39 @@ float32 at the target rate, as one ``.npy`` file, and `Corpus` opens them with
 
 ``manifest.json`` records the cache's settings (format version, rate,
 resampler) and, per recording, what it was built from (source path, size and
-mtime). A recording whose source changed, or a cache built with other
-settings, is rebuilt; a recording that cannot be read is skipped and listed.
+mtime) and the size and CRC-32 of the cached file. A recording whose source
+changed, or a cache built with other settings, is rebuilt; so is a cached
+file that is missing or no longer matches its size and CRC-32 (the report
+lists it with the reason). A recording that cannot be read is skipped and
+listed. Every cache file and the manifest are written to a temporary file in
+the same folder and renamed into place, so an interrupted `prepare` leaves
+no half-written file under a cache name.
+
+Verifying the CRC-32 reads every cached file once per `prepare` (and so per
+`fit`). ``benchmarks/cache_checksum_benchmark.py`` measured 1.4 GB/s (file
+read + zlib.crc32, page cache warm; blake2b manages 0.37 GB/s): reusing a
+3 kHz cache costs under 1 % of building it from 44.1 kHz WAVs (4 % at 16 kHz),
+about one second for MusicNet's 34 hours at 3 kHz.
 """
 
+import errno
 import hashlib
 import json
 import os
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from kvae.data.audio_io import AudioFileError, read_audio, resample
+from kvae.data.audio_io import AudioFileError, os_reason, read_audio, resample
 from kvae.data.sources import find_recordings
 from kvae.errors import KvaeError
 from kvae.paths import kvae_home
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: the manifest holds each cached file's CRC-32
 RESAMPLER = "scipy.signal.resample_poly"
 MANIFEST = "manifest.json"
 
@@ -67,6 +80,8 @@ class PrepareReport:
     wall_seconds: float = 0.0
     short: list = field(default_factory=list)  # keys shorter than the window
     window_seconds: float = 0.0
+    rebuilt: list = field(default_factory=list)  # (cache file, why it could not be reused)
+    upsampled: list = field(default_factory=list)  # (source path, its rate) of sources below `rate`
 
     def summary(self):
         """Return the report as printable lines."""
@@ -84,8 +99,17 @@ class PrepareReport:
                 f"short:      {len(self.short)} recording(s) shorter than the "
                 f"{self.window_seconds:g} s window will be zero-padded: {', '.join(self.short)}"
             )
+        if self.upsampled:
+            shown = ", ".join(f"{Path(p).name} ({r} Hz)" for p, r in self.upsampled[:3])
+            more = f" and {len(self.upsampled) - 3} more" if len(self.upsampled) > 3 else ""
+            lines.append(
+                f"upsampled:  {len(self.upsampled)} recording(s) have a lower sample rate than {self.rate} Hz "
+                f"and are upsampled (nothing above half their rate): {shown}{more}"
+            )
         for note in self.notes:
             lines.append(f"note:       {note}")
+        for path, reason in self.rebuilt:
+            lines.append(f"rebuilt:    {path}: {reason}")
         for path, reason in self.skipped:
             lines.append(f"skipped:    {path}: {reason}")
         return lines
@@ -126,6 +150,19 @@ class Corpus:
         """Total duration in seconds."""
         return sum(e.frames for e in self.entries) / self.rate
 
+    def non_finite(self):
+        """Return `(file, count)` for each cached file holding NaN or Inf samples (reads every file)."""
+        bad = []
+        for entry in self.entries:
+            count = _count_non_finite(self.array(entry))
+            if count:
+                bad.append((entry.file, count))
+        return bad
+
+
+def _count_non_finite(array, chunk=1 << 22):
+    return sum(int(np.count_nonzero(~np.isfinite(array[i:i + chunk]))) for i in range(0, len(array), chunk))
+
 
 def default_cache_dir(root, rate):
     """Return the cache folder kvae uses for a dataset root at a rate when none is given."""
@@ -162,6 +199,7 @@ def _load_manifest(cache_dir, settings, report):
 
 
 def _write_atomic(path, write):
+    """Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`; remove it on failure."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     os.close(fd)
     try:
@@ -172,14 +210,92 @@ def _write_atomic(path, write):
             os.unlink(tmp)
 
 
-def _cached_ok(record, source_stat, npy):
-    return (
-        record is not None
-        and record.get("source_size") == source_stat.st_size
-        and record.get("source_mtime_ns") == source_stat.st_mtime_ns
-        and npy.is_file()
-        and npy.stat().st_size == record.get("npy_bytes")
-    )
+class _CrcWriter:
+    """A write-only file wrapper that keeps a running CRC-32 and byte count of what passes through."""
+
+    def __init__(self, f):
+        self.f, self.crc, self.size = f, 0, 0
+
+    def write(self, data):
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        return self.f.write(data)
+
+
+def _save_npy(path, audio):
+    """Write `audio` to `path` as .npy, atomically; return `(bytes, crc32)` of the file written."""
+    done = {}
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            out = _CrcWriter(f)
+            np.lib.format.write_array(out, audio, allow_pickle=False)
+        done["size"], done["crc"] = out.size, out.crc
+
+    _write_atomic(path, write)
+    return done["size"], done["crc"]
+
+
+def file_crc32(path, chunk=1 << 22):
+    """CRC-32 (zlib) of a file's bytes, read in 4 MiB chunks."""
+    crc = 0
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return crc
+            crc = zlib.crc32(view[:n], crc)
+
+
+def _damage(npy):
+    """What a cached file that fails its CRC-32 holds, for the report: NaN/Inf samples or an unreadable header."""
+    try:
+        array = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        return f"; its .npy header is unreadable ({str(exc).splitlines()[0][:80]})" if str(exc) else ""
+    if array.dtype != np.float32 or array.ndim != 1:
+        return f"; it holds {array.dtype} {array.shape} instead of float32 samples"
+    bad = _count_non_finite(array)
+    return f"; it holds {bad} NaN or Inf samples" if bad else ""
+
+
+def _reuse_problem(record, source_stat, npy):
+    """None if the cached file can be reused; else why not: "" for a new or changed source, words otherwise."""
+    if (
+        record is None
+        or record.get("source_size") != source_stat.st_size
+        or record.get("source_mtime_ns") != source_stat.st_mtime_ns
+    ):
+        return ""
+    try:
+        size = npy.stat().st_size
+    except FileNotFoundError:
+        return "cache file missing"
+    except OSError as exc:
+        return f"cache file unreadable ({os_reason(exc)})"
+    if size != record.get("npy_bytes"):
+        return f"cache file is {size} bytes, {record.get('npy_bytes')} were written"
+    try:
+        crc = file_crc32(npy)
+    except OSError as exc:
+        return f"cache file unreadable ({os_reason(exc)})"
+    if crc != record.get("crc32"):
+        return f"cache file corrupted (its CRC-32 differs from the one recorded when it was written{_damage(npy)})"
+    return None
+
+
+def _write_error(cache_dir, path, exc):
+    """A one-line KvaeError for an OSError met writing the cache: disk full in those words."""
+    where = Path(path).relative_to(cache_dir) if Path(path).is_relative_to(cache_dir) else path
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None)):
+        what = "disk full (ENOSPC)" if exc.errno == errno.ENOSPC else "disk quota exceeded (EDQUOT)"
+        return KvaeError(
+            f"{cache_dir}: {what} while writing {where}; free some space or choose another cache folder "
+            f"(--cache, data.cache); recordings cached so far are kept"
+        )
+    return KvaeError(f"{cache_dir}: cannot write {where} to the cache ({os_reason(exc)})")
 
 
 def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=None, progress=None):
@@ -201,8 +317,8 @@ def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=No
         A `Corpus` whose `report` says what was found, built, reused and skipped.
 
     Raises:
-        KvaeError: the root is missing or holds no usable audio, or the cache
-            folder cannot be written.
+        KvaeError: the root is missing, cannot be listed or holds no usable
+            audio, or the cache folder cannot be written (disk full says so).
     """
     start = time.perf_counter()
     rate = int(rate)
@@ -214,37 +330,68 @@ def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=No
         root = embedded_root()
     source = find_recordings(root, select=select)
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(source.root, rate)
+    probe = cache_dir / ".write-test"
     try:
         (cache_dir / "audio").mkdir(parents=True, exist_ok=True)
-        probe = cache_dir / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None)):
+            raise _write_error(cache_dir, Path(exc.filename or probe), exc) from None
         raise KvaeError(f"{cache_dir}: cache folder is not writable ({exc.strerror or exc})") from None
 
-    report = PrepareReport(source.root, cache_dir, source.layout, rate, notes=list(source.notes))
-    report.found = len(source.recordings)
+    report = PrepareReport(source.root, cache_dir, source.layout, rate, notes=list(source.notes),
+                           skipped=list(source.skipped))
+    report.found = len(source.recordings) + len(source.skipped)
     settings = {"format_version": CACHE_FORMAT_VERSION, "rate": rate, "resampler": RESAMPLER}
     old = _load_manifest(cache_dir, settings, report)
     # Keep other recordings' records (e.g. those a `select` left out) while their source exists.
-    records = {k: v for k, v in old.items() if Path(v.get("source", "")).is_file()}
+    records = {k: v for k, v in old.items() if os.path.isfile(v.get("source", ""))}
+
+    def save_manifest():
+        manifest = dict(settings, root=str(source.root), layout=source.layout, entries=records)
+        text = json.dumps(manifest, indent=1)
+        _write_atomic(cache_dir / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+
     entries = []
     for i, rec in enumerate(source.recordings):
         if progress:
             progress(i, report.found, rec.key)
         npy = cache_dir / "audio" / _entry_name(rec.key)
-        stat = rec.path.stat()
+        try:
+            stat = rec.path.stat()
+        except OSError as exc:  # gone or unreadable since it was listed
+            report.skipped.append((str(rec.path), f"cannot read file ({os_reason(exc)})"))
+            continue
         record = old.get(rec.key)
-        if _cached_ok(record, stat, npy):
+        problem = _reuse_problem(record, stat, npy)
+        if problem is None:
             report.reused += 1
         else:
             try:
                 audio, source_rate = read_audio(rec.path)
             except AudioFileError as exc:
                 report.skipped.append((str(exc.path), exc.reason))
+                records.pop(rec.key, None)
                 continue
+            peak = float(np.abs(audio).max())
             audio = resample(audio, source_rate, rate)
-            _write_atomic(npy, lambda tmp, a=audio: np.save(tmp, a, allow_pickle=False))
+            bad = _count_non_finite(audio)
+            if bad:  # finite samples near the float32 limit can overflow in the resampling filter
+                report.skipped.append((str(rec.path), f"resampling {source_rate} -> {rate} Hz gives {bad} NaN or "
+                                                      f"Inf samples (its peak, {peak:.3g}, is near the float32 limit)"))
+                records.pop(rec.key, None)
+                continue
+            try:
+                npy_bytes, crc = _save_npy(npy, audio)
+            except OSError as exc:
+                try:  # keep what was built: a rerun after freeing space resumes
+                    save_manifest()
+                except OSError:
+                    pass
+                raise _write_error(cache_dir, npy, exc) from None
+            if problem:
+                report.rebuilt.append((str(npy), problem))
             record = {
                 "file": npy.name,
                 "split": rec.split,
@@ -253,18 +400,23 @@ def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=No
                 "source_size": stat.st_size,
                 "source_mtime_ns": stat.st_mtime_ns,
                 "source_rate": int(source_rate),
-                "npy_bytes": npy.stat().st_size,
+                "npy_bytes": npy_bytes,
+                "crc32": crc,
             }
             report.built += 1
         records[rec.key] = record
         entries.append(Entry(rec.key, rec.split, npy, int(record["frames"]), rec.metadata))
         report.seconds_of_audio += record["frames"] / rate
         report.cache_bytes += record["npy_bytes"]
+        if record.get("source_rate", rate) < rate:
+            report.upsampled.append((str(rec.path), int(record["source_rate"])))
     if progress:
         progress(report.found, report.found, None)
 
-    manifest = dict(settings, root=str(source.root), layout=source.layout, entries=records)
-    _write_atomic(cache_dir / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+    try:
+        save_manifest()
+    except OSError as exc:
+        raise _write_error(cache_dir, cache_dir / MANIFEST, exc) from None
     if window_seconds:
         report.window_seconds = float(window_seconds)
         need = int(round(window_seconds * rate))

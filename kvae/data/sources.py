@@ -8,10 +8,11 @@ for audio files; files under a folder named ``test``, ``valid`` or
 """
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvae.data.audio_io import AUDIO_SUFFIXES
+from kvae.data.audio_io import AUDIO_SUFFIXES, file_problem, os_reason
 from kvae.errors import KvaeError
 
 METADATA_FILE = "musicnet_metadata.csv"
@@ -52,12 +53,16 @@ class Source:
         layout: str. `"musicnet"`, `"musicnet-kaggle"` or `"folder"`.
         recordings: list of Recording.
         notes: list of str. One-line remarks for the summary (e.g. no metadata).
+        skipped: list of `(path, reason)`. What the search could not use: a
+            folder that cannot be listed, an audio file name that is a
+            symlink loop or a broken link, ...
     """
 
     root: Path
     layout: str
     recordings: list
     notes: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
 
 
 def read_metadata(path):
@@ -109,8 +114,57 @@ def _musicnet_data_dir(root):
     return None, None
 
 
-def _audio_files(folder):
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+def _audio_files(folder, skipped):
+    """The audio files under `folder`, sorted; what cannot be searched or used is added to `skipped`.
+
+    Symlinked folders are followed, each real folder once (a link back to a
+    folder being searched, or already searched, is skipped with that reason).
+    An entry with an audio suffix that is no readable regular file (a
+    symlink loop, a broken link, a socket), and any symlink that leads
+    nowhere, is skipped with its reason; other files are not audio and are
+    passed over.
+
+    Raises:
+        KvaeError: `folder` itself cannot be listed.
+    """
+    found = []
+    searched = {}  # (st_dev, st_ino) -> the path it was searched as
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            st = os.stat(current)
+            key = (st.st_dev, st.st_ino)
+            if key in searched:
+                skipped.append((str(current), f"leads to the folder {searched[key]}, which is searched already"))
+                continue
+            searched[key] = current
+            with os.scandir(current) as it:
+                children = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            if current == folder:
+                raise KvaeError(f"{folder}: cannot list the data folder ({os_reason(exc)})") from None
+            skipped.append((str(current), f"cannot list this folder ({os_reason(exc)}); its audio is not used"))
+            continue
+        folders = []
+        for entry in children:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_dir:
+                folders.append(path)
+            elif path.suffix.lower() in AUDIO_SUFFIXES:
+                problem = file_problem(path)
+                if problem:
+                    skipped.append((str(path), problem))
+                else:
+                    found.append(path)
+            elif entry.is_symlink() and not os.path.exists(path):  # it may have led to a folder of audio
+                skipped.append((str(path), file_problem(path)))
+        stack.extend(reversed(folders))
+    return sorted(found)
 
 
 def _select(recordings, select, metadata_path):
@@ -154,16 +208,23 @@ def find_recordings(root, select=None):
         A `Source`.
 
     Raises:
-        KvaeError: the root is missing, not a folder, or holds no audio, or
-            the selection cannot be applied or matches nothing.
+        KvaeError: the root is missing, not a folder, cannot be listed, or
+            holds no audio, or the selection cannot be applied or matches
+            nothing. Subfolders that cannot be listed and audio files that
+            cannot be opened are not errors: they are in `Source.skipped`.
     """
     root = Path(root).expanduser()
-    if not root.exists():
-        raise KvaeError(f"{root}: data path does not exist")
-    if not root.is_dir():
-        raise KvaeError(f"{root}: data path is not a folder")
-    data_dir, layout = _musicnet_data_dir(root)
-    notes = []
+    try:
+        if not root.exists():
+            raise KvaeError(f"{root}: data path does not exist")
+        if not root.is_dir():
+            raise KvaeError(f"{root}: data path is not a folder")
+        with os.scandir(root):
+            pass
+        data_dir, layout = _musicnet_data_dir(root)
+    except OSError as exc:  # e.g. a folder this user may not list
+        raise KvaeError(f"{exc.filename or root}: cannot list the data folder ({os_reason(exc)})") from None
+    notes, skipped = [], []
     if data_dir is not None:
         metadata_path = root / METADATA_FILE
         if not metadata_path.is_file() and (data_dir / METADATA_FILE).is_file():
@@ -179,13 +240,13 @@ def find_recordings(root, select=None):
         for split in ("train", "test"):
             folder = data_dir / f"{split}_data"
             if folder.is_dir():
-                for path in _audio_files(folder):
+                for path in _audio_files(folder, skipped):
                     recordings.append(Recording(path.stem, path, split, metadata.get(path.stem, {})))
     else:
         layout, metadata_path = "folder", None
         if select and set(select) - {"id"}:
             raise KvaeError(f"{root}: not a MusicNet tree, cannot select by {', '.join(select)}")
-        files = [p.relative_to(root) for p in _audio_files(root)]
+        files = [p.relative_to(root) for p in _audio_files(root, skipped)]
         stems = [rel.with_suffix("").as_posix() for rel in files]
         recordings = []
         for rel, stem in zip(files, stems):
@@ -193,10 +254,13 @@ def find_recordings(root, select=None):
             key = stem if stems.count(stem) == 1 else rel.as_posix()  # a.wav and a.flac stay apart
             recordings.append(Recording(key, root / rel, "test" if held_out else "train"))
     if not recordings:
+        if skipped:
+            reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+            raise KvaeError(f"{root}: no usable audio found ({len(skipped)} skipped: {reasons})")
         if not any(root.iterdir()):
             raise KvaeError(f"{root}: empty folder")
         raise KvaeError(f"{root}: no audio found (looked for {', '.join(AUDIO_SUFFIXES)})")
     chosen = _select(recordings, select, metadata_path)
     if not chosen:
         raise KvaeError(f"{root}: no recording matches select={select}")
-    return Source(root, layout, chosen, notes)
+    return Source(root, layout, chosen, notes, skipped)

@@ -159,6 +159,8 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
         shuffle=False,  # WindowSource already shuffles, reproducibly from the seed and epoch
     )
     if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
+        for path, count in train_src.corpus.non_finite():  # bad data, not a bad learning rate
+            raise KvaeError(f"{path}: cached audio holds {count} NaN or Inf samples; run `kvae prepare` again")
         raise KvaeError("training diverged (loss is NaN or Inf); lower train.learning_rate")
     model.save(run_dir / "model.keras")
     finish_run(model, run_dir, cfg)
