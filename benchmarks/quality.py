@@ -20,6 +20,9 @@ first config's evaluation, so put a config at the common rate first.
     python benchmarks/quality.py --out runs/quality  # keep the runs (samples, curves) and quality.json
     python benchmarks/quality.py --quick            # smoke run: 2 configs, 10 steps, 16 clips
 
+Rerunning with the same `--out` resumes: finished models are loaded (their
+training time shows as nan) and an interrupted training resumes.
+
 Run on demand; it takes minutes per model on a 2-core CPU. The script uses
 kvae's public API only.
 
@@ -93,8 +96,11 @@ def main(argv=None):
             overrides["data"] = {"path": args.data}
         config = load_config(name, overrides)
         start = time.perf_counter()
-        model, _ = kvae.fit(config, run=out / name, verbose=False)
-        seconds = time.perf_counter() - start
+        if (out / name / "model.keras").is_file():  # finished by an earlier, interrupted benchmark run
+            model, seconds = kvae.load(out / name), math.nan
+        else:  # kvae.fit resumes a run this benchmark was interrupted in
+            model, _ = kvae.fit(config, run=out / name, verbose=False)
+            seconds = time.perf_counter() - start
         start = time.perf_counter()
         result = evaluate(model, data=args.data, n_clips=n_clips, seed=args.seed, reference_rate=0 if references else 16000)
         eval_seconds = time.perf_counter() - start
