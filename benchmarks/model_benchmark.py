@@ -5,8 +5,9 @@ Run on demand (it measures, it never asserts)::
     python benchmarks/model_benchmark.py             # full run (~3-4 min on 2 cores)
     python benchmarks/model_benchmark.py --quick     # smoke run: 1 s speed, memory at 1 and 5 s only
     python benchmarks/model_benchmark.py --variants fc,transformer --out /tmp/kvae-bench
+    python benchmarks/model_benchmark.py --variants rave --parts 1   # RaveVAE's training and synthesis speed
 
-Every variant (FCVAE, Conv1DVAE, TransformerVAE, MelVAE) is built at its
+Every variant (FCVAE, Conv1DVAE, TransformerVAE, MelVAE, RaveVAE) is built at its
 default config: the built-in preset of its name (`kvae.presets.find_preset`,
 loaded with `kvae.config.load_config("fc")`, ...) when there is one, else the
 constructor defaults; always at 16000 Hz. Parts, each a plain-text table:
@@ -67,8 +68,9 @@ from _common import (Report, comma_list, command_line, fmt, load_line, machine_l
 RATE = 16000
 GIB = 1024 ** 3
 GPU_BYTES = 8 * GIB  # the paper's GPU
-VARIANTS = ("fc", "conv1d", "transformer", "mel")
-CLASS_NAMES = {"fc": "FCVAE", "conv1d": "Conv1DVAE", "transformer": "TransformerVAE", "mel": "MelVAE"}
+VARIANTS = ("fc", "conv1d", "transformer", "mel", "rave")
+CLASS_NAMES = {"fc": "FCVAE", "conv1d": "Conv1DVAE", "transformer": "TransformerVAE", "mel": "MelVAE",
+               "rave": "RaveVAE"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -124,7 +126,8 @@ def model_summary(model):
     out = {"params": int(model.count_params()), "window": int(model.window),
            "latent_shape": list(model.latent_shape)}
     for attr in ("hidden_layers", "hidden_units", "channels", "strides", "tokens", "frame_size", "num_heads",
-                 "num_layers", "n_mels", "griffin_lim_iters", "latent_dim", "stft_weight"):
+                 "num_layers", "n_mels", "griffin_lim_iters", "latent_dim", "stft_weight", "capacity", "ratios",
+                 "n_bands", "compression"):
         value = getattr(model, attr, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[attr] = value
@@ -444,7 +447,8 @@ def main(argv=None):
         info = model_summary(model)
         infos[v] = info
         extra = {k: info[k] for k in ("hidden_layers", "hidden_units", "channels", "strides", "frame_size",
-                                      "num_heads", "num_layers", "n_mels", "griffin_lim_iters") if k in info}
+                                      "num_heads", "num_layers", "n_mels", "griffin_lim_iters", "capacity",
+                                      "ratios", "n_bands", "compression") if k in info}
         if info.get("stft_weight"):
             extra["stft_weight"] = f"{info['stft_weight']:g}"
         rows.append([CLASS_NAMES[v], source, f"{cfg['data']['rate']} Hz", f"{defaults[v]:g} s", f"{info['params']:,}",

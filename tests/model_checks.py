@@ -167,3 +167,28 @@ def seeded_initial_weights(model_config, seeds):
         seed_everything(seed)
         weights.append([np.asarray(w) for w in build_model(config).get_weights()])
     return {"weights": weights, "tensorflow_imported": "tensorflow" in sys.modules}
+
+
+def adversarial_fit_refusal(path, model_kwargs):
+    """Runs on a backend without the adversarial stage: a saved adversarial model loads and samples there,
+    and `fit` / `train_on_batch` of it, and of a freshly built one, refuse with a `KvaeError`.
+
+    Returns:
+        `{"sample_shape": ..., "errors": [message, ...]}`.
+    """
+    import kvae
+    from kvae.models import RaveVAE
+
+    loaded = kvae.load(path, compile=False)
+    result = {"sample_shape": list(loaded.sample(2, seed=0).shape), "errors": []}
+    x = np.zeros((4, loaded.window), "float32")
+    for model in (loaded, RaveVAE(**model_kwargs)):
+        model.compile(optimizer="adam")
+        for attempt in (lambda: model.fit(x, epochs=1, verbose=0), lambda: model.train_on_batch(x)):
+            try:
+                attempt()
+            except KvaeError as exc:
+                result["errors"].append(str(exc))
+            else:
+                result["errors"].append(None)
+    return result

@@ -10,6 +10,9 @@ as `torch.stft(..., center=True)` and `keras.ops.stft(..., center=True)` do.
 - `kvae.dsp.spectral` (numpy): the numpy twin of the STFT, for metrics,
   evaluation features and plots; frame autocorrelation and band power (the
   evaluation's pitch salience and modulation spectrum).
+- `kvae.dsp.pqmf` (numpy; scipy when a bank is designed): the PQMF
+  multiband filterbank of RAVE-style models, with numpy reference analysis
+  and synthesis.
 - `kvae.dsp.ops` (`keras.ops`, any backend, differentiable): STFT, its
   least-squares inverse and Griffin-Lim, for models and losses.
 
@@ -27,6 +30,7 @@ from kvae.dsp.filters import (
     periodic_window,
     scaled_fft_sizes,
 )
+from kvae.dsp.pqmf import pqmf_analysis, pqmf_bank, pqmf_prototype, pqmf_synthesis
 from kvae.dsp.spectral import autocorrelation, band_power, centred_frames, power_spectrogram, stft
 
 __all__ = [
@@ -42,6 +46,10 @@ __all__ = [
     "mel_to_hz",
     "periodic_window",
     "power_spectrogram",
+    "pqmf_analysis",
+    "pqmf_bank",
+    "pqmf_prototype",
+    "pqmf_synthesis",
     "scaled_fft_sizes",
     "stft",
 ]

@@ -29,7 +29,7 @@ def read_history(path):
 
 
 def plot_history(history, path, title=None):
-    """Plot total loss, reconstruction and KL against epoch, train and validation.
+    """Plot total loss, reconstruction and KL (and the STFT and adversarial terms when logged) against epoch.
 
     Like the paper's Figures 1 and 2, one panel per term.
 
@@ -43,7 +43,8 @@ def plot_history(history, path, title=None):
         The path written.
     """
     plt = _pyplot()
-    terms = [t for t in ("loss", "reconstruction", "kl", "stft") if t in history]
+    terms = [t for t in ("loss", "reconstruction", "kl", "stft", "adv_gen", "adv_disc", "feature_matching")
+             if t in history]
     fig, axes = plt.subplots(1, len(terms), figsize=(4.2 * len(terms), 3.4), squeeze=False)
     n = len(history[terms[0]])
     epochs = history.get("epoch", list(range(n)))

@@ -3,10 +3,11 @@
 from kvae.models.conv1d_vae import Conv1DVAE
 from kvae.models.fc_vae import FCVAE
 from kvae.models.mel_vae import MelVAE
+from kvae.models.rave_vae import RaveVAE
 from kvae.models.transformer_vae import TransformerVAE
 from kvae.models.vae import VAE
 
-MODELS = {"fc": FCVAE, "conv1d": Conv1DVAE, "transformer": TransformerVAE, "mel": MelVAE}
+MODELS = {"fc": FCVAE, "conv1d": Conv1DVAE, "transformer": TransformerVAE, "mel": MelVAE, "rave": RaveVAE}
 
 
 def model_class(name):
@@ -19,4 +20,4 @@ def model_class(name):
         raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
 
 
-__all__ = ["Conv1DVAE", "FCVAE", "MelVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]
+__all__ = ["Conv1DVAE", "FCVAE", "MelVAE", "RaveVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]

@@ -56,12 +56,28 @@ class VAE(keras.Model):
         init_log_sigma: float. Initial log sigma of a learned variance.
             Defaults to -2.0.
         seed: int or None. Seed of the training-time latent noise.
+        adversarial_after: int or None. RAVE's second stage: from this
+            optimizer step on, the encoder is frozen and the decoder trains
+            against discriminators (`kvae.models.adversarial`; torch backend
+            only: elsewhere `fit` refuses with one line). None (the default)
+            trains the plain VAE throughout.
+        adversarial_weights: dict or None. Weights of the logged losses
+            `adv_gen`, `adv_disc` and `feature_matching`; defaults 1, 1, 10.
+        disc_capacity: int. Width of the discriminators. Defaults to 8.
+        disc_periods: list of int. Periods of the waveform discriminators.
+            Defaults to [2, 3, 5, 7, 11].
+        disc_fft_sizes: list of int or None. FFT sizes of the STFT
+            discriminators; None scales 2048, 1024, 512 at 44.1 kHz.
+        disc_learning_rate: float. Learning rate of the discriminators' Adam
+            (betas 0.5, 0.9 as RAVE). Defaults to 1e-4.
     """
 
     def __init__(self, sample_rate=3000, window_seconds=1.0, latent_dim=64,
                  decoder_variance="scalar", reduction="sum", reconstruction_weight=1.0,
                  beta=1.0, free_bits=0.0, stft_weight=0.0, stft_fft_sizes=None,
-                 init_log_sigma=-2.0, seed=None, **kwargs):
+                 init_log_sigma=-2.0, seed=None, adversarial_after=None, adversarial_weights=None,
+                 disc_capacity=8, disc_periods=(2, 3, 5, 7, 11), disc_fft_sizes=None, disc_learning_rate=1e-4,
+                 **kwargs):
         super().__init__(**kwargs)
         if decoder_variance not in DECODER_VARIANCES:
             raise KvaeError(
@@ -86,6 +102,16 @@ class VAE(keras.Model):
         self.stft_fft_sizes = list(stft_fft_sizes) if stft_fft_sizes else None
         self.init_log_sigma = float(init_log_sigma)
         self.seed = seed
+        if adversarial_after is not None and (isinstance(adversarial_after, bool)
+                                              or not isinstance(adversarial_after, (int, float))
+                                              or adversarial_after < 0 or int(adversarial_after) != adversarial_after):
+            raise KvaeError(f"adversarial_after: must be a step number >= 0 (or unset), got {adversarial_after!r}")
+        self.adversarial_after = None if adversarial_after is None else int(adversarial_after)
+        self.adversarial_weights_config = dict(adversarial_weights) if adversarial_weights else None
+        self.disc_capacity = int(disc_capacity)
+        self.disc_periods = [int(p) for p in disc_periods]
+        self.disc_fft_sizes = [int(n) for n in disc_fft_sizes] if disc_fft_sizes else None
+        self.disc_learning_rate = float(disc_learning_rate)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.beta = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(self.initial_beta),
@@ -130,11 +156,61 @@ class VAE(keras.Model):
             self.log_sigma = self.add_weight(
                 shape=shape, initializer=keras.initializers.Constant(self.init_log_sigma), name="log_sigma",
             )
+        if self.adversarial_after is not None:
+            self._build_adversarial()
         self.built = True
+
+    def _build_adversarial(self):
+        """The discriminators, their optimizer (built, so its state saves and restores) and the loss trackers."""
+        from kvae.models import adversarial
+
+        self.adversarial_weights = adversarial.loss_weights(self.adversarial_weights_config)
+        self.discriminator = adversarial.Discriminators(
+            self.window, self.sample_rate, capacity=self.disc_capacity, periods=self.disc_periods,
+            fft_sizes=self.disc_fft_sizes, name="discriminator",
+        )
+        self.discriminator.build((None, self.window))
+        self.disc_optimizer = keras.optimizers.Adam(self.disc_learning_rate, beta_1=0.5, beta_2=0.9,
+                                                    name="disc_optimizer")
+        self.disc_optimizer.build(self.discriminator.trainable_weights)
+        for name in adversarial.LOSS_NAMES:
+            setattr(self, f"loss_tracker_{name}", keras.metrics.Mean(name=name))
 
     def build(self, input_shape=None):
         # Every weight is created in the constructor; nothing is left to build.
         self.built = True
+
+    # -- training: the stock step, or the adversarial one ------------------------------
+
+    def train_step(self, *args, **kwargs):
+        if self.adversarial_after is None:
+            return super().train_step(*args, **kwargs)
+        from kvae.models import adversarial
+
+        adversarial.check_backend()
+        return adversarial.torch_train_step(self, *args, **kwargs)
+
+    def test_step(self, *args, **kwargs):
+        logs = super().test_step(*args, **kwargs)
+        if self.adversarial_after is not None and isinstance(logs, dict):
+            from kvae.models.adversarial import LOSS_NAMES
+
+            logs = {k: v for k, v in logs.items() if k not in LOSS_NAMES}  # validation is the VAE loss alone
+        return logs
+
+    def fit(self, *args, **kwargs):
+        if self.adversarial_after is not None:
+            from kvae.models import adversarial
+
+            adversarial.check_backend()
+        return super().fit(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        if self.adversarial_after is not None:
+            from kvae.models import adversarial
+
+            adversarial.check_backend()
+        return super().train_on_batch(*args, **kwargs)
 
     # -- the model --------------------------------------------------------------------
 
@@ -243,5 +319,11 @@ class VAE(keras.Model):
             "stft_fft_sizes": self.stft_fft_sizes,
             "init_log_sigma": self.init_log_sigma,
             "seed": self.seed,
+            "adversarial_after": self.adversarial_after,
+            "adversarial_weights": self.adversarial_weights_config,
+            "disc_capacity": self.disc_capacity,
+            "disc_periods": self.disc_periods,
+            "disc_fft_sizes": self.disc_fft_sizes,
+            "disc_learning_rate": self.disc_learning_rate,
         })
         return config

@@ -1,0 +1,143 @@
+"""RAVE's adversarial stage (torch): the discriminators and losses, one step of each stage, resuming across
+the switch, saving and loading, and the one-line refusal on the backends that cannot train it."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+
+import audio
+import kvae
+from backends import other_backends, run_on_backend
+from kvae.errors import KvaeError
+from kvae.models import RaveVAE
+from kvae.models.adversarial import (Discriminators, discriminator_hinge, feature_matching, generator_hinge,
+                                     loss_weights)
+from model_checks import assert_same_model
+
+RATE = 3000
+TINY = dict(sample_rate=RATE, window_seconds=0.25, capacity=4, ratios=[2, 2], n_bands=4, latent_dim=4,
+            dilations=[1], seed=1, adversarial_after=1, disc_capacity=2, disc_periods=[2, 3],
+            disc_fft_sizes=[64, 128])
+LOSSES = ("adv_gen", "adv_disc", "feature_matching")
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the adversarial stage is torch-only")
+
+
+def _np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _values(weights):
+    return [_np(w).copy() for w in weights]
+
+
+def _changed(before, weights):
+    return [not np.array_equal(a, _np(w)) for a, w in zip(before, weights)]
+
+
+def test_discriminators_shapes_and_losses():
+    disc = Discriminators(window=750, sample_rate=RATE, capacity=2, periods=[2, 3, 5, 7, 11])
+    assert disc.fft_sizes == [128, 64, 32]  # DAC's 2048, 1024, 512 at 44.1 kHz, scaled to 3000 Hz
+    x = audio.tones(2, 750, 0, RATE)
+    outputs = disc(x)
+    assert len(outputs) == 3 + 5
+    for logits, features in outputs:
+        assert logits.shape[0] == 2 and logits.shape[-1] == 1 and len(features) == 5
+    # hinge: a discriminator scoring real at +1 and fake at -1 pays nothing; the generator pays 2 there
+    ones = keras.ops.ones((2, 4, 1))
+    real, fake = [(ones, [ones])], [(-ones, [ones * 3.0])]
+    assert float(discriminator_hinge(real, fake)) == pytest.approx(0.0)
+    assert float(generator_hinge(fake)) == pytest.approx(2.0)
+    assert float(feature_matching(real, fake)) == pytest.approx(2.0, rel=1e-6)  # |1 - 3| / |1|
+    assert float(feature_matching(real, real)) == 0.0
+    assert loss_weights({"feature_matching": 5}) == {"adv_gen": 1.0, "adv_disc": 1.0, "feature_matching": 5.0}
+    for bad, word in (({"adv": 1.0}, "unknown loss adv"), ({"adv_gen": -1.0}, "adv_gen")):
+        with pytest.raises(KvaeError, match=word):
+            loss_weights(bad)
+    for kwargs, word in ((dict(adversarial_after=-1), "adversarial_after"), (dict(adversarial_after="x"),
+                                                                             "adversarial_after")):
+        with pytest.raises(KvaeError, match=word):
+            RaveVAE(**{**TINY, **kwargs})
+
+
+def test_one_step_of_each_stage():
+    model = RaveVAE(**TINY)
+    assert model.get_config()["adversarial_after"] == 1
+    assert RaveVAE.from_config(model.get_config()).get_config() == model.get_config()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = audio.tones(4, 750, 0, RATE)
+    encoder, decoder = model.encoder.trainable_weights, model.decoder.trainable_weights
+    disc = model.discriminator.trainable_weights
+    enc0, dec0, disc0 = _values(encoder), _values(decoder), _values(disc)
+
+    # step 0: the VAE alone; the discriminators are untouched
+    logs = model.fit(x, batch_size=4, epochs=1, verbose=0, validation_data=(x,)).history
+    assert any(_changed(enc0, encoder)) and any(_changed(dec0, decoder)) and not any(_changed(disc0, disc))
+    assert [logs[k][-1] for k in LOSSES] == [0.0, 0.0, 0.0]
+    assert int(_np(model.disc_optimizer.iterations)) == 0
+
+    # step 1: adversarial; the encoder is frozen, decoder and discriminators learn, every term is logged
+    enc1, dec1 = _values(encoder), _values(decoder)
+    logs = model.fit(x, batch_size=4, epochs=1, verbose=0, validation_data=(x,)).history
+    assert not any(_changed(enc1, encoder))
+    assert any(_changed(dec1, decoder)) and any(_changed(disc0, disc))
+    for key in LOSSES:
+        assert np.isfinite(logs[key][-1]) and logs[key][-1] > 0, key
+        assert f"val_{key}" not in logs  # validation is the VAE's loss
+    assert logs["loss"][-1] > logs["reconstruction"][-1]  # the adversarial terms are in the generator's loss
+    assert int(_np(model.optimizer.iterations)) == 2 and int(_np(model.disc_optimizer.iterations)) == 1
+
+
+class StopAfter(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_across_the_switch_then_save_load_and_sample(embedded, tmp_path):
+    model_cfg = {k: v for k, v in TINY.items() if k not in ("sample_rate", "window_seconds", "seed")}
+    config = {"name": "adv", "data": {"rate": RATE, "window_seconds": 0.25, "batch_size": 2,
+                                      "val_windows_per_recording": 1},
+              "model": {"type": "rave", **model_cfg},
+              "train": {"epochs": 3, "steps_per_epoch": 1, "n_samples": 1, "verbose": 0}}
+    run = tmp_path / "run"
+    # epoch 0: the VAE; epoch 1: the first adversarial step, then an interruption
+    with pytest.raises(KeyboardInterrupt):
+        kvae.fit(config, run=run, callbacks=[StopAfter(1)], verbose=False)
+    model, history = kvae.fit(run=run, verbose=False)  # resumes at epoch 2, still adversarial
+    assert len(history["loss"]) == 1
+    # both optimizers' states came back: one more step each on top of the restored counts
+    assert int(_np(model.optimizer.iterations)) == 3
+    assert int(_np(model.disc_optimizer.iterations)) == 2
+    with open(run / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [float(rows[i]["adv_disc"]) > 0 for i in range(3)] == [False, True, True]
+    assert (run / "loss_curves.png").is_file()
+
+    loaded = kvae.load(run)
+    x = audio.tones(2, loaded.window, 3, RATE)
+    assert_same_model(loaded, model, x)  # every weight (the discriminators' too), samples, reconstructions
+    for a, b in zip(model.disc_optimizer.variables, loaded.disc_optimizer.variables):
+        np.testing.assert_array_equal(_np(b), _np(a), err_msg=a.path)
+    assert int(_np(loaded.optimizer.iterations)) == 3
+    clips = loaded.sample(2, seed=0)
+    assert clips.shape == (2, loaded.window) and np.isfinite(clips).all()
+
+
+@pytest.mark.parametrize("backend", other_backends())
+def test_other_backends_refuse_to_train_it_in_one_line(backend, tmp_path):
+    model = RaveVAE(**TINY)
+    model.save(tmp_path / "adv.keras")
+    result = run_on_backend(backend, "model_checks:adversarial_fit_refusal", tmp_path / "adv.keras", TINY)
+    assert result["sample_shape"] == [2, model.window]  # it loads and samples there
+    assert len(result["errors"]) == 4
+    for message in result["errors"]:
+        assert message is not None and "\n" not in message
+        assert "torch" in message and backend in message and "adversarial_after" in message
