@@ -61,11 +61,12 @@ tr.ref th { font-weight: normal; font-style: italic; }
 .pair { grid-template-columns: 1fr 1fr; margin: 0; }
 .clips { grid-template-columns: repeat(auto-fill, minmax(min(100%, 14rem), 1fr)); }
 figure { margin: 0; }
-figcaption { font-size: .85rem; }
+figcaption { font-size: .85rem; margin-bottom: .15rem; }
 img { display: block; width: 100%; max-width: 384px; height: auto; background: #eee; }
 img.wide { max-width: 100%; }
 audio { display: block; width: 100%; max-width: 384px; height: 2.2rem; }
-a:focus-visible, audio:focus-visible, summary:focus-visible, .table-wrap:focus-visible { outline: 3px solid #1a5fb4; outline-offset: 2px; }
+a:focus-visible, audio:focus-visible, summary:focus-visible, .table-wrap:focus-visible {
+  outline: 3px solid #1a5fb4; outline-offset: 2px; }
 #selftest-result:empty { display: none; }
 """
 
@@ -119,13 +120,14 @@ SELFTEST = r"""
 """
 
 
-def _figure_html(fig, tag="figure"):
+def _figure_html(fig, run):
+    """A clip: caption, then its waveform-and-spectrogram image, then the browser's own player."""
     w, h = fig["size"]
-    png, wav = _e(fig["png"]), _e(fig["wav"])
-    return (f'<{tag}><img src="{png}" width="{w}" height="{h}" loading="lazy" alt="{_e(fig["alt"])}">'
-            f'<figcaption>{_e(fig["caption"])} ({fig["seconds"]:.2f} s)</figcaption>'
-            f'<audio controls preload="metadata" src="{wav}" aria-label="Play {_e(fig["caption"])}">'
-            f'<a href="{wav}">{_e(fig["caption"])} (WAV)</a></audio></{tag}>')
+    png, wav, caption = _e(fig["png"]), _e(fig["wav"]), _e(fig["caption"])
+    return (f'<figure><figcaption>{caption} ({fig["seconds"]:.2f} s)</figcaption>'
+            f'<img src="{png}" width="{w}" height="{h}" loading="lazy" alt="{_e(fig["alt"])}">'
+            f'<audio controls preload="metadata" src="{wav}" aria-label="Play {caption}, {_e(run)}">'
+            f'<a href="{wav}">{caption} (WAV)</a></audio></figure>')
 
 
 def _config_html(info, shown):
@@ -235,7 +237,8 @@ def _run_html(info, shown, number):
         where = shown.get("recon_split", "test")
         body = (f'<p class="note">evenly spaced windows of the {_e(where)} split, each beside its reconstruction</p>'
                 '<div class="pairs">'
-                + "".join(f'<div class="pair">{_figure_html(a)}{_figure_html(b)}</div>' for a, b in shown["recon"])
+                + "".join(f'<div class="pair">{_figure_html(a, name)}{_figure_html(b, name)}</div>'
+                          for a, b in shown["recon"])
                 + "</div>")
     else:
         body = f'<p class="note">{_e(shown["recon_note"])}</p>'
@@ -243,10 +246,10 @@ def _run_html(info, shown, number):
                  f'</h3>{body}</section>')
     body = (f'<p class="note">{_e(shown["samples_note"])}</p>' if shown["samples_note"] else "")
     if shown["samples"]:
-        body += '<div class="clips">' + "".join(_figure_html(f) for f in shown["samples"]) + "</div>"
+        body += '<div class="clips">' + "".join(_figure_html(f, name) for f in shown["samples"]) + "</div>"
     parts.append(f'<section aria-labelledby="{hid}-samples"><h3 id="{hid}-samples">Prior samples</h3>{body}</section>')
     if shown["pieces"]:
-        body = '<div class="clips">' + "".join(_figure_html(f) for f in shown["pieces"]) + "</div>"
+        body = '<div class="clips">' + "".join(_figure_html(f, name) for f in shown["pieces"]) + "</div>"
     else:
         body = f'<p class="note">{_e(shown["pieces_note"])}</p>'
     parts.append(f'<section aria-labelledby="{hid}-pieces"><h3 id="{hid}-pieces">Generated pieces</h3>{body}</section>')
