@@ -57,7 +57,7 @@ th[scope=row] { text-align: left; font-weight: 600; white-space: nowrap; }
 tr.ref { background: var(--ref); }
 tr.ref th { font-weight: normal; font-style: italic; }
 .pairs, .pair, .clips { display: grid; gap: .6rem; margin-bottom: .5rem; }
-.pairs { grid-template-columns: repeat(auto-fill, minmax(min(100%, 24rem), 1fr)); column-gap: 1.5rem; }
+.pairs { grid-template-columns: repeat(auto-fill, minmax(min(100%, 34rem), 1fr)); column-gap: 1.5rem; }
 .pair { grid-template-columns: 1fr 1fr; margin: 0; }
 .clips { grid-template-columns: repeat(auto-fill, minmax(min(100%, 14rem), 1fr)); }
 figure { margin: 0; }
