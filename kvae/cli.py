@@ -168,7 +168,8 @@ def build_parser():
     p.add_argument("--n-clips", type=int, default=64, metavar="N",
                    help="clips per set of that evaluation (default 64)")
     p.add_argument("--seed", type=int, default=0)
-    _add_data_args(p, rate=False)
+    p.add_argument("--data", metavar="ROOT", help="dataset root of the test windows (default: each run's config)")
+    p.add_argument("--cache", metavar="DIR", help="cache folder (default: each run's config, else under $KVAE_HOME)")
     p.set_defaults(func=cmd_gallery)
 
     p = sub.add_parser("tune", help="keras-tuner search over depth and learning rate (FC VAE)")
