@@ -1,4 +1,4 @@
-"""The `kvae` command: prepare, fit, sample, reconstruct, evaluate, tune.
+"""The `kvae` command: prepare, fit, sample, reconstruct, evaluate, gallery, tune.
 
 Each subcommand imports what it needs only when it runs. Bad input ends with
 one line, `kvae: error: ...`, and exit status 2 (a traceback only with
@@ -98,6 +98,12 @@ def cmd_evaluate(args):
     return evaluate_main(args)
 
 
+def cmd_gallery(args):
+    from kvae.evaluation.gallery import main as gallery_main
+
+    return gallery_main(args)
+
+
 def cmd_tune(args):
     from kvae.tuning import main as tune_main
 
@@ -151,6 +157,20 @@ def build_parser():
     p.add_argument("--out", metavar="FILE.json", help="also write the report as JSON")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("gallery", help="an HTML page to listen to runs and compare them side by side")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (from kvae fit)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUN/gallery for one run; needed for several)")
+    p.add_argument("-n", type=int, default=4, metavar="N",
+                   help="held-out windows with their reconstructions, and prior samples, per run (default 4)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="evaluate runs that have no eval.json (default: show eval.json where there is one)")
+    p.add_argument("--n-clips", type=int, default=64, metavar="N",
+                   help="clips per set of that evaluation (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", metavar="ROOT", help="dataset root of the test windows (default: each run's config)")
+    p.add_argument("--cache", metavar="DIR", help="cache folder (default: each run's config, else under $KVAE_HOME)")
+    p.set_defaults(func=cmd_gallery)
 
     p = sub.add_parser("tune", help="keras-tuner search over depth and learning rate (FC VAE)")
     p.add_argument("--config", metavar="FILE",

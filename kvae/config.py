@@ -45,6 +45,7 @@ DEFAULTS = {
         "kl_warmup_steps": 0,
         "kl_start": 1e-6,
         "n_samples": 4,
+        "gallery": True,  # write RUN/gallery/index.html at the end (kvae gallery)
         "verbose": "auto",
     },
 }

@@ -102,6 +102,7 @@ for argv in (["fit", "--config", "conv1d", "--run", "runs/conv1d", *steps],
              ["sample", "runs/quick", "-n", "1", "--out", "samples", "--no-plots"],
              ["reconstruct", "runs/quick", "samples/sample_0.wav", "rec.wav"],
              ["evaluate", "runs/quick", "--n-clips", "10", "--out", "eval.json"],
+             ["gallery", "runs/quick", "runs/conv1d", "-n", "1", "--out", "gallery"],
              ["tune", "--config", "tiny", "--dir", "search", "--max-trials", "1"],
              ["prepare", "--rate", "2000"]):
     code = main(argv)
@@ -111,5 +112,7 @@ for argv in (["fit", "--config", "conv1d", "--run", "runs/conv1d", *steps],
     rest = subprocess.run([str(python), "-c", script], cwd=work, env=env, **run)
     assert rest.returncode == 0, rest.stdout[-3000:] + rest.stderr[-3000:]
     assert [line.split()[1] for line in rest.stdout.splitlines() if line.startswith("COMMAND")] == [
-        "fit", "sample", "reconstruct", "evaluate", "tune", "prepare"]
+        "fit", "sample", "reconstruct", "evaluate", "gallery", "tune", "prepare"]
     assert (work / "rec.wav").is_file() and (work / "eval.json").is_file() and (work / "search").is_dir()
+    assert (work / "runs" / "quick" / "gallery" / "index.html").is_file()  # kvae fit wrote one
+    assert (work / "gallery" / "index.html").is_file() and (work / "gallery" / "conv1d" / "recon_0.wav").is_file()

@@ -65,7 +65,7 @@ def plot_history(history, path, title=None):
     return Path(path)
 
 
-def plot_audio(samples, sample_rate, path, title=None):
+def plot_audio(samples, sample_rate, path, title=None, figsize=(8, 4.5), dpi=100):
     """Plot a clip's waveform above its spectrogram (dB).
 
     Args:
@@ -73,6 +73,8 @@ def plot_audio(samples, sample_rate, path, title=None):
         sample_rate: int. Its rate in Hz.
         path: str or Path. PNG to write.
         title: str or None. Figure title.
+        figsize: (width, height) in inches. Defaults to (8, 4.5).
+        dpi: int. Pixels per inch; the PNG is `figsize * dpi` pixels.
 
     Returns:
         The path written.
@@ -81,7 +83,7 @@ def plot_audio(samples, sample_rate, path, title=None):
 
     plt = _pyplot()
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=figsize, sharex=True)
     t = np.arange(len(x)) / sample_rate
     top.plot(t, x, lw=0.5)
     top.set_ylabel("amplitude")
@@ -99,6 +101,6 @@ def plot_audio(samples, sample_rate, path, title=None):
     if title:
         top.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return Path(path)

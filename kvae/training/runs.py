@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kvae.data import write_wav
+from kvae.evaluation.gallery import fit_gallery
 
 
 def write_samples(model, folder, n=4, seed=0, plots=True):
@@ -41,3 +42,4 @@ def finish_run(model, run_dir, config):
     if history_csv.is_file():
         plot_history(read_history(history_csv), Path(run_dir) / "loss_curves.png", title=config["name"])
     write_samples(model, Path(run_dir) / "samples", n=config["train"]["n_samples"], seed=config["train"]["seed"])
+    fit_gallery(model, run_dir, config)  # gallery/index.html (kvae.evaluation.gallery); train.gallery = false skips it

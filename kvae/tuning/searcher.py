@@ -21,7 +21,7 @@ from kvae.tuning.report import format_table, last_line, plot_trials, trial_rows,
 from kvae.tuning.space import (DEFAULT_SEARCH_CONFIG, DEFAULT_SETTINGS, PARAMETERS, SPACE_FILE, TUNERS, describe,
                                parse_space, split_search_table, write_json)
 
-_IGNORED_FOR_RESUME = (("data", "cache"), ("train", "verbose"), ("train", "n_samples"))
+_IGNORED_FOR_RESUME = (("data", "cache"), ("train", "verbose"), ("train", "n_samples"), ("train", "gallery"))
 
 
 def read_search_config(config=None):

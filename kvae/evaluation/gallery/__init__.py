@@ -1,0 +1,157 @@
+"""`kvae gallery RUN [RUN ...]`: one static HTML page to listen to runs and compare them side by side.
+
+The page (`index.html`) needs no server, no network and no JavaScript: open
+it from disk in any browser. Beside it, one folder per run holds what the
+page plays and shows, as 16-bit WAV and PNG files::
+
+    index.html
+    <run>/loss_curves.png
+    <run>/real_<i>.wav, .png        held-out test windows (evenly spaced, as `kvae evaluate` picks them)
+    <run>/recon_<i>.wav, .png       the model's reconstructions of those windows
+    <run>/sample_<i>.wav, .png      prior samples (the run's samples/, else drawn now)
+    <run>/piece_<i>.wav, .png       long generated pieces: the run's pieces/*.wav, when it has them
+    <run>/eval.json                 only when the gallery ran the evaluation itself
+
+Each run is one column, under the same row headings (config, loss curves,
+evaluation, reconstructions, samples, pieces), so several runs line up for
+comparison. The evaluation table is the run's `eval.json` (written by `kvae
+evaluate RUN --out RUN/eval.json`), or a small evaluation run on request.
+
+Every file is written atomically (a temporary file, then `os.replace`), the
+page last, and never over an input: the run folders are only read.
+
+The page carries a small inline script that runs only when its address ends
+in `#selftest`: it loads every `<audio>` and `<img>` and writes the result as
+JSON into `<pre id="selftest-result">`, which the browser test reads.
+
+`files` reads run folders and writes the clips; `page` renders the HTML.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+from kvae.errors import KvaeError
+from kvae.evaluation.gallery.files import make_run_files, read_run, write_text
+from kvae.evaluation.gallery.page import render_page
+
+DEFAULT_EXAMPLES = 4  # test windows, reconstructions and samples shown per run
+FIT_EXAMPLES = 3  # what the gallery written at the end of `kvae fit` shows (cheap: no evaluation)
+MAX_EXAMPLES = 64
+DEFAULT_EVAL_CLIPS = 64
+
+
+def _slug(name, taken):
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "run"
+    slug, k = base, 2
+    while slug in taken:
+        slug, k = f"{base}-{k}", k + 1
+    taken.add(slug)
+    return slug
+
+
+def _check_out(out, runs):
+    """Refuse an output folder that is a file, a run folder, or would put a run's files into a run folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise KvaeError(f"{out}: is a file; --out is a folder (default RUN/gallery)")
+    resolved = out.resolve()
+    for info in runs:
+        run = info["path"].resolve()
+        if resolved == run:
+            raise KvaeError(f"{out}: is the run folder {info['path']}; choose another --out (default RUN/gallery)")
+        target = (out / info["slug"]).resolve()
+        for other in runs:
+            o = other["path"].resolve()
+            if target == o or target in o.parents:
+                raise KvaeError(f"{out}: the gallery would write into the run folder {other['path']}; "
+                                "choose another --out")
+
+
+def write_gallery(runs, out=None, n=DEFAULT_EXAMPLES, evaluate=False, n_clips=DEFAULT_EVAL_CLIPS, seed=0,
+                  data=None, cache=None, models=None, progress=None):
+    """Write the listening gallery of one or several run folders.
+
+    Args:
+        runs: list of str or Path. Run folders (from `kvae fit`).
+        out: str, Path or None. Output folder; defaults to `RUN/gallery` for
+            one run and is required for several.
+        n: int. Held-out windows (with their reconstructions) and prior
+            samples shown per run. Defaults to 4.
+        evaluate: bool. Evaluate runs that have no `eval.json` (with
+            `n_clips` clips per set) and show that table; otherwise the page
+            says how to evaluate.
+        n_clips: int. Clips per set of that evaluation. Defaults to 64.
+        seed: int. Seed of the windows, of samples drawn now and of the evaluation.
+        data, cache: str, Path or None. Dataset root and cache folder for
+            the reconstructions; default: each run's config.
+        models: dict or None. `{run folder: model}` already in memory (skips loading `model.keras`).
+        progress: callable or None. Called with a short message per step.
+
+    Returns:
+        The path of `index.html`.
+
+    Raises:
+        KvaeError: a run folder is missing or not a run folder, `out` is
+            missing for several runs or would write into a run folder, or
+            `n` is out of range.
+    """
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise KvaeError("gallery: give at least one run folder")
+    n = int(n)
+    if not 0 <= n <= MAX_EXAMPLES:
+        raise KvaeError(f"-n: must be between 0 and {MAX_EXAMPLES}, got {n}")
+    if out is None:
+        if len(runs) > 1:
+            raise KvaeError("--out: needed for several runs (one run defaults to RUN/gallery)")
+        out = runs[0] / "gallery"
+    out = Path(out)
+    say = progress or (lambda message: None)
+    infos, taken = [], set()
+    for run in runs:
+        info = read_run(run)
+        info["name"] = (info["config"] or {}).get("name") or run.resolve().name
+        info["slug"] = _slug(run.resolve().name, taken)
+        infos.append(info)
+    _check_out(out, infos)
+    models = {Path(k).resolve(): v for k, v in (models or {}).items()}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        shown = [make_run_files(info, out, n, seed, models.get(info["path"].resolve()), evaluate, n_clips, data,
+                                 cache, say) for info in infos]
+        return write_text(out / "index.html", render_page(infos, shown))
+    except OSError as exc:
+        raise KvaeError(f"{out}: cannot write the gallery ({exc.strerror or exc})") from None
+
+
+def fit_gallery(model, run_dir, config):
+    """The gallery written at the end of `kvae fit` into `RUN/gallery/`: a few clips, no evaluation.
+
+    Does nothing when `train.gallery` is false. A problem only warns: the
+    trained model is already saved.
+
+    Returns:
+        The path of `index.html`, or None.
+    """
+    if not config.get("train", {}).get("gallery", True):
+        return None
+    try:
+        return write_gallery([run_dir], Path(run_dir) / "gallery", n=FIT_EXAMPLES, seed=config["train"]["seed"],
+                             models={run_dir: model})
+    except KvaeError as exc:
+        print(f"kvae: warning: gallery not written: {exc}", file=sys.stderr)
+        return None
+
+
+def main(args):
+    """`kvae gallery RUN [RUN ...]`: write the page and print where it is."""
+    progress = (lambda m: print(f"  {m}", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+    page = write_gallery(args.runs, out=args.out, n=args.n, evaluate=args.evaluate, n_clips=args.n_clips,
+                         seed=args.seed, data=args.data, cache=args.cache, progress=progress)
+    print(f"wrote {page}")
+    print(f"open it in a browser: xdg-open {page}  (or {page.resolve().as_uri()})")
+    return 0
+
+
+__all__ = ["DEFAULT_EXAMPLES", "FIT_EXAMPLES", "fit_gallery", "main", "read_run", "render_page", "write_gallery"]
