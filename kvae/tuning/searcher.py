@@ -283,6 +283,7 @@ def search(config=None, data=None, directory="tuning-runs/fc", tuner=None, max_t
         raise KvaeError(f"max_trials: must be at least 1, got {settings['max_trials']}")
     if settings["factor"] < 2:
         raise KvaeError(f"search.factor: must be at least 2, got {settings['factor']}")
+    _keras_tuner.oracle_seed(settings["seed"])  # a bad seed fails before any work
     overrides = {}
     if settings["epochs"] is not None:
         overrides.setdefault("train", {})["epochs"] = int(settings["epochs"])
