@@ -51,11 +51,16 @@ def remove_stale_temporaries(folder):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, durable=False):
     """Yield a temporary path beside `path`; when the block ends without error, rename it onto `path`.
 
     On an error (or a KeyboardInterrupt) the temporary file is removed and
-    `path` is left as it was. The parent folder is created.
+    `path` is left as it was. The parent folder is created. The rename makes
+    the write all-or-nothing for a killed or failing process; `durable` also
+    flushes the file to the disk first (fsync, milliseconds), so that a
+    power cut cannot leave the new name on unwritten data: for what costs
+    training time to redo (the model, the backup), not for each of many
+    sample WAVs.
 
     Example:
     ```python
@@ -68,7 +73,7 @@ def atomic_path(path):
     tmp = temporary_name(path)
     try:
         yield tmp
-        if tmp.is_file():  # flush to disk before the rename, so the new name never points at unwritten data
+        if durable and tmp.is_file():
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)

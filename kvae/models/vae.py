@@ -230,11 +230,13 @@ class VAE(keras.Model):
                 z = ops.convert_to_numpy(keras.random.normal((m,) + shape)) * float(temperature)
             yield np.asarray(z, dtype=np.float32)
 
-    def sample_batches(self, n, seed=None, temperature=1.0, batch_size=64):
+    def sample_batches(self, n, seed=None, temperature=1.0, batch_size=256):
         """Decode `n` prior samples a batch at a time, so memory does not grow with `n`.
 
         Batch after batch gives the clips `sample(n, seed, temperature)`
-        gives, in the same order (see `prior_noise`).
+        gives, in the same order (see `prior_noise`). Batches of 256 decode
+        about as fast per clip as one big batch on a 2-core CPU, where 64
+        took 2-3 times longer.
 
         Yields:
             float32 numpy arrays of shape `(batch, window)`.

@@ -48,9 +48,9 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             if not all(hasattr(self, name) for name in names):
                 return super()._save_model()
             os.makedirs(self.backup_dir, exist_ok=True)
-            with atomic_path(self._weights_path) as tmp:
+            with atomic_path(self._weights_path, durable=True) as tmp:
                 self.model.save_weights(str(tmp), overwrite=True)
-            with atomic_path(self._training_metadata_path) as tmp:
+            with atomic_path(self._training_metadata_path, durable=True) as tmp:
                 tmp.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
         except OSError as exc:
             raise save_error(exc, self.backup_dir, "backing up the run") from None

@@ -23,7 +23,7 @@ from kvae.data import write_wav
 from kvae.errors import KvaeError
 
 
-def write_samples(model, folder, n=4, seed=0, plots=True, batch_size=64):
+def write_samples(model, folder, n=4, seed=0, plots=True, batch_size=256):
     """Write `n` prior samples as WAV (and waveform-spectrogram PNG) files; return the WAV paths.
 
     Clips are generated and written `batch_size` at a time, so memory does

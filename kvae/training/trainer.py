@@ -186,7 +186,7 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
     # The backup stays until the model and the rest of the folder are written: a run cut short
     # here resumes from it (and, with every epoch done, only saves again).
     try:
-        with atomic_path(model_path) as tmp:
+        with atomic_path(model_path, durable=True) as tmp:
             model.save(tmp)
     except OSError as exc:
         raise save_error(exc, model_path, "saving the model") from None
