@@ -64,14 +64,16 @@ def cmd_fit(args):
     start = time.perf_counter()
     model, history = fit(config=config, data=args.data, run=args.run, settings=_set_items(args))
     last = {k: v[-1] for k, v in history.items()}
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()))
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())) or "no epoch left to train, model saved"
     print(f"done in {time.perf_counter() - start:.0f} s: {shown}")
     return 0
 
 
 def cmd_sample(args):
+    from kvae.paths import check_output_folder
     from kvae.training import load, write_samples
 
+    check_output_folder(args.out)
     model = load(args.model, compile=False)
     paths = write_samples(model, args.out, n=args.n, seed=args.seed, plots=not args.no_plots)
     for p in paths:
@@ -80,15 +82,13 @@ def cmd_sample(args):
 
 
 def cmd_reconstruct(args):
-    from kvae.data import read_audio, resample, write_wav
-    from kvae.training import load, reconstruct_audio
+    from kvae.paths import check_output_file
+    from kvae.training import load, reconstruct_file
 
+    check_output_file(args.output, [args.input, args.model])
     model = load(args.model, compile=False)
-    audio, rate = read_audio(args.input)
-    audio = resample(audio, rate, model.sample_rate)
-    out = reconstruct_audio(model, audio)
-    write_wav(args.output, out, model.sample_rate)
-    print(f"{args.output}: {len(out) / model.sample_rate:.2f} s at {model.sample_rate} Hz")
+    frames = reconstruct_file(model, args.input, args.output)
+    print(f"{args.output}: {frames / model.sample_rate:.2f} s at {model.sample_rate} Hz")
     return 0
 
 
@@ -139,14 +139,14 @@ def build_parser():
     p.add_argument("model", help="model.keras file or run folder")
     p.add_argument("-n", type=int, default=4, help="number of clips (default 4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="samples", metavar="DIR")
+    p.add_argument("--out", default="samples", metavar="DIR", help="folder to write to (default samples)")
     p.add_argument("--no-plots", action="store_true", help="skip the waveform/spectrogram PNGs")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("reconstruct", help="pass a WAV through a model, window by window")
+    p = sub.add_parser("reconstruct", help="pass a WAV through a model, window by window (streamed)")
     p.add_argument("model")
     p.add_argument("input", metavar="IN.wav")
-    p.add_argument("output", metavar="OUT.wav")
+    p.add_argument("output", metavar="OUT.wav", help="WAV to write; never the input, nor a folder")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("evaluate", help="does a model sound like its data? two-sample tests against reference rows")

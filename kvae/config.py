@@ -194,6 +194,12 @@ def validate(config):
                             f"got {config['train'][key]}")
     if config["train"]["learning_rate"] <= 0:
         raise KvaeError(f"train.learning_rate: must be positive, got {config['train']['learning_rate']}")
+    for key, meaning in (("steps_per_epoch", "0 for one pass over the windows"), ("kl_warmup_steps", "0 for none"),
+                         ("clipnorm", "0 for no clipping"), ("kl_start", "the KL weight at step 0")):
+        if config["train"][key] < 0:
+            raise KvaeError(f"train.{key}: must be 0 or more ({meaning}), got {config['train'][key]}")
+    if not 0 <= config["train"]["seed"] < 2 ** 32:
+        raise KvaeError(f"train.seed: must be an integer from 0 to 2**32 - 1, got {config['train']['seed']}")
     return config
 
 

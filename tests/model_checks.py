@@ -107,8 +107,8 @@ def check_sampling(model, x):
 def check_saved_models_on_backend(models, backend, tmp_path, train=True):
     """Save each model here, load it on `backend` in one child process, and compare.
 
-    There, as here: `decode(z)` within 1e-4; `to_audio(decode(z))` and `reconstruct(x)` within
-    1e-3 of their peak (+1e-5); `sample` gives audio of the right shape; with `train`, one
+    There, as here: `decode(z)` within 1e-4; `to_audio(decode(z))`, `reconstruct(x)` and
+    `sample(2, seed=1)` within 1e-3 of their peak (+1e-5); with `train`, one
     epoch of fitting gives a finite loss.
 
     Args:
@@ -133,6 +133,10 @@ def check_saved_models_on_backend(models, backend, tmp_path, train=True):
             error = np.abs(got[key] - want[key]).max()
             assert error < 1e-3 * np.abs(want[key]).max() + 1e-5, (name, key, error)
         assert got["sample"].shape == (2, model.window) and np.abs(got["sample"]).max() > 0, name
+        # The same seed draws the same latents on every backend (NumPy's generator), so the same clips.
+        want_sample = model.sample(2, seed=1)
+        error = np.abs(got["sample"] - want_sample).max()
+        assert error < 1e-3 * np.abs(want_sample).max() + 1e-5, (name, "sample", error)
         if train:
             assert np.isfinite(got["loss"]), name
 

@@ -250,3 +250,48 @@ def test_write_wav_clips_and_zeroes_non_finite(tmp_path):
     path = write_wav(tmp_path / "c.wav", np.array([2.0, -3.0, np.nan, 0.25]), 8000)
     y, _ = read_audio(path)
     np.testing.assert_array_equal(y, np.array([1.0, -1.0, 0.0, 0.25], dtype=np.float32))
+
+
+# ---------------------------------------------------------------- streaming (issue 14: memory does not grow with length)
+
+
+@pytest.mark.parametrize("kind", ["int16-stereo", "float32", "uint8", "int24"])
+def test_reading_and_resampling_piece_by_piece_equals_the_whole_file(tmp_path, kind):
+    from kvae.data import AudioReader, ResampledReader
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.9, 0.9, (30_011, 2))
+    if kind == "int24":
+        path = pcm24_wav(tmp_path / "a.wav", (x[:, 0] * 2**23).astype(np.int64), 22050)  # decoded whole
+    else:
+        data = {"int16-stereo": (x * 32767).astype(np.int16), "float32": x[:, 0].astype(np.float32),
+                "uint8": (x[:, 0] * 127 + 128).astype(np.uint8)}[kind]
+        path = wav_file(tmp_path / "a.wav", data, 22050)
+    whole, rate = read_audio(path)
+    reader = AudioReader(path)
+    assert (reader.rate, reader.frames) == (rate, len(whole))
+    assert (reader._samples is None) == (kind != "int24")  # read from the disk block by block
+    np.testing.assert_array_equal(np.concatenate([reader.read(a, a + 997) for a in range(0, len(whole), 997)]), whole)
+    resampled = ResampledReader(reader, 3000)
+    expected = resample(whole, rate, 3000)
+    assert resampled.frames == len(expected)
+    pieces = [resampled.read(a, a + 61) for a in range(0, len(expected), 61)]
+    np.testing.assert_allclose(np.concatenate(pieces), expected, atol=1e-7)
+
+
+def test_streamed_wav_writer_writes_the_same_bytes_as_scipy(tmp_path):
+    from scipy.io import wavfile
+
+    from kvae.data import WavWriter
+
+    x = sine(200, 0.5, 3000, 0.8)
+    with WavWriter(tmp_path / "a.wav", 3000) as out:
+        for start in range(0, len(x), 333):
+            out.write(x[start:start + 333])
+    wavfile.write(tmp_path / "b.wav", 3000, x)
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    with pytest.raises(ZeroDivisionError):  # an error while writing: no file, no temporary left
+        with WavWriter(tmp_path / "c.wav", 3000) as out:
+            out.write(x)
+            1 / 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav"]

@@ -1,14 +1,19 @@
 """kvae.fit end to end on the embedded data: run folder, learning, resuming, the CLI, config errors."""
 
 import csv
+import errno
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
 import kvae
-from backends import run_on_backend
+from audio import tone_wav
+from backends import backend_env, current_backend, run_on_backend
 from kvae import cli
 from kvae.config import load_config, parse_set
 from kvae.data import read_audio, write_wav
@@ -131,6 +136,10 @@ def test_cli_fit_sample_reconstruct(embedded, tmp_path, capsys):
     (["bogus.key=1"], "bogus.key"),
     (["no_equals_sign"], "no_equals_sign"),
     (["model.type=rnn"], "model.type"),
+    (["train.steps_per_epoch=-3"], "train.steps_per_epoch"),
+    (["train.kl_warmup_steps=-1"], "train.kl_warmup_steps"),
+    (["train.clipnorm=-1.0"], "train.clipnorm"),
+    (["train.seed=-1"], "train.seed"),
 ])
 def test_bad_overrides_are_one_line_errors_naming_the_key(items, word):
     with pytest.raises(KvaeError) as info:
@@ -202,3 +211,264 @@ def test_fit_with_the_tf_data_front_end(embedded, tmp_path):
         model, history = kvae.fit(config, run=tmp_path / "run", verbose=False)
     assert len(history["loss"]) == 2 and np.isfinite(history["val_loss"]).all()
     assert not [w for w in caught if "ran out of data" in str(w.message)]
+
+
+# ---------------------------------------------------------------- nothing lost, no tracebacks (issue 14)
+
+
+def epochs_logged(run):
+    return [int(r["epoch"]) for r in rows(run / "history.csv")]
+
+
+def hidden_files(folder):
+    return sorted(p.name for p in folder.rglob(".*"))
+
+
+KILLED_WHILE_SAVING = """
+import os, sys
+import keras
+
+def save(self, filepath, *args, **kwargs):  # the process is killed halfway through writing the model
+    with open(filepath, "wb") as f:
+        f.write(b"PK\\x03\\x04")
+    os._exit(9)
+
+keras.Model.save = save
+from kvae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_run_killed_while_saving_the_model_resumes(embedded, tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    run = tmp_path / "run"
+    command = ["fit", "--config", str(config), "--run", str(run)]
+    proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, *command], env=backend_env(current_backend()),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 9, proc.stderr[-3000:]
+    assert (run / "backup").is_dir()  # kept until the model is safely written
+    (run / "model.keras").write_bytes(b"PK\x03\x04")  # and a model file cut short does not stop the resume
+    assert cli.main(command) == 0  # the same command again
+    assert kvae.load(run).sample_rate == 3000
+    assert not (run / "backup").exists()
+    assert epochs_logged(run) == [0, 1]  # the epochs were not trained again
+    assert hidden_files(run) == []  # no temporary file left behind
+
+
+def test_unreadable_model_without_backup_says_what_to_do(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(load_config(TINY)))
+    (run / "model.keras").write_bytes(b"")
+    assert cli.main(["fit", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "model.keras: unreadable model" in err and "delete it and rerun the same command" in err
+
+
+def test_history_lists_each_epoch_once_after_resuming_from_an_earlier_epoch(embedded, tmp_path):
+    run = tmp_path / "run"
+    config = load_config(TINY, {"train": {"epochs": 3}})
+    with pytest.raises(KeyboardInterrupt):
+        kvae.fit(config, run=run, callbacks=[StopAfter(0)])
+    # The cut-short run had logged epoch 1 too (killed after writing its row, before its backup).
+    lines = (run / "history.csv").read_text().splitlines()
+    (run / "history.csv").write_text("\n".join(lines + ["1" + lines[1][1:], "2,0.1"]) + "\n")
+    kvae.fit(run=run)
+    assert epochs_logged(run) == [0, 1, 2]
+
+
+def test_history_starts_afresh_after_a_divergence(embedded, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(KvaeError, match="diverged"):
+        kvae.fit(TINY, run=run, learning_rate=1e30)
+    assert epochs_logged(run) == [0] and not (run / "backup").exists()
+    model, history = kvae.fit(TINY, run=run)  # the same folder with a learning rate that works
+    assert epochs_logged(run) == [0, 1]
+    assert all(np.isfinite(float(r["loss"])) for r in rows(run / "history.csv"))
+
+
+def test_loss_plot_reader_keeps_the_last_row_of_each_epoch(tmp_path):
+    from kvae.evaluation.plots import read_history
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,inf\n0,5\n1,4\n0,9\n1,3\n2,2\n")  # two resumes of an older kvae
+    assert read_history(path) == {"epoch": [0.0, 1.0, 2.0], "loss": [9.0, 3.0, 2.0]}
+
+
+def _disk_full(self, filepath, *args, **kwargs):
+    with open(filepath, "wb") as f:
+        f.write(b"\0" * 100)  # a partial file
+    raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+
+
+@pytest.mark.parametrize("method, doing", [("save_weights", "backing up the run"), ("save", "saving the model")])
+def test_disk_full_while_saving_is_one_line_and_the_rerun_resumes(embedded, tmp_path, monkeypatch, method, doing):
+    run = tmp_path / "run"
+    monkeypatch.setattr(keras.Model, method, _disk_full)
+    with pytest.raises(KvaeError) as info:
+        kvae.fit(TINY, run=run)
+    message = str(info.value)
+    assert f"disk full while {doing}; free space and rerun the same command to resume" in message
+    assert "\n" not in message
+    assert hidden_files(run) == [] and not (run / "model.keras").exists()
+    monkeypatch.undo()
+    model, history = kvae.fit(run=run)
+    assert epochs_logged(run) == [0, 1]
+    assert len(history.get("loss", [])) == (2 if method == "save_weights" else 0)  # the model save resumes only
+    assert kvae.load(run).sample_rate == 3000 and not (run / "backup").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(size)`: a folder on a tmpfs of `size` ("300k"), unmounted afterwards; skips without root."""
+    mounted = []
+
+    def mount(size):
+        disk = tmp_path / f"disk{len(mounted)}"
+        disk.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot mount a small tmpfs here")
+        mounted.append(disk)
+        return disk
+
+    yield mount
+    for disk in mounted:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_really_full_disk_is_one_line_without_a_crash(embedded, tmp_path, small_disk):
+    """On a 300 kB tmpfs: h5py's failed write used to end in a traceback and a segfault."""
+    disk = small_disk("300k")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    command = ["fit", "--config", str(config), "--run", str(disk / "run")]
+    proc = subprocess.run([sys.executable, "-m", "kvae.cli", *command], env=backend_env(current_backend()),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"kvae: error: {disk / 'run' / 'backup'}: disk full while backing up the run; "
+        "free space and rerun the same command to resume"]
+    subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)  # space freed
+    assert cli.main(command) == 0
+    assert epochs_logged(disk / "run") == [0, 1] and (disk / "run" / "model.keras").is_file()
+
+
+def test_cli_rejects_negative_counts_on_one_line(capsys, tmp_path):
+    for option in (["--steps-per-epoch", "-3"], ["--epochs", "0"], ["--epochs", "-1"]):
+        assert cli.main(["fit", "--run", str(tmp_path / "r"), *option]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("kvae: error: train.") and "Traceback" not in err
+
+
+@pytest.fixture
+def untrained(tmp_path):
+    """A tiny FC VAE saved untrained (0.25 s windows at 3000 Hz)."""
+    from kvae.models import FCVAE
+
+    path = tmp_path / "model.keras"
+    FCVAE(sample_rate=3000, window_seconds=0.25, hidden_units=16, latent_dim=4, seed=0).save(path)
+    return path
+
+
+def test_reconstruct_never_overwrites_its_input(untrained, tmp_path, capsys):
+    source = tone_wav(tmp_path / "in.wav", seconds=0.5)
+    original = source.read_bytes()
+    (tmp_path / "soft.wav").symlink_to(source)
+    os.link(source, tmp_path / "hard.wav")
+    (tmp_path / "folder").mkdir()
+    cases = [(source, "is an input"), (tmp_path / "soft.wav", "is an input"), (tmp_path / "hard.wav", "is an input"),
+             (untrained, "is an input"), (tmp_path / "folder", "is a folder"),
+             (str(tmp_path / "new") + os.sep, "is a folder")]
+    for output, words in cases:
+        assert cli.main(["reconstruct", str(untrained), str(source), str(output)]) == 2, output
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"kvae: error: {output}") and words in err, err
+    assert source.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "hard.wav", "in.wav", "model.keras", "soft.wav"]
+
+
+def test_reconstruct_onto_a_full_disk_keeps_the_old_output(untrained, tmp_path, small_disk, capsys):
+    disk = small_disk("64k")
+    target = write_wav(disk / "out.wav", np.full(10_000, 0.25, np.float32), 3000)  # 40 kB of the 64
+    source = tone_wav(tmp_path / "in.wav", seconds=3.0)  # 36 kB once reconstructed at 3000 Hz
+    assert cli.main(["reconstruct", str(untrained), str(source), str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"kvae: error: {target}: disk full while writing the reconstruction; "
+                   "free space and run the command again\n")
+    assert np.array_equal(read_audio(target)[0], np.full(10_000, 0.25, np.float32))  # untouched
+    assert [p.name for p in disk.iterdir()] == ["out.wav"]  # nothing half written
+
+
+def test_sample_out_that_is_a_file_is_one_line(untrained, tmp_path, capsys):
+    taken = tmp_path / "taken.wav"
+    taken.write_bytes(b"x")
+    assert cli.main(["sample", str(untrained), "--out", str(taken), "-n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"kvae: error: {taken}: is a file, not a folder; give a folder name\n"
+    assert taken.read_bytes() == b"x"
+
+
+def test_samples_are_generated_and_written_a_batch_at_a_time(untrained, tmp_path, monkeypatch):
+    from kvae.training import write_samples
+
+    model = kvae.load(untrained, compile=False)
+    expected = model.sample(5, seed=3)
+    sizes = []
+    decode = type(model).decode
+    monkeypatch.setattr(type(model), "decode", lambda self, z: sizes.append(int(z.shape[0])) or decode(self, z))
+    paths = write_samples(model, tmp_path / "out", n=5, seed=3, plots=False, batch_size=2)
+    assert sizes == [2, 2, 1]  # never all the clips at once
+    written = np.stack([read_audio(p)[0] for p in paths])
+    np.testing.assert_allclose(written, expected, atol=1e-6)  # the clips of sample(5, seed=3), in order
+
+
+def _reconstruct_all_at_once(model, audio):
+    """kvae's reconstruct_audio before streaming: every window in memory at once."""
+    import math
+
+    from kvae.dsp import crossfade_window
+
+    x = np.asarray(audio, dtype=np.float32).reshape(-1)
+    w = model.window
+    hop = max(w // 2, 1)
+    n_frames = max(1, math.ceil(max(len(x) - w, 0) / hop) + 1)
+    padded = np.zeros((n_frames - 1) * hop + w, np.float32)
+    padded[: len(x)] = x
+    frames = np.stack([padded[i * hop:i * hop + w] for i in range(n_frames)])
+    out_frames = np.concatenate([model.reconstruct(frames[i:i + 64]) for i in range(0, n_frames, 64)])
+    taper = crossfade_window(w).astype(np.float32) if n_frames > 1 else np.ones(w, np.float32)
+    out = np.zeros_like(padded)
+    norm = np.zeros_like(padded)
+    for i, frame in enumerate(out_frames):
+        out[i * hop:i * hop + w] += frame * taper
+        norm[i * hop:i * hop + w] += taper
+    return (out / np.maximum(norm, 1e-3))[: len(x)]
+
+
+def test_streamed_reconstruction_equals_all_at_once(untrained, tmp_path):
+    from kvae.data import resample
+    from kvae.training import reconstruct_audio, reconstruct_file
+
+    model = kvae.load(untrained, compile=False)
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * 3000 + 123).astype(np.float32)
+    whole = _reconstruct_all_at_once(model, x)
+    np.testing.assert_array_equal(reconstruct_audio(model, x), whole)  # the same batches of 64 windows
+    for chunk in (1, 2, 5):
+        np.testing.assert_allclose(reconstruct_audio(model, x, chunk_frames=chunk), whole, atol=1e-6)
+    for n in (1, 100, 750, 751):  # shorter than, as long as and just over one window
+        np.testing.assert_allclose(reconstruct_audio(model, x[:n], chunk_frames=1), _reconstruct_all_at_once(model, x[:n]),
+                                   atol=1e-6)
+    # A file at another rate, stereo int16, read and resampled piece by piece.
+    stereo = (np.random.default_rng(1).uniform(-0.4, 0.4, (int(2.7 * 44100), 2)) * 32767).astype(np.int16)
+    source = tmp_path / "in.wav"
+    from scipy.io import wavfile
+
+    wavfile.write(source, 44100, stereo)
+    frames = reconstruct_file(model, source, tmp_path / "out.wav", chunk_frames=2)
+    audio, rate = read_audio(tmp_path / "out.wav")
+    expected = _reconstruct_all_at_once(model, resample(read_audio(source)[0], 44100, 3000))
+    assert rate == 3000 and frames == len(expected) == len(audio)
+    np.testing.assert_allclose(audio, np.clip(expected, -1, 1), atol=1e-6)

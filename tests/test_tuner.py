@@ -258,3 +258,20 @@ def test_failed_trials_are_tabled_and_reported_on_one_line(tones, tmp_path, monk
         search(TINY, data=tones, directory=tmp_path / "s", max_trials=2)
     assert [r["status"] for r in _rows(tmp_path / "s")] == ["FAILED", "FAILED"]
     assert "trial 0 failed: RuntimeError: boom" in capsys.readouterr().out
+
+
+def test_same_search_in_two_fresh_folders_runs_the_same_trials(tones, tmp_path):
+    """keras-tuner took seed 0 (the default) for no seed, so every fresh folder drew other trials."""
+    from kvae.config import read_config_file
+    from kvae.tuning import search
+
+    config = read_config_file("tiny", kind="search")
+    config["train"]["steps_per_epoch"] = 1
+    drawn = []
+    for folder in ("a", "b"):
+        result = search(config, data=tones, directory=tmp_path / folder, max_trials=2, retrain=False, verbose=False)
+        drawn.append([(r["hidden_layers"], r["learning_rate"], r["hidden_units"]) for r in result.rows])
+    assert len(drawn[0]) == 2 and drawn[0] == drawn[1]
+    with pytest.raises(KvaeError, match="search.seed: must be an integer from 0"):
+        search({**config, "search": {"seed": -1}}, data=tones, directory=tmp_path / "c")
+    assert not (tmp_path / "c").exists()

@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import struct
+import sys
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from scipy import signal
 from scipy.io import wavfile
 
 from kvae.errors import KvaeError
+from kvae.paths import atomic_path
 
 WAV_SUFFIXES = (".wav", ".wave")
 COMPRESSED_SUFFIXES = (".flac", ".ogg", ".oga", ".mp3")
@@ -303,7 +305,11 @@ def resample(samples, from_rate, to_rate):
 
 
 def write_wav(path, samples, sample_rate):
-    """Write mono float audio as a 32-bit float WAV (format tag 3).
+    """Write mono float audio as a 32-bit float WAV (format tag 3), atomically.
+
+    The bytes are those `scipy.io.wavfile.write` writes for float32 audio;
+    the file is written under a temporary name and renamed, so an
+    interrupted write leaves no half file.
 
     Args:
         path: str or Path. Destination; parent folders are created.
@@ -313,8 +319,174 @@ def write_wav(path, samples, sample_rate):
     Returns:
         The path written, as a `Path`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    x = np.clip(np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1)), -1.0, 1.0)
-    wavfile.write(path, int(sample_rate), x)
-    return path
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    with WavWriter(path, sample_rate) as out:
+        out.write(x)
+    return Path(path)
+
+
+class WavWriter:
+    """Write a mono 32-bit float WAV block by block, atomically (a context manager).
+
+    The file is written under a temporary name beside `path` and renamed
+    onto it when the `with` block ends without error; on an error it is
+    removed. The bytes are those `write_wav` (and `scipy.io.wavfile.write`)
+    write for the whole signal at once.
+
+    Args:
+        path: str or Path. Destination; parent folders are created.
+        sample_rate: int. Sample rate in Hz.
+
+    Example:
+    ```python
+    with WavWriter("out.wav", 3000) as out:
+        for block in blocks:
+            out.write(block)
+    ```
+    """
+
+    _HEADER = 58  # RIFF, fmt (18 bytes), fact, data headers, as scipy writes them for float audio
+
+    def __init__(self, path, sample_rate):
+        self.path = Path(path)
+        self.sample_rate = int(sample_rate)
+        self.frames = 0
+        self._context = None
+        self._file = None
+
+    def __enter__(self):
+        self._context = atomic_path(self.path)
+        tmp = self._context.__enter__()
+        try:
+            self._file = open(tmp, "wb")
+            self._file.write(self._header(0))
+        except BaseException:
+            self._context.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _header(self, frames):
+        rate, nbytes = self.sample_rate, 4 * frames
+        fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32) + b"\x00\x00"
+        return (b"RIFF" + struct.pack("<I", self._HEADER - 8 + nbytes) + b"WAVE"
+                + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+                + b"fact" + struct.pack("<II", 4, frames)
+                + b"data" + struct.pack("<I", nbytes))
+
+    def write(self, samples):
+        """Append samples (clipped to [-1, 1], NaN as 0)."""
+        x = np.clip(np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1)), -1.0, 1.0)
+        if self._HEADER + 4 * (self.frames + x.size) > 0xFFFFFFFF:
+            raise KvaeError(f"{self.path}: too long for a WAV file (over 4 GB)")
+        self._file.write(x.astype("<f4", copy=False).tobytes())
+        self.frames += x.size
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._file.seek(0)
+                self._file.write(self._header(self.frames))
+            self._file.close()
+        except BaseException:
+            self._file.close()
+            self._context.__exit__(*sys.exc_info())
+            raise
+        return self._context.__exit__(exc_type, exc, tb)
+
+
+class AudioReader:
+    """Random access to an audio file as mono float32, reading a WAV piece by piece.
+
+    A WAV file in a sample format numpy can read directly (float32/64,
+    int16, int32, uint8, any channel count) is read block by block from the
+    disk, so a long file is never held in memory; others (24-bit WAV, FLAC,
+    OGG, MP3) are decoded whole by `read_audio`. Errors are those of
+    `read_audio`, NaN or Inf samples reported by the block that has them.
+
+    Attributes:
+        path: Path. The file.
+        rate: int. Its sample rate in Hz.
+        frames: int. Its length in samples.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._samples = None
+        self._layout = None
+        if self.path.is_file() and self.path.stat().st_size and self.path.suffix.lower() in WAV_SUFFIXES:
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    rate, mapped = wavfile.read(self.path, mmap=True)
+                truncated = any("EOF" in str(w.message) or "premature" in str(w.message).lower() for w in caught)
+                if not truncated and isinstance(mapped, np.memmap) and mapped.size and rate > 0:
+                    channels = 1 if mapped.ndim == 1 else mapped.shape[1]
+                    self._layout = (int(mapped.offset), mapped.dtype, channels)
+                    self.rate, self.frames = int(rate), int(mapped.shape[0])
+                del mapped
+            except Exception:  # not mappable (24-bit, truncated, corrupt): read_audio says why
+                self._layout = None
+        if self._layout is None:
+            self._samples, self.rate = read_audio(self.path)
+            self.frames = len(self._samples)
+
+    def read(self, start, stop):
+        """Samples `[start, stop)` (clipped to the file) as float32 mono.
+
+        Raises:
+            AudioFileError: the block holds NaN or Inf samples.
+        """
+        start, stop = max(int(start), 0), min(int(stop), self.frames)
+        if stop <= start:
+            return np.zeros(0, np.float32)
+        if self._samples is not None:
+            return self._samples[start:stop]
+        offset, dtype, channels = self._layout
+        count = (stop - start) * channels
+        block = np.fromfile(self.path, dtype=dtype, count=count, offset=offset + start * channels * dtype.itemsize)
+        if block.size != count:
+            raise AudioFileError(self.path, "truncated WAV (file changed while reading)")
+        if not block.dtype.isnative:
+            block = block.astype(block.dtype.newbyteorder("="))
+        mono = to_float_mono(block.reshape(-1, channels) if channels > 1 else block)
+        bad = int(np.count_nonzero(~np.isfinite(mono)))
+        if bad:
+            raise AudioFileError(self.path, f"NaN or Inf samples (at least {bad})")
+        return mono
+
+
+class ResampledReader:
+    """Random access to an `AudioReader` resampled to `rate`, equal to `resample` of the whole file.
+
+    Each read resamples only the input it needs (with `resample`'s filter
+    and enough context on both sides that the result matches resampling the
+    whole signal at once).
+
+    Args:
+        reader: AudioReader (or anything with `rate`, `frames` and `read(start, stop)`).
+        rate: int. The rate to read at.
+    """
+
+    def __init__(self, reader, rate):
+        self.reader = reader
+        self.rate = int(rate)
+        g = math.gcd(int(reader.rate), self.rate)
+        self.up, self.down = self.rate // g, int(reader.rate) // g
+        self.frames = -(-reader.frames * self.up // self.down)
+        # scipy.signal.resample_poly's default filter spans 10 * max(up, down) upsampled samples either side
+        self.margin = 10 * max(self.up, self.down) // self.up + 2
+
+    def read(self, start, stop):
+        """Resampled samples `[start, stop)` (clipped to the signal) as float32."""
+        start, stop = max(int(start), 0), min(int(stop), self.frames)
+        if stop <= start:
+            return np.zeros(0, np.float32)
+        if self.up == self.down:
+            return self.reader.read(start, stop)
+        up, down = self.up, self.down
+        # Start the input on a multiple of `down`: then output k of the piece is output first + k of the whole.
+        first_in = max(0, (start * down // up - self.margin) // down * down)
+        last_in = min(self.reader.frames, -(-stop * down // up) + self.margin)
+        piece = signal.resample_poly(self.reader.read(first_in, last_in), up, down)
+        first_out = first_in * up // down
+        return piece[start - first_out:stop - first_out].astype(np.float32, copy=False)

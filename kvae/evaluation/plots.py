@@ -15,16 +15,43 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path, **kwargs):
+    """Save a figure atomically (a temporary file renamed onto `path`) and close it."""
+    from kvae.paths import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, **kwargs)
+    finally:
+        _pyplot().close(fig)
+
+
 def read_history(path):
-    """Read a Keras CSVLogger file into `{column: [floats]}`."""
-    columns = {}
+    """Read a Keras CSVLogger file into `{column: [floats]}`, one row per epoch.
+
+    A file that lists an epoch twice (written by an older kvae that appended
+    after a resume or a divergence) gives that epoch's last row; rows come
+    in epoch order.
+    """
+    rows = {}
     with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                try:
-                    columns.setdefault(key, []).append(float(value))
-                except (TypeError, ValueError):
-                    columns.setdefault(key, []).append(float("nan"))
+        for i, row in enumerate(csv.DictReader(f)):
+            try:
+                key = int(float(row.get("epoch")))
+            except (TypeError, ValueError):
+                key = ("row", i)  # no epoch column: keep every row
+            rows.pop(key, None)
+            rows[key] = row
+    ordered = sorted(rows.items(), key=lambda item: (0, item[0]) if isinstance(item[0], int) else (1, item[0][1]))
+    columns = {}
+    for _, row in ordered:
+        for key, value in row.items():
+            if key is None:  # a ragged row's extra fields
+                continue
+            try:
+                columns.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                columns.setdefault(key, []).append(float("nan"))
     return columns
 
 
@@ -60,8 +87,7 @@ def plot_history(history, path, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return Path(path)
 
 
@@ -101,6 +127,5 @@ def plot_audio(samples, sample_rate, path, title=None, figsize=(8, 4.5), dpi=100
     if title:
         top.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    _save(fig, path, dpi=dpi)
     return Path(path)

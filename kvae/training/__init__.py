@@ -1,18 +1,21 @@
 """kvae.training: `kvae.fit`, its callbacks, run folders, and using a trained model.
 
 - `trainer`: `fit`, config -> data -> model -> `model.fit` -> run folder.
-- `callbacks`: `WindowEpochs` (which epoch's windows), `KLSchedule` (KL warm-up).
+- `callbacks`: `WindowEpochs` (which epoch's windows), `KLSchedule` (KL warm-up), `EpochHistory`
+  (history.csv, one row per epoch) and `RunBackup` (the backup a cut-short run resumes from).
 - `runs`: loss curves and samples written into a run folder.
-- `inference`: `load` a model, `reconstruct_audio` of any length.
+- `inference`: `load` a model, `reconstruct_audio` (and `reconstruct_file`, streaming) of any length.
 """
 
-from kvae.training.callbacks import KLSchedule, WindowEpochs
+from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, WindowEpochs, truncate_history
 from kvae.training.trainer import build_model, compile_model, fit, make_datasets, seed_everything
-from kvae.training.inference import load, reconstruct_audio
+from kvae.training.inference import load, reconstruct_audio, reconstruct_blocks, reconstruct_file
 from kvae.training.runs import finish_run, write_samples
 
 __all__ = [
+    "EpochHistory",
     "KLSchedule",
+    "RunBackup",
     "WindowEpochs",
     "build_model",
     "compile_model",
@@ -21,6 +24,9 @@ __all__ = [
     "load",
     "make_datasets",
     "reconstruct_audio",
+    "reconstruct_blocks",
+    "reconstruct_file",
     "seed_everything",
+    "truncate_history",
     "write_samples",
 ]

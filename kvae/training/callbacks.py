@@ -1,10 +1,134 @@
-"""Keras callbacks of kvae's training loop: the epoch of the window plan, the KL warm-up."""
+"""Keras callbacks of kvae's training loop: the epoch of the window plan, the KL warm-up, the
+history file and the backup a cut-short run resumes from."""
 
+import csv
+import json
 import math
+import os
 
 import keras
 
 from kvae.errors import KvaeError
+from kvae.paths import atomic_path, save_error
+
+
+class RunBackup(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore` as kvae's run folders need it.
+
+    - The backup is kept when training ends (`delete_checkpoint=False`):
+      `kvae.fit` deletes it only once `model.keras` and the rest of the run
+      folder are safely written, so a run cut short while saving resumes.
+    - Each backup is written atomically (weights, then the epoch count, each
+      to a temporary file renamed into place), so a kill or a full disk
+      while backing up leaves the previous backup usable.
+    - A write error is a one-line `KvaeError` (disk full: free space and
+      rerun); an unreadable backup is one too, saying what to do.
+
+    Args:
+        backup_dir: str or Path. The backup folder (`<run>/backup`).
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__(str(backup_dir), delete_checkpoint=False)
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise KvaeError(f"{self.backup_dir}: cannot resume from this backup ({type(exc).__name__}: {first}); "
+                            "delete the folder to train the run again from its start") from None
+
+    def _save_model(self):
+        # keras internal: BackupAndRestore._save_model (called at each epoch end) and the attributes it
+        # writes from: _weights_path, _training_metadata_path, _current_epoch, _last_batch_seen;
+        # checked on keras 3.15.1. Another Keras falls back to its own (non-atomic) save.
+        names = ("_weights_path", "_training_metadata_path", "_current_epoch", "_last_batch_seen")
+        try:
+            if not all(hasattr(self, name) for name in names):
+                return super()._save_model()
+            os.makedirs(self.backup_dir, exist_ok=True)
+            with atomic_path(self._weights_path, durable=True) as tmp:
+                self.model.save_weights(str(tmp), overwrite=True)
+            with atomic_path(self._training_metadata_path, durable=True) as tmp:
+                tmp.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+        except OSError as exc:
+            raise save_error(exc, self.backup_dir, "backing up the run") from None
+
+
+def truncate_history(path, epoch):
+    """Drop the rows of epoch `epoch` and later (and any cut-short row) from a CSVLogger file, atomically.
+
+    Returns:
+        The number of rows kept.
+    """
+    if not os.path.isfile(path):
+        return 0
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = list(reader)
+    if not header or "epoch" not in header:
+        os.remove(path)
+        return 0
+    at = header.index("epoch")
+
+    def keep(row):
+        try:
+            return len(row) == len(header) and int(float(row[at])) < epoch
+        except ValueError:
+            return False
+
+    kept = [row for row in rows if keep(row)]
+    if not kept:
+        os.remove(path)
+    elif len(kept) != len(rows):
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(kept)
+    return len(kept)
+
+
+class EpochHistory(keras.callbacks.CSVLogger):
+    """Keras's `CSVLogger` (appending), whose file lists exactly the epochs the model went through.
+
+    A run that resumes from its backup at epoch `e` (or starts afresh, `e` =
+    0, after a divergence) first drops the rows of epoch `e` and later that
+    the cut-short run had written, so no epoch is listed twice. The file is
+    opened at the first epoch's start, when that epoch is known whatever the
+    callbacks' order. A write error is a one-line `KvaeError`.
+
+    Args:
+        filename: str or Path. The CSV file (`<run>/history.csv`).
+    """
+
+    def __init__(self, filename):
+        super().__init__(str(filename), append=True)
+        self._started = False
+
+    def on_train_begin(self, logs=None):
+        self._started = False  # opened in on_epoch_begin, once the first epoch is known
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._started:
+            return
+        try:
+            truncate_history(self.filename, epoch)
+            super().on_train_begin(logs)
+        except OSError as exc:
+            raise save_error(exc, self.filename, "writing the history") from None
+        self._started = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        try:
+            super().on_epoch_end(epoch, logs)
+        except OSError as exc:
+            raise save_error(exc, self.filename, "writing the history") from None
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        self._started = False
 
 
 class WindowEpochs(keras.callbacks.Callback):

@@ -1,5 +1,6 @@
 """Using a trained model: loading it and reconstructing audio of any length."""
 
+import importlib
 import math
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def load(path, compile=True):
     Returns:
         The model (a `kvae.models.VAE` subclass).
     """
-    import kvae.models  # noqa: F401  (registers the classes for deserialisation)
+    importlib.import_module("kvae.models")  # registers the classes for deserialisation
 
     path = Path(path)
     if path.is_dir():
@@ -35,28 +36,112 @@ def load(path, compile=True):
         raise KvaeError(f"{path}: cannot load model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
-def reconstruct_audio(model, audio):
+def reconstruct_blocks(model, read, length, chunk_frames=64):
+    """Reconstruct a signal window by window with 50% overlap-add, a chunk of windows at a time.
+
+    The signal is read and the output produced `chunk_frames` windows at a
+    time, so memory does not grow with the length; the output is the same as
+    reconstructing every window at once (windows go through the model in
+    batches of `chunk_frames`, each output sample sums its windows in the
+    same order).
+
+    Args:
+        model: VAE. A trained model.
+        read: callable. `read(start, stop)` returns the signal's samples
+            `[start, min(stop, length))` at the model's rate as float32.
+        length: int. The signal's length in samples.
+        chunk_frames: int. Windows per chunk (and per model call). Defaults to 64.
+
+    Yields:
+        Consecutive float32 blocks of the output, `length` samples in all.
+    """
+    length = int(length)
+    chunk = max(int(chunk_frames), 1)
+    w = model.window
+    hop = max(w // 2, 1)
+    n_frames = max(1, math.ceil(max(length - w, 0) / hop) + 1)
+    taper = crossfade_window(w).astype(np.float32) if n_frames > 1 else np.ones(w, np.float32)
+    overlap = w - hop
+    pending_out = np.zeros(overlap, np.float32)  # sums of earlier windows over the next chunk's first samples
+    pending_norm = np.zeros(overlap, np.float32)
+    emitted = 0
+    for f0 in range(0, n_frames, chunk):
+        f1 = min(n_frames, f0 + chunk)
+        m = f1 - f0
+        start, span = f0 * hop, (m - 1) * hop + w
+        segment = np.zeros(span, np.float32)
+        got = read(start, min(start + span, length))
+        segment[:len(got)] = got
+        frames = np.stack([segment[j * hop:j * hop + w] for j in range(m)])
+        rebuilt = model.reconstruct(frames)
+        out = np.zeros(span, np.float32)
+        norm = np.zeros(span, np.float32)
+        out[:overlap] = pending_out
+        norm[:overlap] = pending_norm
+        for j, frame in enumerate(rebuilt):
+            out[j * hop:j * hop + w] += frame * taper
+            norm[j * hop:j * hop + w] += taper
+        done = span if f1 == n_frames else m * hop  # later windows still add to the samples after m * hop
+        pending_out, pending_norm = out[done:], norm[done:]
+        block = (out[:done] / np.maximum(norm[:done], 1e-3))[: max(length - emitted, 0)]
+        emitted += len(block)
+        if len(block):
+            yield block
+
+
+def reconstruct_audio(model, audio, chunk_frames=64):
     """Reconstruct a clip of any length window by window, with 50% overlap-add.
 
     Args:
         model: VAE. A trained model.
         audio: array-like. Mono audio at the model's rate, any length.
+        chunk_frames: int. Windows reconstructed at a time (see
+            `reconstruct_blocks`); the result does not depend on it beyond
+            float rounding of the model's batched matrix products. Defaults to 64.
 
     Returns:
         A float32 array of the same length.
     """
     x = np.asarray(audio, dtype=np.float32).reshape(-1)
-    w = model.window
-    hop = max(w // 2, 1)
-    n_frames = max(1, math.ceil(max(len(x) - w, 0) / hop) + 1)
-    padded = np.zeros((n_frames - 1) * hop + w, np.float32)
-    padded[: len(x)] = x
-    frames = np.stack([padded[i * hop:i * hop + w] for i in range(n_frames)])
-    out_frames = np.concatenate([model.reconstruct(frames[i:i + 64]) for i in range(0, n_frames, 64)])
-    taper = crossfade_window(w).astype(np.float32) if n_frames > 1 else np.ones(w, np.float32)
-    out = np.zeros_like(padded)
-    norm = np.zeros_like(padded)
-    for i, frame in enumerate(out_frames):
-        out[i * hop:i * hop + w] += frame * taper
-        norm[i * hop:i * hop + w] += taper
-    return (out / np.maximum(norm, 1e-3))[: len(x)]
+    out = np.empty(len(x), np.float32)
+    at = 0
+    for block in reconstruct_blocks(model, lambda a, b: x[a:b], len(x), chunk_frames):
+        out[at:at + len(block)] = block
+        at += len(block)
+    return out
+
+
+def reconstruct_file(model, source, target, chunk_frames=64):
+    """Reconstruct an audio file into a WAV at the model's rate, streaming.
+
+    The input is read, resampled, reconstructed and written a chunk of
+    windows at a time (a WAV input is never held in memory whole; other
+    formats are decoded whole first), and the output is written atomically:
+    an error leaves no partial file.
+
+    Args:
+        model: VAE. A trained model.
+        source: str or Path. The input audio file (any rate).
+        target: str or Path. The output WAV; never one of the inputs.
+        chunk_frames: int. Windows per chunk. Defaults to 64.
+
+    Returns:
+        The number of samples written.
+
+    Raises:
+        KvaeError: the output is a folder or the input file; the input is
+            missing or not readable audio; the output cannot be written (a
+            full disk: the output is left as it was).
+    """
+    from kvae.data import AudioReader, ResampledReader, WavWriter
+    from kvae.paths import check_output_file, save_error
+
+    check_output_file(target, [source])
+    signal = ResampledReader(AudioReader(source), model.sample_rate)
+    try:
+        with WavWriter(target, model.sample_rate) as out:
+            for block in reconstruct_blocks(model, signal.read, signal.frames, chunk_frames):
+                out.write(block)
+    except OSError as exc:
+        raise save_error(exc, target, "writing the reconstruction", then="run the command again") from None
+    return out.frames

@@ -1,7 +1,9 @@
 """`kvae.fit`: resolve the config, prepare the data, build and compile the model, train, write the run folder."""
 
 import json
+import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -11,7 +13,8 @@ from kvae.config import load_config, merge_config, split_overrides
 from kvae.data import WindowSource, prepare
 from kvae.errors import KvaeError
 from kvae.models import model_class
-from kvae.training.callbacks import KLSchedule, WindowEpochs
+from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, save_error
+from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, WindowEpochs
 from kvae.training.runs import finish_run
 
 
@@ -105,7 +108,9 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
         data: str, Path or None. Dataset root; overrides `data.path`. None
             and no path in the config means the embedded dataset.
         run: str, Path or None. Run folder. A folder left by an interrupted
-            run resumes where it stopped (its saved config is used unless
+            run (killed while training, or while saving: the backup is kept
+            until `model.keras` and the rest of the folder are written)
+            resumes where it stopped (its saved config is used unless
             `config` is given). Defaults to `runs/<name>-<time>`.
         verbose: bool. Print the data summary and Keras's progress bar.
         callbacks: list or None. Extra Keras callbacks.
@@ -115,7 +120,17 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
             name (`epochs=2`, `rate=8000`, `hidden_layers=3`).
 
     Returns:
-        `(model, history)`: the trained model and a dict of per-epoch logs.
+        `(model, history)`: the trained model and a dict of the logs of the
+        epochs this call trained (empty when a resumed run had none left).
+        `history.csv` in the run folder lists every epoch the model went
+        through, once each.
+
+    Raises:
+        KvaeError: a bad config; a folder that holds a finished model, or an
+            unreadable `model.keras` and no backup; training diverged; a
+            write failed (a full disk: "free space and rerun the same
+            command to resume"). Every file is written atomically, so a
+            failed or killed write leaves the previous state to resume from.
 
     Example:
     ```python
@@ -128,24 +143,26 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
     if data is not None:
         nested.setdefault("data", {})["path"] = str(data)
     cfg, run_dir = _resolve_run(config, nested, run)
-    if (run_dir / "model.keras").is_file() and not (run_dir / "backup").exists():
-        raise KvaeError(f"{run_dir}: run folder already holds a finished model; choose another --run")
+    model_path, backup = run_dir / "model.keras", run_dir / "backup"
+    _check_run_folder(run_dir, model_path, backup)
+    for folder in (run_dir, backup, run_dir / "samples"):  # half-written files of a killed run
+        remove_stale_temporaries(folder)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+        with atomic_path(run_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(cfg, indent=2))
     except OSError as exc:
-        raise KvaeError(f"{run_dir}: cannot write run folder ({exc.strerror or exc})") from None
+        raise save_error(exc, run_dir, "writing the run folder") from None
 
     seed_everything(cfg["train"]["seed"], cfg["data"]["frontend"])
     train_ds, val_ds, train_src, steps = make_datasets(cfg, verbose=verbose)
     model = compile_model(build_model(cfg), cfg)
     train = cfg["train"]
-    cbs = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        WindowEpochs(train_ds, train_src),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-    ]
+    # Order matters at an epoch's end: KLSchedule adds `beta` to the logs before the history row is
+    # written, and the row is written before the backup, so a kill between the two leaves a row
+    # the resumed run drops and writes again (never a trained epoch without its row).
+    cbs = [WindowEpochs(train_ds, train_src), keras.callbacks.TerminateOnNaN(),
+           EpochHistory(run_dir / "history.csv"), RunBackup(backup)]
     if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
         cbs.insert(1, KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
     cbs += list(callbacks or [])
@@ -153,17 +170,54 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
         print(f"run:        {run_dir}")
         print(f"model:      {type(model).__name__}, {model.count_params():,} parameters, "
               f"{model.window} samples per window at {model.sample_rate} Hz, backend {keras.backend.backend()}")
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=train["epochs"], steps_per_epoch=steps,
-        callbacks=cbs, verbose=train["verbose"] if verbose else 0,
-        shuffle=False,  # WindowSource already shuffles, reproducibly from the seed and epoch
-    )
+    try:
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=train["epochs"], steps_per_epoch=steps,
+            callbacks=cbs, verbose=train["verbose"] if verbose else 0,
+            shuffle=False,  # WindowSource already shuffles, reproducibly from the seed and epoch
+        )
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        raise save_error(exc, run_dir, "training") from None
     if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
+        shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
         for path, count in train_src.corpus.non_finite():  # bad data, not a bad learning rate
             raise KvaeError(f"{path}: cached audio holds {count} NaN or Inf samples; run `kvae prepare` again")
         raise KvaeError("training diverged (loss is NaN or Inf); lower train.learning_rate")
-    model.save(run_dir / "model.keras")
-    finish_run(model, run_dir, cfg)
+    # The backup stays until the model and the rest of the folder are written: a run cut short
+    # here resumes from it (and, with every epoch done, only saves again).
+    try:
+        with atomic_path(model_path, durable=True) as tmp:
+            model.save(tmp)
+    except OSError as exc:
+        raise save_error(exc, model_path, "saving the model") from None
+    try:
+        finish_run(model, run_dir, cfg)
+    except OSError as exc:
+        raise save_error(exc, run_dir, "writing the loss curves and samples") from None
+    shutil.rmtree(backup, ignore_errors=True)
     if verbose:
-        print(f"saved:      {run_dir / 'model.keras'}")
+        print(f"saved:      {model_path}")
     return model, history.history
+
+
+def _readable_model(path):
+    """True when `path` looks like a complete `.keras` archive (a zip holding config.json and weights)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return "config.json" in names and any(n.endswith(".h5") for n in names)
+
+
+def _check_run_folder(run_dir, model_path, backup):
+    """Refuse a finished run, and a run whose model is unreadable with no backup to resume from."""
+    if model_path.exists() and not backup.exists():
+        if model_path.is_dir():
+            raise KvaeError(f"{model_path}: is a folder; move it away or choose another --run")
+        if _readable_model(model_path):
+            raise KvaeError(f"{run_dir}: run folder already holds a finished model; choose another --run")
+        raise KvaeError(f"{model_path}: unreadable model (a save cut short?) and no backup/ to resume from; "
+                        "delete it and rerun the same command to train the run again")

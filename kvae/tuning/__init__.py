@@ -13,6 +13,7 @@ a plain config or another search config) plus a `[search]` table::
     tuner = "random"          # random, bayesian or hyperband
     max_trials = 20
     epochs = 5                # per trial (hyperband: the most epochs of one model)
+    seed = 0                  # the same seed runs the same trials in any fresh folder
     hidden_layers = {min = 1, max = 15}
     learning_rate = {min = 1e-5, max = 1e-2, sampling = "log"}
     hidden_units = [256, 512, 1024]   # a list: choices

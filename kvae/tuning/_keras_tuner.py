@@ -82,10 +82,25 @@ def has_project(directory):
     return (Path(directory) / PROJECT_NAME / "oracle.json").is_file()
 
 
+def oracle_seed(seed):
+    """The seed given to keras-tuner for the search seed `seed` (>= 0): `seed + 1`.
+
+    keras-tuner's `Oracle` takes `seed or random.randint(1, 10000)`, so seed
+    0, kvae's default, would draw a different sequence of trials in every
+    fresh folder; shifting by one keeps every search seed, 0 included, fixed.
+    (A reloaded search keeps the seed state saved in its oracle.json.)
+    """
+    # keras-tuner internal: Oracle.__init__ treats a falsy seed as none, checked on keras-tuner 1.4.8
+    seed = int(seed)
+    if not 0 <= seed < 2 ** 32 - 1:
+        raise KvaeError(f"search.seed: must be an integer from 0 to 2**32 - 2, got {seed}")
+    return seed + 1
+
+
 def make_tuner(kind, hypermodel, directory, settings):
     """The kvae tuner of `kind` ("random", "bayesian" or "hyperband") over `directory`, reloaded if it is there."""
     reloading = has_project(directory)
-    common = dict(objective=keras_tuner.Objective(OBJECTIVE, "min"), seed=settings["seed"],
+    common = dict(objective=keras_tuner.Objective(OBJECTIVE, "min"), seed=oracle_seed(settings["seed"]),
                   directory=str(directory), project_name=PROJECT_NAME, overwrite=False,
                   max_consecutive_failed_trials=max(3, settings["max_trials"]))
     try:

@@ -5,6 +5,7 @@ tuners it drives are in `kvae.tuning._keras_tuner`.
 """
 
 import copy
+import importlib
 import json
 import os
 import shutil
@@ -99,8 +100,8 @@ def _role():
         if not os.environ.get(var):
             raise KvaeError(f"{var}: must be set with KERASTUNER_ORACLE_IP for a distributed search")
     try:
-        import grpc  # noqa: F401
-        from google import protobuf  # noqa: F401
+        for module in ("grpc", "google.protobuf"):  # imported, not just found: a broken install fails here
+            importlib.import_module(module)
     except ImportError:
         raise KvaeError("a distributed search needs grpcio and protobuf<5: pip install 'kvae[distributed]'") from None
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
@@ -283,6 +284,7 @@ def search(config=None, data=None, directory="tuning-runs/fc", tuner=None, max_t
         raise KvaeError(f"max_trials: must be at least 1, got {settings['max_trials']}")
     if settings["factor"] < 2:
         raise KvaeError(f"search.factor: must be at least 2, got {settings['factor']}")
+    _keras_tuner.oracle_seed(settings["seed"])  # a bad seed fails before any work
     overrides = {}
     if settings["epochs"] is not None:
         overrides.setdefault("train", {})["epochs"] = int(settings["epochs"])
