@@ -56,12 +56,15 @@ class VAE(keras.Model):
         init_log_sigma: float. Initial log sigma of a learned variance.
             Defaults to -2.0.
         seed: int or None. Seed of the training-time latent noise.
+        latent_gmm: dict, `kvae.models.gmm.LatentGMM` or None. An ex-post
+            Gaussian mixture over the posterior means (`set_latent_gmm`),
+            kept in the config so `sample(prior="gmm")` survives saving.
     """
 
     def __init__(self, sample_rate=3000, window_seconds=1.0, latent_dim=64,
                  decoder_variance="scalar", reduction="sum", reconstruction_weight=1.0,
                  beta=1.0, free_bits=0.0, stft_weight=0.0, stft_fft_sizes=None,
-                 init_log_sigma=-2.0, seed=None, **kwargs):
+                 init_log_sigma=-2.0, seed=None, latent_gmm=None, **kwargs):
         super().__init__(**kwargs)
         if decoder_variance not in DECODER_VARIANCES:
             raise KvaeError(
@@ -87,6 +90,9 @@ class VAE(keras.Model):
         self.init_log_sigma = float(init_log_sigma)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.latent_gmm = None
+        if latent_gmm is not None:
+            self.set_latent_gmm(latent_gmm)
         self.beta = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(self.initial_beta),
             trainable=False, name="beta",
@@ -196,7 +202,7 @@ class VAE(keras.Model):
 
     # -- using a trained model -------------------------------------------------------
 
-    def sample(self, n=1, seed=None, temperature=1.0):
+    def sample(self, n=1, seed=None, temperature=1.0, prior=None):
         """Decode `n` latents drawn from the prior into audio.
 
         Args:
@@ -204,14 +210,39 @@ class VAE(keras.Model):
             seed: int or None. The same seed gives the same clips.
             temperature: float. Scale of the prior's standard deviation.
                 Defaults to 1.0.
+            prior: str or None. `None` or `"normal"`: N(0, I); `"gmm"`: the
+                fitted latent mixture (`set_latent_gmm`), drawn with numpy
+                from the seed.
 
         Returns:
             A float32 numpy array of shape `(n, window)` at `sample_rate`.
         """
         if int(n) <= 0:
             raise KvaeError(f"n: must be a positive number of samples, got {n}")
-        z = keras.random.normal((int(n),) + tuple(self.latent_shape), seed=seed) * float(temperature)
+        if prior == "gmm":
+            z = self.sample_latents_gmm(n, np.random.default_rng(seed), temperature)
+        elif prior in (None, "normal"):
+            z = keras.random.normal((int(n),) + tuple(self.latent_shape), seed=seed) * float(temperature)
+        else:
+            raise KvaeError(f"prior: must be normal or gmm, got {prior!r}")
         return np.asarray(ops.convert_to_numpy(self.to_audio(self.decode(z))), dtype=np.float32)
+
+    def set_latent_gmm(self, gmm):
+        """Attach an ex-post Gaussian mixture over the latents (a `LatentGMM`, its config, or None)."""
+        from kvae.models.gmm import LatentGMM
+
+        gmm = None if gmm is None else LatentGMM.from_config(gmm)
+        size = int(np.prod(self.latent_shape))
+        if gmm is not None and gmm.dim != size:
+            raise KvaeError(f"latent_gmm: the mixture has {gmm.dim} dimensions, the latent {size}")
+        self.latent_gmm = gmm
+
+    def sample_latents_gmm(self, n, rng, temperature=1.0):
+        """`n` latents `(n, *latent_shape)` drawn from the latent mixture with a numpy Generator."""
+        if self.latent_gmm is None:
+            raise KvaeError("prior gmm: this model has no latent mixture; run `kvae prior fit` on its run folder")
+        z = self.latent_gmm.sample(int(n), rng, temperature)
+        return z.reshape((int(n),) + tuple(self.latent_shape))
 
     def reconstruct(self, x):
         """Encode and decode windows through the posterior mean.
@@ -243,5 +274,6 @@ class VAE(keras.Model):
             "stft_fft_sizes": self.stft_fft_sizes,
             "init_log_sigma": self.init_log_sigma,
             "seed": self.seed,
+            "latent_gmm": None if self.latent_gmm is None else self.latent_gmm.get_config(),
         })
         return config
