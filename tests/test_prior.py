@@ -64,3 +64,61 @@ def test_gmm_on_a_latent_sequence_is_diagonal_and_shaped_like_the_latent():
     assert model.latent_gmm.covariance_type == "diag"
     assert model.sample_latents_gmm(2, np.random.default_rng(0)).shape == (2,) + tuple(model.latent_shape)
     assert model.sample(2, seed=0, prior="gmm").shape == (2, model.window)
+
+
+# ---------------------------------------------------------------- the autoregressive prior model
+
+
+@pytest.mark.parametrize("kind", ["conv", "transformer"])
+def test_latent_prior_trains_saves_loads_and_is_causal(kind, tmp_path):
+    from kvae.models import LatentPrior
+
+    prior = LatentPrior(4, kind=kind, context_frames=12, width=16, components=3)
+    frames = np.random.default_rng(0).normal(size=(8, 12, 4)).astype("float32")
+    x = LatentPrior.shift_inputs(frames)
+    assert np.all(x[:, 0] == 0) and np.array_equal(x[:, 1:], frames[:, :-1])
+    prior.compile(optimizer="adam")
+    loss = prior.fit(x, frames, batch_size=4, epochs=1, verbose=0).history["loss"][-1]
+    assert np.isfinite(loss) and 4 < loss < 8  # about 1.42 nats per dimension for unit Gaussians
+    prior.set_statistics(np.full(4, 0.5), np.full(4, 2.0))
+    np.testing.assert_allclose(prior.denormalize(prior.normalize(frames)), frames, atol=1e-5)
+    prior.save(tmp_path / "prior.keras")
+    loaded = keras.models.load_model(tmp_path / "prior.keras")
+    assert loaded.get_config() == prior.get_config()
+    for a, b in zip(prior.weights, loaded.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    rngs = lambda: [np.random.default_rng(1), np.random.default_rng(2)]  # noqa: E731
+    np.testing.assert_array_equal(prior.sample_next(x[:2], rngs()), loaded.sample_next(x[:2], rngs()))
+    # causal: changing frames from t = 6 on leaves every output before t = 6 unchanged
+    later = x.copy()
+    later[:, 6:] += 3.0
+    before, after = (keras.ops.convert_to_numpy(prior(v)) for v in (x, later))
+    np.testing.assert_array_equal(before[:, :6], after[:, :6])
+    assert not np.allclose(before[:, 6:], after[:, 6:])
+
+
+@pytest.mark.parametrize("kind", ["conv", "transformer"])
+def test_stepper_matches_the_full_forward_pass(kind):
+    from kvae.models import LatentPrior
+
+    prior = LatentPrior(3, kind=kind, context_frames=10, width=8, components=2)
+    rng = np.random.default_rng(0)
+    for w in prior.trainable_weights:  # away from the zero-initialised head
+        w.assign((0.3 * rng.normal(size=w.shape)).astype("float32"))
+    frames = rng.normal(size=(2, 30, 3)).astype("float32")  # longer than the context
+    stepper = prior.stepper(2)
+    for t in range(30):
+        got = stepper.push(frames[:, t])
+    want = prior.next_distribution(frames)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_latent_prior_bad_arguments_are_one_line_errors():
+    from kvae.models import LatentPrior
+
+    for kwargs, word in ((dict(kind="rnn"), "prior.kind"), (dict(components=0), "prior.components"),
+                         (dict(kind="transformer", width=10, num_heads=4), "prior.width")):
+        with pytest.raises(KvaeError, match=word) as info:
+            LatentPrior(4, **kwargs)
+        assert "\n" not in str(info.value)

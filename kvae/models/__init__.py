@@ -1,8 +1,9 @@
-"""kvae.models: the VAE base and its variants, and a registry by name for configs."""
+"""kvae.models: the VAE base and its variants, a registry by name for configs, and the latent prior."""
 
 from kvae.models.conv1d_vae import Conv1DVAE
 from kvae.models.fc_vae import FCVAE
 from kvae.models.mel_vae import MelVAE
+from kvae.models.prior import LatentPrior
 from kvae.models.transformer_vae import TransformerVAE
 from kvae.models.vae import VAE
 
@@ -19,4 +20,4 @@ def model_class(name):
         raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
 
 
-__all__ = ["Conv1DVAE", "FCVAE", "MelVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]
+__all__ = ["Conv1DVAE", "FCVAE", "LatentPrior", "MelVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]

@@ -91,8 +91,7 @@ class VAE(keras.Model):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.latent_gmm = None
-        if latent_gmm is not None:
-            self.set_latent_gmm(latent_gmm)
+        self._initial_gmm = latent_gmm  # attached in _finish_build, once the variant knows its latent shape
         self.beta = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(self.initial_beta),
             trainable=False, name="beta",
@@ -136,6 +135,8 @@ class VAE(keras.Model):
             self.log_sigma = self.add_weight(
                 shape=shape, initializer=keras.initializers.Constant(self.init_log_sigma), name="log_sigma",
             )
+        if self._initial_gmm is not None:
+            self.set_latent_gmm(self._initial_gmm)
         self.built = True
 
     def build(self, input_shape=None):
