@@ -28,7 +28,7 @@ def read_history(path):
     return columns
 
 
-def plot_history(history, path, title=None):
+def plot_history(history, path, title=None, titles=None):
     """Plot total loss, reconstruction and KL against epoch, train and validation.
 
     Like the paper's Figures 1 and 2, one panel per term.
@@ -38,6 +38,8 @@ def plot_history(history, path, title=None):
             `History.history` or `read_history` give.
         path: str or Path. PNG to write.
         title: str or None. Figure title.
+        titles: dict or None. Panel titles by term, replacing the VAE's
+            (e.g. `{"loss": "negative log-likelihood"}` for a latent prior).
 
     Returns:
         The path written.
@@ -52,7 +54,7 @@ def plot_history(history, path, title=None):
         ax.plot(epochs, history[term], marker="o", ms=3, label="train")
         if f"val_{term}" in history:
             ax.plot(epochs, history[f"val_{term}"], marker="o", ms=3, label="validation")
-        ax.set_title({"loss": "total (negative ELBO)", "kl": "KL"}.get(term, term))
+        ax.set_title({"loss": "total (negative ELBO)", "kl": "KL", **(titles or {})}.get(term, term))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -72,6 +74,8 @@ def plot_audio(samples, sample_rate, path, title=None):
         sample_rate: int. Its rate in Hz.
         path: str or Path. PNG to write.
         title: str or None. Figure title.
+        titles: dict or None. Panel titles by term, replacing the VAE's
+            (e.g. `{"loss": "negative log-likelihood"}` for a latent prior).
 
     Returns:
         The path written.
