@@ -256,7 +256,7 @@ def test_cli_prior_fit_and_generate(vae_runs, tmp_path, capsys):
     assert cli.main(["prior", "fit", str(run), "--config", str(config), "--epochs", "1", "--steps-per-epoch", "1",
                      "--set", "prior.kind=transformer", "--pieces", "1", "--piece-seconds", "1"]) == 0
     assert json.loads((run / "prior" / "config.json").read_text())["prior"]["kind"] == "transformer"
-    assert read_audio(run / "pieces" / "piece.wav")[0].shape == (RATE,)
+    assert read_audio(run / "pieces" / "piece_0.wav")[0].shape == (RATE,)
     out = tmp_path / "piece.wav"
     assert cli.main(["generate", str(run), "--seconds", "1.5", "--seed", "2", "--temperature", "0.8",
                      "--out", str(out)]) == 0

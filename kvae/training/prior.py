@@ -191,7 +191,7 @@ def _resolve(folder, config, overrides):
 
 
 def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=True, callbacks=None, pieces=0,
-              piece_seconds=30.0, **overrides):
+              piece_seconds=30.0, folder=None, **overrides):
     """Fit the latent mixture and the autoregressive prior of a trained run into `RUN/prior/`.
 
     Args:
@@ -205,6 +205,8 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
         callbacks: list or None. Extra Keras callbacks.
         pieces: int. Also write this many generated pieces to `RUN/pieces/`.
         piece_seconds: float. Their length.
+        folder: str, Path or None. Where the prior goes; defaults to `RUN/prior`
+            (another folder leaves the run untouched, to compare priors).
         **overrides: config values by section (`train={"epochs": 2}`) or by
             name (`epochs=2`, `kind="transformer"`).
 
@@ -219,7 +221,7 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
     nested = merge_config(settings or {}, _split(overrides))
     run = Path(run)
     model_path = _run_model_path(run)
-    folder = run / "prior"
+    folder = Path(folder) if folder is not None else run / "prior"
     if (folder / "prior.keras").is_file() and not (folder / "backup").exists():
         raise KvaeError(f"{folder}: already holds a fitted prior; delete that folder to fit it again")
     cfg = _resolve(folder, config, nested)
@@ -286,7 +288,7 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
     if verbose:
         print(f"saved:      {folder / 'prior.keras'}")
     if pieces:
-        write_pieces(run, int(pieces), piece_seconds, verbose=verbose)
+        write_pieces(run, int(pieces), piece_seconds, folder=folder, verbose=verbose)
     return prior, history.history
 
 
@@ -299,13 +301,19 @@ def _plot(folder):
                      titles={"loss": "negative log-likelihood (nats per frame)"})
 
 
-def write_pieces(run, n=2, seconds=30.0, seed=0, prior="auto", verbose=True):
-    """Write `n` generated pieces to `RUN/pieces/piece_<i>.wav` (what a gallery shows); return the paths."""
+def write_pieces(run, n=2, seconds=30.0, seed=0, prior="auto", folder=None, verbose=True):
+    """Write `n` generated pieces to `RUN/pieces/piece_<i>.wav` (what a gallery shows); return the paths.
+
+    `folder` is the prior folder (default `RUN/prior`).
+    """
     from kvae.training.generation import generate
 
-    paths = generate(run, seconds=seconds, out=Path(run) / "pieces" / "piece.wav", prior=prior, seed=seed, n=n,
-                     verbose=verbose)
-    return paths
+    folder = Path(folder) if folder is not None else Path(run) / "prior"
+    source = folder / "model.keras" if (folder / "model.keras").is_file() else Path(run) / "model.keras"
+    ar_prior = folder / "prior.keras" if (folder / "prior.keras").is_file() and prior in ("auto", "ar") else None
+    out = Path(run) / "pieces" / ("piece_0.wav" if n == 1 else "piece.wav")
+    return generate(source, seconds=seconds, out=out, prior=prior, seed=seed, n=n, ar_prior=ar_prior,
+                    verbose=verbose)
 
 
 def _split(overrides):
