@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+from backends import other_backends, rerun_tests
 from kvae.errors import KvaeError
 from kvae.models import FCVAE, Conv1DVAE
 from kvae.models.gmm import LatentGMM
@@ -122,3 +123,12 @@ def test_latent_prior_bad_arguments_are_one_line_errors():
         with pytest.raises(KvaeError, match=word) as info:
             LatentPrior(4, **kwargs)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("backend", other_backends())
+def test_latent_prior_tests_pass_on_other_backend(backend):
+    tests = [f"tests/test_prior.py::{name}" for name in ("test_latent_prior_trains_saves_loads_and_is_causal",
+                                                         "test_stepper_matches_the_full_forward_pass")]
+    result = rerun_tests(backend, *tests)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "4 passed" in result.stdout
