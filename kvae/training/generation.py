@@ -31,6 +31,23 @@ from kvae.errors import KvaeError
 PRIORS = ("auto", "none", "gmm", "ar")
 
 
+def run_normalize(run):
+    """The `data.normalize` a run folder (or a model file in it or in its `prior/`) was trained with."""
+    import json
+
+    if not isinstance(run, (str, Path)):
+        return "none"
+    run = Path(run)
+    for folder in (run, run.parent, run.parent.parent) if not run.is_dir() else (run,):
+        try:  # a run's config has a data section (a prior folder's config.json does not)
+            data = json.loads((folder / "config.json").read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(data, dict):
+            return data.get("normalize", "none")
+    return "none"
+
+
 def _load_run(run, prior, ar_prior=None):
     """`(model, ar_prior or None, inputs)` for a run folder, a `.keras` file or a model."""
     from kvae.training.inference import load
@@ -80,7 +97,8 @@ def _check_prior(ar_prior, layout):
                         f"{layout.latent_shape}")
 
 
-def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=1.0, seed=0, prime=None):
+def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=1.0, seed=0, prime=None,
+                  normalize="none"):
     """Generate `n` pieces side by side, yielding their audio as it is finished.
 
     Args:
@@ -92,6 +110,7 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         temperature: float. Spread of the draws (0: means only).
         seed: int. Piece i draws from `np.random.default_rng([seed, i])`.
         prime: 1-D float32 array at the model's rate, or None. Every piece starts with it.
+        normalize: str. The run's `data.normalize`, applied to the prime's windows.
 
     Yields:
         float32 arrays `(n, k)`, consecutive stretches of the pieces (k may be 0).
@@ -115,7 +134,8 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         if kept >= windows:
             raise KvaeError(f"prime: {len(prime) / model.sample_rate:.2f} s leave nothing to generate in a "
                             f"{seconds:g} s piece; ask for more seconds")
-        prime_windows, prime_frames = layout.encode(model, prime[: layout.samples_for(kept)], limit=kept)
+        prime_windows, prime_frames = layout.encode(model, prime[: layout.samples_for(kept)], limit=kept,
+                                                    normalize=normalize)
 
     if prior == "gmm":  # whole windows, independently from the mixture
         for i in range(windows):
@@ -199,7 +219,7 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         inputs.append(Path(prime))
     start = time.perf_counter()
     chunks = stream_pieces(model, seconds, int(n), used, ar_prior if used == "ar" else None, temperature, seed,
-                           prime_audio)
+                           prime_audio, normalize=run_normalize(run))
     if out is None:
         audio = np.concatenate(list(chunks), axis=1)
         return audio

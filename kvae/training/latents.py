@@ -28,6 +28,7 @@ import math
 import numpy as np
 from keras import ops
 
+from kvae.data.windows import normalize_window
 from kvae.dsp import crossfade_window
 from kvae.errors import KvaeError
 
@@ -114,7 +115,7 @@ class LatentLayout:
         index = np.arange(n)[:, None] * self.hop_frames + np.arange(self.frames_per_window)[None, :]
         return frames[index]
 
-    def encode(self, model, audio, batch=64, limit=None):
+    def encode(self, model, audio, batch=64, limit=None, normalize="none"):
         """Posterior means of the windows of `audio` at `hop_samples`, and the stitched frames.
 
         Args:
@@ -122,6 +123,8 @@ class LatentLayout:
             audio: 1-D array (a memory map is fine: windows are read batch by batch).
             batch: int. Windows encoded at once.
             limit: int or None. Encode at most this many windows.
+            normalize: str. The run's `data.normalize`, applied to each window
+                as in training (`kvae.data.normalize_window`).
 
         Returns:
             `(window_latents, frames)`: float32 `(n, *latent_shape)` and `(frames_for(n), channels)`.
@@ -137,7 +140,7 @@ class LatentLayout:
                 begin = (start + j) * self.hop_samples
                 chunk = audio[begin:begin + self.window]
                 rows[j, : len(chunk)] = chunk
-            z_mean, _ = model.encode(ops.convert_to_tensor(rows))
+            z_mean, _ = model.encode(ops.convert_to_tensor(normalize_window(rows, normalize)))
             out.append(np.asarray(ops.convert_to_numpy(z_mean), np.float32))
         latents = np.concatenate(out).reshape((n,) + self.latent_shape)
         return latents, self.stitch(latents)

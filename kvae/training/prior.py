@@ -151,7 +151,7 @@ def _run_model_path(run):
 def _data_settings(run, model, data=None, cache=None):
     """Where the run's data is: its config.json's data section, with `data` / `cache` overriding."""
     saved = Path(run) / "config.json"
-    settings = {"path": "", "cache": "", "select": {}}
+    settings = {"path": "", "cache": "", "select": {}, "normalize": "none"}
     if saved.is_file():
         try:
             settings.update({k: v for k, v in json.loads(saved.read_text()).get("data", {}).items() if k in settings})

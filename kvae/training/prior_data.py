@@ -39,12 +39,12 @@ def _stretches(corpus, split, seconds, seed):
     return out
 
 
-def encode_split(model, layout, corpus, split, seconds, seed=0):
+def encode_split(model, layout, corpus, split, seconds, seed=0, normalize="none"):
     """Encode stretches of a split: `(sequences, window_latents)`, a frame array per stretch and every window."""
     sequences, windows = [], []
     for entry, start, length in _stretches(corpus, split, seconds, seed):
         audio = corpus.array(entry)[start:start + length]
-        latents, frames = layout.encode(model, audio)
+        latents, frames = layout.encode(model, audio, normalize=normalize)
         sequences.append(frames)
         windows.append(latents)
     return sequences, windows
@@ -83,10 +83,11 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, folder, verbos
     start = time.perf_counter()
     seconds = cfg["train"]["max_seconds"]
     seed = cfg["train"]["seed"]
-    train, windows = encode_split(model, layout, corpus, "train", seconds, seed)
+    mode = data.get("normalize", "none")
+    train, windows = encode_split(model, layout, corpus, "train", seconds, seed, mode)
     if not train:  # a folder without splits: everything is "train"
-        train, windows = encode_split(model, layout, corpus, "test", seconds, seed)
-    val, _ = encode_split(model, layout, corpus, "test", seconds / 4, seed) if corpus.split("train") else ([], [])
+        train, windows = encode_split(model, layout, corpus, "test", seconds, seed, mode)
+    val, _ = encode_split(model, layout, corpus, "test", seconds / 4, seed, mode) if corpus.split("train") else ([], [])
     if not val:  # hold out the last tenth of each training sequence
         cut = [max(1, len(s) - max(len(s) // 10, 1)) for s in train]
         val = [s[c:] for s, c in zip(train, cut) if c < len(s)]
