@@ -135,6 +135,7 @@ def test_interrupted_prior_fit_resumes(vae_runs, tmp_path):
         kvae.fit_prior(run, config=config, verbose=False, callbacks=[StopAfter()])
     folder = run / "prior"
     assert (folder / "backup").exists() and not (folder / "prior.keras").exists()
+    assert (folder / "best.weights.h5").is_file()  # epoch 0 is the best so far (train.keep_best)
     latents = (folder / "latents.npz").stat().st_mtime_ns
     _, history = kvae.fit_prior(run, verbose=False)  # the saved config is used
     assert len(history["loss"]) == 1  # only epoch 1 ran again
@@ -142,6 +143,7 @@ def test_interrupted_prior_fit_resumes(vae_runs, tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
     assert (folder / "latents.npz").stat().st_mtime_ns == latents  # the encoded latents were reused
     assert (folder / "prior.keras").is_file() and not (folder / "backup").exists()
+    assert not (folder / "best.weights.h5").exists()
 
 
 def test_bad_prior_settings_are_one_line_errors(vae_runs, tmp_path):

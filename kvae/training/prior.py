@@ -11,8 +11,10 @@ Two priors are fitted from the latents of the run's training recordings:
   to `train.max_seconds` in all), trained with Keras `fit` like the VAE:
   random crops each epoch (reproducible from the seed and the epoch), a
   validation loss on the test split (or the last tenth of each training
-  sequence when there is none), `history.csv`, `loss_curves.png`, and
-  `BackupAndRestore`, so an interrupted fit resumes where it stopped.
+  sequence when there is none), the weights of the epoch with the lowest
+  validation loss kept (`train.keep_best`), `history.csv`,
+  `loss_curves.png`, and `BackupAndRestore`, so an interrupted fit resumes
+  where it stopped.
 
 The folder holds::
 
@@ -57,6 +59,7 @@ PRIOR_DEFAULTS = {
         "clipnorm": 1.0,
         "seed": 0,
         "max_seconds": 3600.0,  # audio encoded for the prior, in all
+        "keep_best": True,  # keep the weights of the epoch with the lowest validation loss
         "verbose": "auto",
     },
 }
@@ -275,6 +278,11 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
     ] + list(callbacks or [])
+    best_path = folder / "best.weights.h5"
+    if train_cfg["keep_best"] and val_ds is not None:
+        cbs.insert(3, keras.callbacks.ModelCheckpoint(
+            str(best_path), monitor="val_loss", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=_best_so_far(folder / "history.csv")))
     if verbose:
         print(f"prior:      {prior.kind}, {prior.count_params():,} parameters, {prior.context_length} frames of context "
               f"({prior.context_length / layout.frame_rate:.1f} s at {layout.frame_rate:.1f} frames/s), "
@@ -283,13 +291,26 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
                         verbose=train_cfg["verbose"] if verbose else 0)
     if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
         raise KvaeError("prior training diverged (loss is NaN or Inf); lower train.learning_rate")
+    if best_path.is_file():  # the prior overfits small corpora: keep the epoch that generalised best
+        prior.load_weights(best_path)
     save_model_atomic(prior, folder / "prior.keras")
+    best_path.unlink(missing_ok=True)
     _plot(folder)
     if verbose:
         print(f"saved:      {folder / 'prior.keras'}")
     if pieces:
         write_pieces(run, int(pieces), piece_seconds, folder=folder, verbose=verbose)
     return prior, history.history
+
+
+def _best_so_far(history_csv):
+    """The lowest val_loss of the epochs already run (resuming), or None."""
+    if not history_csv.is_file():
+        return None
+    from kvae.evaluation.plots import read_history
+
+    values = [v for v in read_history(history_csv).get("val_loss", []) if np.isfinite(v)]
+    return min(values) if values else None
 
 
 def _plot(folder):
