@@ -30,6 +30,20 @@ def load(path, compile=True):
     return _load(path, compile=compile)
 
 
+def fit_prior(run, config=None, **kwargs):
+    """Fit the latent mixture and autoregressive prior of a trained run; see `kvae.training.fit_prior`."""
+    from kvae.training import fit_prior as _fit_prior
+
+    return _fit_prior(run, config=config, **kwargs)
+
+
+def generate(run, seconds=30.0, out=None, **kwargs):
+    """Generate long pieces from a trained run, streamed to WAV; see `kvae.training.generate`."""
+    from kvae.training import generate as _generate
+
+    return _generate(run, seconds=seconds, out=out, **kwargs)
+
+
 def tune(config=None, **kwargs):
     """Run a keras-tuner search over the FC VAE; see `kvae.tuning.search`."""
     from kvae.tuning import search

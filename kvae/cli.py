@@ -1,4 +1,4 @@
-"""The `kvae` command: prepare, fit, sample, reconstruct, evaluate, gallery, tune.
+"""The `kvae` command: prepare, fit, sample, reconstruct, evaluate, gallery, tune, prior fit, generate.
 
 Each subcommand imports what it needs only when it runs. Bad input ends with
 one line, `kvae: error: ...`, and exit status 2 (a traceback only with
@@ -92,6 +92,31 @@ def cmd_reconstruct(args):
     return 0
 
 
+def cmd_prior_fit(args):
+    from kvae.config import parse_set
+    from kvae.training import fit_prior
+
+    settings = parse_set(args.set, sections=("prior", "gmm", "train"))
+    for key, value in (("epochs", args.epochs), ("steps_per_epoch", args.steps_per_epoch)):
+        if value is not None:
+            settings.setdefault("train", {})[key] = value
+    start = time.perf_counter()
+    _, history = fit_prior(args.run, config=args.config, data=args.data, cache=args.cache, settings=settings,
+                           pieces=args.pieces, piece_seconds=args.piece_seconds)
+    last = {k: v[-1] for k, v in history.items()}
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()))
+    print(f"done in {time.perf_counter() - start:.0f} s: {shown}")
+    return 0
+
+
+def cmd_generate(args):
+    from kvae.training import generate
+
+    generate(args.run, seconds=args.seconds, out=args.out, prior=args.prior, temperature=args.temperature,
+             seed=args.seed, prime=args.prime, n=args.n, verbose=True)
+    return 0
+
+
 def cmd_evaluate(args):
     from kvae.evaluation.evaluate import main as evaluate_main
 
@@ -171,6 +196,36 @@ def build_parser():
     p.add_argument("--data", metavar="ROOT", help="dataset root of the test windows (default: each run's config)")
     p.add_argument("--cache", metavar="DIR", help="cache folder (default: each run's config, else under $KVAE_HOME)")
     p.set_defaults(func=cmd_gallery)
+    p = sub.add_parser("prior", help="latent priors of a trained run (prior fit)")
+    prior_sub = p.add_subparsers(dest="prior_command", required=True, metavar="ACTION")
+    p = prior_sub.add_parser("fit", parents=[common],
+                             help="fit the latent mixture and the autoregressive prior into RUN/prior/ (resumes)")
+    p.add_argument("run", metavar="RUN", help="run folder written by kvae fit")
+    p.add_argument("--config", metavar="FILE", help="prior config (TOML/JSON with [prior], [gmm], [train])")
+    p.add_argument("--data", metavar="ROOT", help="dataset root (default: the one the run was trained on)")
+    p.add_argument("--cache", metavar="DIR", help="cache folder (default: the run's)")
+    p.add_argument("--epochs", type=int, metavar="N")
+    p.add_argument("--steps-per-epoch", type=int, metavar="N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a prior config value, e.g. --set prior.kind=transformer (repeatable)")
+    p.add_argument("--pieces", type=int, default=0, metavar="N",
+                   help="also write N generated pieces to RUN/pieces/ (default 0)")
+    p.add_argument("--piece-seconds", type=float, default=30.0, metavar="SECONDS")
+    p.set_defaults(func=cmd_prior_fit)
+
+    p = sub.add_parser("generate", help="generate long pieces from a run, streamed to WAV")
+    p.add_argument("run", metavar="RUN", help="run folder (its prior/ is used when fitted) or model.keras")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each piece (default 30)")
+    p.add_argument("--out", default="piece.wav", metavar="FILE.wav",
+                   help="output WAV (with -n N: FILE_0.wav ...; default piece.wav)")
+    p.add_argument("--prior", default="auto", choices=("auto", "ar", "gmm", "none"),
+                   help="ar: the fitted autoregressive prior; gmm: the latent mixture, window by window; "
+                        "none: independent N(0, I) draws; auto: the best one fitted (default)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="spread of the draws (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prime", metavar="FILE", help="a recording to continue (the piece starts with it)")
+    p.add_argument("-n", type=int, default=1, help="number of pieces (default 1)")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("tune", help="keras-tuner search over depth and learning rate (FC VAE)")
     p.add_argument("--config", metavar="FILE",
@@ -199,7 +254,8 @@ def main(argv=None):
         print(f"kvae: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = "search resumes with the same --dir" if args.command == "tune" else "fit resumes with the same --run"
+        again = {"tune": "search resumes with the same --dir", "prior": "prior fit resumes when run again",
+                 "generate": "generate leaves no partial file"}.get(args.command, "fit resumes with the same --run")
         print(f"kvae: interrupted (an interrupted {again})", file=sys.stderr)
         return 130
 

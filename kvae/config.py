@@ -203,8 +203,12 @@ def validate(config):
     return config
 
 
-def parse_set(items):
+def parse_set(items, sections=SECTIONS):
     """Parse `--set key=value` strings into a nested dict (values read as TOML, else as strings).
+
+    Args:
+        items: the `key=value` strings.
+        sections: the sections a key may be in (a prior config has its own).
 
     Raises:
         KvaeError: an item without `=` or with a key outside the sections.
@@ -223,8 +227,10 @@ def parse_set(items):
         if parts[0] == "name" and len(parts) == 1:
             out["name"] = str(value)
             continue
-        if len(parts) != 2 or parts[0] not in SECTIONS:
-            raise KvaeError(f"--set {key}: keys look like data.rate, model.hidden_layers or train.epochs")
+        if len(parts) != 2 or parts[0] not in sections:
+            if tuple(sections) == SECTIONS:
+                raise KvaeError(f"--set {key}: keys look like data.rate, model.hidden_layers or train.epochs")
+            raise KvaeError(f"--set {key}: keys look like section.key, the section one of {', '.join(sections)}")
         out.setdefault(parts[0], {})[parts[1]] = value
     return out
 

@@ -9,10 +9,12 @@ from kvae.data.audio_io import (AudioFileError, AudioReader, ResampledReader, Wa
                                 to_float_mono, write_wav)
 from kvae.data.cache import Corpus, Entry, PrepareReport, default_cache_dir, prepare
 from kvae.data.sources import Recording, Source, find_recordings, read_metadata
+from kvae.data.wav_stream import WavStreamWriter
 from kvae.data.windows import WindowSource, make_py_dataset, normalize_window
 
 __all__ = [
-    "AudioFileError", "AudioReader", "Corpus", "Entry", "PrepareReport", "Recording", "Source", "WindowSource",
+    "AudioFileError", "AudioReader", "Corpus", "Entry", "PrepareReport", "Recording", "Source", "WavStreamWriter",
+    "WindowSource",
     "default_cache_dir", "find_recordings", "make_py_dataset", "normalize_window", "prepare",
     "read_audio", "read_metadata", "resample", "ResampledReader", "to_float_mono", "WavWriter", "write_wav",
 ]

@@ -87,6 +87,62 @@ def realism_row(clips, reference, reference_features, scale, sample_rate, seed=0
     }
 
 
+def reference_sets(corpus, window, sample_rate, n_clips, seed=0):
+    """The reference windows every row is judged against, and the reference rows' clip sets.
+
+    Args:
+        corpus: kvae.data.Corpus. The data at the model's rate.
+        window: int. Clip length in samples.
+        sample_rate: int. The corpus's rate.
+        n_clips: int. Clips per set.
+        seed: int. Seed of the windows and references.
+
+    Returns:
+        `(reference, rows, test, test_split)`: `n_clips` random training
+        windows; a dict of the `REFERENCE_ROWS` clip sets (other training
+        windows, held-out windows, drone, white noise, silence); the held-out
+        windows; the split they came from.
+    """
+    train, _ = windows(corpus, "train", window, 2 * n_clips, random=True, seed=seed)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(train))
+    reference, other_real = train[order[:n_clips]], train[order[n_clips:2 * n_clips]]
+    test, test_split = windows(corpus, "test", window, n_clips, random=False, seed=seed)
+    rows = {
+        "ref: real vs real": other_real,
+        "ref: held-out recordings": test,
+        "ref: drone": references.drone_like(reference, sample_rate, seed=seed + 1),
+        "ref: white noise": references.white_noise_like(reference, seed=seed + 2),
+        "ref: silence": references.silence_like(reference),
+    }
+    return reference, rows, test, test_split
+
+
+def judge(sets, reference, sample_rate, seed=0, progress=None):
+    """Realism rows (`realism_row`) of clip sets against the reference windows, each with its verdict.
+
+    Args:
+        sets: dict of row name to clips `(n, window)`, in table order.
+        reference: the reference windows (`reference_sets`).
+        sample_rate: int.
+        seed: int. Seed of the two-sample tests.
+        progress: callable or None. Called with a short message per row.
+
+    Returns:
+        dict of row name to metrics plus `verdict`.
+    """
+    say = progress or (lambda message: None)
+    reference_features = feats.clip_features(reference, sample_rate)
+    scale = Standardizer(reference_features)
+    realism = {}
+    for name, clips in sets.items():
+        say(f"judging {name}")
+        realism[name] = realism_row(clips, reference, reference_features, scale, sample_rate, seed=seed)
+    for name, text in verdicts(realism).items():
+        realism[name]["verdict"] = text
+    return realism
+
+
 def _batched(fn, n, batch=64):
     return np.concatenate([np.asarray(fn(i, min(batch, n - i)), np.float32) for i in range(0, n, batch)])
 
@@ -117,33 +173,15 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
         raise KvaeError(f"n_clips: at least 10 clips per set are needed, got {n_clips}")
     rate, window = model.sample_rate, model.window
     corpus = prepare(data, rate=rate, cache_dir=cache)
-    train, _ = windows(corpus, "train", window, 2 * n_clips, random=True, seed=seed)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(train))
-    reference, other_real = train[order[:n_clips]], train[order[n_clips:2 * n_clips]]
-    test, test_split = windows(corpus, "test", window, n_clips, random=False, seed=seed)
+    reference, reference_rows, test, test_split = reference_sets(corpus, window, rate, n_clips, seed)
 
     say(f"sampling {n_clips} clips")
     samples = _batched(lambda i, k: model.sample(k, seed=seed + i), n_clips)
     say(f"reconstructing {len(test)} held-out windows")
     recon = _batched(lambda i, k: model.reconstruct(test[i:i + k]), len(test))
-    sets = {
-        "samples": samples,
-        "reconstructions": recon,
-        "ref: real vs real": other_real,
-        "ref: held-out recordings": test,
-        "ref: drone": references.drone_like(reference, rate, seed=seed + 1),
-        "ref: white noise": references.white_noise_like(reference, seed=seed + 2),
-        "ref: silence": references.silence_like(reference),
-    }
-    reference_features = feats.clip_features(reference, rate)
-    scale = Standardizer(reference_features)
-    realism = {}
-    for name, clips in sets.items():
-        say(f"judging {name}")
-        realism[name] = realism_row(clips, reference, reference_features, scale, rate, seed=seed)
-    for name, text in verdicts(realism).items():
-        realism[name]["verdict"] = text
+    sets = {"samples": samples, "reconstructions": recon, **reference_rows}
+    realism = judge(sets, reference, rate, seed=seed, progress=say)
+    reference_features_count = len(feats.feature_names())
 
     noise = references.white_noise_like(test, seed=seed + 3)
     reconstruction = {
@@ -162,7 +200,7 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     return {
         "model": {"class": type(model).__name__, "sample_rate": rate, "window": window,
                   "parameters": int(model.count_params())},
-        "settings": {"n_clips": n_clips, "seed": seed, "features": len(reference_features[0]),
+        "settings": {"n_clips": n_clips, "seed": seed, "features": reference_features_count,
                      "c2st": "5-fold logistic regression (C=1), Wilson 95 % interval",
                      "kid": "cubic polynomial kernel on standardised features, 100 half-size subsets",
                      "reference": "random training windows"},
@@ -190,5 +228,5 @@ def main(args):
     return 0
 
 
-__all__ = ["DEFAULT_CLIPS", "REALISM_KEYS", "REFERENCE_ROWS", "evaluate", "format_report", "main",
-           "realism_row", "reconstruction_metrics", "windows"]
+__all__ = ["DEFAULT_CLIPS", "REALISM_KEYS", "REFERENCE_ROWS", "evaluate", "format_report", "judge", "main",
+           "realism_row", "reconstruction_metrics", "reference_sets", "windows"]

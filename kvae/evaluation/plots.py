@@ -55,8 +55,8 @@ def read_history(path):
     return columns
 
 
-def plot_history(history, path, title=None):
-    """Plot total loss, reconstruction and KL (and the STFT and adversarial terms when logged) against epoch.
+def plot_history(history, path, title=None, titles=None):
+    """Plot total loss, reconstruction and KL against epoch, train and validation (and the STFT and adversarial terms when logged).
 
     Like the paper's Figures 1 and 2, one panel per term.
 
@@ -65,6 +65,8 @@ def plot_history(history, path, title=None):
             `History.history` or `read_history` give.
         path: str or Path. PNG to write.
         title: str or None. Figure title.
+        titles: dict or None. Panel titles by term, replacing the VAE's
+            (e.g. `{"loss": "negative log-likelihood"}` for a latent prior).
 
     Returns:
         The path written.
@@ -80,7 +82,7 @@ def plot_history(history, path, title=None):
         ax.plot(epochs, history[term], marker="o", ms=3, label="train")
         if f"val_{term}" in history:
             ax.plot(epochs, history[f"val_{term}"], marker="o", ms=3, label="validation")
-        ax.set_title({"loss": "total (negative ELBO)", "kl": "KL"}.get(term, term))
+        ax.set_title({"loss": "total (negative ELBO)", "kl": "KL", **(titles or {})}.get(term, term))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

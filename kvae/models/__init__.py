@@ -1,9 +1,10 @@
-"""kvae.models: the VAE base and its variants, and a registry by name for configs."""
+"""kvae.models: the VAE base and its variants, a registry by name for configs, and the latent prior."""
 
 from kvae.models.conv1d_vae import Conv1DVAE
 from kvae.models.fc_vae import FCVAE
 from kvae.models.mel_vae import MelVAE
 from kvae.models.rave_vae import RaveVAE
+from kvae.models.prior import LatentPrior
 from kvae.models.transformer_vae import TransformerVAE
 from kvae.models.vae import VAE
 
@@ -20,4 +21,4 @@ def model_class(name):
         raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
 
 
-__all__ = ["Conv1DVAE", "FCVAE", "MelVAE", "RaveVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]
+__all__ = ["Conv1DVAE", "FCVAE", "LatentPrior", "MelVAE", "RaveVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]

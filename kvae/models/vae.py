@@ -70,12 +70,15 @@ class VAE(keras.Model):
             discriminators; None scales 2048, 1024, 512 at 44.1 kHz.
         disc_learning_rate: float. Learning rate of the discriminators' Adam
             (betas 0.5, 0.9 as RAVE). Defaults to 1e-4.
+        latent_gmm: dict, `kvae.models.gmm.LatentGMM` or None. An ex-post
+            Gaussian mixture over the posterior means (`set_latent_gmm`),
+            kept in the config so `sample(prior="gmm")` survives saving.
     """
 
     def __init__(self, sample_rate=3000, window_seconds=1.0, latent_dim=64,
                  decoder_variance="scalar", reduction="sum", reconstruction_weight=1.0,
                  beta=1.0, free_bits=0.0, stft_weight=0.0, stft_fft_sizes=None,
-                 init_log_sigma=-2.0, seed=None, adversarial_after=None, adversarial_weights=None,
+                 init_log_sigma=-2.0, seed=None, latent_gmm=None, adversarial_after=None, adversarial_weights=None,
                  disc_capacity=8, disc_periods=(2, 3, 5, 7, 11), disc_fft_sizes=None, disc_learning_rate=1e-4,
                  **kwargs):
         super().__init__(**kwargs)
@@ -113,6 +116,8 @@ class VAE(keras.Model):
         self.disc_fft_sizes = [int(n) for n in disc_fft_sizes] if disc_fft_sizes else None
         self.disc_learning_rate = float(disc_learning_rate)
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.latent_gmm = None
+        self._initial_gmm = latent_gmm  # attached in _finish_build, once the variant knows its latent shape
         self.beta = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(self.initial_beta),
             trainable=False, name="beta",
@@ -158,6 +163,8 @@ class VAE(keras.Model):
             )
         if self.adversarial_after is not None:
             self._build_adversarial()
+        if self._initial_gmm is not None:
+            self.set_latent_gmm(self._initial_gmm)
         self.built = True
 
     def _build_adversarial(self):
@@ -321,7 +328,7 @@ class VAE(keras.Model):
             yield np.asarray(ops.convert_to_numpy(self.to_audio(self.decode(ops.convert_to_tensor(z)))),
                              dtype=np.float32)
 
-    def sample(self, n=1, seed=None, temperature=1.0):
+    def sample(self, n=1, seed=None, temperature=1.0, prior=None):
         """Decode `n` latents drawn from the prior into audio.
 
         Args:
@@ -331,12 +338,39 @@ class VAE(keras.Model):
                 (`np.random.default_rng(seed)`, see `prior_noise`).
             temperature: float. Scale of the prior's standard deviation.
                 Defaults to 1.0.
+            prior: str or None. `None` or `"normal"`: N(0, I); `"gmm"`: the
+                fitted latent mixture (`set_latent_gmm`), drawn with numpy
+                from the seed.
 
         Returns:
             A float32 numpy array of shape `(n, window)` at `sample_rate`.
             For many clips, `sample_batches` yields them a batch at a time.
         """
+        if prior == "gmm":
+            if int(n) <= 0:
+                raise KvaeError(f"n: must be a positive number of samples, got {n}")
+            z = self.sample_latents_gmm(n, np.random.default_rng(seed), temperature)
+            return np.asarray(ops.convert_to_numpy(self.to_audio(self.decode(z))), dtype=np.float32)
+        if prior not in (None, "normal"):
+            raise KvaeError(f"prior: must be normal or gmm, got {prior!r}")
         return np.concatenate(list(self.sample_batches(n, seed, temperature, batch_size=None)))
+
+    def set_latent_gmm(self, gmm):
+        """Attach an ex-post Gaussian mixture over the latents (a `LatentGMM`, its config, or None)."""
+        from kvae.models.gmm import LatentGMM
+
+        gmm = None if gmm is None else LatentGMM.from_config(gmm)
+        size = int(np.prod(self.latent_shape))
+        if gmm is not None and gmm.dim != size:
+            raise KvaeError(f"latent_gmm: the mixture has {gmm.dim} dimensions, the latent {size}")
+        self.latent_gmm = gmm
+
+    def sample_latents_gmm(self, n, rng, temperature=1.0):
+        """`n` latents `(n, *latent_shape)` drawn from the latent mixture with a numpy Generator."""
+        if self.latent_gmm is None:
+            raise KvaeError("prior gmm: this model has no latent mixture; run `kvae prior fit` on its run folder")
+        z = self.latent_gmm.sample(int(n), rng, temperature)
+        return z.reshape((int(n),) + tuple(self.latent_shape))
 
     def reconstruct(self, x):
         """Encode and decode windows through the posterior mean.
@@ -374,5 +408,6 @@ class VAE(keras.Model):
             "disc_periods": self.disc_periods,
             "disc_fft_sizes": self.disc_fft_sizes,
             "disc_learning_rate": self.disc_learning_rate,
+            "latent_gmm": None if self.latent_gmm is None else self.latent_gmm.get_config(),
         })
         return config

@@ -5,12 +5,17 @@
   (history.csv, one row per epoch) and `RunBackup` (the backup a cut-short run resumes from).
 - `runs`: loss curves and samples written into a run folder.
 - `inference`: `load` a model, `reconstruct_audio` (and `reconstruct_file`, streaming) of any length.
+- `latents`: a model's latents as frames in time, encoded from and streamed back to long audio.
+- `prior`: `fit_prior`, the latent mixture and autoregressive prior of a run, in `RUN/prior/`.
+- `generation`: `generate`, long pieces streamed to WAV with or without a prior.
 """
 
 from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, WindowEpochs, truncate_history
 from kvae.training.trainer import build_model, compile_model, fit, make_datasets, seed_everything
 from kvae.training.inference import load, reconstruct_audio, reconstruct_blocks, reconstruct_file
 from kvae.training.runs import finish_run, write_samples
+from kvae.training.prior import fit_prior, load_prior_config
+from kvae.training.generation import generate
 
 __all__ = [
     "EpochHistory",
@@ -21,7 +26,10 @@ __all__ = [
     "compile_model",
     "finish_run",
     "fit",
+    "fit_prior",
+    "generate",
     "load",
+    "load_prior_config",
     "make_datasets",
     "reconstruct_audio",
     "reconstruct_blocks",

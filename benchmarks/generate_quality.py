@@ -1,0 +1,259 @@
+"""Long-form generation, measured: pieces made with and without a learned latent prior, judged against real music.
+
+For one run (`--run`, or one trained here with `kvae.fit` for `--steps` steps, with the same settings as
+`benchmarks/quality.py`), fits the latent priors with `kvae.fit_prior` into this benchmark's output folder
+(the run itself is only read), generates `--pieces` pieces of `--seconds` each with every prior
+
+- `none`: independent N(0, I) draws (per latent frame; per window for vector latents), what kvae did before;
+- `gmm`: the ex-post Gaussian mixture over the posterior means, one independent draw per window;
+- `ar (<kind>)`: the autoregressive latent prior, one per `--kinds` (conv, transformer),
+
+cuts every piece into windows of the model's length and judges them with kvae's evaluation code
+(`kvae.evaluation.evaluate.reference_sets` and `judge`, what `kvae evaluate` runs: C2ST, KID, temporal std
+against random training windows, with its reference rows), plus two measures at the scale of a piece, on the
+same standardised clip features (RMS over features of a difference of z-scores):
+
+- drift: distance between the mean features of a piece's first and last 10 s (half the piece if shorter);
+  real: the same for training recordings, and between the start of one recording and the end of another;
+- adjacent: mean distance between consecutive windows of a piece (real: consecutive windows of training
+  recordings; random pairs of training windows for scale). Independent draws make every window as far
+  from the next as from any other; music moves by small steps.
+
+It prints the table and a summary of each autoregressive prior (parameters, context, validation negative
+log-likelihood in nats per frame, fit and generation time), and writes `generate_quality.json` and the
+first piece of each prior as WAV into `--out`.
+
+    python benchmarks/generate_quality.py                          # conv1d, 400 VAE steps, priors 600 steps
+    python benchmarks/generate_quality.py --run runs/conv1d --kinds conv transformer --out runs/genq
+    python benchmarks/generate_quality.py --config fc --steps 400   # a vector-latent model
+    python benchmarks/generate_quality.py --quick                  # smoke run: tiny budget, 3 pieces of 12 s
+
+Run on demand (minutes on a 2-core CPU). Public API only. Measured figures are in the README, section
+"Long-form generation".
+"""
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kvae  # noqa: E402
+
+kvae.configure()  # before Keras is imported
+
+PIECE_KEYS = (
+    ("c2st", "C2ST acc [95% CI]", None),
+    ("kid", "KID", "{:.3f}"),
+    ("temporal_std", "temporal std dB", "{:.2f}"),
+    ("drift", "drift", "{:.2f}"),
+    ("adjacent", "adjacent", "{:.2f}"),
+    ("flatness", "flatness", "{:.3f}"),
+    ("silence", "silence", "{:.3f}"),
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", help="a trained run folder to use (read only); default: train one here")
+    parser.add_argument("--config", default=None, help="config to train when no --run (default conv1d)")
+    parser.add_argument("--steps", type=int, default=None, help="VAE optimizer steps when training (default 400)")
+    parser.add_argument("--prior-steps", type=int, default=None, help="optimizer steps of each prior (default 600)")
+    parser.add_argument("--kinds", nargs="+", default=["conv"], choices=["conv", "transformer"],
+                        help="autoregressive prior kinds to fit and compare (default conv)")
+    parser.add_argument("--pieces", type=int, default=None, help="pieces per prior (default 8)")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each piece (default 30)")
+    parser.add_argument("--n-clips", type=int, default=None, help="reference training windows (default 256)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="dataset root (default: the run's, or the embedded corpus)")
+    parser.add_argument("--pieces-to-run", type=int, default=0, metavar="N",
+                        help="also write N pieces of the first prior to RUN/pieces/ (the run's gallery)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: fc, 30 steps, 30 prior steps, 3 x 12 s")
+    parser.add_argument("--out", help="output folder (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    for name, full, small in (("config", "conv1d", "fc"), ("steps", 400, 30), ("prior_steps", 600, 30),
+                              ("pieces", 8, 3), ("seconds", 30.0, 12.0), ("n_clips", 256, 30)):
+        if getattr(args, name) is None:
+            setattr(args, name, small if quick else full)
+    return args
+
+
+def train_run(args, out):
+    """A run trained as benchmarks/quality.py trains its configs (same overrides, so the same model)."""
+    from kvae.config import load_config
+
+    per_epoch = max(1, min(args.steps, 50))
+    overrides = {"train": {"epochs": math.ceil(args.steps / per_epoch), "steps_per_epoch": per_epoch,
+                           "seed": args.seed, "verbose": 0, "n_samples": 4}}
+    if args.data:
+        overrides["data"] = {"path": args.data}
+    run = out / args.config
+    if (run / "model.keras").is_file():
+        print(f"  reusing {run}")
+        return run
+    start = time.perf_counter()
+    kvae.fit(load_config(args.config, overrides), run=run, verbose=False)
+    print(f"  trained {args.config} for {args.steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
+    return run
+
+
+def fit_priors(args, run, out):
+    """Fit one prior folder per kind; return `{kind: (folder, summary)}`."""
+    from kvae.evaluation.plots import read_history
+
+    per_epoch = max(1, min(args.prior_steps, 50))
+    priors = {}
+    for kind in args.kinds:
+        folder = out / f"prior-{kind}"
+        settings = {"prior": {"kind": kind},
+                    "train": {"epochs": math.ceil(args.prior_steps / per_epoch), "steps_per_epoch": per_epoch,
+                              "seed": args.seed, "verbose": 0}}
+        start = time.perf_counter()
+        if (folder / "prior.keras").is_file():
+            print(f"  reusing {folder}")
+        else:
+            kvae.fit_prior(run, data=args.data, settings=settings, folder=folder, verbose=False)
+        seconds = time.perf_counter() - start
+        prior = kvae.load(folder / "prior.keras", compile=False)
+        history = read_history(folder / "history.csv")
+        summary = {"kind": kind, "parameters": int(prior.count_params()), "context_frames": prior.context_length,
+                   "context_seconds": prior.context_length / prior.frame_rate, "frame_rate": prior.frame_rate,
+                   "train_nll": history["loss"][-1], "val_nll": history.get("val_loss", [float("nan")])[-1],
+                   "fit_seconds": seconds}
+        priors[kind] = (folder, summary)
+        print(f"  prior {kind}: {summary['parameters']:,} parameters, {prior.context_length} frames of context, "
+              f"val NLL {summary['val_nll']:.3f} nats/frame, fitted in {seconds:.0f} s", flush=True)
+    return priors
+
+
+def _rms(a, b):
+    import numpy as np
+
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def piece_measures(z, per_piece, span):
+    """Drift and adjacent distances of standardised window features `z` of consecutive pieces."""
+    import numpy as np
+
+    drift, adjacent = [], []
+    for p in range(len(z) // per_piece):
+        piece = z[p * per_piece:(p + 1) * per_piece]
+        m = max(1, min(span, len(piece) // 2))
+        drift.append(_rms(piece[:m].mean(axis=0), piece[-m:].mean(axis=0)))
+        adjacent += [_rms(piece[j], piece[j + 1]) for j in range(len(piece) - 1)]
+    return float(np.mean(drift)), float(np.mean(adjacent))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    import keras
+    import numpy as np
+
+    from kvae.data import prepare, write_wav
+    from kvae.evaluation import features as feats
+    from kvae.evaluation.evaluate import judge, reference_sets
+    from kvae.evaluation.report import format_table, write_json
+    from kvae.evaluation.two_sample import Standardizer
+    from kvae.training.latents import LatentLayout
+
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-genq-"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"kvae long-form generation benchmark: {args.pieces} pieces of {args.seconds:g} s per prior, "
+          f"priors {args.prior_steps} steps, seed {args.seed}, temperature {args.temperature:g}, "
+          f"backend {keras.backend.backend()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+    run = Path(args.run) if args.run else train_run(args, out)
+    model = kvae.load(run, compile=False)
+    layout = LatentLayout(model)
+    rate, window = model.sample_rate, model.window
+    print(f"  run {run}: {type(model).__name__}, latent {tuple(model.latent_shape)}, {layout.frame_rate:.2f} "
+          f"frames/s, {window}-sample windows at {rate} Hz", flush=True)
+    priors = fit_priors(args, run, out)
+    first = next(iter(priors.values()))[0]
+
+    # -- the pieces
+    per_piece = int(args.seconds * rate) // window
+    span = max(1, int(round(min(10.0, args.seconds / 2) * rate / window)))
+    choices = [("none", "none", None), ("gmm", "gmm", None)]
+    choices += [(f"ar ({kind})", "ar", folder / "prior.keras") for kind, (folder, _) in priors.items()]
+    pieces, speed = {}, {}
+    for name, prior, ar_path in choices:
+        start = time.perf_counter()
+        audio = kvae.generate(first / "model.keras", seconds=args.seconds, prior=prior, ar_prior=ar_path,
+                              seed=args.seed, temperature=args.temperature, n=args.pieces)
+        seconds = time.perf_counter() - start
+        speed[name] = args.pieces * args.seconds / seconds
+        pieces[name] = audio[:, :per_piece * window].reshape(-1, window)
+        write_wav(out / f"piece-{prior}{'-' + ar_path.parent.name if ar_path else ''}.wav", audio[0], rate)
+        print(f"  {name:<18} {args.pieces} x {args.seconds:g} s in {seconds:.1f} s "
+              f"({speed[name]:.1f} audio-s/s)", flush=True)
+
+    # -- real music, the same way: the first `seconds` of each training recording, in windows
+    corpus = prepare(args.data, rate=rate) if args.data or not (run / "config.json").is_file() else None
+    if corpus is None:
+        import json
+
+        data = json.loads((run / "config.json").read_text())["data"]
+        corpus = prepare(data["path"] or None, rate=rate, cache_dir=data["cache"] or None,
+                         select=data["select"] or None)
+    reference, reference_rows, _, _ = reference_sets(corpus, window, rate, args.n_clips, args.seed)
+    real = []
+    for entry in corpus.split("train") or corpus.entries:
+        audio = np.asarray(corpus.array(entry)[: int(args.seconds * rate)], np.float32)
+        count = len(audio) // window
+        if count >= 2:
+            real.append(audio[: count * window].reshape(count, window))
+
+    # -- judge
+    rows = judge({**pieces, **reference_rows}, reference, rate, seed=args.seed)
+    scale = Standardizer(feats.clip_features(reference, rate))
+    for name, clips in pieces.items():
+        rows[name]["drift"], rows[name]["adjacent"] = piece_measures(scale(feats.clip_features(clips, rate)),
+                                                                     per_piece, span)
+        rows[name]["audio_seconds_per_second"] = speed[name]
+    real_z = [scale(feats.clip_features(r, rate)) for r in real]
+    drift = [_rms(z[: min(span, len(z) // 2)].mean(axis=0), z[-min(span, len(z) // 2):].mean(axis=0)) for z in real_z]
+    other = [_rms(a[: min(span, len(a) // 2)].mean(axis=0), b[-min(span, len(b) // 2):].mean(axis=0))
+             for a, b in zip(real_z, real_z[1:] + real_z[:1])]
+    adjacent = [_rms(z[j], z[j + 1]) for z in real_z for j in range(len(z) - 1)]
+    ref_z = scale(feats.clip_features(reference, rate))
+    shuffled = ref_z[np.random.default_rng(args.seed).permutation(len(ref_z))]
+    rows["ref: real recordings"] = {"drift": float(np.mean(drift)), "adjacent": float(np.mean(adjacent))}
+    rows["ref: start of one, end of another"] = {"drift": float(np.mean(other))}
+    rows["ref: random pairs of windows"] = {"adjacent": float(np.mean([_rms(a, b) for a, b in zip(ref_z, shuffled)]))}
+
+    print()
+    print(f"Realism of {window / rate:g}-s windows of the pieces against {len(reference)} random training windows "
+          f"(C2ST 0.5 = indistinguishable), drift between the first and last {span * window / rate:g} s and distance "
+          f"between adjacent windows (RMS z-score over {scale.mean.size} clip features; real music is the target)")
+    print("\n".join(format_table(rows, PIECE_KEYS, "set")))
+    print()
+    print("Autoregressive priors")
+    for kind, (_, s) in priors.items():
+        print(f"  {kind:<12} {s['parameters']:>9,} parameters, context {s['context_frames']} frames "
+              f"({s['context_seconds']:.1f} s), NLL train {s['train_nll']:.3f} / validation {s['val_nll']:.3f} "
+              f"nats per frame, fitted in {s['fit_seconds']:.0f} s, generates "
+              f"{speed[f'ar ({kind})']:.1f} audio-s/s ({args.pieces} pieces at once)")
+    summary = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "run": str(run), "model": type(model).__name__, "latent_shape": list(model.latent_shape),
+               "frame_rate": layout.frame_rate, "priors": {k: s for k, (_, s) in priors.items()}, "rows": rows}
+    write_json(out / "generate_quality.json", summary)
+    if args.pieces_to_run:
+        from kvae.training.prior import write_pieces
+
+        for path in write_pieces(run, args.pieces_to_run, args.seconds, seed=args.seed, folder=first, verbose=False):
+            print(f"wrote {path}")
+    print(f"\npieces, priors and generate_quality.json in {out}; load {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""`kvae prior fit RUN`: fit the latent priors of a trained run, in their own folder `RUN/prior/`.
+
+Two priors are fitted from the latents of the run's training recordings:
+
+- the ex-post Gaussian mixture (`kvae.models.gmm.LatentGMM`) over the
+  posterior means of the training windows, attached to the VAE and saved as
+  `RUN/prior/model.keras` (the run's own `model.keras` is never rewritten),
+  so `kvae.load("RUN/prior").sample(n, prior="gmm")` draws from it;
+- the autoregressive `kvae.models.LatentPrior` over the frame sequences of
+  long contiguous stretches of the training recordings (whole recordings up
+  to `train.max_seconds` in all), trained with Keras `fit` like the VAE:
+  random crops each epoch (reproducible from the seed and the epoch), a
+  validation loss on the test split (or the last tenth of each training
+  sequence when there is none), the weights of the epoch with the lowest
+  validation loss kept (`train.keep_best`), `history.csv`,
+  `loss_curves.png`, and `BackupAndRestore`, so an interrupted fit resumes
+  where it stopped.
+
+The folder holds::
+
+    config.json       the resolved prior config
+    latents.npz       the encoded frames (reused while the model and settings are unchanged)
+    model.keras       the VAE with its latent mixture
+    prior.keras       the autoregressive prior
+    history.csv, loss_curves.png, backup/ (while training)
+"""
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kvae.config import _check_value, merge_config, read_config_file
+from kvae.errors import KvaeError
+from kvae.training.prior_data import LatentCrops, encoded_latents
+
+PRIOR_SECTIONS = ("prior", "gmm", "train")
+PRIOR_DEFAULTS = {
+    "prior": {
+        "kind": "conv",  # conv (causal dilated convolutions) or transformer
+        "context_seconds": 3.0,  # RAVE's prior sees about 3 s
+        "width": 64,
+        "layers": 0,  # 0: conv grows to the context; transformer 2
+        "kernel_size": 3,
+        "num_heads": 4,
+        "components": 4,  # Gaussian mixture components per frame
+    },
+    "gmm": {"components": 8, "covariance": "auto"},
+    "train": {
+        "epochs": 20,
+        "steps_per_epoch": 50,
+        "batch_size": 16,
+        "sequence_frames": 0,  # 0: twice the prior's context, at most the shortest training sequence
+        "learning_rate": 1e-3,
+        "clipnorm": 1.0,
+        "seed": 0,
+        "max_seconds": 3600.0,  # audio encoded for the prior, in all
+        "keep_best": True,  # keep the weights of the epoch with the lowest validation loss
+        "verbose": "auto",
+    },
+}
+_CHOICES = {("prior", "kind"): ("conv", "transformer"), ("gmm", "covariance"): ("auto", "full", "diag")}
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def load_prior_config(config=None, overrides=None):
+    """Resolve a prior config: defaults, then a TOML/JSON file or dict, then overrides; validated.
+
+    Raises:
+        KvaeError: a missing file, an unknown section or key, a wrong type or a value out of range.
+    """
+    if config is None:
+        loaded = {}
+    elif isinstance(config, dict):
+        loaded = config
+    else:
+        if not Path(config).is_file():
+            raise KvaeError(f"{config}: prior config file not found")
+        loaded = read_config_file(config)
+    resolved = merge_config(merge_config(PRIOR_DEFAULTS, loaded), overrides or {})
+    out = {}
+    for section, values in resolved.items():
+        if section not in PRIOR_DEFAULTS:
+            raise KvaeError(f"{section}: unknown prior config section (known: {', '.join(PRIOR_SECTIONS)})")
+        if not isinstance(values, dict):
+            raise KvaeError(f"{section}: expected a table of settings")
+        out[section] = {}
+        for key, value in values.items():
+            if key not in PRIOR_DEFAULTS[section]:
+                raise KvaeError(f"{section}.{key}: unknown prior config key (known: {', '.join(PRIOR_DEFAULTS[section])})")
+            if (section, key) == ("train", "verbose"):
+                if value not in ("auto", 0, 1, 2):
+                    raise KvaeError(f"train.verbose: must be auto, 0, 1 or 2, got {value!r}")
+                out[section][key] = value
+                continue
+            value = _check_value(f"{section}.{key}", value, PRIOR_DEFAULTS[section][key])
+            choices = _CHOICES.get((section, key))
+            if choices and value not in choices:
+                raise KvaeError(f"{section}.{key}: must be one of {', '.join(choices)}, got {value!r}")
+            if not choices and not isinstance(value, str) and value < 0:
+                raise KvaeError(f"{section}.{key}: must not be negative, got {value}")
+            out[section][key] = value
+    for section, key in (("prior", "context_seconds"), ("prior", "width"), ("prior", "components"),
+                         ("gmm", "components"), ("train", "epochs"), ("train", "steps_per_epoch"),
+                         ("train", "batch_size"), ("train", "learning_rate"), ("train", "max_seconds")):
+        if out[section][key] <= 0:
+            raise KvaeError(f"{section}.{key}: must be positive, got {out[section][key]}")
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _write_json(path, data):
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model_atomic(model, path):
+    """`model.save(path)` under a temporary name, then renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _run_model_path(run):
+    run = Path(run)
+    path = run / "model.keras"
+    if not run.is_dir():
+        raise KvaeError(f"{run}: not a run folder (give the folder `kvae fit` wrote)")
+    if not path.is_file():
+        raise KvaeError(f"{run}: no model.keras (the run has not finished: `kvae fit --run {run}` resumes it)")
+    return path
+
+
+def _data_settings(run, model, data=None, cache=None):
+    """Where the run's data is: its config.json's data section, with `data` / `cache` overriding."""
+    saved = Path(run) / "config.json"
+    settings = {"path": "", "cache": "", "select": {}, "normalize": "none"}
+    if saved.is_file():
+        try:
+            settings.update({k: v for k, v in json.loads(saved.read_text()).get("data", {}).items() if k in settings})
+        except (OSError, ValueError) as exc:
+            raise KvaeError(f"{saved}: unreadable run config ({exc})") from None
+    if data is not None:
+        settings["path"], settings["select"] = str(data), {}
+    if cache is not None:
+        settings["cache"] = str(cache)
+    settings["rate"] = int(model.sample_rate)
+    return settings
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def build_prior(cfg, layout):
+    """The `LatentPrior` a resolved prior config describes for a model's latent layout."""
+    from kvae.models import LatentPrior
+
+    p = cfg["prior"]
+    return LatentPrior(
+        layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
+        width=p["width"], layers=p["layers"], kernel_size=p["kernel_size"], num_heads=p["num_heads"],
+        components=p["components"], frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape),
+        name="latent_prior")
+
+
+def _resolve(folder, config, overrides):
+    saved = folder / "config.json"
+    if saved.is_file() and config is None:
+        try:
+            return load_prior_config(json.loads(saved.read_text()), overrides)
+        except ValueError as exc:
+            raise KvaeError(f"{saved}: unreadable prior config ({exc})") from None
+    return load_prior_config(config, overrides)
+
+
+def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=True, callbacks=None, pieces=0,
+              piece_seconds=30.0, folder=None, **overrides):
+    """Fit the latent mixture and the autoregressive prior of a trained run into `RUN/prior/`.
+
+    Args:
+        run: str or Path. A run folder written by `kvae.fit` (holding `model.keras`).
+        config: str, Path, dict or None. A prior config (TOML/JSON file or dict
+            with sections prior, gmm, train); None: the defaults, or the saved
+            `RUN/prior/config.json` when resuming.
+        data, cache: dataset root and cache folder; default the run's own.
+        settings: dict or None. Nested overrides (`{"train": {"epochs": 2}}`).
+        verbose: bool. Print the summary and Keras's progress bar.
+        callbacks: list or None. Extra Keras callbacks.
+        pieces: int. Also write this many generated pieces to `RUN/pieces/`.
+        piece_seconds: float. Their length.
+        folder: str, Path or None. Where the prior goes; defaults to `RUN/prior`
+            (another folder leaves the run untouched, to compare priors).
+        **overrides: config values by section (`train={"epochs": 2}`) or by
+            name (`epochs=2`, `kind="transformer"`).
+
+    Returns:
+        `(prior, history)`: the trained `LatentPrior` and a dict of per-epoch logs.
+    """
+    from kvae.data import prepare
+    from kvae.training.inference import load
+    from kvae.training.latents import LatentLayout
+    from kvae.training.trainer import seed_everything
+
+    nested = merge_config(settings or {}, _split(overrides))
+    run = Path(run)
+    model_path = _run_model_path(run)
+    folder = Path(folder) if folder is not None else run / "prior"
+    if (folder / "prior.keras").is_file() and not (folder / "backup").exists():
+        raise KvaeError(f"{folder}: already holds a fitted prior; delete that folder to fit it again")
+    cfg = _resolve(folder, config, nested)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "config.json", cfg)
+    except OSError as exc:
+        raise KvaeError(f"{folder}: cannot write the prior folder ({exc.strerror or exc})") from None
+
+    model = load(model_path, compile=False)
+    layout = LatentLayout(model)
+    data_settings = _data_settings(run, model, data, cache)
+    corpus = prepare(data_settings["path"] or None, rate=model.sample_rate, cache_dir=data_settings["cache"] or None,
+                     select=data_settings["select"] or None)
+    latents = encoded_latents(model, model_path, layout, corpus, data_settings, cfg, folder, verbose=verbose)
+    train_cfg = cfg["train"]
+
+    if not (folder / "model.keras").is_file():
+        from kvae.models.gmm import LatentGMM
+
+        gmm = LatentGMM.fit(latents["windows"], cfg["gmm"]["components"], cfg["gmm"]["covariance"],
+                            seed=train_cfg["seed"])
+        model.set_latent_gmm(gmm)
+        save_model_atomic(model, folder / "model.keras")
+        if verbose:
+            print(f"gmm:        {gmm.components} components ({gmm.covariance_type}) over {len(latents['windows'])} "
+                  f"window latents of {gmm.dim} dimensions -> {folder / 'model.keras'}")
+
+    seed_everything(train_cfg["seed"])
+    prior = build_prior(cfg, layout)
+    frames = np.concatenate(latents["train"])
+    prior.set_statistics(frames.mean(axis=0), frames.std(axis=0))
+    train_seqs = [prior.normalize(s) for s in latents["train"]]
+    val_seqs = [prior.normalize(s) for s in latents["val"]]
+    length = train_cfg["sequence_frames"] or max(8, 2 * prior.context_length)
+    if prior.kind == "transformer":  # its learned positions span context_frames
+        length = min(length, prior.context_frames)
+    length = max(2, min(length, max(len(s) for s in train_seqs)))
+    train_ds = LatentCrops(train_seqs, length, train_cfg["batch_size"], train_cfg["steps_per_epoch"],
+                           seed=train_cfg["seed"])
+    val_ds = None
+    if any(len(s) >= length for s in val_seqs):
+        val_ds = LatentCrops(val_seqs, length, train_cfg["batch_size"], random=False)
+    prior.compile(optimizer=keras.optimizers.Adam(train_cfg["learning_rate"], clipnorm=train_cfg["clipnorm"] or None))
+
+    from kvae.training.callbacks import WindowEpochs
+
+    cbs = [
+        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+        WindowEpochs(train_ds, None),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+    ] + list(callbacks or [])
+    best_path = folder / "best.weights.h5"
+    if train_cfg["keep_best"] and val_ds is not None:
+        cbs.insert(3, keras.callbacks.ModelCheckpoint(
+            str(best_path), monitor="val_loss", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=_best_so_far(folder / "history.csv")))
+    if verbose:
+        print(f"prior:      {prior.kind}, {prior.count_params():,} parameters, {prior.context_length} frames of context "
+              f"({prior.context_length / layout.frame_rate:.1f} s at {layout.frame_rate:.1f} frames/s), "
+              f"{prior.components} mixture components, crops of {length} frames, backend {keras.backend.backend()}")
+    history = prior.fit(train_ds, validation_data=val_ds, epochs=train_cfg["epochs"], callbacks=cbs,
+                        verbose=train_cfg["verbose"] if verbose else 0)
+    if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
+        raise KvaeError("prior training diverged (loss is NaN or Inf); lower train.learning_rate")
+    if best_path.is_file():  # the prior overfits small corpora: keep the epoch that generalised best
+        prior.load_weights(best_path)
+    save_model_atomic(prior, folder / "prior.keras")
+    best_path.unlink(missing_ok=True)
+    _plot(folder)
+    if verbose:
+        print(f"saved:      {folder / 'prior.keras'}")
+    if pieces:
+        write_pieces(run, int(pieces), piece_seconds, folder=folder, verbose=verbose)
+    return prior, history.history
+
+
+def _best_so_far(history_csv):
+    """The lowest val_loss of the epochs already run (resuming), or None."""
+    if not history_csv.is_file():
+        return None
+    from kvae.evaluation.plots import read_history
+
+    values = [v for v in read_history(history_csv).get("val_loss", []) if np.isfinite(v)]
+    return min(values) if values else None
+
+
+def _plot(folder):
+    from kvae.evaluation.plots import plot_history, read_history
+
+    history_csv = folder / "history.csv"
+    if history_csv.is_file():
+        plot_history(read_history(history_csv), folder / "loss_curves.png", title="latent prior",
+                     titles={"loss": "negative log-likelihood (nats per frame)"})
+
+
+def write_pieces(run, n=2, seconds=30.0, seed=0, prior="auto", folder=None, verbose=True):
+    """Write `n` generated pieces to `RUN/pieces/piece_<i>.wav` (what a gallery shows); return the paths.
+
+    `folder` is the prior folder (default `RUN/prior`).
+    """
+    from kvae.training.generation import generate
+
+    folder = Path(folder) if folder is not None else Path(run) / "prior"
+    source = folder / "model.keras" if (folder / "model.keras").is_file() else Path(run) / "model.keras"
+    ar_prior = folder / "prior.keras" if (folder / "prior.keras").is_file() and prior in ("auto", "ar") else None
+    out = Path(run) / "pieces" / ("piece_0.wav" if n == 1 else "piece.wav")
+    return generate(source, seconds=seconds, out=out, prior=prior, seed=seed, n=n, ar_prior=ar_prior,
+                    verbose=verbose)
+
+
+def _split(overrides):
+    """`fit_prior(**overrides)` keywords into nested overrides (sections, or names found in one section)."""
+    out = {}
+    for key, value in overrides.items():
+        if key in PRIOR_SECTIONS and isinstance(value, dict):
+            out[key] = merge_config(out.get(key, {}), value)
+            continue
+        section = next((s for s in ("train", "prior") if key in PRIOR_DEFAULTS[s]), None)
+        if section is None:
+            raise KvaeError(f"{key}: unknown prior setting (sections: {', '.join(PRIOR_SECTIONS)})")
+        out.setdefault(section, {})[key] = copy.deepcopy(value)
+    return out

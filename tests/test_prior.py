@@ -1,0 +1,134 @@
+"""Latent priors: the ex-post Gaussian mixture stored with a VAE, the autoregressive `LatentPrior`
+(one training step, save and load), and `kvae prior fit` (run folder, resume, CLI)."""
+
+import keras
+import numpy as np
+import pytest
+
+from backends import other_backends, rerun_tests
+from kvae.errors import KvaeError
+from kvae.models import FCVAE, Conv1DVAE
+from kvae.models.gmm import LatentGMM
+
+RATE = 3000
+
+
+def two_clusters(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 4)) * [1.0, 0.3, 0.5, 1.0]
+    z[: n // 2, 1] += 3.0
+    return z
+
+
+def test_gmm_fits_samples_and_matches_sklearn_density():
+    from sklearn.mixture import GaussianMixture
+
+    z = two_clusters()
+    gmm = LatentGMM.fit(z, components=2, seed=0)
+    assert gmm.components == 2 and gmm.covariance_type == "full"
+    draws = gmm.sample(4000, np.random.default_rng(1))
+    assert draws.dtype == np.float32 and draws.shape == (4000, 4)
+    # bimodal in dimension 1, as the data: both modes are drawn, about half each
+    assert 0.4 < np.mean(draws[:, 1] > 1.5) < 0.6
+    np.testing.assert_array_equal(gmm.sample(5, 7), gmm.sample(5, 7))
+    reference = GaussianMixture(2, covariance_type="full", reg_covar=1e-4, random_state=0).fit(z)
+    np.testing.assert_allclose(gmm.log_density(z[:10]), reference.score_samples(z[:10]), rtol=1e-5)
+    cold = gmm.sample(4000, np.random.default_rng(1), temperature=0.0)
+    assert len(np.unique(cold[:, 1].round(5))) == 2  # temperature 0: the component means
+    diag = LatentGMM.fit(np.random.default_rng(0).normal(size=(100, 80)), components=3)
+    assert diag.covariance_type == "diag" and diag.covariances.shape == (3, 80)
+
+
+def test_gmm_is_stored_with_the_model_and_survives_saving(tmp_path):
+    model = FCVAE(sample_rate=RATE, window_seconds=0.25, hidden_layers=1, hidden_units=16, latent_dim=4)
+    with pytest.raises(KvaeError, match="no latent mixture"):
+        model.sample(2, seed=0, prior="gmm")
+    with pytest.raises(KvaeError, match="prior"):
+        model.sample(2, seed=0, prior="flow")
+    with pytest.raises(KvaeError, match="dimensions"):
+        model.set_latent_gmm(LatentGMM.fit(np.random.default_rng(0).normal(size=(40, 3)), 2))
+    model.set_latent_gmm(LatentGMM.fit(two_clusters(), 2))
+    a = model.sample(3, seed=5, prior="gmm")
+    assert a.shape == (3, model.window) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, model.sample(3, seed=5, prior="gmm"))
+    assert not np.allclose(a, model.sample(3, seed=6, prior="gmm"))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(loaded.sample(3, seed=5, prior="gmm"), a)
+
+
+def test_gmm_on_a_latent_sequence_is_diagonal_and_shaped_like_the_latent():
+    model = Conv1DVAE(sample_rate=RATE, window_seconds=0.25, channels=[8, 16], latent_dim=4)
+    z = np.random.default_rng(0).normal(size=(30,) + tuple(model.latent_shape))
+    model.set_latent_gmm(LatentGMM.fit(z, 2))
+    assert model.latent_gmm.covariance_type == "diag"
+    assert model.sample_latents_gmm(2, np.random.default_rng(0)).shape == (2,) + tuple(model.latent_shape)
+    assert model.sample(2, seed=0, prior="gmm").shape == (2, model.window)
+
+
+# ---------------------------------------------------------------- the autoregressive prior model
+
+
+@pytest.mark.parametrize("kind", ["conv", "transformer"])
+def test_latent_prior_trains_saves_loads_and_is_causal(kind, tmp_path):
+    from kvae.models import LatentPrior
+
+    prior = LatentPrior(4, kind=kind, context_frames=12, width=16, components=3)
+    frames = np.random.default_rng(0).normal(size=(8, 12, 4)).astype("float32")
+    x = LatentPrior.shift_inputs(frames)
+    assert np.all(x[:, 0] == 0) and np.array_equal(x[:, 1:], frames[:, :-1])
+    prior.compile(optimizer="adam")
+    loss = prior.fit(x, frames, batch_size=4, epochs=1, verbose=0).history["loss"][-1]
+    assert np.isfinite(loss) and 4 < loss < 8  # about 1.42 nats per dimension for unit Gaussians
+    prior.set_statistics(np.full(4, 0.5), np.full(4, 2.0))
+    np.testing.assert_allclose(prior.denormalize(prior.normalize(frames)), frames, atol=1e-5)
+    prior.save(tmp_path / "prior.keras")
+    loaded = keras.models.load_model(tmp_path / "prior.keras")
+    assert loaded.get_config() == prior.get_config()
+    for a, b in zip(prior.weights, loaded.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    rngs = lambda: [np.random.default_rng(1), np.random.default_rng(2)]  # noqa: E731
+    np.testing.assert_array_equal(prior.sample_next(x[:2], rngs()), loaded.sample_next(x[:2], rngs()))
+    # causal: changing frames from t = 6 on leaves every output before t = 6 unchanged
+    later = x.copy()
+    later[:, 6:] += 3.0
+    before, after = (keras.ops.convert_to_numpy(prior(v)) for v in (x, later))
+    np.testing.assert_array_equal(before[:, :6], after[:, :6])
+    assert not np.allclose(before[:, 6:], after[:, 6:])
+
+
+@pytest.mark.parametrize("kind", ["conv", "transformer"])
+def test_stepper_matches_the_full_forward_pass(kind):
+    from kvae.models import LatentPrior
+
+    prior = LatentPrior(3, kind=kind, context_frames=10, width=8, components=2)
+    rng = np.random.default_rng(0)
+    for w in prior.trainable_weights:  # away from the zero-initialised head
+        w.assign((0.3 * rng.normal(size=w.shape)).astype("float32"))
+    frames = rng.normal(size=(2, 30, 3)).astype("float32")  # longer than the context
+    stepper = prior.stepper(2)
+    for t in range(30):
+        got = stepper.push(frames[:, t])
+    want = prior.next_distribution(frames)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_latent_prior_bad_arguments_are_one_line_errors():
+    from kvae.models import LatentPrior
+
+    for kwargs, word in ((dict(kind="rnn"), "prior.kind"), (dict(components=0), "prior.components"),
+                         (dict(kind="transformer", width=10, num_heads=4), "prior.width")):
+        with pytest.raises(KvaeError, match=word) as info:
+            LatentPrior(4, **kwargs)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("backend", other_backends())
+def test_latent_prior_tests_pass_on_other_backend(backend):
+    tests = [f"tests/test_prior.py::{name}" for name in ("test_latent_prior_trains_saves_loads_and_is_causal",
+                                                         "test_stepper_matches_the_full_forward_pass")]
+    result = rerun_tests(backend, *tests)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "4 passed" in result.stdout
