@@ -1,5 +1,9 @@
 """Decode audio files to mono float32 and resample them.
 
+Longer than 400 lines because it holds the WAV header validation that turns
+broken files into plain-words reasons and the streaming readers and writer
+beside the decoders they mirror (a split is planned).
+
 WAV (every sample format MusicNet and users have: float32/float64, int16,
 int24, int32, uint8, any channel count) is read with `scipy.io.wavfile`, which
 needs no TensorFlow. FLAC, OGG and MP3 are decoded by tensorflow-io, imported

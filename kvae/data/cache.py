@@ -1,5 +1,9 @@
 """Decode and resample a dataset once, into an on-disk cache read by memory map.
 
+Longer than 400 lines because the cache's guarantees live together: the
+manifest, CRC-32 checks, atomic writes, disk-full handling and the report
+of what was built, reused, rebuilt and skipped (a split is planned).
+
 Training never decodes or resamples: `prepare` writes each recording, mono
 float32 at the target rate, as one ``.npy`` file, and `Corpus` opens them with
 ``np.load(mmap_mode="r")``, so memory does not grow with the corpus.

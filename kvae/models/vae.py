@@ -1,4 +1,11 @@
-"""The VAE base class: loss, metrics, sampling and saving for every kvae variant."""
+"""The VAE base class: loss, metrics, sampling and saving for every kvae variant.
+
+Longer than 400 lines because the base holds everything the variants share
+(the likelihood and KL terms, the optional adversarial stage's hooks, the
+ex-post latent mixture, batched seeded sampling and the Keras config) so that
+each variant only builds an encoder and a decoder; splitting it would scatter
+one class over several files.
+"""
 
 import math
 
