@@ -106,6 +106,8 @@ def train_run(args, out):
 
 def fit_priors(args, run, out):
     """Fit one prior folder per kind; return `{kind: (folder, summary)}`."""
+    import numpy as np
+
     from kvae.evaluation.plots import read_history
 
     per_epoch = max(1, min(args.prior_steps, 50))
@@ -125,11 +127,14 @@ def fit_priors(args, run, out):
         history = read_history(folder / "history.csv")
         summary = {"kind": kind, "parameters": int(prior.count_params()), "context_frames": prior.context_length,
                    "context_seconds": prior.context_length / prior.frame_rate, "frame_rate": prior.frame_rate,
-                   "train_nll": history["loss"][-1], "val_nll": history.get("val_loss", [float("nan")])[-1],
-                   "fit_seconds": seconds}
+                   "train_nll": history["loss"][-1], "fit_seconds": seconds}
+        val = history.get("val_loss", [])
+        best = int(np.nanargmin(val)) if val else -1  # the epoch fit_prior keeps (train.keep_best)
+        summary.update({"val_nll": val[best] if val else float("nan"), "kept_epoch": best,
+                        "train_nll_kept": history["loss"][best] if val else float("nan")})
         priors[kind] = (folder, summary)
         print(f"  prior {kind}: {summary['parameters']:,} parameters, {prior.context_length} frames of context, "
-              f"val NLL {summary['val_nll']:.3f} nats/frame, fitted in {seconds:.0f} s", flush=True)
+              f"val NLL {summary['val_nll']:.3f} nats/frame (epoch {best} kept), fitted in {seconds:.0f} s", flush=True)
     return priors
 
 
@@ -239,8 +244,9 @@ def main(argv=None):
     print("Autoregressive priors")
     for kind, (_, s) in priors.items():
         print(f"  {kind:<12} {s['parameters']:>9,} parameters, context {s['context_frames']} frames "
-              f"({s['context_seconds']:.1f} s), NLL train {s['train_nll']:.3f} / validation {s['val_nll']:.3f} "
-              f"nats per frame, fitted in {s['fit_seconds']:.0f} s, generates "
+              f"({s['context_seconds']:.1f} s), kept epoch {s['kept_epoch']}: NLL train {s['train_nll_kept']:.3f} / "
+              f"validation {s['val_nll']:.3f} nats per frame (last epoch: train {s['train_nll']:.3f}), fitted in "
+              f"{s['fit_seconds']:.0f} s, generates "
               f"{speed[f'ar ({kind})']:.1f} audio-s/s ({args.pieces} pieces at once)")
     summary = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "run": str(run), "model": type(model).__name__, "latent_shape": list(model.latent_shape),

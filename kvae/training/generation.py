@@ -132,8 +132,8 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         prime = np.asarray(prime, np.float32).reshape(-1)
         kept = max(1, (len(prime) - layout.window) // layout.hop_samples + 1) if len(prime) >= layout.window else 1
         if kept >= windows:
-            raise KvaeError(f"prime: {len(prime) / model.sample_rate:.2f} s leave nothing to generate in a "
-                            f"{seconds:g} s piece; ask for more seconds")
+            raise KvaeError(f"prime: a {len(prime) / model.sample_rate:.2f}-s prime leaves nothing to generate in a "
+                            f"{seconds:g}-s piece; ask for more seconds")
         prime_windows, prime_frames = layout.encode(model, prime[: layout.samples_for(kept)], limit=kept,
                                                     normalize=normalize)
 

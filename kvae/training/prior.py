@@ -291,13 +291,16 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
                         verbose=train_cfg["verbose"] if verbose else 0)
     if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
         raise KvaeError("prior training diverged (loss is NaN or Inf); lower train.learning_rate")
+    kept = ""
     if best_path.is_file():  # the prior overfits small corpora: keep the epoch that generalised best
         prior.load_weights(best_path)
+        best = _best_so_far(folder / "history.csv")
+        kept = f" (the weights of the epoch with the lowest val_loss, {best:.4g})" if best is not None else ""
     save_model_atomic(prior, folder / "prior.keras")
     best_path.unlink(missing_ok=True)
     _plot(folder)
     if verbose:
-        print(f"saved:      {folder / 'prior.keras'}")
+        print(f"saved:      {folder / 'prior.keras'}{kept}")
     if pieces:
         write_pieces(run, int(pieces), piece_seconds, folder=folder, verbose=verbose)
     return prior, history.history
