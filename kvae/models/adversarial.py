@@ -98,15 +98,19 @@ class STFTDiscriminator(layers.Layer):
 
     def call(self, x):
         real, imag = dsp_ops.stft(x, self.n_fft)
-        h = ops.stack([real, imag], axis=-1)
-        features = []
-        for conv in self.convs:
-            h = _leaky(conv(h))
-            features.append(h)
-        return self.post(h), features
+        return _run_stack(ops.stack([real, imag], axis=-1), self.convs, self.post)
 
     def get_config(self):
         return {**super().get_config(), "n_fft": self.n_fft, "channels": self.channels}
+
+
+def _run_stack(h, convs, post):
+    """A discriminator's conv stack: leaky ReLU after each conv, every activation kept for feature matching."""
+    features = []
+    for conv in convs:
+        h = _leaky(conv(h))
+        features.append(h)
+    return post(h), features
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -148,12 +152,7 @@ class PeriodDiscriminator(layers.Layer):
         self.built = True
 
     def call(self, x):
-        h = self._fold(x)
-        features = []
-        for conv in self.convs:
-            h = _leaky(conv(h))
-            features.append(h)
-        return self.post(h), features
+        return _run_stack(self._fold(x), self.convs, self.post)
 
     def get_config(self):
         return {**super().get_config(), "period": self.period, "capacity": self.capacity}
