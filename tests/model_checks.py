@@ -196,3 +196,15 @@ def adversarial_fit_refusal(path, model_kwargs):
             else:
                 result["errors"].append(None)
     return result
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Interrupts training (as Ctrl-C does) at the end of epoch `epoch`: the resume tests' kill."""
+
+    def __init__(self, epoch=0):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt

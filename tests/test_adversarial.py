@@ -14,7 +14,7 @@ from kvae.errors import KvaeError
 from kvae.models import RaveVAE
 from kvae.models.adversarial import (Discriminators, discriminator_hinge, feature_matching, generator_hinge,
                                      loss_weights)
-from model_checks import assert_same_model
+from model_checks import StopAfter, assert_same_model
 
 RATE = 3000
 TINY = dict(sample_rate=RATE, window_seconds=0.25, capacity=4, ratios=[2, 2], n_bands=4, latent_dim=4,
@@ -88,16 +88,6 @@ def test_one_step_of_each_stage():
         assert f"val_{key}" not in logs  # validation is the VAE's loss
     assert logs["loss"][-1] > logs["reconstruction"][-1]  # the adversarial terms are in the generator's loss
     assert int(_np(model.optimizer.iterations)) == 2 and int(_np(model.disc_optimizer.iterations)) == 1
-
-
-class StopAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_resume_across_the_switch_then_save_load_and_sample(embedded, tmp_path):

@@ -7,7 +7,6 @@ import json
 import shutil
 import tracemalloc
 
-import keras
 import numpy as np
 import pytest
 
@@ -16,6 +15,7 @@ from audio import sine
 from kvae import cli
 from kvae.data import WavStreamWriter, read_audio, write_wav
 from kvae.errors import KvaeError
+from model_checks import StopAfter
 
 RATE = 3000
 DATA = {"rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8}
@@ -124,16 +124,11 @@ def test_prior_fit_writes_its_folder_and_keeps_the_run_model(vae_runs, tmp_path)
         kvae.fit_prior(run, config=PRIOR, verbose=False)
 
 
-class StopAfter(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        raise KeyboardInterrupt
-
-
 def test_interrupted_prior_fit_resumes(vae_runs, tmp_path):
     run = fresh_run(vae_runs, tmp_path)
     config = {**PRIOR, "train": {**PRIOR["train"], "epochs": 2}}
     with pytest.raises(KeyboardInterrupt):
-        kvae.fit_prior(run, config=config, verbose=False, callbacks=[StopAfter()])
+        kvae.fit_prior(run, config=config, verbose=False, callbacks=[StopAfter(0)])
     folder = run / "prior"
     assert (folder / "backup").exists() and not (folder / "prior.keras").exists()
     assert (folder / "best.weights.h5").is_file()  # epoch 0 is the best so far (train.keep_best)

@@ -18,6 +18,7 @@ from kvae import cli
 from kvae.config import load_config, parse_set
 from kvae.data import read_audio, write_wav
 from kvae.errors import KvaeError
+from model_checks import StopAfter
 
 TINY = {
     "name": "tiny",
@@ -80,16 +81,6 @@ def test_quickstart_samples_are_tonal_not_silent(embedded, tmp_path):
     clips = model.sample(16, seed=0)
     assert silence_fraction(clips, model.sample_rate) < 0.2
     assert spectral_flatness(clips) < 0.1  # white noise is near 0.5-1 here, the data near 0.01
-
-
-class StopAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_fit_resumes_without_losing_an_epoch(embedded, tmp_path):
