@@ -176,8 +176,6 @@ def _figures(shown):
 
 def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, say):
     """Write one run's files under `out/<slug>/`; return what the page shows of it."""
-    from kvae.data import read_audio
-
     slug, folder, name = info["slug"], out / info["slug"], info["name"]
     folder.mkdir(parents=True, exist_ok=True)
     shown = {"loss": None, "recon": [], "recon_note": None, "samples": [], "samples_note": None,
@@ -238,12 +236,7 @@ def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, sa
     if n == 0:
         shown["samples_note"] = "no clips asked for (-n 0)"
     elif info["samples"]:
-        for i, wav in enumerate(info["samples"][:n]):
-            try:
-                audio, rate = read_audio(wav)
-            except KvaeError as exc:
-                info["notes"].append(f"{wav}: skipped ({exc})")
-                continue
+        for i, wav, audio, rate in _read_wavs(info["samples"][:n], info["notes"]):
             shown["samples"].append(_clip(folder, slug, f"sample_{i}", audio, rate, f"sample {i + 1} ({wav.name})",
                                           f"Waveform and spectrogram of prior sample {wav.name}, run {name}"))
         shown["samples_note"] = f"from the run's samples/ folder ({len(info['samples'])} in all)"
@@ -257,12 +250,7 @@ def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, sa
         shown["samples_note"] = f"no samples: {why_no_model}"
 
     # long generated pieces (a run with a prior over latents writes pieces/*.wav)
-    for i, wav in enumerate(info["pieces"]):
-        try:
-            audio, rate = read_audio(wav)
-        except KvaeError as exc:
-            info["notes"].append(f"{wav}: skipped ({exc})")
-            continue
+    for i, wav, audio, rate in _read_wavs(info["pieces"], info["notes"]):
         shown["pieces"].append(_clip(folder, slug, f"piece_{i}", audio, rate, f"{wav.stem}",
                                      f"Waveform and spectrogram of generated piece {wav.name}, run {name}"))
     if not info["pieces"]:
@@ -291,3 +279,16 @@ def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, sa
     elif shown["eval"] is not None:
         shown["eval_source"] = "the run's eval.json"
     return shown
+
+
+def _read_wavs(wavs, notes):
+    """Yield `(index, path, audio, rate)` for each readable WAV; an unreadable one is noted and skipped."""
+    from kvae.data import read_audio
+
+    for i, wav in enumerate(wavs):
+        try:
+            audio, rate = read_audio(wav)
+        except KvaeError as exc:
+            notes.append(f"{wav}: skipped ({exc})")
+            continue
+        yield i, wav, audio, rate
