@@ -44,6 +44,7 @@ DEFAULTS = {
         "kl_schedule": "constant",  # constant, linear, log
         "kl_warmup_steps": 0,
         "kl_start": 1e-6,
+        "max_minutes": 0.0,  # 0: no time limit; else stop after the epoch that passes it
         "n_samples": 4,
         "gallery": True,  # write RUN/gallery/index.html at the end (kvae gallery)
         "verbose": "auto",
@@ -195,7 +196,8 @@ def validate(config):
     if config["train"]["learning_rate"] <= 0:
         raise KvaeError(f"train.learning_rate: must be positive, got {config['train']['learning_rate']}")
     for key, meaning in (("steps_per_epoch", "0 for one pass over the windows"), ("kl_warmup_steps", "0 for none"),
-                         ("clipnorm", "0 for no clipping"), ("kl_start", "the KL weight at step 0")):
+                         ("clipnorm", "0 for no clipping"), ("kl_start", "the KL weight at step 0"),
+                         ("max_minutes", "0 for no time limit")):
         if config["train"][key] < 0:
             raise KvaeError(f"train.{key}: must be 0 or more ({meaning}), got {config['train'][key]}")
     if not 0 <= config["train"]["seed"] < 2 ** 32:

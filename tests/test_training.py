@@ -463,3 +463,22 @@ def test_streamed_reconstruction_equals_all_at_once(untrained, tmp_path):
     expected = _reconstruct_all_at_once(model, resample(read_audio(source)[0], 44100, 3000))
     assert rate == 3000 and frames == len(expected) == len(audio)
     np.testing.assert_allclose(audio, np.clip(expected, -1, 1), atol=1e-6)
+
+
+def test_time_budget_ends_training_after_the_epoch_that_spends_it_and_saves(embedded, tmp_path, capsys):
+    from kvae.training.callbacks import TimeBudget
+
+    config = load_config(TINY, {"train": {"epochs": 5, "steps_per_epoch": 3, "max_minutes": 1e-9}})
+    run = tmp_path / "run"
+    model, history = kvae.fit(config, run=run)
+    assert "train.max_minutes = 1e-09 spent; stopped after step 1" in capsys.readouterr().out
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 1  # the batch that spent it
+    assert [int(r["epoch"]) for r in rows(run / "history.csv")] == [0]  # its epoch ended as usual
+    assert (run / "model.keras").is_file() and not (run / "backup").exists()
+    cpu = TimeBudget(1e-9, clock="cpu")
+    kvae.fit(TINY, run=tmp_path / "cpu", callbacks=[cpu], verbose=False)
+    assert cpu.stopped_at == 1
+    with pytest.raises(KvaeError, match="train.max_minutes: must be 0 or more"):
+        load_config(TINY, {"train": {"max_minutes": -1}})
+    with pytest.raises(KvaeError, match="clock: must be wall or cpu"):
+        TimeBudget(1, clock="gpu")

@@ -1,10 +1,11 @@
 """Keras callbacks of kvae's training loop: the epoch of the window plan, the KL warm-up, the
-history file and the backup a cut-short run resumes from."""
+history file, the backup a cut-short run resumes from and the time budget."""
 
 import csv
 import json
 import math
 import os
+import time
 
 import keras
 
@@ -188,3 +189,39 @@ class KLSchedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once a time budget is spent, after the batch that spends it.
+
+    Keras then ends the epoch as usual (validation, the history row, the
+    backup), so the run finishes and saves like one that ran all its epochs.
+    The budget counts this call to `fit` only: a resumed run gets a new one.
+
+    Args:
+        minutes: float. The budget.
+        clock: str. `"wall"` (elapsed time, what `train.max_minutes` uses) or
+            `"cpu"` (this process's CPU time over all its threads: a budget
+            that other jobs on the machine do not eat into, for fair
+            comparisons). Defaults to "wall".
+    """
+
+    def __init__(self, minutes, clock="wall"):
+        super().__init__()
+        if clock not in ("wall", "cpu"):
+            raise KvaeError(f"time budget clock: must be wall or cpu, got '{clock}'")
+        if not minutes > 0:
+            raise KvaeError(f"time budget: must be a positive number of minutes, got {minutes}")
+        self.seconds = 60.0 * float(minutes)
+        self.clock = time.process_time if clock == "cpu" else time.monotonic
+        self.start = None
+        self.stopped_at = None  # the optimizer step training stopped at, when the budget ended it
+
+    def on_train_begin(self, logs=None):
+        self.start = self.clock()
+        self.stopped_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.stopped_at is None and self.clock() - self.start >= self.seconds:
+            self.model.stop_training = True
+            self.stopped_at = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))

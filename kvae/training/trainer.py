@@ -14,7 +14,7 @@ from kvae.data import WindowSource, prepare
 from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, save_error
-from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, WindowEpochs
+from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, TimeBudget, WindowEpochs
 from kvae.training.runs import finish_run
 
 
@@ -165,7 +165,8 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
            EpochHistory(run_dir / "history.csv"), RunBackup(backup)]
     if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
         cbs.insert(1, KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
-    cbs += list(callbacks or [])
+    budget = TimeBudget(train["max_minutes"]) if train["max_minutes"] > 0 else None
+    cbs += ([budget] if budget else []) + list(callbacks or [])
     if verbose:
         print(f"run:        {run_dir}")
         print(f"model:      {type(model).__name__}, {model.count_params():,} parameters, "
@@ -180,6 +181,8 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
         if not disk_full(exc):
             raise
         raise save_error(exc, run_dir, "training") from None
+    if verbose and budget is not None and budget.stopped_at is not None:
+        print(f"time:       train.max_minutes = {train['max_minutes']:g} spent; stopped after step {budget.stopped_at:,}")
     if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
         shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
         for path, count in train_src.corpus.non_finite():  # bad data, not a bad learning rate
