@@ -86,6 +86,7 @@ from _common import (MB, Report, child_result, comma_list, command_line, fmt, lo
                      machine_lines, make_work_dir, print_result, read_proc_status, run_script, table)
 
 LOSS_TAIL = 20  # the loss column averages this many last steps
+LOG_2PI = math.log(2.0 * math.pi)
 ROWS = {
     "torch": "plain PyTorch loop",
     "keras-step": "keras train step only",
@@ -136,17 +137,9 @@ def step_stats(stamps, warmup):
 
 # --------------------------------------------------------------------------- children
 
-def child_torch(args):
+def torch_fc(window, layers, units, latent):
+    """The plain-PyTorch twin of kvae's FCVAE (Keras's Dense initialisers), with a learned scalar log-sigma."""
     import torch
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    imports = proc_status()
-    x_all = np.load(args.data)
-    batch = args.batch
-    window = x_all.shape[1]
-    layers, units, latent = args.layers, args.units, args.latent
-    log_2pi = math.log(2.0 * math.pi)
 
     class FC(torch.nn.Module):
         def __init__(self):
@@ -178,7 +171,42 @@ def child_torch(args):
             z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
             return self.dec(z), mu, log_var
 
-    model = FC()
+    return FC()
+
+
+def torch_fc_loss(model, x):
+    """The negative ELBO kvae's FCVAE computes (Gaussian NLL summed over samples, batch-mean KL)."""
+    import torch
+
+    out, mu, log_var = model(x)
+    ls = model.log_sigma
+    rec = (0.5 * torch.square(x - out) * torch.exp(-2.0 * ls) + ls + 0.5 * LOG_2PI).sum(1).mean()
+    kl = (-0.5 * (1.0 + log_var - torch.square(mu) - torch.exp(log_var))).sum(1).mean()
+    return rec + kl
+
+
+def torch_clip_(params, clipnorm=1.0):
+    """Keras's per-weight clipnorm on the gradients of `params`, in place."""
+    import torch
+
+    grads = [p.grad for p in params]
+    norms = torch._foreach_norm(grads)
+    torch._foreach_clamp_min_(norms, clipnorm)
+    torch._foreach_div_(grads, norms)
+
+
+def child_torch(args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    imports = proc_status()
+    x_all = np.load(args.data)
+    batch = args.batch
+    window = x_all.shape[1]
+    layers, units, latent = args.layers, args.units, args.latent
+
+    model = torch_fc(window, layers, units, latent)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-3, eps=1e-7)
     n_steps = args.warmup + args.steps + 1  # batch starts timed; the last one is not run
@@ -189,16 +217,9 @@ def child_torch(args):
         stamps.append(now())
         x = tensors[i]
         opt.zero_grad(set_to_none=True)
-        out, mu, log_var = model(x)
-        ls = model.log_sigma
-        rec = (0.5 * torch.square(x - out) * torch.exp(-2.0 * ls) + ls + 0.5 * log_2pi).sum(1).mean()
-        kl = (-0.5 * (1.0 + log_var - torch.square(mu) - torch.exp(log_var))).sum(1).mean()
-        loss = rec + kl
+        loss = torch_fc_loss(model, x)
         loss.backward()
-        grads = [p.grad for p in params]
-        norms = torch._foreach_norm(grads)  # Keras clipnorm: each gradient to norm <= 1
-        torch._foreach_clamp_min_(norms, 1.0)
-        torch._foreach_div_(grads, norms)
+        torch_clip_(params)  # Keras clipnorm: each gradient to norm <= 1
         opt.step()
         if i >= n_steps - 1 - LOSS_TAIL:
             tail = tail + loss.detach()

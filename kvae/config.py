@@ -40,6 +40,8 @@ DEFAULTS = {
         "steps_per_epoch": 0,  # 0: one pass over the windows of an epoch
         "learning_rate": 1e-3,
         "clipnorm": 1.0,
+        "fused_adam": True,  # torch backend: fused clipping + Adam kernels (same update as Keras's)
+        "jit_compile": False,  # true: compile(jit_compile=True), torch.compile on torch; false: Keras's "auto"
         "seed": 0,
         "kl_schedule": "constant",  # constant, linear, log
         "kl_warmup_steps": 0,

@@ -1,0 +1,88 @@
+"""A torch-only fast path for Keras's Adam: per-weight `clipnorm` and the update as fused kernels.
+
+Keras's Adam on the torch backend (`keras.src.backend.torch.optimizers.
+torch_adam.Adam`) updates with `torch._foreach_*` ops that allocate five
+parameter-sized temporaries a step, and its `clipnorm` runs six ops per
+weight. On a CPU, where a step of a small model is memory-bound, that was
+more than half of a training step (`benchmarks/profile_step.py`). `fuse_adam`
+swaps, on one optimizer instance, those two methods for:
+
+- the clipping as four in-place `torch._foreach_*` ops over all gradients
+  (`g * clipnorm / max(|g|, clipnorm)` per weight, Keras's formula);
+- the update as torch's fused Adam kernel (`torch._fused_adam_`, what
+  `torch.optim.Adam(fused=True)` runs), on Keras's own moment variables.
+
+The result is Keras's update: torch adds epsilon to the bias-corrected
+`sqrt(v_hat)`, Keras to `sqrt(v)`, so the kernel gets `epsilon /
+sqrt(1 - beta_2 ** t)`, which makes the two the same (tests/test_fast_adam.py
+checks it against the stock optimizer step by step). The optimizer's class,
+config, variables and saved form do not change: a model trained with it
+saves and loads as one trained with `keras.optimizers.Adam`, on any backend.
+
+The fused kernel runs where every weight is a float32 CPU tensor; elsewhere
+(a GPU, where reading the step count would be a host sync; mixed precision;
+amsgrad, weight decay, EMA, gradient accumulation; a step under
+`torch.compile`) the stock methods run.
+Other backends never import this module (`kvae.training.compile_model`
+checks the backend first).
+"""
+
+import math
+
+import torch
+
+_REQUIRED = ("_clip_gradients", "_parallel_update_step", "_get_variable_index")  # Keras internals used
+
+
+def _compiling():
+    """Under `torch.compile` (`jit_compile=True`) the stock methods run: dynamo cannot trace the fused kernel."""
+    return torch.compiler.is_compiling()
+
+
+def can_fuse(optimizer):
+    """Whether `fuse_adam` supports this optimizer (Keras's torch Adam, plain settings)."""
+    from keras.src.backend.torch.optimizers import torch_adam
+
+    return (isinstance(optimizer, torch_adam.Adam) and hasattr(torch, "_fused_adam_")
+            and all(hasattr(optimizer, name) for name in _REQUIRED)
+            and not optimizer.amsgrad and not optimizer.weight_decay and not optimizer.use_ema
+            and not optimizer.gradient_accumulation_steps and optimizer.global_clipnorm is None
+            and optimizer.clipvalue is None)
+
+
+def fuse_adam(optimizer):
+    """Install the fused clipping and update on `optimizer` (in place); return whether it was installed."""
+    if not can_fuse(optimizer):
+        return False
+    stock_clip = optimizer._clip_gradients
+    stock_update = optimizer._parallel_update_step
+
+    def _clip_gradients(grads):
+        clipnorm = optimizer.clipnorm
+        if not clipnorm or _compiling() or not all(isinstance(g, torch.Tensor) for g in grads):
+            return stock_clip(grads)
+        norms = torch._foreach_norm(grads)
+        torch._foreach_clamp_min_(norms, float(clipnorm))
+        torch._foreach_div_(grads, norms)
+        if clipnorm != 1.0:
+            torch._foreach_mul_(grads, float(clipnorm))
+        return grads
+
+    def _parallel_update_step(grads, variables, learning_rate):
+        params = [v.value for v in variables]
+        if _compiling() or not all(p.device.type == "cpu" and p.dtype == torch.float32 and g.dtype == torch.float32
+                   for p, g in zip(params, grads)):
+            return stock_update(grads, variables, learning_rate)
+        index = optimizer._get_variable_index
+        m = [optimizer._momentums[index(v)].value for v in variables]
+        v2 = [optimizer._velocities[index(v)].value for v in variables]
+        step = float(optimizer.iterations.value) + 1.0  # a CPU tensor: no device sync
+        step_tensor = torch.tensor(step, dtype=torch.float32)
+        eps = float(optimizer.epsilon) / math.sqrt(1.0 - float(optimizer.beta_2) ** step)
+        torch._fused_adam_(params, list(grads), m, v2, [], [step_tensor] * len(params),
+                           lr=float(learning_rate), beta1=float(optimizer.beta_1), beta2=float(optimizer.beta_2),
+                           weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+
+    optimizer._clip_gradients = _clip_gradients
+    optimizer._parallel_update_step = _parallel_update_step
+    return True
