@@ -37,9 +37,9 @@ class Report:
     def section(self, title):
         self("", title, "=" * len(title))
 
-    def finish(self, out, filename):
-        """Print the total time and the load average; with `out`, save the report there as `filename`."""
-        self("", f"total benchmark time: {time.perf_counter() - self.started:.0f} s; " + load_line())
+    def finish(self, out, filename, last=()):
+        """Print the total time, the load average and the `last` lines; with `out`, save the report as `filename`."""
+        self("", f"total benchmark time: {time.perf_counter() - self.started:.0f} s; " + load_line(), *last)
         if out:
             (out / filename).write_text("\n".join(self.lines) + "\n")
 

@@ -2,44 +2,52 @@
 
 Run on demand (it measures, it never asserts)::
 
-    python benchmarks/train_benchmark.py              # 4 sizes x 6 rows x 3 repeats + malloc re-run, ~20 min
+    python benchmarks/train_benchmark.py              # 7 sizes x their rows x 3 repeats + malloc re-run, ~35 min
     python benchmarks/train_benchmark.py --quick      # smoke run: tiny and small sizes, 1 repeat, few steps
-    python benchmarks/train_benchmark.py --sizes small,large --repeats 5 --out /tmp/kvae-bench
+    python benchmarks/train_benchmark.py --sizes small,rave --repeats 5 --out /tmp/kvae-bench
+    python benchmarks/train_benchmark.py --rows torch,keras-step,keras-array,keras-pydataset,kvae-fit  # diagnostics
 
-The same fully connected VAE (kvae.models.FCVAE: Dense stacks with gelu,
-z_mean / z_log_var heads, a learned scalar log-sigma Gaussian NLL summed over
-the samples of a window plus the KL, Adam at lr 1e-3 with per-weight
+The last line printed, `kvae/torch ratio (paper-like): X.XX`, is the steps/s
+of `kvae.fit` (its default settings) over the plain PyTorch loop's at the
+paper-like size, for scripts to read.
+
+FC sizes: the same fully connected VAE (kvae.models.FCVAE: Dense stacks with
+gelu, z_mean / z_log_var heads, a learned scalar log-sigma Gaussian NLL summed
+over the samples of a window plus the KL, Adam at lr 1e-3 with per-weight
 `clipnorm=1.0` as `kvae.training.compile_model` sets it up), the same batch
 and the same windows (drawn from the embedded dataset by `kvae.data.prepare`
 and `WindowSource` with kvae.fit's seed, so every row sees the same batches:
 in the same order, except that the PyDataset rows get them in the order
 `fit`'s default `shuffle=True` gives) are trained for the same number of steps by:
 
-* plain PyTorch    - a hand-written `torch.nn` model and loop (the paper's own
-                     stack): forward, loss, backward, per-tensor grad clipping
-                     (as Keras's `clipnorm`), `torch.optim.Adam` (eps 1e-7 as
-                     Keras), windows pre-read into a numpy array.
+* plain PyTorch    - a hand-written `torch.nn` twin of the model and loop (the
+                     paper's own stack): forward, loss, backward, per-tensor
+                     grad clipping (as Keras's `clipnorm`), `torch.optim.Adam`
+                     with its defaults (eps 1e-7 as Keras), windows pre-read.
+* plain PyTorch + torch.compile - the same with the model's forward compiled
+                     (`torch.compile(model)`; its compile time falls in the
+                     warm-up steps).
 * keras step only  - kvae's FCVAE, `model.train_function` called in a Python
                      loop on pre-made torch tensors: Keras's train step without
                      `fit`'s loop, data adapter and callbacks (a diagnostic row).
 * keras fit array  - kvae's FCVAE, `model.fit(x=numpy array, shuffle=False)`.
 * keras fit PyDataset - kvae's FCVAE, `model.fit` on `WindowSource.py_dataset()`
                      (windows read from the cache batch by batch, no callbacks).
-* kvae.fit         - the whole `kvae.fit` path: config, PyDataset front end and
-                     kvae's callbacks (BackupAndRestore, TerminateOnNaN,
-                     CSVLogger, WindowEpochs); validation, saving and samples
-                     happen after the timed steps.
-* keras fit, array, in-place Adam* - not kvae today: the 'keras fit, numpy
-                     array' row with a sketch of an Adam for Keras's torch
-                     backend that does the same update in place (see
-                     `inplace_adam_class`), to show what the optimizer costs.
-                     It subclasses Keras's torch Adam and uses Keras
-                     internals; nothing of kvae's beyond its public API.
+* kvae.fit         - the whole `kvae.fit` path with its defaults: config,
+                     PyDataset front end, kvae's callbacks (BackupAndRestore,
+                     TerminateOnNaN, CSVLogger, WindowEpochs) and the fused
+                     Adam of `kvae.training.fast_adam`; validation, saving and
+                     samples happen after the timed steps.
+* kvae.fit, Keras's stock Adam - the same with `train.fused_adam = false`.
 
-The small size is then run again with glibc's malloc thresholds pinned by
-environment variables (see the report's note). `kvae.configure()`, which every
-row calls, now pins them itself with `mallopt`, so this section checks that
-the rows above already have what pinning gives.
+Preset sizes (conv1d, transformer, rave: the model of that preset at its
+batch size) have no hand-written twin; their reference is
+
+* PyTorch loop on kvae's model - kvae's model (on the torch backend a
+                     `torch.nn.Module`) driven by a plain loop: `model(x)`,
+                     `model.compute_loss`, backward, per-tensor clipping,
+                     `torch.optim.Adam` on its parameters: the same compute,
+                     without Keras's trainer and optimizer.
 
 Every row runs in a fresh subprocess (so peak memories are separate), with
 `torch.set_num_threads` equal in all (1 by default: on a shared 2-core
@@ -89,26 +97,40 @@ LOSS_TAIL = 20  # the loss column averages this many last steps
 LOG_2PI = math.log(2.0 * math.pi)
 ROWS = {
     "torch": "plain PyTorch loop",
+    "torch-compile": "plain PyTorch + torch.compile",
+    "torch-loop": "PyTorch loop on kvae's model",
     "keras-step": "keras train step only",
     "keras-array": "keras fit, numpy array",
     "keras-pydataset": "keras fit, PyDataset",
-    "kvae-fit": "kvae.fit (PyDataset + callbacks)",
-    "keras-inplace": "keras fit, array, in-place Adam*",
+    "kvae-fit": "kvae.fit (default: fused Adam)",
+    "kvae-fit-stock": "kvae.fit, Keras's stock Adam",
 }
+DEFAULT_ROWS = ("torch", "torch-compile", "torch-loop", "kvae-fit", "kvae-fit-stock")
+FC_ROWS = ("torch", "torch-compile", "keras-step", "keras-array", "keras-pydataset")  # need the FC twin / FC data
 PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 # name: (rate, window_seconds, hidden_layers, hidden_units, latent_dim, timed steps, warm-up steps)
+# name: (rate, window_seconds, hidden_layers, hidden_units, latent_dim, timed steps, warm-up steps, preset)
+# FC sizes build kvae's FCVAE (and its plain-PyTorch twin); a preset size trains that preset's model
+# (rate and window from the preset) and compares with a plain PyTorch loop driving the same model.
 SIZES = {
-    "tiny": (3000, 1.0, 1, 32, 8, 200, 20),
-    "small": (3000, 1.0, 2, 512, 64, 200, 20),
-    "large": (3000, 1.0, 8, 1024, 64, 50, 6),
-    "16k": (16000, 1.0, 2, 512, 64, 50, 6),
+    "tiny": (3000, 1.0, 1, 32, 8, 200, 20, None),
+    "small": (3000, 1.0, 2, 512, 64, 200, 20, None),
+    "large": (3000, 1.0, 8, 1024, 64, 50, 6, None),
+    "16k": (16000, 1.0, 2, 512, 64, 50, 6, None),
+    "conv1d": (3000, 1.0, 0, 0, 0, 30, 4, "conv1d"),
+    "transformer": (3000, 1.0, 0, 0, 0, 20, 4, "transformer-3k"),
+    "rave": (3000, 1.0, 0, 0, 0, 30, 4, "rave-3k"),
 }
 SIZE_NOTES = {
     "tiny": "per-step overhead: 3000 Hz, 1 s window, 1 hidden layer of 32 (compute is negligible)",
     "small": "paper-like: 3000 Hz, 1 s window, 2 hidden layers of 512",
     "large": "3000 Hz, 1 s window, 8 hidden layers of 1024",
     "16k": "16000 Hz, 1 s window, 2 hidden layers of 512",
+    "conv1d": "the conv1d preset (Conv1DVAE, MR-STFT loss), 3000 Hz, 1 s",
+    "transformer": "the transformer-3k preset (TransformerVAE, MR-STFT loss), 3000 Hz, 1 s",
+    "rave": "the rave-3k preset (RaveVAE: PQMF, residual units, MR-STFT loss), 3000 Hz, 1 s",
 }
+RATIO_SIZE = "small"  # the final `kvae/torch ratio (paper-like)` line
 
 
 # --------------------------------------------------------------------------- helpers
@@ -174,11 +196,11 @@ def torch_fc(window, layers, units, latent):
     return FC()
 
 
-def torch_fc_loss(model, x):
-    """The negative ELBO kvae's FCVAE computes (Gaussian NLL summed over samples, batch-mean KL)."""
+def torch_fc_loss(model, x, outputs):
+    """The negative ELBO kvae's FCVAE computes (Gaussian NLL summed over samples, batch-mean KL) from `model(x)`."""
     import torch
 
-    out, mu, log_var = model(x)
+    out, mu, log_var = outputs
     ls = model.log_sigma
     rec = (0.5 * torch.square(x - out) * torch.exp(-2.0 * ls) + ls + 0.5 * LOG_2PI).sum(1).mean()
     kl = (-0.5 * (1.0 + log_var - torch.square(mu) - torch.exp(log_var))).sum(1).mean()
@@ -196,6 +218,7 @@ def torch_clip_(params, clipnorm=1.0):
 
 
 def child_torch(args):
+    """The plain-PyTorch rows: the FC twin (eager or torch.compile'd), or a plain loop on a preset's kvae model."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -204,20 +227,33 @@ def child_torch(args):
     x_all = np.load(args.data)
     batch = args.batch
     window = x_all.shape[1]
-    layers, units, latent = args.layers, args.units, args.latent
+    if args.child == "torch-loop":  # kvae's model, built as kvae.fit does, driven without Keras's trainer
+        from kvae.training import build_model, seed_everything
 
-    model = torch_fc(window, layers, units, latent)
-    params = [p for p in model.parameters() if p.requires_grad]
+        seed_everything(0)
+        keras_model = build_model(_config(args))
+        params = [v.value for v in keras_model.trainable_weights]
+        keras_model.train()
+
+        def loss_of(x):
+            return keras_model.compute_loss(x=x, y_pred=keras_model(x, training=True), training=True)
+    else:
+        model = torch_fc(window, args.layers, args.units, args.latent)
+        params = [p for p in model.parameters() if p.requires_grad]
+        forward = torch.compile(model) if args.child == "torch-compile" else model
+        model.train()
+
+        def loss_of(x):
+            return torch_fc_loss(model, x, forward(x))
     opt = torch.optim.Adam(params, lr=1e-3, eps=1e-7)
     n_steps = args.warmup + args.steps + 1  # batch starts timed; the last one is not run
     tensors = [torch.from_numpy(x_all[i * batch:(i + 1) * batch]) for i in range(n_steps)]
     stamps, tail = [], torch.zeros(())
-    model.train()
     for i in range(n_steps - 1):
         stamps.append(now())
-        x = tensors[i]
-        opt.zero_grad(set_to_none=True)
-        loss = torch_fc_loss(model, x)
+        for p in params:
+            p.grad = None
+        loss = loss_of(tensors[i])
         loss.backward()
         torch_clip_(params)  # Keras clipnorm: each gradient to norm <= 1
         opt.step()
@@ -269,54 +305,20 @@ def timer_callback(n_steps, result):
     return BatchTimer()
 
 
-def inplace_adam_class():
-    """A sketch of a faster Adam for Keras's torch backend (the '*' row; not part of kvae).
-
-    Same update as `keras.optimizers.Adam` (and the same per-weight
-    `clipnorm`), written with in-place `torch._foreach_*` ops: Keras's torch
-    Adam allocates five parameter-sized temporaries per step and its
-    `clipnorm` six more ops per weight; this one allocates one (the sqrt).
-    """
-    import torch
-    from keras.src.backend.torch.optimizers.torch_adam import Adam as TorchAdam
-
-    class InplaceAdam(TorchAdam):
-        def _clip_gradients(self, grads):
-            if not self.clipnorm:
-                return super()._clip_gradients(grads)
-            norms = torch._foreach_norm(grads)  # g * clipnorm / max(|g|, clipnorm), as Keras's clip_by_norm
-            torch._foreach_clamp_min_(norms, self.clipnorm)
-            torch._foreach_div_(grads, norms)
-            if self.clipnorm != 1.0:
-                torch._foreach_mul_(grads, self.clipnorm)
-            return grads
-
-        def _parallel_update_step(self, grads, variables, learning_rate):
-            params = [v.value for v in variables]
-            m = [self._momentums[self._get_variable_index(v)].value for v in variables]
-            v2 = [self._velocities[self._get_variable_index(v)].value for v in variables]
-            step = float(self.iterations.value) + 1.0
-            alpha = float(learning_rate) * math.sqrt(1.0 - self.beta_2 ** step) / (1.0 - self.beta_1 ** step)
-            torch._foreach_lerp_(m, grads, 1.0 - self.beta_1)
-            torch._foreach_mul_(v2, self.beta_2)
-            torch._foreach_addcmul_(v2, grads, grads, 1.0 - self.beta_2)
-            denom = torch._foreach_sqrt(v2)
-            torch._foreach_add_(denom, self.epsilon)
-            torch._foreach_addcdiv_(params, m, denom, -alpha)
-
-    return InplaceAdam
-
-
-def _config(args, run_dir=None, cache=None):
+def _config(args, cache=None, fused=True):
+    """kvae's config of a row: the FC size from the arguments, or the preset (its model, rate and batch)."""
     from kvae.config import load_config
 
+    train = {"epochs": 1, "steps_per_epoch": n_batches(args.warmup, args.steps), "n_samples": 0, "verbose": 0,
+             "learning_rate": 1e-3, "clipnorm": 1.0, "seed": 0, "gallery": False, "fused_adam": fused}
+    data = {"batch_size": args.batch, "cache": str(cache or ""), "val_windows_per_recording": 1}
+    if args.preset:
+        return load_config(args.preset, {"data": data, "train": train})
     return load_config({
         "name": "train-benchmark",
-        "data": {"rate": args.rate, "window_seconds": args.window_seconds, "batch_size": args.batch,
-                 "cache": str(cache or ""), "val_windows_per_recording": 1},
+        "data": {"rate": args.rate, "window_seconds": args.window_seconds, **data},
         "model": {"type": "fc", "hidden_layers": args.layers, "hidden_units": args.units, "latent_dim": args.latent},
-        "train": {"epochs": 1, "steps_per_epoch": n_batches(args.warmup, args.steps), "n_samples": 0, "verbose": 0,
-                  "learning_rate": 1e-3, "clipnorm": 1.0, "seed": 0},
+        "train": train,
     })
 
 
@@ -329,7 +331,7 @@ def child_keras(args):
     from kvae.training import build_model, compile_model
 
     imports = proc_status()
-    if args.child != "kvae-fit":  # kvae.fit seeds itself; keras.utils.set_random_seed would import TensorFlow
+    if not args.child.startswith("kvae-fit"):  # kvae.fit seeds itself; set_random_seed would import TensorFlow
         import random
 
         random.seed(0)
@@ -339,16 +341,15 @@ def child_keras(args):
     n_steps = args.warmup + args.steps + 1  # timed: steps between the first n_steps batch starts
     result = {"stamps": []}
     timer = timer_callback(n_steps, result)
-    if args.child == "kvae-fit":
+    if args.child.startswith("kvae-fit"):
         import kvae
 
-        model, _ = kvae.fit(_config(args, cache=args.cache), run=args.run, verbose=False, callbacks=[timer])
+        cfg = _config(args, cache=args.cache, fused=args.child == "kvae-fit")
+        model, _ = kvae.fit(cfg, run=args.run, verbose=False, callbacks=[timer])
     else:
         cfg = _config(args)
         model = compile_model(build_model(cfg), cfg)
-        if args.child == "keras-inplace":
-            model.compile(optimizer=inplace_adam_class()(cfg["train"]["learning_rate"], clipnorm=cfg["train"]["clipnorm"]))
-        if args.child in ("keras-array", "keras-inplace"):
+        if args.child == "keras-array":
             x_all = np.load(args.data)
             data_mb = x_all.nbytes / MB
             model.fit(x_all[: n_batches(args.warmup, args.steps) * args.batch], batch_size=args.batch, epochs=1,
@@ -389,11 +390,13 @@ def child_keras(args):
 
 
 def run_child(row, size, data, cache, work, args, env=None):
-    rate, wsec, layers, units, latent, steps, warmup = size
+    rate, wsec, layers, units, latent, steps, warmup, preset, batch = size
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     child_args = ["--child", row, "--data", data, "--cache", cache, "--run", run_dir, "--rate", rate,
                   "--window-seconds", wsec, "--layers", layers, "--units", units, "--latent", latent,
-                  "--steps", steps, "--warmup", warmup, "--batch", args.batch, "--threads", args.threads]
+                  "--steps", steps, "--warmup", warmup, "--batch", batch, "--threads", args.threads]
+    if preset:
+        child_args += ["--preset", preset]
     child_env = {k: v for k, v in os.environ.items() if k not in PINNED_MALLOC}
     child_env.update(env or {})
     proc = run_script(__file__, child_args, env=child_env)
@@ -439,12 +442,32 @@ def thread_probe():
     return out
 
 
+def resolve_size(name, args):
+    """A size's tuple with its steps scaled, the preset's rate, window and batch filled in, and its batch last."""
+    rate, wsec, layers, units, latent, steps, warmup, preset = SIZES[name]
+    steps = max(LOSS_TAIL + 5, int(round(steps * args.steps_scale)))
+    warmup = max(3, int(round(warmup * args.steps_scale)))
+    batch = args.batch
+    if preset:
+        from kvae.config import load_config
+
+        cfg = load_config(preset)
+        rate, wsec, batch = cfg["data"]["rate"], cfg["data"]["window_seconds"], cfg["data"]["batch_size"]
+    return rate, wsec, layers, units, latent, steps, warmup, preset, batch
+
+
+def rows_for(size, rows):
+    """The rows that apply to a size: the FC twin's rows only for FC sizes, the loop on kvae's model only for presets."""
+    preset = size[7]
+    return [r for r in rows if (r != "torch-loop" if not preset else r not in FC_ROWS)]
+
+
 def bench_size(say, work, name, size, args, rows=None, env=None, title=""):
-    rate, wsec, layers, units, latent, steps, warmup = size
-    rows_wanted = rows or args.rows
-    say.section(f"{title}{name}: {SIZE_NOTES[name]}, latent {latent}, batch {args.batch}, {steps} timed steps after "
-                f"{warmup} warm-up")
-    data, cache, corpus, x = prepare_windows(work, rate, wsec, args.batch, n_batches(warmup, steps))
+    rate, wsec, layers, units, latent, steps, warmup, preset, batch = size
+    rows_wanted = rows_for(size, rows or args.rows)
+    what = f"latent {latent}, " if not preset else ""
+    say.section(f"{title}{name}: {SIZE_NOTES[name]}, {what}batch {batch}, {steps} timed steps after {warmup} warm-up")
+    data, cache, corpus, x = prepare_windows(work, rate, wsec, batch, n_batches(warmup, steps))
     say(f"data: embedded dataset at {rate} Hz ({corpus.seconds:.0f} s, {len(corpus.entries)} recordings); "
         f"{x.shape[0]:,} windows of {x.shape[1]} samples pre-read ({x.nbytes / MB:.0f} MB) for the array rows,",
         "the same batches in the same order in every row; " + load_line())
@@ -464,8 +487,9 @@ def bench_size(say, work, name, size, args, rows=None, env=None, title=""):
             say(f"  repeat {rep + 1}/{args.repeats} {ROWS[row]:<34} median {res['median_ms']:7.1f} ms/step, "
                 f"mean {res['mean_ms']:7.1f}, CPU {res['cpu_ms']:7.1f}; " + load_line())
     med = statistics.median
-    ref = med(r["median_ms"] for r in runs["torch"]) if runs.get("torch") else None
-    ref_cpu = med(r["cpu_ms"] for r in runs["torch"]) if runs.get("torch") else None
+    reference = "torch" if not preset else "torch-loop"
+    ref = med(r["median_ms"] for r in runs[reference]) if runs.get(reference) else None
+    ref_cpu = med(r["cpu_ms"] for r in runs[reference]) if runs.get(reference) else None
     rows = []
     for row in rows_wanted:
         rs = runs[row]
@@ -486,9 +510,8 @@ def bench_size(say, work, name, size, args, rows=None, env=None, title=""):
     say("", f"{n_params:,} parameters; {args.repeats} fresh-process run(s) per row" if n_params else "", *table(
         ["variant", "ms/step", "range", "mean ms", "steps/s", "vs torch", "CPU ms", "CPU vs torch",
          "RSS imports", "peak RSS", "peak-imports", "array MB", "TF loaded", "loss (last 20)"], rows))
-    if "keras-inplace" in rows_wanted:
-        say("* not kvae today: kvae's FCVAE and model.fit with a sketch of an in-place Adam for Keras's torch backend",
-            "  (same update and per-weight clipnorm; see inplace_adam_class in this file) to show what the optimizer costs.")
+    if preset:
+        say("('vs torch' here: against the PyTorch loop on kvae's model)")
     return runs
 
 
@@ -497,13 +520,14 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run: tiny and small sizes, 1 repeat, 30 steps")
     p.add_argument("--out", type=Path, default=None, help="folder for temporary data and the saved report")
     p.add_argument("--sizes", default=None, help=f"comma list of {', '.join(SIZES)} (default all; --quick tiny,small)")
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
+    p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                   help=f"comma list of {', '.join(ROWS)} (default {','.join(DEFAULT_ROWS)})")
     p.add_argument("--repeats", type=int, default=None, help="fresh-process runs per row (default 3; --quick 1)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in every row (default 1: see the contention probe in the header)")
-    p.add_argument("--no-malloc-section", dest="malloc_section", action="store_false",
-                   help="skip the re-run of the small size with glibc's malloc thresholds pinned")
+    p.add_argument("--malloc-section", action="store_true",
+                   help="re-run the small size with glibc's malloc thresholds pinned by environment variables")
     p.add_argument("--steps-scale", type=float, default=None,
                    help="multiply each size's timed and warm-up steps (default 1; --quick 0.15)")
     # internal: one child row
@@ -518,6 +542,7 @@ def parse_args(argv=None):
     p.add_argument("--latent", type=int, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--preset", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.sizes is None:
         args.sizes = "tiny,small" if args.quick else ",".join(SIZES)
@@ -533,7 +558,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.child:
-        res = child_torch(args) if args.child == "torch" else child_keras(args)
+        res = child_torch(args) if args.child.startswith("torch") else child_keras(args)
         print_result(res)
         return 0
 
@@ -554,14 +579,11 @@ def main(argv=None):
         "= VmHWM after the timed steps, 'peak-imports' what the data, model, optimizer and training added; 'array MB'",
         "= pre-read input windows held by that row; 'TF loaded' = whether TensorFlow got imported in the process.")
     work = make_work_dir(args.out, "kvae-train-bench-")
-    sizes = {}
+    sizes, results = {}, {}
     try:
         for name in args.sizes:
-            rate, wsec, layers, units, latent, steps, warmup = SIZES[name]
-            steps = max(LOSS_TAIL + 5, int(round(steps * args.steps_scale)))
-            warmup = max(3, int(round(warmup * args.steps_scale)))
-            sizes[name] = (rate, wsec, layers, units, latent, steps, warmup)
-            bench_size(say, work, name, sizes[name], args)
+            sizes[name] = resolve_size(name, args)
+            results[name] = bench_size(say, work, name, sizes[name], args)
         if args.malloc_section and args.sizes:
             name = "small" if "small" in sizes else args.sizes[0]
             say("", "",
@@ -572,12 +594,19 @@ def main(argv=None):
                 "blocks stay in the heap and are reused). kvae could get this without an environment variable by",
                 "calling glibc's mallopt(M_MMAP_THRESHOLD, ...) and mallopt(M_TRIM_THRESHOLD, ...) through ctypes at",
                 "start-up.")
-            rows = [r for r in ("torch", "keras-step", "keras-array", "keras-inplace") if r in args.rows]
+            rows = [r for r in ("torch", "keras-step", "keras-array") if r in args.rows]
             bench_size(say, work, name, sizes[name], args, rows=rows, env=PINNED_MALLOC,
                        title="malloc thresholds pinned at 1 GiB, ")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    say.finish(args.out, "train_benchmark.txt")
+    runs = results.get(RATIO_SIZE, {})
+    if runs.get("torch") and runs.get("kvae-fit"):
+        ratio = statistics.median(r["median_ms"] for r in runs["torch"]) / statistics.median(
+            r["median_ms"] for r in runs["kvae-fit"])
+        last = f"kvae/torch ratio (paper-like): {ratio:.2f}"
+    else:
+        last = "kvae/torch ratio (paper-like): n/a (needs --sizes small and --rows torch,kvae-fit)"
+    say.finish(args.out, "train_benchmark.txt", last=[last])
     return 0
 
 
