@@ -326,8 +326,6 @@ def child_keras(args):
     import torch
 
     torch.set_num_threads(args.threads)
-    import keras
-
     from kvae.training import build_model, compile_model
 
     imports = proc_status()
