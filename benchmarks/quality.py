@@ -121,6 +121,7 @@ def main(argv=None):
         start = time.perf_counter()
         result = evaluate(model, data=args.data, n_clips=n_clips, seed=args.seed, reference_rate=0 if references else 16000)
         eval_seconds = time.perf_counter() - start
+        write_json(out / name / "eval.json", result)  # what `kvae evaluate --out` writes: `kvae gallery` shows it
         realism[name] = result["realism"]["samples"]
         realism[f"{name} (reconstructions)"] = result["realism"]["reconstructions"]
         reconstruction[name] = result["reconstruction"]["reconstructions"]
