@@ -5,9 +5,11 @@ Run on demand (it measures, it never asserts)::
     python benchmarks/model_benchmark.py             # full run (~3-4 min on 2 cores)
     python benchmarks/model_benchmark.py --quick     # smoke run: 1 s speed, memory at 1 and 5 s only
     python benchmarks/model_benchmark.py --variants fc,transformer --out /tmp/kvae-bench
-    python benchmarks/model_benchmark.py --variants rave --parts 1   # RaveVAE's training and synthesis speed
+    python benchmarks/model_benchmark.py --variants rave,rave-adv --parts 1   # RaveVAE's speed, both stages
 
-Every variant (FCVAE, Conv1DVAE, TransformerVAE, MelVAE, RaveVAE) is built at its
+`rave-adv` is the `rave` preset in its adversarial stage (`adversarial_after
+= 0`: every step trains the decoder against the discriminators, then the
+discriminators). Every variant (FCVAE, Conv1DVAE, TransformerVAE, MelVAE, RaveVAE) is built at its
 default config: the built-in preset of its name (`kvae.presets.find_preset`,
 loaded with `kvae.config.load_config("fc")`, ...) when there is one, else the
 constructor defaults; always at 16000 Hz. Parts, each a plain-text table:
@@ -68,9 +70,11 @@ from _common import (Report, comma_list, command_line, fmt, load_line, machine_l
 RATE = 16000
 GIB = 1024 ** 3
 GPU_BYTES = 8 * GIB  # the paper's GPU
-VARIANTS = ("fc", "conv1d", "transformer", "mel", "rave")
+VARIANTS = ("fc", "conv1d", "transformer", "mel", "rave", "rave-adv")
 CLASS_NAMES = {"fc": "FCVAE", "conv1d": "Conv1DVAE", "transformer": "TransformerVAE", "mel": "MelVAE",
-               "rave": "RaveVAE"}
+               "rave": "RaveVAE", "rave-adv": "RaveVAE, adversarial"}
+# not a model type: the rave preset in its adversarial stage from step 0 (discriminators at their default width)
+STAGES = {"rave-adv": ("rave", {"adversarial_after": 0})}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -104,7 +108,10 @@ def resolve_config(variant, window_seconds=None):
     from kvae.config import load_config
     from kvae.presets import find_preset
 
-    if find_preset(variant) is not None:
+    if variant in STAGES:
+        preset, model = STAGES[variant]
+        cfg, source = load_config(preset, {"model": model}), f"preset {preset} with {model}"
+    elif find_preset(variant) is not None:
         cfg = load_config(variant)
         if cfg["model"].get("type", "fc") != variant:
             other = cfg["model"].get("type")
