@@ -24,7 +24,9 @@ in the same order, except that the PyDataset rows get them in the order
                      paper's own stack): forward, loss, backward, per-tensor
                      grad clipping (as Keras's `clipnorm`), `torch.optim.Adam`
                      with its defaults (eps 1e-7 as Keras), windows pre-read.
-* plain PyTorch + torch.compile - the same with the model's forward compiled
+* plain PyTorch, fused Adam - the same with `torch.optim.Adam(fused=True)`
+                     (the kernel kvae's fused path uses).
+* plain PyTorch + torch.compile - the same (default Adam) with the model's forward compiled
                      (`torch.compile(model)`; its compile time falls in the
                      warm-up steps).
 * keras step only  - kvae's FCVAE, `model.train_function` called in a Python
@@ -97,6 +99,7 @@ LOSS_TAIL = 20  # the loss column averages this many last steps
 LOG_2PI = math.log(2.0 * math.pi)
 ROWS = {
     "torch": "plain PyTorch loop",
+    "torch-fused": "plain PyTorch, fused Adam",
     "torch-compile": "plain PyTorch + torch.compile",
     "torch-loop": "PyTorch loop on kvae's model",
     "keras-step": "keras train step only",
@@ -105,8 +108,8 @@ ROWS = {
     "kvae-fit": "kvae.fit (default: fused Adam)",
     "kvae-fit-stock": "kvae.fit, Keras's stock Adam",
 }
-DEFAULT_ROWS = ("torch", "torch-compile", "torch-loop", "kvae-fit", "kvae-fit-stock")
-FC_ROWS = ("torch", "torch-compile", "keras-step", "keras-array", "keras-pydataset")  # need the FC twin / FC data
+DEFAULT_ROWS = ("torch", "torch-fused", "torch-compile", "torch-loop", "kvae-fit", "kvae-fit-stock")
+FC_ROWS = ("torch", "torch-fused", "torch-compile", "keras-step", "keras-array", "keras-pydataset")  # need the FC twin / FC data
 PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 # name: (rate, window_seconds, hidden_layers, hidden_units, latent_dim, timed steps, warm-up steps)
 # name: (rate, window_seconds, hidden_layers, hidden_units, latent_dim, timed steps, warm-up steps, preset)
@@ -245,7 +248,7 @@ def child_torch(args):
 
         def loss_of(x):
             return torch_fc_loss(model, x, forward(x))
-    opt = torch.optim.Adam(params, lr=1e-3, eps=1e-7)
+    opt = torch.optim.Adam(params, lr=1e-3, eps=1e-7, **({"fused": True} if args.child == "torch-fused" else {}))
     n_steps = args.warmup + args.steps + 1  # batch starts timed; the last one is not run
     tensors = [torch.from_numpy(x_all[i * batch:(i + 1) * batch]) for i in range(n_steps)]
     stamps, tail = [], torch.zeros(())
