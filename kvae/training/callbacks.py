@@ -157,8 +157,11 @@ class KLSchedule(keras.callbacks.Callback):
     """Warms the KL weight (`model.beta`) up from `start` to the model's beta over `steps` steps.
 
     The weight is a function of `optimizer.iterations`, which BackupAndRestore
-    restores, and it lives in a non-trainable variable saved with the model,
-    so the schedule survives saving, loading and resuming.
+    restores, computed inside each training step (`VAE.set_kl_schedule`, which
+    this callback calls when training begins): nothing is read back from the
+    device between steps. It is kept in `model.beta`, a non-trainable variable
+    saved with the model, so the schedule survives saving, loading and
+    resuming; each epoch's `beta` (the weight of its last step) is logged.
 
     Args:
         steps: int. Warm-up length in optimizer steps.
@@ -175,16 +178,18 @@ class KLSchedule(keras.callbacks.Callback):
         self.start = float(start)
 
     def value(self, step, target):
-        """The KL weight at an optimizer step."""
+        """The KL weight at an optimizer step (in Python; `VAE.kl_weight` computes the same in the step)."""
         t = min(max(step / self.steps, 0.0), 1.0)
         if self.kind == "log":
             lo = max(self.start, 1e-12)
             return float(math.exp(math.log(lo) + t * (math.log(max(target, lo)) - math.log(lo))))
         return float(self.start + t * (target - self.start))
 
-    def on_train_batch_begin(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        self.model.beta.assign(self.value(step, self.model.initial_beta))
+    def on_train_begin(self, logs=None):
+        self.model.set_kl_schedule(self.kind, self.steps, self.start)
+
+    def on_train_end(self, logs=None):
+        self.model.set_kl_schedule("constant")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
