@@ -27,10 +27,13 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     Args:
         backup_dir: str or Path. The backup folder (`<run>/backup`).
+        write: bool. Write backups (every rank of a data-parallel run restores
+            from the backup; only rank 0 writes it). Defaults to True.
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, write=True):
         super().__init__(str(backup_dir), delete_checkpoint=False)
+        self.write = bool(write)
 
     def on_train_begin(self, logs=None):
         try:
@@ -45,6 +48,8 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         # writes from: _weights_path, _training_metadata_path, _current_epoch, _last_batch_seen;
         # checked on keras 3.15.1. Another Keras falls back to its own (non-atomic) save.
         names = ("_weights_path", "_training_metadata_path", "_current_epoch", "_last_batch_seen")
+        if not self.write:
+            return
         try:
             if not all(hasattr(self, name) for name in names):
                 return super()._save_model()
@@ -209,9 +214,12 @@ class TimeBudget(keras.callbacks.Callback):
             `"cpu"` (this process's CPU time over all its threads: a budget
             that other jobs on the machine do not eat into, for fair
             comparisons). Defaults to "wall".
+        group: kvae.training.distributed.Group or None. In a data-parallel
+            run rank 0's clock decides, after every batch, for all ranks (a
+            one-element broadcast), so they stop at the same step.
     """
 
-    def __init__(self, minutes, clock="wall"):
+    def __init__(self, minutes, clock="wall", group=None):
         super().__init__()
         if clock not in ("wall", "cpu"):
             raise KvaeError(f"time budget clock: must be wall or cpu, got '{clock}'")
@@ -221,12 +229,18 @@ class TimeBudget(keras.callbacks.Callback):
         self.clock = time.process_time if clock == "cpu" else time.monotonic
         self.start = None
         self.stopped_at = None  # the optimizer step training stopped at, when the budget ended it
+        self.group = group
 
     def on_train_begin(self, logs=None):
         self.start = self.clock()
         self.stopped_at = None
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.stopped_at is None and self.clock() - self.start >= self.seconds:
+        over = self.clock() - self.start >= self.seconds
+        if self.group is not None and self.group.world > 1:
+            from kvae.training.distributed import agreed_stop
+
+            over = agreed_stop(self.group, over)
+        if self.stopped_at is None and over:
             self.model.stop_training = True
             self.stopped_at = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
