@@ -178,11 +178,12 @@ def child_torch(args):
             z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
             return self.dec(z), mu, log_var
 
-    model = FC()
+    device = torch.device(getattr(args, "device", None) or "cpu")  # scripts/gpu_check.py passes cuda
+    model = FC().to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-3, eps=1e-7)
     n_steps = args.warmup + args.steps + 1  # batch starts timed; the last one is not run
-    tensors = [torch.from_numpy(x_all[i * batch:(i + 1) * batch]) for i in range(n_steps)]
+    tensors = [torch.from_numpy(x_all[i * batch:(i + 1) * batch]).to(device) for i in range(n_steps)]
     stamps, tail = [], torch.zeros(())
     model.train()
     for i in range(n_steps - 1):
@@ -202,10 +203,14 @@ def child_torch(args):
         opt.step()
         if i >= n_steps - 1 - LOSS_TAIL:
             tail = tail + loss.detach()
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # the last stamp after the GPU is done (earlier ones time the queueing)
+        peak_gpu = torch.cuda.max_memory_allocated() / MB
     stamps.append(now())
     peak = proc_status()
     n_params = sum(p.numel() for p in params)
     return {"stamps": stamps, "imports": imports, "peak": peak, "loss": float(tail) / LOSS_TAIL,
+            "peak_gpu_mb": peak_gpu if device.type == "cuda" else None,
             "params": n_params, "data_mb": x_all.nbytes / MB, "tensorflow": "tensorflow" in sys.modules}
 
 
@@ -497,6 +502,7 @@ def parse_args(argv=None):
     p.add_argument("--latent", type=int, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)  # plain PyTorch row only (gpu_check.py)
     args = p.parse_args(argv)
     if args.sizes is None:
         args.sizes = "tiny,small" if args.quick else ",".join(SIZES)

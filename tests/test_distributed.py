@@ -232,3 +232,120 @@ def test_a_killed_rank_stops_the_group_on_one_line_and_the_group_resumes_after_k
     assert [int(r["epoch"]) for r in rows(run / "history.csv")] == list(range(5))
     assert (run / "model.keras").is_file() and not (run / "backup").exists()
     print(f"group stopped {stopped_after:.1f} s after rank 1 was killed")
+
+
+# ------------------------------------------------------------------ GPU readiness, checked on CPU
+
+HOST_READS = ("item", "numpy", "tolist", "cpu", "__float__", "__int__", "__bool__", "__index__", "__array__")
+
+
+@torch_only
+def test_no_host_read_from_a_batch_start_to_the_end_of_its_training_step(embedded, tmp_path, monkeypatch):
+    """On a GPU, reading a tensor on the host (`.item()`, `.numpy()`, `.cpu()`, `float(t)`, `if t:`,
+    `keras.ops.convert_to_numpy`) waits for the device. On the CPU the same calls are counted, on the
+    main thread, from the start of each batch's callbacks to the end of its training step: the KL
+    warm-up, the MR-STFT loss, the free-bits floor and the learned variance must not make any."""
+    import threading
+
+    import torch
+
+    from kvae.models.vae import VAE
+
+    main, window, reads = threading.get_ident(), {"open": False}, []
+
+    def counted(name, original):
+        def wrapper(*args, **kwargs):
+            if window["open"] and threading.get_ident() == main:
+                reads.append(name)
+            return original(*args, **kwargs)
+        return wrapper
+
+    for name in HOST_READS:
+        if hasattr(torch.Tensor, name):
+            monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(keras.ops, "convert_to_numpy", counted("convert_to_numpy", keras.ops.convert_to_numpy))
+    batch_begin = keras.callbacks.CallbackList.on_train_batch_begin
+
+    def open_window(self, batch, logs=None):
+        window["open"] = True
+        return batch_begin(self, batch, logs)
+
+    monkeypatch.setattr(keras.callbacks.CallbackList, "on_train_batch_begin", open_window)
+    make = VAE.make_train_function
+    steps = []
+
+    def make_train_function(self, force=False):
+        result = make(self, force)
+        step = self.train_function
+
+        def closed_after(data):
+            try:
+                return step(data)
+            finally:
+                window["open"] = False
+                steps.append(len(reads))
+        self.train_function = closed_after
+        return result
+
+    monkeypatch.setattr(VAE, "make_train_function", make_train_function)
+    config = dict(EQUIVALENCE, model=dict(EQUIVALENCE["model"], stft_weight=10.0, free_bits=0.01),
+                  train=dict(EQUIVALENCE["train"], epochs=1, steps_per_epoch=4, kl_schedule="log", kl_start=1e-4))
+    kvae.fit(config, run=tmp_path / "run", verbose=False)
+    assert len(steps) == 4, steps  # the window closed after each of the 4 steps
+    assert reads == [], f"host reads in the training step: {sorted(set(reads))} ({len(reads)} in {len(steps)} steps)"
+
+
+# ------------------------------------------------------------------ jax: keras.distribution.DataParallel
+
+@pytest.mark.skipif("jax" not in __import__("backends").INSTALLED, reason="jax is not installed")
+def test_jax_data_parallel_over_two_host_devices_trains_as_one_device(embedded, tmp_path, monkeypatch):
+    """XLA_FLAGS=--xla_force_host_platform_device_count=2: the weights are laid out over both devices,
+    and training gives the weights one device gives (the same noise: jax's seeded draw), to rounding."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    config = dict(EQUIVALENCE, data=dict(EQUIVALENCE["data"], batch_size=8))
+    result = run_on_backend("jax", "ddp_worker:jax_data_parallel_fit", config, tmp_path, timeout=600)
+    assert result["devices"] == 2
+    assert result["none"]["on_devices"] == 1 and result["data_parallel"]["on_devices"] == 2
+    for a, b in zip(result["none"]["weights"], result["data_parallel"]["weights"]):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * max(np.abs(a).max(), 1e-3))
+    np.testing.assert_allclose(result["data_parallel"]["loss"], result["none"]["loss"], rtol=1e-4)
+    assert "data.batch_size: 7 does not split over the 2 devices" in result["odd_batch"]
+
+
+# ------------------------------------------------------------------ mixed precision
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_computes_in_half_and_keeps_the_loss_in_float32(embedded, tmp_path, precision):
+    config = dict(EQUIVALENCE, model=dict(EQUIVALENCE["model"], stft_weight=10.0),
+                  train=dict(EQUIVALENCE["train"], epochs=1, precision=precision))
+    model, history = kvae.fit(config, run=tmp_path / "run", verbose=False)
+    half = precision.split("_")[1]
+    assert model.dtype_policy.name == precision and keras.config.dtype_policy().name == "float32"
+    x = np.random.default_rng(0).normal(0, 0.1, (4, model.window)).astype("float32")
+    decoded, z_mean, z_log_var = model(x)
+    assert keras.backend.standardize_dtype(decoded.dtype) == half
+    assert all(keras.backend.standardize_dtype(v.dtype) == "float32" for v in model.weights)
+    loss = model.compute_loss(x, y_pred=(decoded, z_mean, z_log_var), training=False)
+    assert keras.backend.standardize_dtype(loss.dtype) == "float32"
+    assert np.isfinite(history["loss"]).all()
+    if precision == "mixed_float16":  # Keras scales the loss so float16 gradients do not underflow
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    loaded = kvae.load(tmp_path / "run")
+    assert loaded.dtype_policy.name == precision
+
+
+# ------------------------------------------------------------------ the prepared device check, on the CPU
+
+@pytest.mark.slow  # about 90 s on a 2-core CPU: four fresh processes
+@torch_only
+def test_gpu_check_script_runs_on_the_cpu(embedded):
+    env = dict(backend_env("torch"), KVAE_HOME=os.environ["KVAE_HOME"])
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--cpu", "--quick"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "torch 2." in out.stdout and "device: CPU" in out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("plain PyTorch", "kvae.fit"))]
+    assert len(rows) == 4 and not any("error" in r for r in rows), out.stdout
+    for row in rows:  # steps/s, audio s/s, batch, peak MB: numbers, positive
+        numbers = [float(v.replace(",", "")) for v in row.split()[-5:]]
+        assert all(v > 0 for v in numbers), row

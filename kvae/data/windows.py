@@ -68,10 +68,14 @@ class WindowSource:
             windows, and together exactly the batches one process with
             `batch_size * shards` sees.
         shard: int. This rank's shard, `0 <= shard < shards`. Defaults to 0.
+        multiple_of: int. Cut the epoch to a multiple of this many windows
+            (a jax data-parallel batch must split evenly over the devices).
+            Defaults to 1.
     """
 
     def __init__(self, corpus, split, window, batch_size, windows_per_recording=1,
-                 random=True, seed=0, normalize="none", batches_per_epoch=None, shards=1, shard=0):
+                 random=True, seed=0, normalize="none", batches_per_epoch=None, shards=1, shard=0,
+                 multiple_of=1):
         if int(window) <= 0:
             raise KvaeError(f"window: must be at least one sample, got {window}")
         if int(batch_size) <= 0:
@@ -90,6 +94,7 @@ class WindowSource:
         self.batch_size = int(batch_size)
         self.windows_per_recording = int(windows_per_recording)
         self.shards, self.shard = int(shards), int(shard)
+        self.multiple_of = max(int(multiple_of), 1)
         self._limit = None
         if batches_per_epoch:
             self._limit = int(batches_per_epoch) * self.batch_size * self.shards
@@ -107,7 +112,9 @@ class WindowSource:
         total = len(self.entries) * self.windows_per_recording
         total = min(total, self._limit) if self._limit else total
         if self.shards == 1:
-            return total
+            if total < self.multiple_of:
+                raise KvaeError(f"split: {total} windows, fewer than the {self.multiple_of} devices of one batch")
+            return total - total % self.multiple_of
         global_batch = self.batch_size * self.shards
         if total < global_batch:
             raise KvaeError(f"data.batch_size: {self.batch_size} per rank x {self.shards} ranks = {global_batch} "
@@ -152,7 +159,7 @@ class WindowSource:
             slot = np.tile(np.arange(k), len(self.entries))
             starts = (room * (slot + 0.5) / k).astype(np.int64) if k > 1 else room // 2
         total = len(recs) if self._limit is None else min(len(recs), self._limit)
-        return np.stack([recs, starts], axis=1)[:total]
+        return np.stack([recs, starts], axis=1)[:total - total % self.multiple_of]
 
     def read(self, rows):
         """Read windows for `(recording, start)` rows into a float32 `(n, window)` array."""

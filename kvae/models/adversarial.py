@@ -273,8 +273,7 @@ def torch_train_step(model, data):
     if adversarial:
         with torch.no_grad():
             z_mean, z_log_var = model.encode(x)
-        eps = keras.random.normal(ops.shape(z_mean), seed=model.seed_generator)
-        decoded = model.decode(z_mean + ops.exp(0.5 * z_log_var) * eps)
+        decoded = model.decode(z_mean + ops.exp(0.5 * z_log_var) * model.latent_noise(z_mean))
         y_pred = (decoded, z_mean, z_log_var)
     else:
         y_pred = model(x, training=True)

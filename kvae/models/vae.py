@@ -244,9 +244,38 @@ class VAE(keras.Model):
 
     def call(self, x, training=False):
         z_mean, z_log_var = self.encode(x)
-        eps = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
-        z = z_mean + ops.exp(0.5 * z_log_var) * eps
+        z = z_mean + ops.exp(0.5 * z_log_var) * self.latent_noise(z_mean)
         return self.decode(z), z_mean, z_log_var
+
+    def latent_noise(self, like, stream=None):
+        """Standard normal noise shaped like `like`: the reparameterisation's, seeded by `seed`.
+
+        On torch it comes from a `torch.Generator` on the tensor's device,
+        seeded once from `seed` (plus `stream`, e.g. a data-parallel rank,
+        which `set_noise_stream` sets): Keras's seeded torch draw reads its
+        seed back to the host at every call, which on a GPU waits for the
+        device at every step. The stream is not part of the saved state: a
+        resumed run draws fresh noise. Elsewhere: `keras.random.normal` with
+        the model's `SeedGenerator`.
+        """
+        if keras.backend.backend() != "torch":
+            return keras.random.normal(ops.shape(like), seed=self.seed_generator,
+                                       dtype=keras.backend.standardize_dtype(like.dtype))
+        import torch
+
+        if like.device.type == "meta" or self.seed is None:  # Keras's symbolic build; or torch's global seed
+            return torch.randn(like.shape, device=like.device, dtype=like.dtype)
+        generator = self.__dict__.get("_noise_generator")
+        if generator is None or generator.device != like.device:
+            generator = torch.Generator(device=like.device)
+            generator.manual_seed((int(self.seed) + 1_000_003 * self.__dict__.get("_noise_stream", 0)) % 2 ** 63)
+            self.__dict__["_noise_generator"] = generator
+        return torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=generator)
+
+    def set_noise_stream(self, stream):
+        """Draw the latent noise from stream `stream` of the seed from now on (0 is the seed's own; torch only)."""
+        self.__dict__["_noise_stream"] = int(stream)
+        self.__dict__["_noise_generator"] = None
 
     # -- the loss -----------------------------------------------------------------------
 

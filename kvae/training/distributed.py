@@ -18,15 +18,12 @@ jax backend: `train.distribution = "data_parallel"` trains under
 
 import os
 import signal
-import sys
 import time
 
 import keras
 
 from kvae.errors import KvaeError
-from kvae.models.data_parallel import collective_error, world_size
-
-DISTRIBUTIONS = ("none", "data_parallel")
+from kvae.models.data_parallel import collective_error
 
 
 class Group:
@@ -155,33 +152,28 @@ def broadcast_object(group, value):
 
 
 def broadcast_state(model, group):
-    """Give every rank rank 0's weights and optimizer state; decorrelate the ranks' latent noise.
+    """Give every rank rank 0's weights and optimizer state; give each rank its own latent noise.
 
-    Each rank then draws its reparameterisation noise from rank 0's seed
-    generator state with the seed offset by the rank, so the ranks do not
-    draw the same noise for their different windows.
+    Each rank draws its reparameterisation noise from its own stream of the
+    model's seed (`VAE.set_noise_stream(rank)`), so the ranks do not draw the
+    same noise for their different windows.
     """
     if group.world == 1:
         return
-    import numpy as np
     import torch
     import torch.distributed as dist
 
     variables = list(model.variables) + list(model.optimizer.variables if model.optimizer else [])
-    seed_states = {id(v) for v in variables if "seed_generator_state" in v.path}
     with torch.no_grad():
         for v in variables:
-            if id(v) in seed_states or v.value.dtype not in (torch.float32, torch.float16, torch.bfloat16,
-                                                             torch.float64, torch.int64, torch.int32):
+            if "seed_generator_state" in v.path or v.value.dtype not in (
+                    torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32):
                 continue
             try:
                 dist.broadcast(v.value.data, src=0)
             except (RuntimeError, ValueError) as exc:
                 raise collective_error(exc, "sharing the initial weights") from None
-    state = np.asarray(keras.ops.convert_to_numpy(model.seed_generator.state)).astype(np.int64)
-    state = broadcast_object(group, state)
-    state[0] = (state[0] + 1_000_003 * group.rank) % 2 ** 32
-    model.seed_generator.state.assign(state.astype(np.uint32))
+    model.set_noise_stream(group.rank)
 
 
 class AverageLogs(keras.callbacks.Callback):
@@ -276,13 +268,3 @@ def strip_nproc(argv):
         elif not item.startswith("--nproc="):
             out.append(item)
     return out
-
-
-def rank_prefix(group):
-    """`"rank R: "` in a group, else empty (for messages)."""
-    return f"rank {group.rank}: " if group.world > 1 else ""
-
-
-def flush():
-    sys.stdout.flush()
-    sys.stderr.flush()

@@ -95,7 +95,7 @@ def make_datasets(config, corpus=None, verbose=True, shards=1, shard=0):
     window = int(round(data["rate"] * data["window_seconds"]))
     steps = config["train"]["steps_per_epoch"] or None
     common = dict(window=window, batch_size=data["batch_size"], seed=config["train"]["seed"],
-                  normalize=data["normalize"])
+                  normalize=data["normalize"], multiple_of=_devices(config))
     train_src = WindowSource(corpus, "train", windows_per_recording=data["windows_per_recording"],
                              random=True, batches_per_epoch=steps, shards=shards, shard=shard, **common)
     val_src = WindowSource(corpus, "test", windows_per_recording=data["val_windows_per_recording"],
@@ -171,6 +171,7 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     """`fit` once the config, the run folder and the process group are settled."""
     model_path, backup = run_dir / "model.keras", run_dir / "backup"
     _check_run_folder(run_dir, model_path, backup)
+    _check_batch(cfg)
     if group.writes:
         for folder in (run_dir, backup, run_dir / "samples"):  # half-written files of a killed run
             remove_stale_temporaries(folder)
@@ -188,7 +189,6 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     if group.world > 1 and group.writes:
         barrier(group)
     model = compile_model(build_model(cfg), cfg)
-    _check_batch(cfg, model)
     train = cfg["train"]
     # Order matters at an epoch's end: AverageLogs makes the logs the group's means and KLSchedule adds
     # `beta` before the history row is written, and the row is written before the backup, so a kill
@@ -258,11 +258,16 @@ class _BroadcastState(keras.callbacks.Callback):
         distributed.broadcast_state(self.model, self.group)
 
 
-def _check_batch(cfg, model):
-    """A jax data-parallel batch must split evenly over the devices (one line otherwise)."""
+def _devices(cfg):
+    """The devices a jax data-parallel batch is split over; 1 otherwise."""
     if keras.backend.backend() != "jax" or cfg["train"]["distribution"] != "data_parallel":
-        return
-    devices = len(keras.distribution.list_devices())
+        return 1
+    return len(keras.distribution.list_devices())
+
+
+def _check_batch(cfg):
+    """A jax data-parallel batch must split evenly over the devices (one line otherwise)."""
+    devices = _devices(cfg)
     if cfg["data"]["batch_size"] % devices:
         raise KvaeError(f"data.batch_size: {cfg['data']['batch_size']} does not split over the {devices} devices "
                         "of train.distribution = data_parallel; make it a multiple")
