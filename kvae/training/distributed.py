@@ -29,8 +29,9 @@ from kvae.models.data_parallel import collective_error
 class Group:
     """This process's place in data-parallel training: `rank` of `world` (1 and 0 when alone)."""
 
-    def __init__(self, rank=0, world=1, local_rank=0):
+    def __init__(self, rank=0, world=1, local_rank=0, jax_devices=0):
         self.rank, self.world, self.local_rank = int(rank), int(world), int(local_rank)
+        self.jax_devices = int(jax_devices)  # > 0: `setup` set keras.distribution.DataParallel over them
 
     @property
     def writes(self):
@@ -57,7 +58,7 @@ def setup(train):
     if train["distribution"] == "data_parallel" and backend == "jax":
         devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        return Group()
+        return Group(jax_devices=len(devices))
     if train["distribution"] == "data_parallel" and backend == "tensorflow":
         raise KvaeError("train.distribution = data_parallel: supported on jax (keras.distribution) and torch "
                         "(torchrun), not tensorflow")
@@ -109,7 +110,7 @@ def _watch_agent(interval=1.0):
 
 def teardown(group):
     """Leave the process group (torch) or drop the jax distribution that `setup` set."""
-    if keras.backend.backend() == "jax":
+    if group.jax_devices:
         keras.distribution.set_distribution(None)
     if group.world > 1:
         import torch.distributed as dist
