@@ -102,7 +102,8 @@ def child_torch(args):
         data = Path(folder) / "windows.npy"
         np.save(data, np.concatenate([source.batch(0, i) for i in range(args.warmup + args.steps + 1)]))
         model = cfg["model"]
-        ns = argparse.Namespace(data=data, batch=cfg["data"]["batch_size"], layers=model["hidden_layers"],
+        ns = argparse.Namespace(child="torch", data=data, batch=cfg["data"]["batch_size"],
+                                layers=model["hidden_layers"],
                                 units=model["hidden_units"], latent=model["latent_dim"], warmup=args.warmup,
                                 steps=args.steps, threads=torch.get_num_threads(),
                                 device="cuda" if torch.cuda.is_available() else "cpu")

@@ -47,8 +47,9 @@ def jax_data_parallel_fit(config, folder):
         out[name] = {"weights": [np.asarray(w) for w in model.get_weights()], "loss": history["loss"],
                      "on_devices": len(model.trainable_weights[0].value.sharding.device_set)}
     try:
-        kvae.fit(dict(config, data=dict(config["data"], batch_size=7), train=dict(config["train"], distribution="data_parallel")),
-                 run=f"{folder}/odd", verbose=False)
+        odd = dict(config, data=dict(config["data"], batch_size=7),
+                   train=dict(config["train"], distribution="data_parallel"))
+        kvae.fit(odd, run=f"{folder}/odd", verbose=False)
     except KvaeError as exc:
         out["odd_batch"] = str(exc)
     return out

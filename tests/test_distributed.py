@@ -189,7 +189,8 @@ def test_a_killed_rank_stops_the_group_on_one_line_and_the_group_resumes_after_k
     config = dict(EQUIVALENCE, train=dict(EQUIVALENCE["train"], epochs=5, steps_per_epoch=1000))
     (tmp_path / "run.json").write_text(json.dumps(config))
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "kvae", "fit", "--nproc", "2", "--config", str(tmp_path / "run.json"), "--run", str(run)]
+    cmd = [sys.executable, "-m", "kvae", "fit", "--nproc", "2", "--config", str(tmp_path / "run.json"),
+           "--run", str(run)]
     env = _env(tmp_path)
 
     # 1. kill -9 the whole group (the launcher and both ranks) once an epoch is backed up

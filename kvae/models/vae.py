@@ -315,7 +315,8 @@ class VAE(keras.Model):
             steps: int. Warm-up length in optimizer steps; 0 for none.
             start: float. The weight at step 0.
         """
-        self.__dict__["_kl_warmup"] = None if kind == "constant" or steps <= 0 else (kind, max(int(steps), 1), float(start))
+        warmup = None if kind == "constant" or steps <= 0 else (kind, max(int(steps), 1), float(start))
+        self.__dict__["_kl_warmup"] = warmup
 
     def kl_weight(self, step):
         """The KL weight at optimizer step `step` (a tensor) under the schedule set by `set_kl_schedule`."""
