@@ -230,6 +230,7 @@ def child_torch(args):
     x_all = np.load(args.data)
     batch = args.batch
     window = x_all.shape[1]
+    device = torch.device(getattr(args, "device", None) or "cpu")  # scripts/gpu_check.py passes cuda
     if args.child == "torch-loop":  # kvae's model, built as kvae.fit does, driven without Keras's trainer
         from kvae.training import build_model, seed_everything
 
@@ -241,7 +242,7 @@ def child_torch(args):
         def loss_of(x):
             return keras_model.compute_loss(x=x, y_pred=keras_model(x, training=True), training=True)
     else:
-        model = torch_fc(window, args.layers, args.units, args.latent)
+        model = torch_fc(window, args.layers, args.units, args.latent).to(device)
         params = [p for p in model.parameters() if p.requires_grad]
         forward = torch.compile(model) if args.child == "torch-compile" else model
         model.train()
@@ -250,7 +251,7 @@ def child_torch(args):
             return torch_fc_loss(model, x, forward(x))
     opt = torch.optim.Adam(params, lr=1e-3, eps=1e-7, **({"fused": True} if args.child == "torch-fused" else {}))
     n_steps = args.warmup + args.steps + 1  # batch starts timed; the last one is not run
-    tensors = [torch.from_numpy(x_all[i * batch:(i + 1) * batch]) for i in range(n_steps)]
+    tensors = [torch.from_numpy(x_all[i * batch:(i + 1) * batch]).to(device) for i in range(n_steps)]
     stamps, tail = [], torch.zeros(())
     for i in range(n_steps - 1):
         stamps.append(now())
@@ -262,10 +263,14 @@ def child_torch(args):
         opt.step()
         if i >= n_steps - 1 - LOSS_TAIL:
             tail = tail + loss.detach()
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # the last stamp after the GPU is done (earlier ones time the queueing)
+        peak_gpu = torch.cuda.max_memory_allocated() / MB
     stamps.append(now())
     peak = proc_status()
     n_params = sum(p.numel() for p in params)
     return {"stamps": stamps, "imports": imports, "peak": peak, "loss": float(tail) / LOSS_TAIL,
+            "peak_gpu_mb": peak_gpu if device.type == "cuda" else None,
             "params": n_params, "data_mb": x_all.nbytes / MB, "tensorflow": "tensorflow" in sys.modules}
 
 
@@ -544,6 +549,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
     p.add_argument("--preset", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)  # plain PyTorch rows only (gpu_check.py)
     args = p.parse_args(argv)
     if args.sizes is None:
         args.sizes = "tiny,small" if args.quick else ",".join(SIZES)

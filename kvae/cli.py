@@ -7,6 +7,7 @@ one line, `kvae: error: ...`, and exit status 2 (a traceback only with
 
 import argparse
 import functools
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,10 @@ def _set_items(args):
 
 
 def cmd_fit(args):
+    if args.nproc is not None:  # data-parallel: the same command on N ranks, through torchrun
+        from kvae.training.distributed import launch, strip_nproc
+
+        return launch(args.nproc, strip_nproc(args.argv))
     from kvae.training import fit
 
     config = args.config
@@ -63,6 +68,8 @@ def cmd_fit(args):
         config = "quickstart"
     start = time.perf_counter()
     model, history = fit(config=config, data=args.data, run=args.run, settings=_set_items(args))
+    if os.environ.get("RANK", "0") != "0":  # a data-parallel rank other than 0: rank 0 reports
+        return 0
     last = {k: v[-1] for k, v in history.items()}
     shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())) or "no epoch left to train, model saved"
     print(f"done in {time.perf_counter() - start:.0f} s: {shown}")
@@ -153,11 +160,16 @@ def build_parser():
     p = sub.add_parser("fit", help="train a VAE (default: configs/quickstart.toml on the embedded dataset)")
     p.add_argument("--config", metavar="FILE", help="config file or name in configs/ (default: quickstart)")
     _add_data_args(p)
-    p.add_argument("--run", metavar="DIR", help="run folder; an interrupted run resumes from it")
+    p.add_argument("--run", "--run-dir", dest="run", metavar="DIR",
+                   help="run folder; an interrupted run resumes from it (under torchrun write --run-dir: "
+                        "torchrun reads --run as its own --run-path)")
     p.add_argument("--epochs", type=int, metavar="N")
     p.add_argument("--steps-per-epoch", type=int, metavar="N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.hidden_layers=4 (repeatable)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train data-parallel on N local processes (torch backend; runs torchrun "
+                        "--nproc-per-node N -m kvae fit ...): one per GPU, or gloo on CPUs")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("sample", help="write samples of a trained model as WAV")
@@ -243,7 +255,9 @@ def main(argv=None):
     from kvae._env import configure
 
     configure()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from kvae.errors import KvaeError
 
     try:

@@ -33,6 +33,7 @@ DEFAULTS = {
         "normalize": "none",
         "batch_size": 32,
         "frontend": "pydataset",  # or "tf"
+        "workers": 0,  # PyDataset reader threads (0: batches are read in the training loop's thread)
     },
     "model": {"type": "fc"},
     "train": {
@@ -50,6 +51,9 @@ DEFAULTS = {
         "n_samples": 4,
         "gallery": True,  # write RUN/gallery/index.html at the end (kvae gallery)
         "verbose": "auto",
+        "precision": "float32",  # or mixed_bfloat16, mixed_float16 (Keras dtype policies; the loss stays float32)
+        "distribution": "none",  # data_parallel: jax's keras.distribution.DataParallel (torch: launch with torchrun)
+        "distributed_timeout": 600.0,  # seconds a rank waits for the others in a collective before failing
     },
 }
 SECTIONS = ("data", "model", "train")
@@ -57,6 +61,8 @@ CHOICES = {
     ("data", "normalize"): ("none", "peak", "rms"),
     ("data", "frontend"): ("pydataset", "tf"),
     ("train", "kl_schedule"): ("constant", "linear", "log"),
+    ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
+    ("train", "distribution"): ("none", "data_parallel"),
 }
 
 
@@ -195,6 +201,11 @@ def validate(config):
         if config["train"][key] < (1 if key == "epochs" else 0):
             raise KvaeError(f"train.{key}: must be {'at least 1' if key == 'epochs' else 'non-negative'}, "
                             f"got {config['train'][key]}")
+    if config["data"]["workers"] < 0:
+        raise KvaeError(f"data.workers: must be 0 or more (0 reads in the training thread), got {config['data']['workers']}")
+    if config["train"]["distributed_timeout"] <= 0:
+        raise KvaeError(f"train.distributed_timeout: must be a positive number of seconds, "
+                        f"got {config['train']['distributed_timeout']}")
     if config["train"]["learning_rate"] <= 0:
         raise KvaeError(f"train.learning_rate: must be positive, got {config['train']['learning_rate']}")
     for key, meaning in (("steps_per_epoch", "0 for one pass over the windows"), ("kl_warmup_steps", "0 for none"),

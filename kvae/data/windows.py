@@ -60,16 +60,30 @@ class WindowSource:
         normalize: str. `"none"`, `"peak"` or `"rms"`, see `normalize_window`.
         batches_per_epoch: int or None. Fix the epoch's length: more windows
             per recording are drawn if needed, and the epoch is cut to it.
+        shards: int. Data-parallel ranks sharing the epoch. Defaults to 1.
+            With `shards` > 1 the epoch's plan is cut into global batches of
+            `batch_size * shards` windows (an incomplete last one is dropped,
+            so every rank takes as many steps), and this source yields the
+            `shard`-th `batch_size` slice of each: the ranks see disjoint
+            windows, and together exactly the batches one process with
+            `batch_size * shards` sees.
+        shard: int. This rank's shard, `0 <= shard < shards`. Defaults to 0.
+        multiple_of: int. Cut the epoch to a multiple of this many windows
+            (a jax data-parallel batch must split evenly over the devices).
+            Defaults to 1.
     """
 
     def __init__(self, corpus, split, window, batch_size, windows_per_recording=1,
-                 random=True, seed=0, normalize="none", batches_per_epoch=None):
+                 random=True, seed=0, normalize="none", batches_per_epoch=None, shards=1, shard=0,
+                 multiple_of=1):
         if int(window) <= 0:
             raise KvaeError(f"window: must be at least one sample, got {window}")
         if int(batch_size) <= 0:
             raise KvaeError(f"batch_size: must be positive, got {batch_size}")
         if int(windows_per_recording) <= 0:
             raise KvaeError(f"windows_per_recording: must be positive, got {windows_per_recording}")
+        if int(shards) <= 0 or not 0 <= int(shard) < int(shards):
+            raise KvaeError(f"shard: must be from 0 to shards - 1 = {int(shards) - 1}, got {shard}")
         normalize_window(np.zeros((1, 1), np.float32), normalize)  # validates the mode
         entries = corpus.split(split) or corpus.entries
         if not entries:
@@ -79,9 +93,11 @@ class WindowSource:
         self.window = int(window)
         self.batch_size = int(batch_size)
         self.windows_per_recording = int(windows_per_recording)
+        self.shards, self.shard = int(shards), int(shard)
+        self.multiple_of = max(int(multiple_of), 1)
         self._limit = None
         if batches_per_epoch:
-            self._limit = int(batches_per_epoch) * self.batch_size
+            self._limit = int(batches_per_epoch) * self.batch_size * self.shards
             self.windows_per_recording = max(self.windows_per_recording, math.ceil(self._limit / len(entries)))
         self.epoch_offset = 0  # added to the tf.data front end's epoch counter (resuming)
         self.random = bool(random)
@@ -92,9 +108,18 @@ class WindowSource:
 
     @property
     def num_windows(self):
-        """Windows per epoch."""
+        """Windows per epoch (of this shard)."""
         total = len(self.entries) * self.windows_per_recording
-        return min(total, self._limit) if self._limit else total
+        total = min(total, self._limit) if self._limit else total
+        if self.shards == 1:
+            if total < self.multiple_of:
+                raise KvaeError(f"split: {total} windows, fewer than the {self.multiple_of} devices of one batch")
+            return total - total % self.multiple_of
+        global_batch = self.batch_size * self.shards
+        if total < global_batch:
+            raise KvaeError(f"data.batch_size: {self.batch_size} per rank x {self.shards} ranks = {global_batch} "
+                            f"windows per step, more than the {total} of an epoch; lower it or draw more windows")
+        return total // global_batch * self.batch_size
 
     @property
     def num_batches(self):
@@ -107,11 +132,21 @@ class WindowSource:
         return [e.key for e, n in zip(self.entries, self.frames) if n < self.window]
 
     def plan(self, epoch=0):
-        """Return the epoch's windows as an int64 array of `(recording, start)` rows."""
+        """Return the epoch's windows (this shard's, in batch order) as an int64 array of `(recording, start)` rows."""
         epoch = int(epoch) if self.random else 0
         cached = self._plans.get(epoch)
         if cached is not None:
             return cached
+        plan = self._full_plan(epoch)
+        if self.shards > 1:  # global batch k is rows [kG, (k+1)G); this shard takes its B-slice of each
+            steps = self.num_windows // self.batch_size
+            plan = plan[: steps * self.batch_size * self.shards].reshape(steps, self.shards, self.batch_size, 2)
+            plan = np.ascontiguousarray(plan[:, self.shard].reshape(-1, 2))
+        self._plans = {epoch: plan}  # keep one epoch: the cache must not grow
+        return plan
+
+    def _full_plan(self, epoch):
+        """The windows of an epoch over all shards."""
         k = self.windows_per_recording
         recs = np.repeat(np.arange(len(self.entries), dtype=np.int64), k)
         room = np.maximum(self.frames - self.window, 0)[recs]
@@ -123,9 +158,8 @@ class WindowSource:
         else:
             slot = np.tile(np.arange(k), len(self.entries))
             starts = (room * (slot + 0.5) / k).astype(np.int64) if k > 1 else room // 2
-        plan = np.stack([recs, starts], axis=1)[: self.num_windows]
-        self._plans = {epoch: plan}  # keep one epoch: the cache must not grow
-        return plan
+        total = len(recs) if self._limit is None else min(len(recs), self._limit)
+        return np.stack([recs, starts], axis=1)[:total - total % self.multiple_of]
 
     def read(self, rows):
         """Read windows for `(recording, start)` rows into a float32 `(n, window)` array."""

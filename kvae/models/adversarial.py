@@ -31,6 +31,7 @@ import keras
 from keras import layers, ops
 
 from kvae.dsp import ops as dsp_ops
+from kvae.models import data_parallel
 from kvae.dsp.filters import scaled_fft_sizes
 from kvae.errors import KvaeError
 
@@ -240,8 +241,18 @@ def feature_matching(real_outputs, fake_outputs):
 # ------------------------------------------------------------------ the torch training step
 
 def in_adversarial_stage(model):
-    """Whether the model's next step is an adversarial one (`optimizer.iterations >= adversarial_after`)."""
-    step = int(ops.convert_to_numpy(model.optimizer.iterations))
+    """Whether the model's next step is an adversarial one (`optimizer.iterations >= adversarial_after`).
+
+    The choice is Python control flow, so it needs the step on the host: it is
+    read from the device once per `fit` / `train_on_batch` call (`VAE.fit` resets
+    `model._host_step`) and then counted on the host, so a step on a GPU does not
+    wait for the device. A loss-scaling optimizer (mixed_float16) may skip a
+    step, so under it the step is read every time.
+    """
+    step = getattr(model, "_host_step", None)
+    if step is None or isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
+        step = int(ops.convert_to_numpy(model.optimizer.iterations))
+    model._host_step = step + 1
     return step >= model.adversarial_after
 
 
@@ -262,8 +273,7 @@ def torch_train_step(model, data):
     if adversarial:
         with torch.no_grad():
             z_mean, z_log_var = model.encode(x)
-        eps = keras.random.normal(ops.shape(z_mean), seed=model.seed_generator)
-        decoded = model.decode(z_mean + ops.exp(0.5 * z_log_var) * eps)
+        decoded = model.decode(z_mean + ops.exp(0.5 * z_log_var) * model.latent_noise(z_mean))
         y_pred = (decoded, z_mean, z_log_var)
     else:
         y_pred = model(x, training=True)
@@ -279,10 +289,10 @@ def torch_train_step(model, data):
             + model.adversarial_weights["feature_matching"] * fm
         model.loss_tracker_adv_gen.update_state(adv_gen)
         model.loss_tracker_feature_matching.update_state(fm)
-    model._loss_tracker.update_state(loss, sample_weight=batch)
-    loss = model.optimizer.scale_loss(loss)
-    loss.backward()
+    model.optimizer.scale_loss(loss).backward()
     grads = [v.value.grad for v in gen_vars]
+    loss = data_parallel.reduce_gradients(grads, loss)  # averaged over the ranks under torchrun; else as is
+    model._loss_tracker.update_state(loss, sample_weight=batch)
     with torch.no_grad():
         model.optimizer.apply(grads, gen_vars)
 
@@ -295,6 +305,7 @@ def torch_train_step(model, data):
         adv_disc = discriminator_hinge(real_outputs, fake_outputs)
         (model.adversarial_weights["adv_disc"] * adv_disc).backward()
         grads = [v.value.grad for v in disc_vars]
+        data_parallel.reduce_gradients(grads)
         with torch.no_grad():
             model.disc_optimizer.apply(grads, disc_vars)
         model.loss_tracker_adv_disc.update_state(adv_disc)

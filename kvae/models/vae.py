@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from kvae.errors import KvaeError
+from kvae.models import data_parallel
 
 DECODER_VARIANCES = ("fixed", "scalar", "diagonal", "optimal")
 REDUCTIONS = ("sum", "mean")
@@ -198,6 +199,8 @@ class VAE(keras.Model):
 
     def train_step(self, *args, **kwargs):
         if self.adversarial_after is None:
+            if data_parallel.world_size() > 1:  # under torchrun: the gradients averaged over the ranks
+                return data_parallel.torch_train_step(self, *args, **kwargs)
             return super().train_step(*args, **kwargs)
         from kvae.models import adversarial
 
@@ -213,6 +216,7 @@ class VAE(keras.Model):
         return logs
 
     def fit(self, *args, **kwargs):
+        self._host_step = None  # the adversarial step's host copy of the step count, read afresh
         if self.adversarial_after is not None:
             from kvae.models import adversarial
 
@@ -220,6 +224,7 @@ class VAE(keras.Model):
         return super().fit(*args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
+        self._host_step = None
         if self.adversarial_after is not None:
             from kvae.models import adversarial
 
@@ -239,9 +244,38 @@ class VAE(keras.Model):
 
     def call(self, x, training=False):
         z_mean, z_log_var = self.encode(x)
-        eps = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
-        z = z_mean + ops.exp(0.5 * z_log_var) * eps
+        z = z_mean + ops.exp(0.5 * z_log_var) * self.latent_noise(z_mean)
         return self.decode(z), z_mean, z_log_var
+
+    def latent_noise(self, like, stream=None):
+        """Standard normal noise shaped like `like`: the reparameterisation's, seeded by `seed`.
+
+        On torch it comes from a `torch.Generator` on the tensor's device,
+        seeded once from `seed` (plus `stream`, e.g. a data-parallel rank,
+        which `set_noise_stream` sets): Keras's seeded torch draw reads its
+        seed back to the host at every call, which on a GPU waits for the
+        device at every step. The stream is not part of the saved state: a
+        resumed run draws fresh noise. Elsewhere: `keras.random.normal` with
+        the model's `SeedGenerator`.
+        """
+        if keras.backend.backend() != "torch":
+            return keras.random.normal(ops.shape(like), seed=self.seed_generator,
+                                       dtype=keras.backend.standardize_dtype(like.dtype))
+        import torch
+
+        if like.device.type == "meta" or self.seed is None:  # Keras's symbolic build; or torch's global seed
+            return torch.randn(like.shape, device=like.device, dtype=like.dtype)
+        generator = self.__dict__.get("_noise_generator")
+        if generator is None or generator.device != like.device:
+            generator = torch.Generator(device=like.device)
+            generator.manual_seed((int(self.seed) + 1_000_003 * self.__dict__.get("_noise_stream", 0)) % 2 ** 63)
+            self.__dict__["_noise_generator"] = generator
+        return torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=generator)
+
+    def set_noise_stream(self, stream):
+        """Draw the latent noise from stream `stream` of the seed from now on (0 is the seed's own; torch only)."""
+        self.__dict__["_noise_stream"] = int(stream)
+        self.__dict__["_noise_generator"] = None
 
     # -- the loss -----------------------------------------------------------------------
 
@@ -269,11 +303,63 @@ class VAE(keras.Model):
             return ops.sum(ops.maximum(ops.mean(kl, axis=0), self.free_bits))
         return ops.mean(ops.sum(kl, axis=1))
 
+    def set_kl_schedule(self, kind="constant", steps=0, start=1e-6):
+        """Warm the KL weight up inside the loss (`kvae.training.KLSchedule` sets it at the start of `fit`).
+
+        Each training step computes the weight from `optimizer.iterations` in
+        the step itself (no read of the step count on the host, which on a GPU
+        would wait for the device) and keeps it in `beta`, saved with the model.
+
+        Args:
+            kind: str. `"constant"` (no warm-up), `"linear"` or `"log"`.
+            steps: int. Warm-up length in optimizer steps; 0 for none.
+            start: float. The weight at step 0.
+        """
+        warmup = None if kind == "constant" or steps <= 0 else (kind, max(int(steps), 1), float(start))
+        self.__dict__["_kl_warmup"] = warmup
+
+    def kl_weight(self, step):
+        """The KL weight at optimizer step `step` (a tensor) under the schedule set by `set_kl_schedule`."""
+        kind, steps, start = self.__dict__.get("_kl_warmup") or ("constant", 1, self.initial_beta)
+        target = self.initial_beta
+        if kind == "constant":
+            return ops.convert_to_tensor(target, "float32")
+        t = ops.clip(ops.cast(step, "float32") / float(steps), 0.0, 1.0)
+        if kind == "log":
+            lo = max(start, 1e-12)
+            return ops.exp(math.log(lo) + t * (math.log(max(target, lo)) - math.log(lo)))
+        return start + t * (target - start)
+
+    def _optimizer_step(self):
+        # On jax the train step is traced with the optimizer's variables as arguments: take the step
+        # count from them (see compute_loss_and_updates), not the variable's value when it was traced.
+        state = self.__dict__.get("_jax_optimizer_state")
+        if state is not None:
+            for ref, value in zip(self.optimizer.variables, state):
+                if ref is self.optimizer.iterations:
+                    return value
+        return self.optimizer.iterations
+
+    def compute_loss_and_updates(self, *args, optimizer_variables=None, **kwargs):
+        # keras.src.backend.jax.trainer.JAXTrainer's method (jax only; the other backends never call it).
+        self.__dict__["_jax_optimizer_state"] = optimizer_variables
+        try:
+            return super().compute_loss_and_updates(*args, optimizer_variables=optimizer_variables, **kwargs)
+        finally:
+            self.__dict__["_jax_optimizer_state"] = None
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        decoded, z_mean, z_log_var = y_pred
+        # Under a mixed precision policy the layers compute in (b)float16; the loss and the variance
+        # terms stay in float32.
+        decoded, z_mean, z_log_var = (ops.cast(t, "float32") for t in y_pred)
+        x = ops.cast(x, "float32")
         reconstruction = ops.mean(self._reconstruction_nll(self.target(x), decoded))
         kl = self._kl(z_mean, z_log_var)
-        total = reconstruction + self.beta * kl
+        beta = self.beta
+        if training and self.__dict__.get("_kl_warmup") and self.optimizer is not None:
+            beta = self.kl_weight(self._optimizer_step())
+            self.beta.assign(beta)
+        total = reconstruction + beta * kl
         self.loss_tracker_reconstruction.update_state(reconstruction)
         self.loss_tracker_kl.update_state(kl)
         if self.stft_loss is not None:

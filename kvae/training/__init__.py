@@ -4,6 +4,7 @@
 - `callbacks`: `WindowEpochs` (which epoch's windows), `KLSchedule` (KL warm-up), `EpochHistory`
   (history.csv, one row per epoch) and `RunBackup` (the backup a cut-short run resumes from).
 - `runs`: loss curves and samples written into a run folder.
+- `distributed`: data-parallel `fit` (torchrun's process group, jax's DataParallel, `kvae fit --nproc`).
 - `inference`: `load` a model, `reconstruct_audio` (and `reconstruct_file`, streaming) of any length.
 - `latents`: a model's latents as frames in time, encoded from and streamed back to long audio.
 - `prior`: `fit_prior`, the latent mixture and autoregressive prior of a run, in `RUN/prior/`.

@@ -27,10 +27,13 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     Args:
         backup_dir: str or Path. The backup folder (`<run>/backup`).
+        write: bool. Write backups (every rank of a data-parallel run restores
+            from the backup; only rank 0 writes it). Defaults to True.
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, write=True):
         super().__init__(str(backup_dir), delete_checkpoint=False)
+        self.write = bool(write)
 
     def on_train_begin(self, logs=None):
         try:
@@ -45,6 +48,8 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         # writes from: _weights_path, _training_metadata_path, _current_epoch, _last_batch_seen;
         # checked on keras 3.15.1. Another Keras falls back to its own (non-atomic) save.
         names = ("_weights_path", "_training_metadata_path", "_current_epoch", "_last_batch_seen")
+        if not self.write:
+            return
         try:
             if not all(hasattr(self, name) for name in names):
                 return super()._save_model()
@@ -157,8 +162,11 @@ class KLSchedule(keras.callbacks.Callback):
     """Warms the KL weight (`model.beta`) up from `start` to the model's beta over `steps` steps.
 
     The weight is a function of `optimizer.iterations`, which BackupAndRestore
-    restores, and it lives in a non-trainable variable saved with the model,
-    so the schedule survives saving, loading and resuming.
+    restores, computed inside each training step (`VAE.set_kl_schedule`, which
+    this callback calls when training begins): nothing is read back from the
+    device between steps. It is kept in `model.beta`, a non-trainable variable
+    saved with the model, so the schedule survives saving, loading and
+    resuming; each epoch's `beta` (the weight of its last step) is logged.
 
     Args:
         steps: int. Warm-up length in optimizer steps.
@@ -175,16 +183,18 @@ class KLSchedule(keras.callbacks.Callback):
         self.start = float(start)
 
     def value(self, step, target):
-        """The KL weight at an optimizer step."""
+        """The KL weight at an optimizer step (in Python; `VAE.kl_weight` computes the same in the step)."""
         t = min(max(step / self.steps, 0.0), 1.0)
         if self.kind == "log":
             lo = max(self.start, 1e-12)
             return float(math.exp(math.log(lo) + t * (math.log(max(target, lo)) - math.log(lo))))
         return float(self.start + t * (target - self.start))
 
-    def on_train_batch_begin(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        self.model.beta.assign(self.value(step, self.model.initial_beta))
+    def on_train_begin(self, logs=None):
+        self.model.set_kl_schedule(self.kind, self.steps, self.start)
+
+    def on_train_end(self, logs=None):
+        self.model.set_kl_schedule("constant")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -204,9 +214,12 @@ class TimeBudget(keras.callbacks.Callback):
             `"cpu"` (this process's CPU time over all its threads: a budget
             that other jobs on the machine do not eat into, for fair
             comparisons). Defaults to "wall".
+        group: kvae.training.distributed.Group or None. In a data-parallel
+            run rank 0's clock decides, after every batch, for all ranks (a
+            one-element broadcast), so they stop at the same step.
     """
 
-    def __init__(self, minutes, clock="wall"):
+    def __init__(self, minutes, clock="wall", group=None):
         super().__init__()
         if clock not in ("wall", "cpu"):
             raise KvaeError(f"time budget clock: must be wall or cpu, got '{clock}'")
@@ -216,12 +229,18 @@ class TimeBudget(keras.callbacks.Callback):
         self.clock = time.process_time if clock == "cpu" else time.monotonic
         self.start = None
         self.stopped_at = None  # the optimizer step training stopped at, when the budget ended it
+        self.group = group
 
     def on_train_begin(self, logs=None):
         self.start = self.clock()
         self.stopped_at = None
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.stopped_at is None and self.clock() - self.start >= self.seconds:
+        over = self.clock() - self.start >= self.seconds
+        if self.group is not None and self.group.world > 1:
+            from kvae.training.distributed import agreed_stop
+
+            over = agreed_stop(self.group, over)
+        if self.stopped_at is None and over:
             self.model.stop_training = True
             self.stopped_at = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))

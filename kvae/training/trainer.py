@@ -14,7 +14,9 @@ from kvae.data import WindowSource, prepare
 from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, save_error
+from kvae.training import distributed
 from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, TimeBudget, WindowEpochs
+from kvae.training.distributed import AverageLogs, barrier, broadcast_object
 from kvae.training.runs import finish_run
 
 
@@ -47,15 +49,21 @@ def seed_everything(seed, frontend="pydataset"):
 
 
 def build_model(config):
-    """Instantiate the model a resolved config describes."""
+    """Instantiate the model a resolved config describes (under its `train.precision` dtype policy)."""
     model_cfg = dict(config["model"])
     cls = model_class(model_cfg.pop("type", "fc"))
-    return cls(
-        sample_rate=config["data"]["rate"],
-        window_seconds=config["data"]["window_seconds"],
-        seed=config["train"]["seed"],
-        **model_cfg,
-    )
+    precision = config["train"].get("precision", "float32")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)  # the layers keep it; the global policy is put back
+    try:
+        return cls(
+            sample_rate=config["data"]["rate"],
+            window_seconds=config["data"]["window_seconds"],
+            seed=config["train"]["seed"],
+            **model_cfg,
+        )
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def compile_model(model, config):
@@ -80,8 +88,15 @@ torch (slower than eager for kvae's models on a CPU: see the README).
     return model
 
 
-def make_datasets(config, corpus=None, verbose=True):
-    """Prepare (or reuse) the cache and return `(train, val, train_source, steps_per_epoch)`."""
+def make_datasets(config, corpus=None, verbose=True, shards=1, shard=0):
+    """Prepare (or reuse) the cache and return `(train, val, train_source, steps_per_epoch)`.
+
+    Args:
+        shards, shard: int. Data-parallel ranks and this one's rank: the
+            training windows of every global batch of `batch_size * shards`
+            are split between the ranks (see `WindowSource`); validation is
+            not split.
+    """
     data = config["data"]
     if corpus is None:
         corpus = prepare(
@@ -94,14 +109,16 @@ def make_datasets(config, corpus=None, verbose=True):
     window = int(round(data["rate"] * data["window_seconds"]))
     steps = config["train"]["steps_per_epoch"] or None
     common = dict(window=window, batch_size=data["batch_size"], seed=config["train"]["seed"],
-                  normalize=data["normalize"])
+                  normalize=data["normalize"], multiple_of=_devices(config))
     train_src = WindowSource(corpus, "train", windows_per_recording=data["windows_per_recording"],
-                             random=True, batches_per_epoch=steps, **common)
+                             random=True, batches_per_epoch=steps, shards=shards, shard=shard, **common)
     val_src = WindowSource(corpus, "test", windows_per_recording=data["val_windows_per_recording"],
                            random=False, **common)
     if data["frontend"] == "tf":
         return train_src.tf_dataset(), val_src.tf_dataset(), train_src, train_src.num_batches
-    return train_src.py_dataset(), val_src.py_dataset(), train_src, None
+    # Reader threads, not processes: WindowEpochs sets the epoch on the dataset object itself.
+    workers = dict(workers=data["workers"], use_multiprocessing=False) if data["workers"] > 1 else {}
+    return train_src.py_dataset(**workers), val_src.py_dataset(**workers), train_src, None
 
 
 def _resolve_run(config, overrides, run):
@@ -157,34 +174,56 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
     if data is not None:
         nested.setdefault("data", {})["path"] = str(data)
     cfg, run_dir = _resolve_run(config, nested, run)
+    group = distributed.setup(cfg["train"])
+    try:
+        return _fit(cfg, broadcast_object(group, run_dir), group, verbose and group.writes, callbacks)
+    finally:
+        distributed.teardown(group)
+
+
+def _fit(cfg, run_dir, group, verbose, callbacks):
+    """`fit` once the config, the run folder and the process group are settled."""
     model_path, backup = run_dir / "model.keras", run_dir / "backup"
     _check_run_folder(run_dir, model_path, backup)
-    for folder in (run_dir, backup, run_dir / "samples"):  # half-written files of a killed run
-        remove_stale_temporaries(folder)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / "config.json") as tmp:
-            tmp.write_text(json.dumps(cfg, indent=2))
-    except OSError as exc:
-        raise save_error(exc, run_dir, "writing the run folder") from None
+    _check_batch(cfg)
+    if group.writes:
+        for folder in (run_dir, backup, run_dir / "samples"):  # half-written files of a killed run
+            remove_stale_temporaries(folder)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(run_dir / "config.json") as tmp:
+                tmp.write_text(json.dumps(cfg, indent=2))
+        except OSError as exc:
+            raise save_error(exc, run_dir, "writing the run folder") from None
 
     seed_everything(cfg["train"]["seed"], cfg["data"]["frontend"])
-    train_ds, val_ds, train_src, steps = make_datasets(cfg, verbose=verbose)
+    if group.world > 1 and not group.writes:
+        barrier(group)  # rank 0 prepares the cache first; the others then find it ready
+    train_ds, val_ds, train_src, steps = make_datasets(cfg, verbose=verbose, shards=group.world, shard=group.rank)
+    if group.world > 1 and group.writes:
+        barrier(group)
     model = compile_model(build_model(cfg), cfg)
     train = cfg["train"]
-    # Order matters at an epoch's end: KLSchedule adds `beta` to the logs before the history row is
-    # written, and the row is written before the backup, so a kill between the two leaves a row
-    # the resumed run drops and writes again (never a trained epoch without its row).
-    cbs = [WindowEpochs(train_ds, train_src), keras.callbacks.TerminateOnNaN(),
-           EpochHistory(run_dir / "history.csv"), RunBackup(backup)]
+    # Order matters at an epoch's end: AverageLogs makes the logs the group's means and KLSchedule adds
+    # `beta` before the history row is written, and the row is written before the backup, so a kill
+    # between the two leaves a row the resumed run drops and writes again (never a trained epoch
+    # without its row). Only rank 0 writes; every rank restores from the backup.
+    cbs = [WindowEpochs(train_ds, train_src), keras.callbacks.TerminateOnNaN()]
     if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
-        cbs.insert(1, KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
-    budget = TimeBudget(train["max_minutes"]) if train["max_minutes"] > 0 else None
+        cbs.append(KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
+    if group.world > 1:
+        cbs.append(AverageLogs(group))
+    cbs += ([EpochHistory(run_dir / "history.csv")] if group.writes else []) + [RunBackup(backup, write=group.writes)]
+    if group.world > 1:
+        cbs.append(_BroadcastState(group))  # after RunBackup: the ranks start from rank 0's (restored) state
+    budget = TimeBudget(train["max_minutes"], group=group) if train["max_minutes"] > 0 else None
     cbs += ([budget] if budget else []) + list(callbacks or [])
     if verbose:
         print(f"run:        {run_dir}")
         print(f"model:      {type(model).__name__}, {model.count_params():,} parameters, "
-              f"{model.window} samples per window at {model.sample_rate} Hz, backend {keras.backend.backend()}")
+              f"{model.window} samples per window at {model.sample_rate} Hz, backend {keras.backend.backend()}"
+              + ("" if train["precision"] == "float32" else f", {train['precision']}"))
+        _print_parallelism(cfg, group)
     try:
         history = model.fit(
             train_ds, validation_data=val_ds, epochs=train["epochs"], steps_per_epoch=steps,
@@ -198,10 +237,13 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
     if verbose and budget is not None and budget.stopped_at is not None:
         print(f"time:       train.max_minutes = {train['max_minutes']:g} spent; stopped after step {budget.stopped_at:,}")
     if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
-        shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
+        if group.writes:
+            shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
         for path, count in train_src.corpus.non_finite():  # bad data, not a bad learning rate
             raise KvaeError(f"{path}: cached audio holds {count} NaN or Inf samples; run `kvae prepare` again")
         raise KvaeError("training diverged (loss is NaN or Inf); lower train.learning_rate")
+    if not group.writes:
+        return model, history.history
     # The backup stays until the model and the rest of the folder are written: a run cut short
     # here resumes from it (and, with every epoch done, only saves again).
     try:
@@ -217,6 +259,45 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
     if verbose:
         print(f"saved:      {model_path}")
     return model, history.history
+
+
+class _BroadcastState(keras.callbacks.Callback):
+    """At the start of training (after the backup is restored), every rank takes rank 0's state."""
+
+    def __init__(self, group):
+        super().__init__()
+        self.group = group
+
+    def on_train_begin(self, logs=None):
+        distributed.broadcast_state(self.model, self.group)
+
+
+def _devices(cfg):
+    """The devices a jax data-parallel batch is split over; 1 otherwise."""
+    if keras.backend.backend() != "jax" or cfg["train"]["distribution"] != "data_parallel":
+        return 1
+    return len(keras.distribution.list_devices())
+
+
+def _check_batch(cfg):
+    """A jax data-parallel batch must split evenly over the devices (one line otherwise)."""
+    devices = _devices(cfg)
+    if cfg["data"]["batch_size"] % devices:
+        raise KvaeError(f"data.batch_size: {cfg['data']['batch_size']} does not split over the {devices} devices "
+                        "of train.distribution = data_parallel; make it a multiple")
+
+
+def _print_parallelism(cfg, group):
+    batch = cfg["data"]["batch_size"]
+    if group.world > 1:
+        import torch.distributed as dist
+
+        print(f"parallel:   {group.world} ranks ({dist.get_backend()}), global batch {batch * group.world} = "
+              f"{batch} per rank x {group.world}; gradients averaged every step")
+    elif keras.backend.backend() == "jax" and cfg["train"]["distribution"] == "data_parallel":
+        devices = keras.distribution.list_devices()
+        print(f"parallel:   keras.distribution.DataParallel over {len(devices)} devices, global batch {batch} = "
+              f"{batch // len(devices)} per device x {len(devices)}")
 
 
 def _readable_model(path):
