@@ -131,3 +131,15 @@ def test_other_backends_refuse_to_train_it_in_one_line(backend, tmp_path):
     for message in result["errors"]:
         assert message is not None and "\n" not in message
         assert "torch" in message and backend in message and "adversarial_after" in message
+
+
+def test_a_switch_before_the_kl_warmup_ends_gets_a_note():
+    from kvae.config import load_config
+    from kvae.training.trainer import stage_note
+
+    early = load_config("rave-3k", {"model": {"adversarial_after": 500}})
+    assert "freezes the encoder before the KL warm-up ends (step 1000)" in stage_note(early)
+    assert stage_note(load_config("rave-3k-adv")) is None  # the preset switches when the warm-up ends
+    assert stage_note(load_config("rave-3k")) is None  # no adversarial stage
+    constant = load_config("rave-3k", {"model": {"adversarial_after": 10}, "train": {"kl_schedule": "constant"}})
+    assert stage_note(constant) is None
