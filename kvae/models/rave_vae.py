@@ -117,7 +117,8 @@ class RaveVAE(VAE):
             for d in self.dilations:
                 h = ResidualUnit(channels, k, d, name=f"dec_{i}_res_d{d}")(h)
         h = Snake(name="dec_out_snake")(h)
-        h = layers.Conv1D(self.n_bands, 2 * k + 1, padding="same", activation="tanh", name="bands")(h)
+        h = layers.Conv1D(self.n_bands, 2 * k + 1, padding="same", activation="tanh", kernel_initializer="zeros",
+                          name="bands")(h)
         if self.n_bands > 1:
             h = PQMF(self.n_bands, self.pqmf_attenuation, inverse=True, name="pqmf_synthesis")(h)
         if padded != self.window:
