@@ -21,6 +21,23 @@ REDUCTIONS = ("sum", "mean")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def kl_warmup_weight(step, kind, steps, start, target, dtype="float32"):
+    """The KL weight at optimizer step `step` of a warm-up from `start` to `target` over `steps` steps.
+
+    `kind` is `"constant"` (always `target`), `"linear"` or `"log"` (geometric,
+    as RAVE v2). Computed with `keras.ops`, so `step` may be the optimizer's
+    step-count tensor inside a training step (`VAE.kl_weight`) or a Python
+    int (`kvae.training.KLSchedule.value`).
+    """
+    if kind == "constant":
+        return ops.convert_to_tensor(target, dtype)
+    t = ops.clip(ops.cast(step, dtype) / float(steps), 0.0, 1.0)
+    if kind == "log":
+        lo = max(start, 1e-12)
+        return ops.exp(math.log(lo) + t * (math.log(max(target, lo)) - math.log(lo)))
+    return start + t * (target - start)
+
+
 @keras.saving.register_keras_serializable(package="kvae")
 class VAE(keras.Model):
     """Base class of kvae's variational autoencoders on raw audio.
@@ -321,14 +338,7 @@ class VAE(keras.Model):
     def kl_weight(self, step):
         """The KL weight at optimizer step `step` (a tensor) under the schedule set by `set_kl_schedule`."""
         kind, steps, start = self.__dict__.get("_kl_warmup") or ("constant", 1, self.initial_beta)
-        target = self.initial_beta
-        if kind == "constant":
-            return ops.convert_to_tensor(target, "float32")
-        t = ops.clip(ops.cast(step, "float32") / float(steps), 0.0, 1.0)
-        if kind == "log":
-            lo = max(start, 1e-12)
-            return ops.exp(math.log(lo) + t * (math.log(max(target, lo)) - math.log(lo)))
-        return start + t * (target - start)
+        return kl_warmup_weight(step, kind, steps, start, self.initial_beta)
 
     def _optimizer_step(self):
         # On jax the train step is traced with the optimizer's variables as arguments: take the step

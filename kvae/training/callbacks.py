@@ -3,7 +3,6 @@ history file, the backup a cut-short run resumes from and the time budget."""
 
 import csv
 import json
-import math
 import os
 import time
 
@@ -183,12 +182,11 @@ class KLSchedule(keras.callbacks.Callback):
         self.start = float(start)
 
     def value(self, step, target):
-        """The KL weight at an optimizer step (in Python; `VAE.kl_weight` computes the same in the step)."""
-        t = min(max(step / self.steps, 0.0), 1.0)
-        if self.kind == "log":
-            lo = max(self.start, 1e-12)
-            return float(math.exp(math.log(lo) + t * (math.log(max(target, lo)) - math.log(lo))))
-        return float(self.start + t * (target - self.start))
+        """The KL weight at an optimizer step, as a float (the formula `VAE.kl_weight` uses in the step)."""
+        from kvae.models.vae import kl_warmup_weight
+
+        weight = kl_warmup_weight(step, self.kind, self.steps, self.start, target, dtype="float64")
+        return float(keras.ops.convert_to_numpy(weight))
 
     def on_train_begin(self, logs=None):
         self.model.set_kl_schedule(self.kind, self.steps, self.start)
