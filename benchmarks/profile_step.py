@@ -60,6 +60,7 @@ class PhaseTimer:
         self._undo = []
 
     def wrap(self, obj, name, phase):
+        own = vars(obj).get(name)  # a class's own method (restored as it was), or None for an instance's
         inner = getattr(obj, name)
 
         def timed(*args, **kwargs):
@@ -70,11 +71,14 @@ class PhaseTimer:
                 self.seconds[phase] += time.perf_counter() - start
 
         setattr(obj, name, timed)
-        self._undo.append((obj, name))
+        self._undo.append((obj, name, own))
 
     def restore(self):
-        for obj, name in reversed(self._undo):
-            delattr(obj, name)  # the instance attribute goes; the class's method shows again
+        for obj, name, own in reversed(self._undo):
+            if own is not None:
+                setattr(obj, name, own)
+            else:
+                delattr(obj, name)  # the instance attribute goes; the class's method shows again
         self._undo.clear()
 
 
@@ -107,23 +111,13 @@ def profile_keras(spec, fused, steps, warmup):
     timer.wrap(model, "compute_metrics", "metrics")
     timer.wrap(model.optimizer, "_clip_gradients", "clip")
     timer.wrap(model.optimizer, "_parallel_update_step", "update")
-    backward = torch.Tensor.backward
-
-    def timed_backward(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return backward(self, *args, **kwargs)
-        finally:
-            timer.seconds["backward"] += time.perf_counter() - start
-
-    torch.Tensor.backward = timed_backward
+    timer.wrap(torch.Tensor, "backward", "backward")
     try:
         start = time.perf_counter()
         for i in range(steps):
             fn([(batches[i % len(batches)],)])
         total = time.perf_counter() - start
     finally:
-        torch.Tensor.backward = backward
         timer.restore()
     return _per_step(timer.seconds, total, steps), model.count_params()
 
