@@ -92,9 +92,9 @@ def cmd_reconstruct(args):
     from kvae.paths import check_output_file
     from kvae.training import load, reconstruct_file
 
-    check_output_file(args.output, [args.input, args.model])
+    check_output_file(args.output, [args.input, args.model], overwrite=args.overwrite)
     model = load(args.model, compile=False)
-    frames = reconstruct_file(model, args.input, args.output)
+    frames = reconstruct_file(model, args.input, args.output, overwrite=args.overwrite)
     print(f"{args.output}: {frames / model.sample_rate:.2f} s at {model.sample_rate} Hz")
     return 0
 
@@ -120,7 +120,7 @@ def cmd_generate(args):
     from kvae.training import generate
 
     generate(args.run, seconds=args.seconds, out=args.out, prior=args.prior, temperature=args.temperature,
-             seed=args.seed, prime=args.prime, n=args.n, verbose=True)
+             seed=args.seed, prime=args.prime, n=args.n, overwrite=args.overwrite, verbose=True)
     return 0
 
 
@@ -184,6 +184,7 @@ def build_parser():
     p.add_argument("model")
     p.add_argument("input", metavar="IN.wav")
     p.add_argument("output", metavar="OUT.wav", help="WAV to write; never the input, nor a folder")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.wav if it exists")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("evaluate", help="does a model sound like its data? two-sample tests against reference rows")
@@ -192,6 +193,7 @@ def build_parser():
     p.add_argument("--n-clips", "--n-samples", dest="n_clips", type=int, default=256, metavar="N",
                    help="clips per set: samples, reconstructions and every reference row (default 256)")
     p.add_argument("--out", metavar="FILE.json", help="also write the report as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
 
@@ -237,6 +239,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prime", metavar="FILE", help="a recording to continue (the piece starts with it)")
     p.add_argument("-n", type=int, default=1, help="number of pieces (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never a model or run file)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("tune", help="keras-tuner search over depth and learning rate (FC VAE)")

@@ -14,9 +14,12 @@ that is not a file beside the config.
 import copy
 import inspect
 import json
+import math
+import os
 import tomllib
 from pathlib import Path
 
+from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.presets import find_preset, preset_names
 
@@ -128,6 +131,8 @@ def _check_value(key, value, default):
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise KvaeError(f"{key}: expected {_type_name(default)}, got {value!r}")
+        if not math.isfinite(value):
+            raise KvaeError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     elif isinstance(default, int):
         if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, float) and value.is_integer()):
@@ -192,29 +197,11 @@ def validate(config):
             raise KvaeError(f"model.{key}: unknown argument for model type '{model.get('type', 'fc')}' "
                             f"(known: {', '.join(k for k in defaults if k not in ('sample_rate', 'window_seconds'))})")
         model[key] = _check_value(f"model.{key}", value, defaults[key])
-    for key in ("rate", "batch_size", "windows_per_recording", "val_windows_per_recording"):
-        if config["data"][key] <= 0:
-            raise KvaeError(f"data.{key}: must be positive, got {config['data'][key]}")
-    if config["data"]["window_seconds"] <= 0:
-        raise KvaeError(f"data.window_seconds: must be positive, got {config['data']['window_seconds']}")
-    for key in ("epochs", "n_samples"):
-        if config["train"][key] < (1 if key == "epochs" else 0):
-            raise KvaeError(f"train.{key}: must be {'at least 1' if key == 'epochs' else 'non-negative'}, "
-                            f"got {config['train'][key]}")
-    if config["data"]["workers"] < 0:
-        raise KvaeError(f"data.workers: must be 0 or more (0 reads in the training thread), got {config['data']['workers']}")
-    if config["train"]["distributed_timeout"] <= 0:
-        raise KvaeError(f"train.distributed_timeout: must be a positive number of seconds, "
-                        f"got {config['train']['distributed_timeout']}")
-    if config["train"]["learning_rate"] <= 0:
-        raise KvaeError(f"train.learning_rate: must be positive, got {config['train']['learning_rate']}")
-    for key, meaning in (("steps_per_epoch", "0 for one pass over the windows"), ("kl_warmup_steps", "0 for none"),
-                         ("clipnorm", "0 for no clipping"), ("kl_start", "the KL weight at step 0"),
-                         ("max_minutes", "0 for no time limit")):
-        if config["train"][key] < 0:
-            raise KvaeError(f"train.{key}: must be 0 or more ({meaning}), got {config['train'][key]}")
-    if not 0 <= config["train"]["seed"] < 2 ** 32:
-        raise KvaeError(f"train.seed: must be an integer from 0 to 2**32 - 1, got {config['train']['seed']}")
+    for section in ("data", "train"):  # ranges: kvae.bounds, the one table the CLI and the API use too
+        for key, value in config[section].items():
+            if f"{section}.{key}" in bounds.BOUNDS:
+                config[section][key] = bounds.check(f"{section}.{key}", value)
+    bounds.check_window(config["data"]["rate"], config["data"]["window_seconds"])
     return config
 
 
@@ -266,8 +253,10 @@ def load_config(config=None, overrides=None):
         loaded = {}
     elif isinstance(config, dict):
         loaded = config
-    else:
+    elif isinstance(config, (str, os.PathLike)):
         loaded = read_config_file(config)
+    else:
+        raise KvaeError(f"config: expected a config file, a preset name (such as quickstart) or a dict, got {config!r}")
     resolved = merge_config(merge_config(DEFAULTS, loaded), overrides or {})
     return validate(resolved)
 

@@ -1,15 +1,28 @@
-"""Where kvae keeps what it builds (``$KVAE_HOME``, else ``~/.cache/kvae``), and how it writes files.
+"""Where kvae keeps what it builds (``$KVAE_HOME``, else ``~/.cache/kvae``), and kvae's one output policy.
 
 Every file kvae writes goes through `atomic_path`: it is written under a
 temporary name in the same folder and renamed over the destination only
 when complete, so an interrupted or failed write (a kill, a full disk)
-leaves the old file or none, never half of one. `check_output_file` and
-`check_output_folder` refuse an output that is an input of the command, or
-a folder where a file is wanted (and the reverse), on one line.
+leaves the old file or none, never half of one; the new file gets the
+permissions the umask gives (not a temporary file's 0600).
+
+What a command may write is decided here, in one place:
+
+- `check_output_file`: an output file is never a folder, never one of the
+  command's inputs, never a model (`*.keras`) nor a run's own file
+  (`config.json`, `history.csv`, ... in a run folder), and never an
+  existing file unless the caller says `overwrite`;
+- `check_output_folder`: an output folder is not a file;
+- `OwnedFolder`: a folder a command fills (the gallery) is written only if
+  the command created it or it holds the command's marker, and only the
+  files the marker lists as written by it are replaced or deleted;
+- `run_lock`: one process at a time works in a run folder (fit, prior fit,
+  tune); the second gets one line naming the first's PID.
 """
 
 import contextlib
 import errno
+import json
 import os
 import re
 import uuid
@@ -118,30 +131,54 @@ def _same_file(a, b):
         return False
 
 
-def check_output_file(path, inputs=(), example="out.wav"):
-    """Refuse an output file that is a folder or one of the command's inputs (also through links).
+RUN_FILES = frozenset({"config.json", "model.keras", "prior.keras", "history.csv", "latents.npz", "eval.json",
+                       "loss_curves.png", "best.weights.h5"})
+"""The files a run folder (or its `prior/` folder) owns: no other output may take their place."""
+
+
+def is_run_folder(folder):
+    """True for a folder `kvae fit` or `kvae prior fit` wrote: a `config.json` beside a model, backup or history."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and any(
+        (folder / name).exists() for name in ("model.keras", "prior.keras", "backup", "history.csv", "latents.npz"))
+
+
+def check_output_file(path, inputs=(), example="out.wav", overwrite=False):
+    """Refuse an output file that would replace something it must not (one line each).
 
     Args:
         path: str or Path. The output file.
         inputs: iterable of str or Path. The command's input files; a run
             folder among them stands for its `model.keras`.
         example: str. A file name suggested in the message.
+        overwrite: bool. Allow replacing an existing file that is neither an
+            input, nor a model, nor a run's own file. Defaults to False.
 
     Raises:
-        KvaeError: `path` is a folder (or ends with a separator), or is one of
-            `inputs` (the same file, a symbolic or a hard link to it).
+        KvaeError: `path` is a folder (or ends with a separator), is one of
+            `inputs` (the same file, a symbolic or a hard link to it), is a
+            `.keras` model or a run's own file, or exists and `overwrite` is
+            false.
     """
     text = str(path)
     path = Path(path)
     if path.is_dir() or text.endswith((os.sep, "/")):
         raise KvaeError(f"{text}: is a folder; give a file name such as {example}")
-    if not path.exists():
-        return
     for other in inputs:
+        if other is None:
+            continue
         other = Path(other)
         candidates = [other, other / "model.keras"] if other.is_dir() else [other]
-        if any(_same_file(path, c) for c in candidates):
+        if path.exists() and any(_same_file(path, c) for c in candidates):
             raise KvaeError(f"{text}: is an input of this command ({other}); choose another output file")
+    if path.name in RUN_FILES and is_run_folder(path.parent):
+        raise KvaeError(f"{text}: is a file of the run folder {path.parent}; choose another output file")
+    if not path.exists():
+        return
+    if path.name.endswith(".keras"):
+        raise KvaeError(f"{text}: is a model; kvae never writes over one; choose another output file")
+    if not overwrite:
+        raise KvaeError(f"{text}: exists; choose another output file (or pass --overwrite)")
 
 
 def check_output_folder(path):
@@ -152,3 +189,122 @@ def check_output_folder(path):
     """
     if Path(path).exists() and not Path(path).is_dir():
         raise KvaeError(f"{path}: is a file, not a folder; give a folder name")
+
+
+class OwnedFolder:
+    """A folder a command fills with files of its own, and the marker that says which ones.
+
+    The folder is used only if it is new, empty, or holds this owner's
+    marker (`.kvae-<owner>.json`, listing every file written into it,
+    relative to it). A file is recorded in the marker before it is written,
+    so an interrupted command still owns what it left; an existing file not
+    in the marker is never replaced, and `remove` deletes only recorded
+    files. So a command never overwrites nor deletes what it did not write.
+
+    Args:
+        path: str or Path. The folder.
+        owner: str. The command ("gallery"), in the marker's name and in messages.
+
+    Raises:
+        KvaeError: `path` is a file, or a folder with other content and no marker.
+    """
+
+    def __init__(self, path, owner):
+        self.path = Path(path)
+        self.owner = owner
+        self.marker = self.path / f".kvae-{owner}.json"
+        if self.path.exists() and not self.path.is_dir():
+            raise KvaeError(f"{self.path}: is a file, not a folder; give a folder name")
+        self.written = set()
+        if self.marker.is_file():
+            try:
+                self.written = set(json.loads(self.marker.read_text(encoding="utf-8"))["written"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise KvaeError(f"{self.marker}: unreadable marker; delete the folder or choose another") from None
+        elif self.path.is_dir() and any(self.path.iterdir()):
+            raise KvaeError(f"{self.path}: exists and was not written by kvae {owner}; "
+                            "choose a new or empty folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._save()
+
+    def _save(self):
+        with atomic_path(self.marker) as tmp:
+            tmp.write_text(json.dumps({"owner": f"kvae {self.owner}", "written": sorted(self.written)}, indent=1),
+                           encoding="utf-8")
+
+    def file(self, relative):
+        """The path of `relative` inside the folder, recorded as this owner's before it is written.
+
+        Raises:
+            KvaeError: the file exists and was not written by this owner.
+        """
+        relative = Path(relative).as_posix()
+        path = self.path / relative
+        if relative not in self.written:
+            if path.exists():
+                raise KvaeError(f"{path}: was not written by kvae {self.owner}; it is left as it is "
+                                "(move it away or choose another folder)")
+            self.written.add(relative)
+            self._save()
+        return path
+
+    def remove(self, relative):
+        """Delete a file this owner wrote (nothing else); forget it."""
+        relative = Path(relative).as_posix()
+        if relative in self.written:
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / relative).unlink()
+            self.written.discard(relative)
+            self._save()
+
+    def owned(self, folder=""):
+        """The recorded files directly inside `folder` (relative to this folder), as relative paths."""
+        prefix = f"{Path(folder).as_posix()}/" if folder else ""
+        return sorted(r for r in self.written if r.startswith(prefix) and "/" not in r[len(prefix):])
+
+
+LOCK_FILE = ".kvae.lock"
+
+
+@contextlib.contextmanager
+def run_lock(folder, command):
+    """Hold an advisory lock on a run (or search) folder for as long as the block runs.
+
+    The lock is `fcntl.flock` on `<folder>/.kvae.lock`, released by the
+    operating system when the process ends however it ends (no stale lock
+    after a kill). The file keeps the holder's PID and command, for the
+    second process's message. On systems without `fcntl` it does nothing.
+
+    Raises:
+        KvaeError: another process holds the folder ("in use by process PID (kvae fit)").
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks
+        yield
+        return
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise save_error(exc, folder, "creating the run folder", then="run the command again") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise KvaeError(f"{folder}: in use by {holder}; wait for it to end or choose another folder") from None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} (kvae {command})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def write_text(path, text, durable=False):
+    """Write `text` (UTF-8) to `path` through `atomic_path`; return the path."""
+    with atomic_path(path, durable=durable) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

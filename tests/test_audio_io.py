@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from audio import patched_wav, pcm24_wav, sine, wav_file
-from kvae.data.audio_io import AudioFileError, read_audio, resample, to_float_mono, write_wav
+from kvae.data import write_wav
+from kvae.data.audio_io import AudioFileError, read_audio, resample, to_float_mono
 from kvae.errors import KvaeError
 
 SR = 44100

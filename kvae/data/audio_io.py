@@ -2,7 +2,7 @@
 
 Longer than 400 lines because it holds the WAV header validation that turns
 broken files into plain-words reasons and the streaming readers and writer
-beside the decoders they mirror (a split is planned).
+beside the decoders they mirror; writing is `kvae.data.wav_writer`.
 
 WAV (every sample format MusicNet and users have: float32/float64, int16,
 int24, int32, uint8, any channel count) is read with `scipy.io.wavfile`, which
@@ -23,7 +23,6 @@ import os
 import re
 import stat
 import struct
-import sys
 import warnings
 from pathlib import Path
 
@@ -32,7 +31,6 @@ from scipy import signal
 from scipy.io import wavfile
 
 from kvae.errors import KvaeError
-from kvae.paths import atomic_path
 
 WAV_SUFFIXES = (".wav", ".wave")
 COMPRESSED_SUFFIXES = (".flac", ".ogg", ".oga", ".mp3")
@@ -306,96 +304,6 @@ def resample(samples, from_rate, to_rate):
     g = math.gcd(from_rate, to_rate)
     out = signal.resample_poly(samples, to_rate // g, from_rate // g)
     return out.astype(np.float32, copy=False)
-
-
-def write_wav(path, samples, sample_rate):
-    """Write mono float audio as a 32-bit float WAV (format tag 3), atomically.
-
-    The bytes are those `scipy.io.wavfile.write` writes for float32 audio;
-    the file is written under a temporary name and renamed, so an
-    interrupted write leaves no half file.
-
-    Args:
-        path: str or Path. Destination; parent folders are created.
-        samples: array-like. Shape `(frames,)`; values are clipped to [-1, 1].
-        sample_rate: int. Sample rate in Hz.
-
-    Returns:
-        The path written, as a `Path`.
-    """
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    with WavWriter(path, sample_rate) as out:
-        out.write(x)
-    return Path(path)
-
-
-class WavWriter:
-    """Write a mono 32-bit float WAV block by block, atomically (a context manager).
-
-    The file is written under a temporary name beside `path` and renamed
-    onto it when the `with` block ends without error; on an error it is
-    removed. The bytes are those `write_wav` (and `scipy.io.wavfile.write`)
-    write for the whole signal at once.
-
-    Args:
-        path: str or Path. Destination; parent folders are created.
-        sample_rate: int. Sample rate in Hz.
-
-    Example:
-    ```python
-    with WavWriter("out.wav", 3000) as out:
-        for block in blocks:
-            out.write(block)
-    ```
-    """
-
-    _HEADER = 58  # RIFF, fmt (18 bytes), fact, data headers, as scipy writes them for float audio
-
-    def __init__(self, path, sample_rate):
-        self.path = Path(path)
-        self.sample_rate = int(sample_rate)
-        self.frames = 0
-        self._context = None
-        self._file = None
-
-    def __enter__(self):
-        self._context = atomic_path(self.path)
-        tmp = self._context.__enter__()
-        try:
-            self._file = open(tmp, "wb")
-            self._file.write(self._header(0))
-        except BaseException:
-            self._context.__exit__(*sys.exc_info())
-            raise
-        return self
-
-    def _header(self, frames):
-        rate, nbytes = self.sample_rate, 4 * frames
-        fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32) + b"\x00\x00"
-        return (b"RIFF" + struct.pack("<I", self._HEADER - 8 + nbytes) + b"WAVE"
-                + b"fmt " + struct.pack("<I", len(fmt)) + fmt
-                + b"fact" + struct.pack("<II", 4, frames)
-                + b"data" + struct.pack("<I", nbytes))
-
-    def write(self, samples):
-        """Append samples (clipped to [-1, 1], NaN as 0)."""
-        x = np.clip(np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1)), -1.0, 1.0)
-        if self._HEADER + 4 * (self.frames + x.size) > 0xFFFFFFFF:
-            raise KvaeError(f"{self.path}: too long for a WAV file (over 4 GB)")
-        self._file.write(x.astype("<f4", copy=False).tobytes())
-        self.frames += x.size
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
-                self._file.seek(0)
-                self._file.write(self._header(self.frames))
-            self._file.close()
-        except BaseException:
-            self._file.close()
-            self._context.__exit__(*sys.exc_info())
-            raise
-        return self._context.__exit__(exc_type, exc, tb)
 
 
 class AudioReader:

@@ -215,8 +215,11 @@ def main(args):
     """`kvae evaluate`: print the report and optionally write it as JSON."""
     import sys
 
-    from kvae.training import load
+    from kvae.paths import check_output_file
+    from kvae.models.loading import load
 
+    if args.out:  # before the work, not after it
+        check_output_file(args.out, [args.model], example="eval.json", overwrite=getattr(args, "overwrite", False))
     model = load(args.model, compile=False)
     progress = (lambda m: print(f"  {m}", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
     result = evaluate(model, data=args.data, cache=args.cache, n_clips=args.n_clips, seed=args.seed,

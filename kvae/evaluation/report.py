@@ -2,8 +2,6 @@
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from kvae.errors import KvaeError
@@ -113,29 +111,25 @@ def _strict(value):
     return value
 
 
-def write_json(path, result, refuse=()):
+def write_json(path, result, refuse=(), overwrite=True):
     """Write `result` as strict JSON (inf and NaN become null) atomically; never over one of `refuse`.
 
+    Args:
+        path: str or Path. The JSON file.
+        result: dict. The report.
+        refuse: paths the file must not replace (the command's inputs).
+        overwrite: bool. Replace an existing file (never an input, a model
+            or a run's own file). Defaults to True.
+
     Raises:
-        KvaeError: if `path` is a folder or one of the inputs in `refuse`.
+        KvaeError: `path` is a folder, one of `refuse`, a model or a run's
+            file, or exists and `overwrite` is false; it cannot be written
+            (a full disk: one line).
     """
-    path = Path(path)
-    if path.is_dir():
-        raise KvaeError(f"{path}: is a folder; give a file name such as eval.json")
-    for other in refuse:
-        other = Path(other)
-        if path.exists() and other.exists() and (path.samefile(other) or (other.is_dir() and
-                                                                         path.resolve().parent == other.resolve()
-                                                                         and path.name == "model.keras")):
-            raise KvaeError(f"{path}: is an input of this command; choose another output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    from kvae.paths import check_output_file, save_error, write_text
+
+    check_output_file(path, refuse, example="eval.json", overwrite=overwrite)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_strict(result), f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return write_text(path, json.dumps(_strict(result), indent=2, allow_nan=False) + "\n")
+    except OSError as exc:
+        raise save_error(exc, path, "writing the report", then="run the command again") from None

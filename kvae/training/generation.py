@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvae import bounds
 from kvae.errors import KvaeError
 
 PRIORS = ("auto", "none", "gmm", "ar")
@@ -117,12 +118,12 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
     """
     from kvae.training.latents import FrameWindows, LatentLayout, StreamDecoder
 
+    seconds = bounds.check("seconds", seconds)
+    temperature = bounds.check("temperature", temperature)
+    seed = bounds.check("seed", seed)
+    n = bounds.check("pieces", n, "n")
     layout = LatentLayout(model)
-    total = int(round(float(seconds) * model.sample_rate))
-    if total <= 0:
-        raise KvaeError(f"seconds: must be positive, got {seconds}")
-    if float(temperature) < 0:
-        raise KvaeError(f"temperature: must be 0 or more, got {temperature}")
+    total = int(round(seconds * model.sample_rate))
     decoder = StreamDecoder(model, layout, int(n), total)
     windows = decoder.windows
     rngs = [np.random.default_rng([int(seed), i]) for i in range(int(n))]
@@ -169,6 +170,22 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
             yield decoder.push(window)
 
 
+def _check_disk(folder, needed):
+    """Refuse, before generating, pieces that will not fit on the disk (one line)."""
+    import shutil
+
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if needed > free:
+        raise KvaeError(f"{folder}: {needed / 2**20:,.1f} MiB of audio to write, {free / 2**20:,.1f} MiB free; "
+                        "free space or ask for fewer or shorter pieces")
+
+
 def _piece_paths(out, n):
     out = Path(out)
     if n == 1:
@@ -177,7 +194,7 @@ def _piece_paths(out, n):
 
 
 def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0, prime=None, n=1, ar_prior=None,
-             verbose=False):
+             verbose=False, overwrite=False):
     """Generate long pieces from a trained run (see the module docstring).
 
     Args:
@@ -194,6 +211,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         n: int. Pieces, generated side by side. Defaults to 1.
         ar_prior: `LatentPrior`, path or None. A prior other than the run's.
         verbose: bool. Print what was made (and a note when no prior is fitted).
+        overwrite: bool. Replace existing output files (never a model, an
+            input or a run's own file). Defaults to False.
 
     Returns:
         A list of the written paths, or with `out=None` a float32 array `(n, samples)`.
@@ -204,10 +223,15 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     kvae.generate("runs/conv1d", seconds=30, out="piece.wav", seed=1)
     ```
     """
-    from kvae.data import WavStreamWriter, read_audio, resample
+    from kvae.data import WavWriter, read_audio, resample
+    from kvae.paths import check_output_file
 
-    if int(n) < 1:
-        raise KvaeError(f"n: must be at least 1, got {n}")
+    seconds, temperature = bounds.check("seconds", seconds), bounds.check("temperature", temperature)
+    seed, n = bounds.check("seed", seed), bounds.check("pieces", n, "n")
+    if out is not None:  # before any work: nothing the user has is replaced
+        for path in _piece_paths(out, n):
+            check_output_file(path, [run] if isinstance(run, (str, Path)) else [], example="piece.wav",
+                              overwrite=overwrite)
     model, ar_prior, inputs = _load_run(run, prior, ar_prior)
     used, note = resolve_prior(prior, model, ar_prior)
     if note and verbose:
@@ -223,11 +247,13 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     if out is None:
         audio = np.concatenate(list(chunks), axis=1)
         return audio
-    paths = _piece_paths(out, int(n))
+    paths = _piece_paths(out, n)
+    _check_disk(paths[0].parent, 4 * n * int(round(seconds * model.sample_rate)))
     writers = []
     try:
         for path in paths:
-            writers.append(WavStreamWriter(path, model.sample_rate, inputs=inputs))
+            check_output_file(path, inputs, example="piece.wav", overwrite=overwrite)
+            writers.append(WavWriter(path, model.sample_rate, inputs=inputs))
         for chunk in chunks:
             for writer, row in zip(writers, chunk):
                 writer.write(row)

@@ -1,39 +1,13 @@
-"""Using a trained model: loading it and reconstructing audio of any length."""
+"""Using a trained model: reconstructing audio of any length (loading is `kvae.models.loading`)."""
 
-import importlib
 import math
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from kvae.dsp import crossfade_window
 from kvae.errors import KvaeError
-
-
-def load(path, compile=True):
-    """Load a kvae model from a `.keras` file or a run folder.
-
-    Args:
-        path: str or Path. A `.keras` file, or a run folder holding `model.keras`.
-        compile: bool. Also restore the optimizer. Use False to load a model
-            saved on another backend (its optimizer state is backend-specific),
-            then `compile` it again.
-
-    Returns:
-        The model (a `kvae.models.VAE` subclass).
-    """
-    importlib.import_module("kvae.models")  # registers the classes for deserialisation
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise KvaeError(f"{path}: no such model file")
-    try:
-        return keras.models.load_model(path, compile=compile)
-    except Exception as exc:  # keras raises many types for a bad archive
-        raise KvaeError(f"{path}: cannot load model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+from kvae.models.loading import load  # noqa: F401  (kvae.training.load, as before)
 
 
 def reconstruct_blocks(model, read, length, chunk_frames=64):
@@ -111,7 +85,7 @@ def reconstruct_audio(model, audio, chunk_frames=64):
     return out
 
 
-def reconstruct_file(model, source, target, chunk_frames=64):
+def reconstruct_file(model, source, target, chunk_frames=64, overwrite=False):
     """Reconstruct an audio file into a WAV at the model's rate, streaming.
 
     The input is read, resampled, reconstructed and written a chunk of
@@ -124,6 +98,8 @@ def reconstruct_file(model, source, target, chunk_frames=64):
         source: str or Path. The input audio file (any rate).
         target: str or Path. The output WAV; never one of the inputs.
         chunk_frames: int. Windows per chunk. Defaults to 64.
+        overwrite: bool. Replace an existing `target` (never an input, a
+            model or a run's file). Defaults to False.
 
     Returns:
         The number of samples written.
@@ -136,10 +112,10 @@ def reconstruct_file(model, source, target, chunk_frames=64):
     from kvae.data import AudioReader, ResampledReader, WavWriter
     from kvae.paths import check_output_file, save_error
 
-    check_output_file(target, [source])
+    check_output_file(target, [source], overwrite=overwrite)
     signal = ResampledReader(AudioReader(source), model.sample_rate)
     try:
-        with WavWriter(target, model.sample_rate) as out:
+        with WavWriter(target, model.sample_rate, inputs=[source]) as out:
             for block in reconstruct_blocks(model, signal.read, signal.frames, chunk_frames):
                 out.write(block)
     except OSError as exc:

@@ -13,7 +13,7 @@ from kvae.config import load_config, merge_config, split_overrides
 from kvae.data import WindowSource, prepare
 from kvae.errors import KvaeError
 from kvae.models import model_class
-from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, save_error
+from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, run_lock, save_error
 from kvae.training import distributed
 from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, TimeBudget, WindowEpochs
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
@@ -176,7 +176,11 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
     cfg, run_dir = _resolve_run(config, nested, run)
     group = distributed.setup(cfg["train"])
     try:
-        return _fit(cfg, broadcast_object(group, run_dir), group, verbose and group.writes, callbacks)
+        run_dir = broadcast_object(group, run_dir)
+        if not group.writes:  # rank 0 holds the run folder for the group
+            return _fit(cfg, run_dir, group, verbose, callbacks)
+        with run_lock(run_dir, "fit"):
+            return _fit(cfg, run_dir, group, verbose, callbacks)
     finally:
         distributed.teardown(group)
 
@@ -184,7 +188,9 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
 def _fit(cfg, run_dir, group, verbose, callbacks):
     """`fit` once the config, the run folder and the process group are settled."""
     model_path, backup = run_dir / "model.keras", run_dir / "backup"
+    verbose = verbose and group.writes
     _check_run_folder(run_dir, model_path, backup)
+    _check_resume(run_dir, cfg, backup)
     _check_batch(cfg)
     if group.writes:
         for folder in (run_dir, backup, run_dir / "samples"):  # half-written files of a killed run
@@ -318,6 +324,38 @@ def stage_note(config):
         return None
     return (f"model.adversarial_after = {after} freezes the encoder before the KL warm-up ends (step {warmup}); "
             "prior samples will not sound like the data (reconstructions are unaffected)")
+
+
+RESUMABLE = {("train", "epochs"), ("train", "max_minutes"), ("train", "verbose"), ("train", "n_samples"),
+             ("train", "gallery"), ("train", "distributed_timeout"), ("data", "path"), ("data", "cache"),
+             ("data", "workers")}
+"""The settings a run may change when it resumes from its backup (how long, where the data is, what it prints)."""
+
+
+def _check_resume(run_dir, cfg, backup):
+    """Refuse to resume a backup with settings it was not trained with, before anything is written.
+
+    The saved `config.json` stays as it was, so the plain `kvae fit --run DIR` still resumes.
+    """
+    saved = run_dir / "config.json"
+    if not backup.exists() or not saved.is_file():
+        return
+    try:
+        before = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return  # unreadable: the backup decides (RunBackup says what to do)
+    changed = []
+    for section in ("data", "model", "train"):
+        old, new = before.get(section), cfg.get(section)
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            continue
+        for key in sorted(set(old) & set(new)):  # a key only one side knows is a default of another version
+            if (section, key) not in RESUMABLE and old[key] != new[key]:
+                changed.append(f"{section}.{key} {old.get(key)!r} -> {new.get(key)!r}")
+    if changed:
+        raise KvaeError(f"{run_dir}: an interrupted run resumes with the settings it was trained with, but "
+                        f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}; drop those --set "
+                        "(only train.epochs, train.max_minutes and where the data is may change) or choose another --run")
 
 
 def _readable_model(path):

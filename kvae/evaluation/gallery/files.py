@@ -156,7 +156,7 @@ def _clip_data(config, model, n, seed, data, cache):
 
 
 def _load_model(info):
-    from kvae.training import load
+    from kvae.models.loading import load
 
     return load(info["model_file"], compile=False)
 

@@ -1,0 +1,104 @@
+"""kvae's one table of bounds: every number a user can type, its range, checked in one place.
+
+Config validation (`kvae.config`, the prior's config), the command line and
+the Python API (`generate`, `sample`, `prepare`, ...) all call `check`, so a
+value out of range fails at once, on one line, before any work starts (not
+hours later, nor with gigabytes allocated). NaN and infinities are refused
+everywhere. The table is the documentation: `kvae.bounds.describe()` prints it.
+"""
+
+import math
+import numbers
+
+from kvae.errors import KvaeError
+
+SEED_MAX = 2 ** 32 - 1
+WINDOW_SAMPLES_MAX = 2 ** 20  # one training window; about 350 s at 3000 Hz, 24 s at 44.1 kHz
+
+# name: (lowest, highest, integer, unit, lowest excluded)
+BOUNDS = {
+    "data.rate": (1000, 192000, True, " Hz", False),
+    "data.window_seconds": (0.01, 600.0, False, " s", False),
+    "data.batch_size": (1, 65536, True, "", False),
+    "data.windows_per_recording": (1, 100000, True, "", False),
+    "data.val_windows_per_recording": (1, 100000, True, "", False),
+    "data.workers": (0, 64, True, "", False),
+    "train.epochs": (1, 10 ** 7, True, "", False),
+    "train.steps_per_epoch": (0, 10 ** 9, True, "", False),
+    "train.learning_rate": (0.0, 10.0, False, "", True),
+    "train.clipnorm": (0.0, 1e6, False, "", False),
+    "train.seed": (0, SEED_MAX, True, "", False),
+    "train.kl_warmup_steps": (0, 10 ** 10, True, "", False),
+    "train.kl_start": (0.0, 1e3, False, "", False),
+    "train.max_minutes": (0.0, 10 ** 7, False, " min", False),
+    "train.n_samples": (0, 10000, True, "", False),
+    "train.distributed_timeout": (0.0, 7 * 86400.0, False, " s", True),
+    "seed": (0, SEED_MAX, True, "", False),
+    "seconds": (0.01, 4 * 3600.0, False, " s", False),
+    "temperature": (0.0, 100.0, False, "", False),
+    "pieces": (1, 1024, True, "", False),
+    "clips": (0, 100000, True, "", False),
+}
+
+
+def _number(value, integer):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        try:  # numpy scalars and numeric strings from a command line
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
+    value = float(value) if not isinstance(value, int) else value
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value
+
+
+def check(name, value, label=None):
+    """Return `value` (an int or a float) if it lies within `BOUNDS[name]`, else raise one line.
+
+    Args:
+        name: str. A key of `BOUNDS` ("data.rate", "seconds", ...).
+        value: the number given.
+        label: str or None. The name in the message (`--seconds`, `n`); defaults to `name`.
+
+    Raises:
+        KvaeError: not a number, NaN or infinite, not a whole number where
+            one is needed, or out of range: "seconds: must be from 0.01 to
+            14400 s, got 1e-09".
+    """
+    low, high, integer, unit, open_low = BOUNDS[name]
+    label = label or name
+    number = _number(value, integer)
+    if number is None:
+        raise KvaeError(f"{label}: expected {'a whole number' if integer else 'a number'}, got {value!r}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise KvaeError(f"{label}: must be a finite number, got {value!r}")
+    if integer and not isinstance(number, int):
+        raise KvaeError(f"{label}: expected a whole number, got {value!r}")
+    if number < low or number > high or (open_low and number == low):
+        low_text = f"above {low:g}" if open_low else f"from {low:g}"
+        raise KvaeError(f"{label}: must be {low_text} to {high:g}{unit}, got {value!r}")
+    return number
+
+
+def check_window(rate, window_seconds, label="data.window_seconds"):
+    """Refuse a window longer than `WINDOW_SAMPLES_MAX` samples at `rate`; return its length in samples."""
+    samples = int(round(float(rate) * float(window_seconds)))
+    if samples > WINDOW_SAMPLES_MAX:
+        raise KvaeError(f"{label}: {window_seconds:g} s at {rate} Hz is {samples:,} samples per window; "
+                        f"at most {WINDOW_SAMPLES_MAX:,} ({WINDOW_SAMPLES_MAX / float(rate):.1f} s at {rate} Hz)")
+    return samples
+
+
+def describe():
+    """The table as lines of text, for the docs and `python -m kvae.bounds`."""
+    lines = []
+    for name, (low, high, integer, unit, open_low) in BOUNDS.items():
+        kind = "whole number" if integer else "number"
+        lines.append(f"{name}: {kind} {'>' if open_low else '>='} {low:g} and <= {high:g}{unit}")
+    lines.append(f"data.rate x data.window_seconds: at most {WINDOW_SAMPLES_MAX:,} samples per window")
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(describe()))
