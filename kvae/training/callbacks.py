@@ -242,3 +242,30 @@ class TimeBudget(keras.callbacks.Callback):
         if self.stopped_at is None and over:
             self.model.stop_training = True
             self.stopped_at = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+
+def resumable_callbacks(dataset, source, folder, write=True, before_history=()):
+    """The callback stack every resumable training in kvae uses (`kvae fit`, `kvae prior fit`).
+
+    In order: `WindowEpochs` (the epoch's windows), `TerminateOnNaN`, the
+    callbacks in `before_history` (those that add to an epoch's logs), then
+    `EpochHistory` (`<folder>/history.csv`, each epoch once) and `RunBackup`
+    (`<folder>/backup`, kept until the caller has saved everything). The row
+    is written before the backup, so a kill between the two leaves a row the
+    resumed run drops and writes again, never a trained epoch without its row.
+
+    Args:
+        dataset, source: the training data, for `WindowEpochs`.
+        folder: Path. The folder holding `history.csv` and `backup/`.
+        write: bool. Write the history and backups (only rank 0 of a
+            data-parallel run does; every rank restores).
+        before_history: callbacks placed before the history file.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    cbs = [WindowEpochs(dataset, source), keras.callbacks.TerminateOnNaN(), *before_history]
+    if write:
+        cbs.append(EpochHistory(folder / "history.csv"))
+    cbs.append(RunBackup(folder / "backup", write=write))
+    return cbs

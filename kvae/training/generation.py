@@ -229,9 +229,9 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     seconds, temperature = bounds.check("seconds", seconds), bounds.check("temperature", temperature)
     seed, n = bounds.check("seed", seed), bounds.check("pieces", n, "n")
     if out is not None:  # before any work: nothing the user has is replaced
+        given = [p for p in (run, prime, ar_prior) if isinstance(p, (str, Path))]
         for path in _piece_paths(out, n):
-            check_output_file(path, [run] if isinstance(run, (str, Path)) else [], example="piece.wav",
-                              overwrite=overwrite)
+            check_output_file(path, given, example="piece.wav", overwrite=overwrite)
     model, ar_prior, inputs = _load_run(run, prior, ar_prior)
     used, note = resolve_prior(prior, model, ar_prior)
     if note and verbose:

@@ -27,8 +27,6 @@ The folder holds::
 
 import copy
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import keras
@@ -36,6 +34,7 @@ import numpy as np
 
 from kvae.config import _check_value, merge_config, read_config_file
 from kvae.errors import KvaeError
+from kvae.paths import atomic_path, remove_stale_temporaries, run_lock, save_error, write_text
 from kvae.training.prior_data import LatentCrops, encoded_latents
 
 PRIOR_SECTIONS = ("prior", "gmm", "train")
@@ -118,27 +117,14 @@ def load_prior_config(config=None, overrides=None):
 
 
 def _write_json(path, data):
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(data, indent=2))
 
 
 def save_model_atomic(model, path):
-    """`model.save(path)` under a temporary name, then renamed into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
-    try:
+    """`model.save(path)` through `atomic_path` (durable: it costs training to redo); return the path."""
+    with atomic_path(path, durable=True) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def _run_model_path(run):
@@ -216,23 +202,33 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
     Returns:
         `(prior, history)`: the trained `LatentPrior` and a dict of per-epoch logs.
     """
+    nested = merge_config(settings or {}, _split(overrides))
+    run = Path(run)
+    _run_model_path(run)
+    with run_lock(run, "prior fit"):
+        try:
+            return _fit_prior(run, config, data, cache, nested, verbose, callbacks, pieces, piece_seconds, folder)
+        except OSError as exc:
+            raise save_error(exc, Path(folder) if folder is not None else run / "prior", "fitting the prior") from None
+
+
+def _fit_prior(run, config, data, cache, nested, verbose, callbacks, pieces, piece_seconds, folder):
+    """`fit_prior` once the run folder is held."""
     from kvae.data import prepare
+    from kvae.training.callbacks import resumable_callbacks
     from kvae.training.inference import load
     from kvae.training.latents import LatentLayout
     from kvae.training.trainer import seed_everything
 
-    nested = merge_config(settings or {}, _split(overrides))
-    run = Path(run)
     model_path = _run_model_path(run)
     folder = Path(folder) if folder is not None else run / "prior"
     if (folder / "prior.keras").is_file() and not (folder / "backup").exists():
         raise KvaeError(f"{folder}: already holds a fitted prior; delete that folder to fit it again")
     cfg = _resolve(folder, config, nested)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "config.json", cfg)
-    except OSError as exc:
-        raise KvaeError(f"{folder}: cannot write the prior folder ({exc.strerror or exc})") from None
+    for stale in (folder, folder / "backup"):  # half-written files of a killed fit
+        remove_stale_temporaries(stale)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "config.json", cfg)
 
     model = load(model_path, compile=False)
     layout = LatentLayout(model)
@@ -270,19 +266,14 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
         val_ds = LatentCrops(val_seqs, length, train_cfg["batch_size"], random=False)
     prior.compile(optimizer=keras.optimizers.Adam(train_cfg["learning_rate"], clipnorm=train_cfg["clipnorm"] or None))
 
-    from kvae.training.callbacks import WindowEpochs
-
-    cbs = [
-        keras.callbacks.BackupAndRestore(str(folder / "backup")),
-        WindowEpochs(train_ds, None),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
-    ] + list(callbacks or [])
     best_path = folder / "best.weights.h5"
+    best = []
     if train_cfg["keep_best"] and val_ds is not None:
-        cbs.insert(3, keras.callbacks.ModelCheckpoint(
+        best.append(keras.callbacks.ModelCheckpoint(
             str(best_path), monitor="val_loss", save_best_only=True, save_weights_only=True,
             initial_value_threshold=_best_so_far(folder / "history.csv")))
+    # kvae fit's stack: each epoch once in history.csv, the backup kept until prior.keras is saved
+    cbs = resumable_callbacks(train_ds, None, folder, before_history=best) + list(callbacks or [])
     if verbose:
         print(f"prior:      {prior.kind}, {prior.count_params():,} parameters, {prior.context_length} frames of context "
               f"({prior.context_length / layout.frame_rate:.1f} s at {layout.frame_rate:.1f} frames/s), "
@@ -297,8 +288,11 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
         best = _best_so_far(folder / "history.csv")
         kept = f" (the weights of the epoch with the lowest val_loss, {best:.4g})" if best is not None else ""
     save_model_atomic(prior, folder / "prior.keras")
-    best_path.unlink(missing_ok=True)
     _plot(folder)
+    best_path.unlink(missing_ok=True)
+    import shutil
+
+    shutil.rmtree(folder / "backup", ignore_errors=True)  # only now: a fit cut short while saving resumes
     if verbose:
         print(f"saved:      {folder / 'prior.keras'}{kept}")
     if pieces:

@@ -11,8 +11,6 @@ crops of them for teacher forcing.
 
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import keras
 import numpy as np
 
 from kvae.errors import KvaeError
+from kvae.paths import atomic_path
 
 _LATENTS_VERSION = 1
 
@@ -95,15 +94,9 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, folder, verbos
     windows = np.concatenate(windows)
     flat_train, train_lengths = _pack(train)
     flat_val, val_lengths = _pack(val)
-    fd, tmp = tempfile.mkstemp(prefix=".latents.", suffix=".npz", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez(tmp, key=np.array(key), train=flat_train, train_lengths=train_lengths, val=flat_val,
                  val_lengths=val_lengths, windows=windows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     if verbose:
         frames = int(train_lengths.sum())
         print(f"latents:    {len(train)} training sequences, {frames} frames ({frames / layout.frame_rate:.0f} s), "

@@ -15,7 +15,7 @@ from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, run_lock, save_error
 from kvae.training import distributed
-from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, TimeBudget, WindowEpochs
+from kvae.training.callbacks import KLSchedule, TimeBudget, resumable_callbacks
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
 from kvae.training.runs import finish_run
 
@@ -214,12 +214,12 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     # `beta` before the history row is written, and the row is written before the backup, so a kill
     # between the two leaves a row the resumed run drops and writes again (never a trained epoch
     # without its row). Only rank 0 writes; every rank restores from the backup.
-    cbs = [WindowEpochs(train_ds, train_src), keras.callbacks.TerminateOnNaN()]
+    logs = []
     if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
-        cbs.append(KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
+        logs.append(KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
     if group.world > 1:
-        cbs.append(AverageLogs(group))
-    cbs += ([EpochHistory(run_dir / "history.csv")] if group.writes else []) + [RunBackup(backup, write=group.writes)]
+        logs.append(AverageLogs(group))
+    cbs = resumable_callbacks(train_ds, train_src, run_dir, write=group.writes, before_history=logs)
     if group.world > 1:
         cbs.append(_BroadcastState(group))  # after RunBackup: the ranks start from rank 0's (restored) state
     budget = TimeBudget(train["max_minutes"], group=group) if train["max_minutes"] > 0 else None

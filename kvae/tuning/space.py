@@ -8,7 +8,6 @@ share (the objective, the folder's file names) are here too.
 """
 
 import json
-import os
 from pathlib import Path
 
 from kvae.errors import KvaeError
@@ -175,9 +174,6 @@ def split_search_table(search):
 
 def write_json(path, data):
     """Write `data` as JSON through a temporary file, so a reader never sees half of it; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-    return path
+    from kvae.paths import write_text
+
+    return write_text(path, json.dumps(data, indent=2))

@@ -17,8 +17,11 @@ evaluation, reconstructions, samples, pieces), so several runs line up for
 comparison. The evaluation table is the run's `eval.json` (written by `kvae
 evaluate RUN --out RUN/eval.json`), or a small evaluation run on request.
 
-Every file is written atomically (a temporary file, then `os.replace`), the
-page last, and never over an input: the run folders are only read.
+Every file is written atomically (`kvae.paths.atomic_path`), the page last,
+and never over an input: the run folders are only read. The gallery writes
+only into a folder it created, or one holding its marker
+(`.kvae-gallery.json`, the list of files it wrote): it never replaces nor
+deletes a file it did not write (`kvae.paths.OwnedFolder`).
 
 The page carries a small inline script that runs only when its address ends
 in `#selftest`: it loads every `<audio>` and `<img>` and writes the result as
@@ -32,6 +35,7 @@ import sys
 from pathlib import Path
 
 from kvae.errors import KvaeError
+from kvae.paths import OwnedFolder, save_error
 from kvae.evaluation.gallery.files import make_run_files, read_run, write_text
 from kvae.evaluation.gallery.page import render_page
 
@@ -117,12 +121,12 @@ def write_gallery(runs, out=None, n=DEFAULT_EXAMPLES, evaluate=False, n_clips=DE
     _check_out(out, infos)
     models = {Path(k).resolve(): v for k, v in (models or {}).items()}
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        shown = [make_run_files(info, out, n, seed, models.get(info["path"].resolve()), evaluate, n_clips, data,
+        owned = OwnedFolder(out, "gallery")  # a new folder, or one an earlier gallery marked as its own
+        shown = [make_run_files(info, owned, n, seed, models.get(info["path"].resolve()), evaluate, n_clips, data,
                                  cache, say) for info in infos]
-        return write_text(out / "index.html", render_page(infos, shown))
+        return write_text(owned.file("index.html"), render_page(infos, shown))
     except OSError as exc:
-        raise KvaeError(f"{out}: cannot write the gallery ({exc.strerror or exc})") from None
+        raise save_error(exc, out, "writing the gallery", then="run the command again") from None
 
 
 def fit_gallery(model, run_dir, config):

@@ -5,17 +5,16 @@ page shows of it (`kvae.evaluation.gallery.page` renders that).
 """
 
 import json
-import os
 import re
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
 from kvae.errors import KvaeError
+from kvae.paths import atomic_path
 
 CLIP_FIGURE = dict(figsize=(4.8, 3.0), dpi=80)  # 384 x 240 pixels
 CLIP_FILE = re.compile(r"(real|recon|sample|piece)_\d+\.(wav|png)")
@@ -29,18 +28,10 @@ def _href(folder, name):
 
 
 def _atomic(path, write):
-    """Call `write(tmp)` on a temporary file beside `path`, then move it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """Call `write(tmp)` on a temporary file beside `path` (`kvae.paths.atomic_path`), then move it over `path`."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def write_text(path, text):
@@ -49,11 +40,9 @@ def write_text(path, text):
 
 def _write_wav16(path, audio, rate):
     """A 16-bit PCM WAV: half the size of float32 and played by every browser."""
-    from scipy.io import wavfile
+    from kvae.data import write_wav
 
-    x = np.clip(np.nan_to_num(np.asarray(audio, np.float32).reshape(-1)), -1.0, 1.0)
-    pcm = np.round(x * 32767).astype(np.int16)
-    return _atomic(path, lambda tmp: wavfile.write(tmp, int(rate), pcm))
+    return write_wav(path, audio, rate, bits=16)
 
 
 def _plot_clip(path, audio, rate):
@@ -161,9 +150,9 @@ def _load_model(info):
     return load(info["model_file"], compile=False)
 
 
-def _clip(folder, slug, name, audio, rate, caption, alt):
-    _write_wav16(folder / f"{name}.wav", audio, rate)
-    _plot_clip(folder / f"{name}.png", audio, rate)
+def _clip(owned, slug, name, audio, rate, caption, alt):
+    _write_wav16(owned.file(f"{slug}/{name}.wav"), audio, rate)
+    _plot_clip(owned.file(f"{slug}/{name}.png"), audio, rate)
     return dict(name=name, wav=_href(slug, f"{name}.wav"), png=_href(slug, f"{name}.png"), caption=caption, alt=alt,
                 size=(int(CLIP_FIGURE["figsize"][0] * CLIP_FIGURE["dpi"]),
                       int(CLIP_FIGURE["figsize"][1] * CLIP_FIGURE["dpi"])),
@@ -174,9 +163,14 @@ def _figures(shown):
     return [fig for pair in shown["recon"] for fig in pair] + shown["samples"] + shown["pieces"]
 
 
-def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, say):
-    """Write one run's files under `out/<slug>/`; return what the page shows of it."""
-    slug, folder, name = info["slug"], out / info["slug"], info["name"]
+def make_run_files(info, owned, n, seed, model, evaluate, n_clips, data, cache, say):
+    """Write one run's files under `<owned folder>/<slug>/`; return what the page shows of it.
+
+    `owned` is the gallery's `kvae.paths.OwnedFolder`: only files it records
+    as the gallery's are replaced or deleted.
+    """
+    slug, name = info["slug"], info["name"]
+    folder = owned.path / slug
     folder.mkdir(parents=True, exist_ok=True)
     shown = {"loss": None, "recon": [], "recon_note": None, "samples": [], "samples_note": None,
              "pieces": [], "pieces_note": None, "eval": info["eval"], "eval_note": None, "model": None}
@@ -184,13 +178,13 @@ def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, sa
     # loss curves: the run's PNG, else drawn from history.csv
     curves = info["path"] / "loss_curves.png"
     if curves.is_file():
-        _atomic(folder / "loss_curves.png", lambda tmp: shutil.copyfile(curves, tmp))
+        _atomic(owned.file(f"{slug}/loss_curves.png"), lambda tmp: shutil.copyfile(curves, tmp))
         shown["loss"] = (_href(slug, "loss_curves.png"), png_size(folder / "loss_curves.png"))
     elif info["history"]:
         from kvae.evaluation.plots import plot_history
 
         try:
-            _atomic(folder / "loss_curves.png", lambda tmp: plot_history(info["history"], tmp, title=name))
+            _atomic(owned.file(f"{slug}/loss_curves.png"), lambda tmp: plot_history(info["history"], tmp, title=name))
             shown["loss"] = (_href(slug, "loss_curves.png"), png_size(folder / "loss_curves.png"))
         except (KeyError, IndexError, ValueError) as exc:
             info["notes"].append(f"history.csv: cannot be plotted ({exc})")
@@ -226,9 +220,9 @@ def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, sa
             shown["recon_split"] = where
             for i, (x, y) in enumerate(zip(real, recon)):
                 shown["recon"].append((
-                    _clip(folder, slug, f"real_{i}", x, model.sample_rate, f"real window {i + 1}",
+                    _clip(owned, slug, f"real_{i}", x, model.sample_rate, f"real window {i + 1}",
                           f"Waveform and spectrogram of real {split} window {i + 1}, run {name}"),
-                    _clip(folder, slug, f"recon_{i}", y, model.sample_rate, f"reconstruction {i + 1}",
+                    _clip(owned, slug, f"recon_{i}", y, model.sample_rate, f"reconstruction {i + 1}",
                           f"Waveform and spectrogram of the reconstruction of window {i + 1}, run {name}"),
                 ))
 
@@ -237,13 +231,13 @@ def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, sa
         shown["samples_note"] = "no clips asked for (-n 0)"
     elif info["samples"]:
         for i, wav, audio, rate in _read_wavs(info["samples"][:n], info["notes"]):
-            shown["samples"].append(_clip(folder, slug, f"sample_{i}", audio, rate, f"sample {i + 1} ({wav.name})",
+            shown["samples"].append(_clip(owned, slug, f"sample_{i}", audio, rate, f"sample {i + 1} ({wav.name})",
                                           f"Waveform and spectrogram of prior sample {wav.name}, run {name}"))
         shown["samples_note"] = f"from the run's samples/ folder ({len(info['samples'])} in all)"
     elif model is not None:
         say(f"{info['path']}: drawing {n} prior samples")
         for i, audio in enumerate(model.sample(n, seed=seed)):
-            shown["samples"].append(_clip(folder, slug, f"sample_{i}", audio, model.sample_rate, f"sample {i + 1}",
+            shown["samples"].append(_clip(owned, slug, f"sample_{i}", audio, model.sample_rate, f"sample {i + 1}",
                                           f"Waveform and spectrogram of prior sample {i + 1}, run {name}"))
         shown["samples_note"] = f"drawn now from the prior (seed {seed}): the run folder has no samples/"
     else:
@@ -251,14 +245,14 @@ def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, sa
 
     # long generated pieces (a run with a prior over latents writes pieces/*.wav)
     for i, wav, audio, rate in _read_wavs(info["pieces"], info["notes"]):
-        shown["pieces"].append(_clip(folder, slug, f"piece_{i}", audio, rate, f"{wav.stem}",
+        shown["pieces"].append(_clip(owned, slug, f"piece_{i}", audio, rate, f"{wav.stem}",
                                      f"Waveform and spectrogram of generated piece {wav.name}, run {name}"))
     if not info["pieces"]:
         shown["pieces_note"] = "none: a run with a prior over latents writes pieces/*.wav, played here"
-    written = {fig["name"] + ext for fig in _figures(shown) for ext in (".wav", ".png")}
-    for old in folder.iterdir():  # clips of an earlier gallery with more of them
-        if CLIP_FILE.fullmatch(old.name) and old.name not in written:
-            old.unlink()
+    written = {f"{slug}/{fig['name']}{ext}" for fig in _figures(shown) for ext in (".wav", ".png")}
+    for old in owned.owned(slug):  # clips of an earlier gallery with more of them (its own files only)
+        if CLIP_FILE.fullmatch(Path(old).name) and old not in written:
+            owned.remove(old)
 
     # evaluation: eval.json, else a small one on request
     if shown["eval"] is None and evaluate:
@@ -273,7 +267,7 @@ def make_run_files(info, out, n, seed, model, evaluate, n_clips, data, cache, sa
             root = data if data is not None else (cfg_data.get("path") or None)
             result = evaluation.evaluate(model, data=root, cache=cache if cache is not None else
                                          (cfg_data.get("cache") or None), n_clips=n_clips, seed=seed)
-            write_json(folder / "eval.json", result)
+            write_json(owned.file(f"{slug}/eval.json"), result)
             shown["eval"] = result
             shown["eval_source"] = f"evaluated by this gallery ({n_clips} clips per set): {slug}/eval.json"
     elif shown["eval"] is not None:
