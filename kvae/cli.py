@@ -31,7 +31,7 @@ def cmd_prepare(args):
 
     select = {"ensemble": args.ensemble} if args.ensemble else None
     try:
-        corpus = prepare(args.data, rate=args.rate or 3000, cache_dir=args.cache, select=select,
+        corpus = prepare(args.data, rate=3000 if args.rate is None else args.rate, cache_dir=args.cache, select=select,
                          window_seconds=args.window, progress=_progress)
     except Exception as exc:
         report = getattr(exc, "report", None)

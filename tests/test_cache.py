@@ -12,7 +12,7 @@ import pytest
 
 from audio import sine, tone_wav, truncated_wav, wav_file
 from kvae.data.audio_io import read_audio, resample
-from kvae.data.cache import MANIFEST, Corpus, prepare
+from kvae.data.cache import MANIFEST, Corpus, file_crc32, prepare
 from kvae.data.windows import WindowSource
 from kvae.errors import KvaeError
 
@@ -328,16 +328,33 @@ def test_corrupted_cache_file_of_the_same_size_is_rebuilt(tmp_path, damage, word
     assert (again.built, again.reused, again.rebuilt) == (0, 2, [])
 
 
-def test_source_that_overflows_when_resampled_is_skipped(tmp_path):
-    # finite float32 samples near the float32 limit: the resampling filter's overshoot makes them Inf
+@pytest.mark.parametrize("peak", [3.4e38, 2e4])
+def test_a_source_beyond_the_sample_bound_is_skipped_with_its_peak(tmp_path, peak):
+    # Values that cannot be music: near the float32 limit (the resampling filter would overflow to Inf,
+    # and fit would blame the learning rate), or simply far beyond +-1.
     root = _good_folder(tmp_path / "data", n=1)
-    wav_file(root / "loud.wav", np.where(np.arange(SR) % 400 < 200, 3.4e38, -3.4e38).astype(np.float32), SR)
+    wav_file(root / "loud.wav", np.where(np.arange(SR) % 400 < 200, peak, -peak).astype(np.float32), SR)
     corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
     assert [e.key for e in corpus.entries] == ["good0"]
     [(path, reason)] = corpus.report.skipped
     assert path == str(root / "loud.wav")
-    assert reason.startswith(f"resampling {SR} -> {RATE} Hz gives ") and "NaN or Inf samples" in reason, reason
-    assert "3.4e+38" in reason
+    assert reason.startswith(f"its samples reach {peak:.3g}, beyond +-10000: not audio"), reason
+
+
+def test_a_cached_file_holding_nan_with_a_valid_crc_is_rebuilt(tmp_path):
+    root = _good_folder(tmp_path / "data", n=1)
+    cache = tmp_path / "cache"
+    corpus = prepare(root, rate=RATE, cache_dir=cache)
+    npy = corpus.entries[0].file
+    audio = np.load(npy)
+    audio[10:13] = np.nan
+    np.save(npy, audio)  # same size; now give it a valid CRC, as a hostile or buggy writer could
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["entries"]["good0"]["crc32"] = file_crc32(npy)
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    report = prepare(root, rate=RATE, cache_dir=cache).report
+    assert report.rebuilt == [(str(npy), "cache file holds 3 NaN or Inf samples")]
+    assert np.isfinite(np.load(npy)).all()
 
 
 def test_links_that_lead_nowhere_are_in_the_report(tmp_path):

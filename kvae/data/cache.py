@@ -29,7 +29,6 @@ import errno
 import hashlib
 import json
 import os
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -39,12 +38,14 @@ import numpy as np
 
 from kvae.data.audio_io import AudioFileError, os_reason, read_audio, resample
 from kvae.data.sources import find_recordings
+from kvae import bounds
 from kvae.errors import KvaeError
-from kvae.paths import kvae_home
+from kvae.paths import atomic_path, kvae_home, remove_stale_temporaries
 
 CACHE_FORMAT_VERSION = 2  # 2: the manifest holds each cached file's CRC-32
 RESAMPLER = "scipy.signal.resample_poly"
 MANIFEST = "manifest.json"
+MAX_PEAK = 1e4  # a decoded sample beyond this is not audio (float WAVs hold values near +-1)
 
 
 @dataclass
@@ -203,15 +204,17 @@ def _load_manifest(cache_dir, settings, report):
 
 
 def _write_atomic(path, write):
-    """Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`; remove it on failure."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
+    """Call `write(tmp)` on a temporary file next to `path`, then rename it to `path` (`kvae.paths.atomic_path`)."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+def _sweep(cache_dir):
+    """Delete the temporary files a killed prepare left (today's names, and the `.tmp-*` of earlier versions)."""
+    for folder in (cache_dir, cache_dir / "audio"):
+        remove_stale_temporaries(folder)
+        for old in folder.glob(".tmp-*"):
+            old.unlink(missing_ok=True)
 
 
 class _CrcWriter:
@@ -287,6 +290,12 @@ def _reuse_problem(record, source_stat, npy):
         return f"cache file unreadable ({os_reason(exc)})"
     if crc != record.get("crc32"):
         return f"cache file corrupted (its CRC-32 differs from the one recorded when it was written{_damage(npy)})"
+    try:
+        bad = _count_non_finite(np.load(npy, mmap_mode="r"))
+    except (OSError, ValueError) as exc:
+        return f"cache file unreadable ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})"
+    if bad:  # a valid CRC over values that cannot be music: rebuild, never train on it
+        return f"cache file holds {bad} NaN or Inf samples"
     return None
 
 
@@ -325,9 +334,7 @@ def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=No
             audio, or the cache folder cannot be written (disk full says so).
     """
     start = time.perf_counter()
-    rate = int(rate)
-    if rate <= 0:
-        raise KvaeError(f"rate: must be a positive number of Hz, got {rate}")
+    rate = bounds.check("data.rate", rate, "rate")
     if root is None:
         from kvae.data.embedded import embedded_root
 
@@ -344,6 +351,7 @@ def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=No
             raise _write_error(cache_dir, Path(exc.filename or probe), exc) from None
         raise KvaeError(f"{cache_dir}: cache folder is not writable ({exc.strerror or exc})") from None
 
+    _sweep(cache_dir)
     report = PrepareReport(source.root, cache_dir, source.layout, rate, notes=list(source.notes),
                            skipped=list(source.skipped))
     report.found = len(source.recordings) + len(source.skipped)
@@ -378,7 +386,12 @@ def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=No
                 report.skipped.append((str(exc.path), exc.reason))
                 records.pop(rec.key, None)
                 continue
-            peak = float(np.abs(audio).max())
+            peak = float(np.abs(audio).max()) if audio.size else 0.0
+            if not peak <= MAX_PEAK:  # NaN compares false too
+                report.skipped.append((str(rec.path), f"its samples reach {peak:.3g}, beyond +-{MAX_PEAK:g}: "
+                                                      "not audio (a float WAV holds values near +-1)"))
+                records.pop(rec.key, None)
+                continue
             audio = resample(audio, source_rate, rate)
             bad = _count_non_finite(audio)
             if bad:  # finite samples near the float32 limit can overflow in the resampling filter
@@ -388,11 +401,7 @@ def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=No
                 continue
             try:
                 npy_bytes, crc = _save_npy(npy, audio)
-            except OSError as exc:
-                try:  # keep what was built: a rerun after freeing space resumes
-                    save_manifest()
-                except OSError:
-                    pass
+            except OSError as exc:  # the manifest already lists what was built: a rerun resumes
                 raise _write_error(cache_dir, npy, exc) from None
             if problem:
                 report.rebuilt.append((str(npy), problem))
@@ -408,6 +417,11 @@ def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=No
                 "crc32": crc,
             }
             report.built += 1
+            records[rec.key] = record
+            try:  # after each file: a kill or a full disk later keeps every recording cached so far
+                save_manifest()
+            except OSError as exc:
+                raise _write_error(cache_dir, cache_dir / MANIFEST, exc) from None
         records[rec.key] = record
         entries.append(Entry(rec.key, rec.split, npy, int(record["frames"]), rec.metadata))
         report.seconds_of_audio += record["frames"] / rate

@@ -249,7 +249,8 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
         if group.writes:
             shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
         for path, count in train_src.corpus.non_finite():  # bad data, not a bad learning rate
-            raise KvaeError(f"{path}: cached audio holds {count} NaN or Inf samples; run `kvae prepare` again")
+            raise KvaeError(f"{path}: cached audio holds {count} NaN or Inf samples; run `kvae prepare` again "
+                           "(it rebuilds such files)")
         raise KvaeError("training diverged (loss is NaN or Inf); lower train.learning_rate")
     if not group.writes:
         return model, history.history
