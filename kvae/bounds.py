@@ -42,7 +42,9 @@ BOUNDS = {
 
 
 def _number(value, integer):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, bool):
+        return None
+    if not isinstance(value, numbers.Real):
         try:  # numpy scalars and numeric strings from a command line
             value = float(value)
         except (TypeError, ValueError):

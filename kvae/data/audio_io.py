@@ -145,6 +145,9 @@ def _wav_problem(path):
                     return "WAV header says a sample rate of 0 Hz"
                 if align < channels:
                     return f"WAV header says {align} bytes per frame for {channels} channels"
+                if tag in (1, 0xFFFE) and 8 * (align // channels) < bits:  # 12-bit in 16-bit frames is fine
+                    return (f"{bits}-bit WAV samples packed in {align}-byte frames are not supported (samples "
+                            "padded to whole bytes are); convert it, e.g. `sox IN.wav -b 16 OUT.wav`")
                 fmt = (tag, bits)
             elif header[:4] == b"data":
                 if fmt is None:
@@ -326,6 +329,9 @@ class AudioReader:
         self._samples = None
         self._layout = None
         if self.path.is_file() and self.path.stat().st_size and self.path.suffix.lower() in WAV_SUFFIXES:
+            problem = _wav_problem(self.path)  # what read_audio would refuse, refused here too
+            if problem:
+                raise AudioFileError(self.path, problem)
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
