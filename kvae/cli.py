@@ -271,9 +271,14 @@ def main(argv=None):
         print(f"kvae: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = {"tune": "search resumes with the same --dir", "prior": "prior fit resumes when run again",
-                 "generate": "generate leaves no partial file"}.get(args.command, "fit resumes with the same --run")
-        print(f"kvae: interrupted (an interrupted {again})", file=sys.stderr)
+        again = {"fit": "an interrupted fit resumes with the same --run",
+                 "tune": "an interrupted search resumes with the same --dir",
+                 "prior": "an interrupted prior fit resumes when run again",
+                 "prepare": "an interrupted prepare keeps every recording cached so far",
+                 "generate": "no partial file is left", "sample": "no partial file is left",
+                 "reconstruct": "no partial file is left", "evaluate": "nothing was written; run it again",
+                 "gallery": "the files written so far are whole; run it again"}.get(args.command, "no partial file is left")
+        print(f"kvae: interrupted ({again})", file=sys.stderr)
         return 130
 
 

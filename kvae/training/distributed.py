@@ -240,6 +240,7 @@ def launch(nproc, argv):
         raise KvaeError(f"--nproc: must be at least 1, got {nproc}")
     import logging
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -249,6 +250,11 @@ def launch(nproc, argv):
     args.training_script_args = list(argv)  # set here: argparse would read them as torchrun's options
     try:
         run(args)
+    except SignalException as exc:  # Ctrl-C (or a kill) reached torchrun: it has stopped the ranks
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise KvaeError(f"torchrun got {exc.sigval.name} and stopped the ranks; rerun the same command to resume "
+                        "from the run folder") from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0

@@ -19,7 +19,7 @@ from kvae.data.embedded.score import _make_plan
 from kvae.data.embedded.synthesis import _render_recording
 from kvae.data.sources import LABEL_COLUMNS, METADATA_COLUMNS, METADATA_FILE
 from kvae.errors import KvaeError
-from kvae.paths import kvae_home
+from kvae.paths import kvae_home, save_error
 
 EMBEDDED_VERSION = 1
 
@@ -162,8 +162,20 @@ def embedded_root(seed=0):
     final = kvae_home() / "embedded" / f"v{EMBEDDED_VERSION}-seed{seed}"
     if (final / MARKER_FILE).is_file():
         return final
+    try:
+        return _build(final, seed)
+    except OSError as exc:
+        raise save_error(exc, final.parent, "building the embedded dataset", then="run the command again "
+                         "(or set KVAE_HOME to a folder with room)") from None
+
+
+def _build(final, seed):
+    """Build the corpus in a sibling folder and rename it to `final` (see `embedded_root`)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(building, 0o777 & ~mask)  # mkdtemp makes it 0700: the corpus is as readable as the umask allows
     try:
         generate_corpus(building, seed=seed)
         (building / MARKER_FILE).write_text(
