@@ -92,6 +92,25 @@ def check_window(rate, window_seconds, label="data.window_seconds"):
     return samples
 
 
+def available_memory():
+    """Bytes of memory available to this process now (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(needed, what, advice):
+    """Refuse, before the work starts, a result that would take more than the memory available (one line)."""
+    free = available_memory()
+    if free is not None and needed > free:
+        raise KvaeError(f"{what}: {needed / 2**30:,.1f} GiB needed, {free / 2**30:,.1f} GiB available; {advice}")
+
+
 def describe():
     """The table as lines of text, for the docs and `python -m kvae.bounds`."""
     lines = []

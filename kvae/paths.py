@@ -308,3 +308,26 @@ def write_text(path, text, durable=False):
     with atomic_path(path, durable=durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def check_free_space(folder, needed, what, advice):
+    """Refuse, before the work starts, output that will not fit on the disk (one line).
+
+    Args:
+        folder: str or Path. Where it goes (the nearest existing parent is measured).
+        needed: int. Bytes.
+        what: str. What the bytes are ("of audio to write").
+        advice: str. What to do instead.
+    """
+    import shutil
+
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if needed > free:
+        raise KvaeError(f"{folder}: {needed / 2**20:,.1f} MiB {what}, {free / 2**20:,.1f} MiB free; "
+                        f"free space or {advice}")

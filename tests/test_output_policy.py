@@ -366,3 +366,18 @@ def test_wav_writer_cleans_up_and_refuses_inputs(tmp_path):
             raise RuntimeError
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
     check_output_file(tmp_path / "new.wav")  # a new file is fine
+
+
+def test_work_of_known_size_checks_disk_and_memory_first(trained, tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    from kvae import bounds as bounds_module
+
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(KvaeError, match="MiB of audio to write, 0.0 MiB free"):
+        kvae.generate(trained, seconds=10, out=tmp_path / "p.wav")
+    assert not (tmp_path / "p.wav").exists()
+    monkeypatch.setattr(bounds_module, "available_memory", lambda: 1000)
+    with pytest.raises(KvaeError, match="GiB needed"):
+        kvae.generate(trained, seconds=10)

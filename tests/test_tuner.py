@@ -107,9 +107,9 @@ def test_best_model_is_retrained_and_samples(tuned, tmp_path):
     audio = model.sample(2, seed=0)
     assert audio.shape == (2, 750) and np.isfinite(audio).all() and np.abs(audio).max() > 1e-4
     with contextlib.redirect_stdout(io.StringIO()):
-        code = cli(["sample", str(folder / "best" / "model.keras"), "-n", "1", "--no-plots", "--out", str(tmp_path)])
+        code = cli(["sample", str(folder / "best" / "model.keras"), "-n", "1", "--no-plots", "--out", str(tmp_path / "samples")])
     assert code == 0
-    rate, clip = wavfile.read(tmp_path / "sample_0.wav")
+    rate, clip = wavfile.read(tmp_path / "samples" / "sample_0.wav")
     assert rate == 3000 and np.abs(clip.astype(np.float64)).max() > 0
 
 

@@ -170,22 +170,6 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
             yield decoder.push(window)
 
 
-def _check_disk(folder, needed):
-    """Refuse, before generating, pieces that will not fit on the disk (one line)."""
-    import shutil
-
-    folder = Path(folder)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return
-    if needed > free:
-        raise KvaeError(f"{folder}: {needed / 2**20:,.1f} MiB of audio to write, {free / 2**20:,.1f} MiB free; "
-                        "free space or ask for fewer or shorter pieces")
-
-
 def _piece_paths(out, n):
     out = Path(out)
     if n == 1:
@@ -224,7 +208,7 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     ```
     """
     from kvae.data import WavWriter, read_audio, resample
-    from kvae.paths import check_output_file
+    from kvae.paths import check_free_space, check_output_file
 
     seconds, temperature = bounds.check("seconds", seconds), bounds.check("temperature", temperature)
     seed, n = bounds.check("seed", seed), bounds.check("pieces", n, "n")
@@ -245,10 +229,12 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     chunks = stream_pieces(model, seconds, int(n), used, ar_prior if used == "ar" else None, temperature, seed,
                            prime_audio, normalize=run_normalize(run))
     if out is None:
-        audio = np.concatenate(list(chunks), axis=1)
-        return audio
+        bounds.check_memory(4 * n * int(round(seconds * model.sample_rate)), "the pieces, returned in memory",
+                            "ask for fewer or shorter pieces, or give out= to stream them to a file")
+        return np.concatenate(list(chunks), axis=1)
     paths = _piece_paths(out, n)
-    _check_disk(paths[0].parent, 4 * n * int(round(seconds * model.sample_rate)))
+    check_free_space(paths[0].parent, 4 * n * int(round(seconds * model.sample_rate)), "of audio to write",
+                     "ask for fewer or shorter pieces")
     writers = []
     try:
         for path in paths:

@@ -31,27 +31,34 @@ def write_samples(model, folder, n=4, seed=0, plots=True, batch_size=256):
     not grow with `n`; each file is written atomically. The clips are those
     of `model.sample(n, seed=seed)`.
 
+    The folder is new, or one this function wrote before (`kvae.paths.OwnedFolder`):
+    files it did not write are never replaced.
+
     Raises:
-        KvaeError: `folder` is an existing file; `n` or `seed` is negative; a
+        KvaeError: `folder` is an existing file, or a folder with files
+            `write_samples` did not write; `n` or `seed` out of bounds; a
             file cannot be written (a full disk: the files written so far are
             whole, the one being written is not left half written).
     """
+    from kvae import bounds
     from kvae.evaluation.plots import plot_audio
-    from kvae.paths import check_output_folder, save_error
+    from kvae.paths import OwnedFolder, check_free_space, check_output_folder, save_error
 
     folder = Path(folder)
     check_output_folder(folder)
-    if int(n) < 0:
-        raise KvaeError(f"n: must be a non-negative number of samples, got {n}")
+    n, seed = bounds.check("clips", n, "n"), bounds.check("seed", seed)
     paths = []
     if not n:
         return paths
+    check_free_space(folder, n * 4 * int(model.window), "of samples to write", "ask for fewer")
     try:
+        owned = OwnedFolder(folder, "sample")  # never over files it did not write
         for clips in model.sample_batches(n, seed=seed, batch_size=batch_size):
             for clip in clips:
-                path = write_wav(folder / f"sample_{len(paths)}.wav", clip, model.sample_rate)
+                name = f"sample_{len(paths)}"
+                path = write_wav(owned.file(f"{name}.wav"), clip, model.sample_rate)
                 if plots:
-                    plot_audio(clip, model.sample_rate, path.with_suffix(".png"), title=f"{path.name} (seed {seed})")
+                    plot_audio(clip, model.sample_rate, owned.file(f"{name}.png"), title=f"{path.name} (seed {seed})")
                 paths.append(path)
     except OSError as exc:
         raise save_error(exc, folder, "writing samples", then="run the command again") from None

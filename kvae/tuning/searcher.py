@@ -4,6 +4,7 @@
 tuners it drives are in `kvae.tuning._keras_tuner`.
 """
 
+import contextlib
 import copy
 import importlib
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from kvae.config import load_config, merge_config, read_config_file
 from kvae.errors import KvaeError
+from kvae.paths import run_lock
 from kvae.presets import find_preset
 from kvae.training import make_datasets
 from kvae.tuning import _keras_tuner
@@ -301,6 +303,14 @@ def search(config=None, data=None, directory="tuning-runs/fc", tuner=None, max_t
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise KvaeError(f"{directory}: cannot create search folder ({exc.strerror or exc})") from None
+    with contextlib.ExitStack() as held:
+        if role == "single":  # a distributed search's chief and workers share the folder by design
+            held.enter_context(run_lock(directory, "tune"))
+        return _search(directory, kind, canonical, cfg, role, settings, verbose, retrain)
+
+
+def _search(directory, kind, canonical, cfg, role, settings, verbose, retrain):
+    """`search` once the folder is settled (and held, for a single-process search)."""
     _guard_folder(directory, kind, canonical, cfg, role)
 
     hypermodel = FCVAEHyperModel(cfg, canonical)
