@@ -30,7 +30,7 @@ given) and deleted at the end unless `--keep`; with `--out` the printed
 report is also saved there as `data_benchmark.txt`. The script uses kvae's
 public API only.
 
-Measured figures are in the README, section "Benchmarks" > "Data pipeline".
+Measured figures are in docs/benchmarks.md, section "Data pipeline".
 """
 
 import argparse

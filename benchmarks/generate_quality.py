@@ -28,8 +28,8 @@ first piece of each prior as WAV into `--out`.
     python benchmarks/generate_quality.py --config fc --steps 400   # a vector-latent model
     python benchmarks/generate_quality.py --quick                  # smoke run: tiny budget, 3 pieces of 12 s
 
-Run on demand (minutes on a 2-core CPU). Public API only. Measured figures are in the README, section
-"Long-form generation".
+Run on demand (minutes on a 2-core CPU). Public API only. Measured figures are in docs/results.md, section
+"Long-form generation, measured".
 """
 
 import argparse

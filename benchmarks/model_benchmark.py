@@ -43,7 +43,7 @@ load average is printed at the start and the end. With `--out DIR` the report
 is also saved as `DIR/model_benchmark.txt`. The script uses kvae's public API
 only.
 
-Measured figures are in the README, section "Benchmarks" > "Model variants".
+Measured figures are in docs/benchmarks.md, section "Model variants".
 """
 
 import argparse

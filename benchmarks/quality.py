@@ -32,7 +32,7 @@ training time shows as nan) and an interrupted training resumes.
 Run on demand; it takes minutes per model on a 2-core CPU. The script uses
 kvae's public API only.
 
-Measured figures are in the README, section "Does it work? Objective numbers".
+Measured figures are in docs/results.md.
 """
 
 import argparse

@@ -70,7 +70,7 @@ rows get it from the running mean `loss` that `fit` hands to callbacks (and
 
 With `--out DIR` the printed report is also saved as `DIR/train_benchmark.txt`.
 
-Measured figures are in the README, section "Benchmarks" > "Training loop".
+Measured figures are in docs/benchmarks.md, section "Training loop".
 """
 
 import argparse

@@ -63,7 +63,8 @@ def istft(real, imag, n_fft, hop, length, window="hann"):
     known statically (it is in every kvae model).
 
     Args:
-        real, imag: tensors `(batch, frames, n_fft // 2 + 1)`.
+        real: tensor `(batch, frames, n_fft // 2 + 1)`, the real parts.
+        imag: tensor of the same shape, the imaginary parts.
         n_fft: int. FFT size of the forward transform.
         hop: int. Its hop.
         length: int. Samples to return from the start of the signal (the

@@ -255,7 +255,8 @@ def resumable_callbacks(dataset, source, folder, write=True, before_history=()):
     resumed run drops and writes again, never a trained epoch without its row.
 
     Args:
-        dataset, source: the training data, for `WindowEpochs`.
+        dataset: the training dataset, for `WindowEpochs`.
+        source: the training data's window source, for `WindowEpochs`.
         folder: Path. The folder holding `history.csv` and `backup/`.
         write: bool. Write the history and backups (only rank 0 of a
             data-parallel run does; every rank restores).

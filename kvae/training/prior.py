@@ -188,7 +188,8 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
         config: str, Path, dict or None. A prior config (TOML/JSON file or dict
             with sections prior, gmm, train); None: the defaults, or the saved
             `RUN/prior/config.json` when resuming.
-        data, cache: dataset root and cache folder; default the run's own.
+        data: dataset root; default the run's own.
+        cache: cache folder; default the run's own.
         settings: dict or None. Nested overrides (`{"train": {"epochs": 2}}`).
         verbose: bool. Print the summary and Keras's progress bar.
         callbacks: list or None. Extra Keras callbacks.

@@ -74,7 +74,7 @@ def compile_model(model, config):
     same update, class and saved form as `keras.optimizers.Adam`, about half
     the time of a small model's step on a CPU. Other backends get the stock
     optimizer. `train.jit_compile = true` asks Keras for `torch.compile` on
-torch (slower than eager for kvae's models on a CPU: see the README).
+    torch (slower than eager for kvae's models on a CPU: see docs/benchmarks.md).
     """
     train = config["train"]
     clipnorm = train["clipnorm"] or None

@@ -87,8 +87,9 @@ def write_gallery(runs, out=None, n=DEFAULT_EXAMPLES, evaluate=False, n_clips=DE
             says how to evaluate.
         n_clips: int. Clips per set of that evaluation. Defaults to 64.
         seed: int. Seed of the windows, of samples drawn now and of the evaluation.
-        data, cache: str, Path or None. Dataset root and cache folder for
-            the reconstructions; default: each run's config.
+        data: str, Path or None. Dataset root for the reconstructions;
+            default: each run's config.
+        cache: str, Path or None. Cache folder; default: each run's config.
         models: dict or None. `{run folder: model}` already in memory (skips loading `model.keras`).
         progress: callable or None. Called with a short message per step.
 
