@@ -381,3 +381,11 @@ def test_work_of_known_size_checks_disk_and_memory_first(trained, tmp_path, monk
     monkeypatch.setattr(bounds_module, "available_memory", lambda: 1000)
     with pytest.raises(KvaeError, match="GiB needed"):
         kvae.generate(trained, seconds=10)
+
+
+def test_the_bounds_page_lists_every_config_bound():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "reliability.md").read_text()
+    missing = [name for name in bounds.BOUNDS if "." in name and f"`{name}`" not in page]
+    assert missing == []
