@@ -389,3 +389,49 @@ def test_the_bounds_page_lists_every_config_bound():
     page = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "reliability.md").read_text()
     missing = [name for name in bounds.BOUNDS if "." in name and f"`{name}`" not in page]
     assert missing == []
+
+
+@pytest.mark.parametrize("command, words", [
+    ("evaluate", "nothing was written; run it again"),
+    ("gallery", "the files written so far are whole"),
+    ("fit", "an interrupted fit resumes with the same --run"),
+])
+def test_ctrl_c_says_what_this_command_leaves(trained, monkeypatch, capsys, command, words):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    target = {"evaluate": "kvae.evaluation.evaluate.main", "gallery": "kvae.evaluation.gallery.main",
+              "fit": "kvae.training.fit"}[command]
+    monkeypatch.setattr(target, interrupted)
+    assert cli.main([command, str(trained)] if command != "fit" else ["fit"]) == 130
+    err = capsys.readouterr().err
+    assert err == f"kvae: interrupted ({words})\n" or (words in err and err.count("\n") == 1), err
+
+
+def test_ctrl_c_on_fit_nproc_is_exit_130_not_a_torchrun_traceback(monkeypatch, capsys):
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    def stopped(args):
+        raise SignalException("Process 1 got signal: 2", sigval=signal.SIGINT)
+
+    monkeypatch.setattr("torch.distributed.run.run", stopped)
+    assert cli.main(["fit", "--nproc", "2"]) == 130
+    assert capsys.readouterr().err == "kvae: interrupted (an interrupted fit resumes with the same --run)\n"
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_one_line_for_evaluate_and_the_embedded_build(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("kvae.evaluation.evaluate.evaluate", lambda *a, **k: {"realism": {}, "reconstruction": {}})
+    monkeypatch.setattr("kvae.evaluation.evaluate.format_report", lambda result: "report")
+    monkeypatch.setattr("kvae.paths.write_text", _no_space)
+    assert cli.main(["evaluate", str(trained), "--out", str(tmp_path / "e.json")]) == 2
+    one_line_error(capsys, "disk full while writing the report")
+    monkeypatch.setenv("KVAE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("kvae.data.embedded.writer.generate_corpus", _no_space)
+    assert cli.main(["prepare"]) == 2
+    one_line_error(capsys, "disk full while building the embedded dataset")
+    leftovers = [p.name for p in (tmp_path / "home" / "embedded").iterdir()]
+    assert leftovers == []
