@@ -2,11 +2,13 @@
 history file, the backup a cut-short run resumes from and the time budget."""
 
 import csv
+import errno
 import json
 import os
 import time
 
 import keras
+import numpy as np
 
 from kvae.errors import KvaeError
 from kvae.paths import atomic_path, save_error
@@ -53,12 +55,33 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             if not all(hasattr(self, name) for name in names):
                 return super()._save_model()
             os.makedirs(self.backup_dir, exist_ok=True)
+            self._check_room()
             with atomic_path(self._weights_path, durable=True) as tmp:
                 self.model.save_weights(str(tmp), overwrite=True)
             with atomic_path(self._training_metadata_path, durable=True) as tmp:
                 tmp.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
         except OSError as exc:
             raise save_error(exc, self.backup_dir, "backing up the run") from None
+
+
+    def _check_room(self):
+        """Refuse a backup that will not fit on the disk before h5py starts writing it.
+
+        HDF5 cannot be stopped cleanly halfway: a write that runs out of space
+        leaves objects that fail again when they are freed (tracebacks, and a
+        segfault at exit). So the room for the weights and the optimizer state
+        (their bytes, plus HDF5's overhead) is checked first.
+        """
+        import shutil
+
+        variables = list(self.model.weights) + list(getattr(self.model.optimizer, "variables", []) or [])
+        needed = sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
+                     for v in variables)
+        needed = int(needed * 1.05) + 2 ** 20
+        free = shutil.disk_usage(self.backup_dir).free
+        if needed > free:
+            raise OSError(errno.ENOSPC, f"No space left on device (the backup needs about {needed / 2**20:,.1f} MiB, "
+                                        f"{free / 2**20:,.1f} MiB free)")
 
 
 def truncate_history(path, epoch):
