@@ -130,16 +130,30 @@ def cmd_evaluate(args):
     return evaluate_main(args)
 
 
-def cmd_gallery(args):
-    from kvae.evaluation.gallery import main as gallery_main
+def _stderr_progress():
+    """Progress lines on stderr when it is a terminal, else None."""
+    return (lambda m: print(f"  {m}", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
 
-    return gallery_main(args)
+
+def cmd_gallery(args):
+    from kvae.evaluation.gallery import write_gallery
+
+    page = write_gallery(args.runs, out=args.out, n=args.n, evaluate=args.evaluate, n_clips=args.n_clips,
+                         seed=args.seed, data=args.data, cache=args.cache, progress=_stderr_progress())
+    print(f"wrote {page}")
+    print(f"open it in a browser: xdg-open {page}  (or {page.resolve().as_uri()})")
+    return 0
 
 
 def cmd_tune(args):
-    from kvae.tuning import main as tune_main
+    from kvae.tuning import search
 
-    return tune_main(args)
+    result = search(config=args.config, data=args.data, directory=args.dir, tuner=args.tuner,
+                    max_trials=args.max_trials, epochs=args.epochs, cache=getattr(args, "cache", None),
+                    verbose=True)
+    if result.role == "worker":
+        print(f"worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trial left")
+    return 0
 
 
 def build_parser():

@@ -50,13 +50,13 @@ on).
 from kvae.tuning._keras_tuner import KvaeBayesianOptimization, KvaeHyperband, KvaeRandomSearch
 from kvae.tuning.hypermodel import FCVAEHyperModel, best_epoch_metrics
 from kvae.tuning.report import TABLE_COLUMNS, format_table, plot_trials, trial_rows, write_table
-from kvae.tuning.searcher import SearchResult, main, read_search_config, search
+from kvae.tuning.searcher import SearchResult, read_search_config, search
 from kvae.tuning.space import (DEFAULT_SEARCH_CONFIG, DEFAULT_SETTINGS, DEFAULT_SPACE, OBJECTIVE, PARAMETERS,
                                SEARCH_SETTINGS, TUNERS, parse_space)
 
 __all__ = [
     "DEFAULT_SEARCH_CONFIG", "DEFAULT_SETTINGS", "DEFAULT_SPACE", "FCVAEHyperModel", "KvaeBayesianOptimization",
     "KvaeHyperband", "KvaeRandomSearch", "OBJECTIVE", "PARAMETERS", "SEARCH_SETTINGS", "SearchResult",
-    "TABLE_COLUMNS", "TUNERS", "best_epoch_metrics", "format_table", "main", "parse_space", "plot_trials",
+    "TABLE_COLUMNS", "TUNERS", "best_epoch_metrics", "format_table", "parse_space", "plot_trials",
     "read_search_config", "search", "trial_rows", "write_table",
 ]

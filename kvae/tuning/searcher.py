@@ -353,13 +353,3 @@ def _search(directory, kind, canonical, cfg, role, settings, verbose, retrain):
         print(f"search already complete: {len(all_trials)} trials in {directory} "
               f"(raise --max-trials to run more)")
     return _write_outputs(result, kt_tuner, hypermodel, cfg, directory, retrain, verbose)
-
-
-def main(args):
-    """`kvae tune`: run (or resume) a search and print its table; return the exit status."""
-    result = search(config=args.config, data=args.data, directory=args.dir, tuner=args.tuner,
-                    max_trials=args.max_trials, epochs=args.epochs, cache=getattr(args, "cache", None),
-                    verbose=True)
-    if result.role == "worker":
-        print(f"worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trial left")
-    return 0

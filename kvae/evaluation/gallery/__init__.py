@@ -149,14 +149,4 @@ def fit_gallery(model, run_dir, config):
         return None
 
 
-def main(args):
-    """`kvae gallery RUN [RUN ...]`: write the page and print where it is."""
-    progress = (lambda m: print(f"  {m}", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
-    page = write_gallery(args.runs, out=args.out, n=args.n, evaluate=args.evaluate, n_clips=args.n_clips,
-                         seed=args.seed, data=args.data, cache=args.cache, progress=progress)
-    print(f"wrote {page}")
-    print(f"open it in a browser: xdg-open {page}  (or {page.resolve().as_uri()})")
-    return 0
-
-
-__all__ = ["DEFAULT_EXAMPLES", "FIT_EXAMPLES", "fit_gallery", "main", "read_run", "render_page", "write_gallery"]
+__all__ = ["DEFAULT_EXAMPLES", "FIT_EXAMPLES", "fit_gallery", "read_run", "render_page", "write_gallery"]
