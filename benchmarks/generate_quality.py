@@ -253,7 +253,7 @@ def main(argv=None):
                "frame_rate": layout.frame_rate, "priors": {k: s for k, (_, s) in priors.items()}, "rows": rows}
     write_json(out / "generate_quality.json", summary)
     if args.pieces_to_run:
-        from kvae.training.prior import write_pieces
+        from kvae.training.prior_fit import write_pieces
 
         for path in write_pieces(run, args.pieces_to_run, args.seconds, seed=args.seed, folder=first, verbose=False):
             print(f"wrote {path}")

@@ -171,7 +171,7 @@ def test_a_second_process_on_a_run_folder_gets_one_line_naming_the_holder(embedd
 
 
 def test_prior_fit_killed_while_saving_resumes_without_retraining(trained, tmp_path, monkeypatch):
-    from kvae.training import prior as prior_module
+    from kvae.training import prior_fit as prior_module
 
     run = copy_run(trained, tmp_path)
     real_save = prior_module.save_model_atomic

@@ -4,7 +4,7 @@ from kvae.models.conv1d_vae import Conv1DVAE
 from kvae.models.fc_vae import FCVAE
 from kvae.models.mel_vae import MelVAE
 from kvae.models.rave_vae import RaveVAE
-from kvae.models.prior import LatentPrior
+from kvae.models.latent_prior import LatentPrior
 from kvae.models.transformer_vae import TransformerVAE
 from kvae.models.vae import VAE
 

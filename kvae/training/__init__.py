@@ -15,7 +15,7 @@ from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, WindowE
 from kvae.training.trainer import build_model, compile_model, fit, make_datasets, seed_everything
 from kvae.training.inference import load, reconstruct_audio, reconstruct_blocks, reconstruct_file
 from kvae.training.runs import finish_run, write_samples
-from kvae.training.prior import fit_prior, load_prior_config
+from kvae.training.prior_fit import fit_prior, load_prior_config
 from kvae.training.generation import generate
 
 __all__ = [

@@ -148,7 +148,7 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         return
 
     if prior == "ar":
-        from kvae.models.prior import sample_mixture
+        from kvae.models.latent_prior import sample_mixture
 
         _check_prior(ar_prior, layout)
         stepper = ar_prior.stepper(int(n))
