@@ -7,8 +7,10 @@ from kvae.models.rave_vae import RaveVAE
 from kvae.models.latent_prior import LatentPrior
 from kvae.models.transformer_vae import TransformerVAE
 from kvae.models.vae import VAE
+from kvae.models.vocos_vae import VocosVAE
 
-MODELS = {"fc": FCVAE, "conv1d": Conv1DVAE, "transformer": TransformerVAE, "mel": MelVAE, "rave": RaveVAE}
+MODELS = {"fc": FCVAE, "conv1d": Conv1DVAE, "transformer": TransformerVAE, "mel": MelVAE, "rave": RaveVAE,
+          "vocos": VocosVAE}
 
 
 def model_class(name):
@@ -21,4 +23,5 @@ def model_class(name):
         raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
 
 
-__all__ = ["Conv1DVAE", "FCVAE", "LatentPrior", "MelVAE", "RaveVAE", "TransformerVAE", "MODELS", "VAE", "model_class"]
+__all__ = ["Conv1DVAE", "FCVAE", "LatentPrior", "MelVAE", "RaveVAE", "TransformerVAE", "MODELS", "VAE", "VocosVAE",
+           "model_class"]

@@ -1,0 +1,89 @@
+"""The Vocos VAE (issue 23's candidate): the shared model checks, its frame-rate layout, a quiet start,
+saving across backends, and the preset through the real entry point."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import audio
+from backends import other_backends
+from kvae import cli
+from kvae.dsp import ops as dsp
+from kvae.errors import KvaeError
+from kvae.models import VocosVAE
+from kvae.models.vocos_vae import ISTFTHead
+from model_checks import check_saved_models_on_backend, run_model_checks
+
+RATE = 3000
+TINY = dict(sample_rate=RATE, window_seconds=0.25, seed=1, n_fft=64, hop=16, width=16, encoder_blocks=1,
+            decoder_blocks=1, downsample=4, latent_dim=4)
+
+
+def tones(n=16, seed=0):
+    return audio.tones(n, 750, seed, RATE)
+
+
+def test_model_checks(tmp_path):
+    model = run_model_checks(VocosVAE, TINY, tones(), tones(8, seed=1), tmp_path)
+    # 750 samples, hop 16: 47 centred frames, 12 latent frames (4 STFT frames each)
+    assert model.frames == 47 and model.latent_shape == (12, 4)
+    assert model.latent_rate == pytest.approx(RATE / 64)
+
+
+def test_a_fresh_decoder_is_quiet_not_full_scale_noise():
+    model = VocosVAE(**{**TINY, "stft_weight": 1.0})
+    audio_out = model.sample(4, seed=0)
+    rms = float(np.sqrt(np.mean(np.square(audio_out))))
+    assert 0 < rms < 0.05, rms
+
+
+def test_the_head_is_the_inverse_stft_of_its_magnitude_and_phase():
+    x = tones(2)
+    real, imag = dsp.stft(keras.ops.convert_to_tensor(x), 64, 16)
+    real, imag = keras.ops.convert_to_numpy(real), keras.ops.convert_to_numpy(imag)
+    mag = np.sqrt(real ** 2 + imag ** 2) + 1e-12
+    bins = mag.shape[-1]
+    head = ISTFTHead(64, 16, 750, max_log_magnitude=30.0)
+    # features = [log|X|, angle(X)]; weights that pass them straight to log-magnitude and phase
+    features = np.concatenate([np.log(mag), np.arctan2(imag, real)], axis=-1).astype("float32")
+    head.build(features.shape)
+    eye = np.eye(2 * bins, dtype="float32")
+    head.log_magnitude.set_weights([eye[:, :bins], np.zeros(bins, "float32")])
+    head.phase.set_weights([eye[:, bins:], np.zeros(bins, "float32")])
+    out = keras.ops.convert_to_numpy(head(features))
+    np.testing.assert_allclose(out, x, atol=1e-4)
+
+
+def test_bad_arguments_are_one_line_errors():
+    for kwargs, word in ((dict(hop=0), "hop"), (dict(n_fft=8, hop=16), "n_fft, hop"), (dict(width=0), "width"),
+                         (dict(n_fft=4096), "n_fft, hop")):
+        with pytest.raises(KvaeError, match=word) as info:
+            VocosVAE(**{**TINY, **kwargs})
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("backend", other_backends())
+def test_saved_model_loads_samples_and_trains_on_other_backend(backend, tmp_path):
+    check_saved_models_on_backend({"vocos": VocosVAE(**TINY)}, backend, tmp_path, train=True)
+
+
+def test_cli_fit_vocos_then_sample_and_reconstruct(embedded, tmp_path):
+    run = tmp_path / "run"
+    tiny = ["train.steps_per_epoch=1", "train.n_samples=1", "train.verbose=0", "data.batch_size=2",
+            "data.val_windows_per_recording=1", "model.width=8", "model.decoder_blocks=1"]
+    args = ["fit", "--config", "vocos", "--run", str(run), "--epochs", "1"]
+    for item in tiny:
+        args += ["--set", item]
+    assert cli.main(args) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["type"] == "vocos" and config["data"]["rate"] == 3000
+    out = tmp_path / "samples"
+    assert cli.main(["sample", str(run), "-n", "2", "--seed", "0", "--out", str(out)]) == 0
+    assert len(list(out.glob("*.wav"))) == 2
+    source = tmp_path / "in.wav"
+    from kvae.data import write_wav
+
+    write_wav(source, 0.3 * np.sin(np.arange(4000) / 3.0), RATE)
+    assert cli.main(["reconstruct", str(run), str(source), str(tmp_path / "out.wav")]) == 0
