@@ -22,8 +22,8 @@ def _keep_freed_memory():
 
     Keras's optimizers on torch make parameter-sized temporaries every step;
     by default glibc maps and unmaps each one, so every step page-faults them
-    afresh. `benchmarks/train_benchmark.py` measured 58.7 -> 45.3 ms per step
-    for the paper-sized FC VAE with both thresholds at 1 GiB. No-op off glibc.
+    afresh (`benchmarks/train_benchmark.py` measures the difference; see
+    docs/benchmarks.md). No-op off glibc.
     """
     import ctypes
     import ctypes.util

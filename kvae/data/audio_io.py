@@ -1,8 +1,8 @@
 """Decode audio files to mono float32 and resample them.
 
-Longer than 400 lines because it holds the WAV header validation that turns
-broken files into plain-words reasons and the streaming readers and writer
-beside the decoders they mirror; writing is `kvae.data.wav_writer`.
+It holds the WAV header validation that turns broken files into
+plain-words reasons and the streaming readers beside the decoders they
+mirror; writing is `kvae.data.wav_writer`.
 
 WAV (every sample format MusicNet and users have: float32/float64, int16,
 int24, int32, uint8, any channel count) is read with `scipy.io.wavfile`, which
@@ -10,11 +10,9 @@ needs no TensorFlow. FLAC, OGG and MP3 are decoded by tensorflow-io, imported
 only when such a file is met.
 
 Resampling uses `scipy.signal.resample_poly` (polyphase FIR, Kaiser window),
-chosen by measurement (``benchmarks/data_benchmark.py`` on this project's
-2-core CPU): it is 10-30x faster than ``tfio.audio.resample`` (the ratio
-depends on load: tfio uses both cores), adds no delay where tfio's output is
-late by 32 output samples, and is far more accurate (61 dB SNR on a chirp
-against tfio's 17-20 dB even after undoing its delay).
+chosen by measurement against ``tfio.audio.resample``
+(``benchmarks/data_benchmark.py``; the figures are in docs/benchmarks.md):
+faster, no delay, and far more accurate.
 """
 
 import errno

@@ -1,8 +1,8 @@
 """Decode and resample a dataset once, into an on-disk cache read by memory map.
 
-Longer than 400 lines because the cache's guarantees live together: the
-manifest, CRC-32 checks, atomic writes, disk-full handling and the report
-of what was built, reused, rebuilt and skipped (a split is planned).
+The cache's guarantees live together here: the manifest, CRC-32 checks,
+atomic writes, disk-full handling and the report of what was built,
+reused, rebuilt and skipped.
 
 Training never decodes or resamples: `prepare` writes each recording, mono
 float32 at the target rate, as one ``.npy`` file, and `Corpus` opens them with
@@ -18,11 +18,10 @@ listed. Every cache file and the manifest are written to a temporary file in
 the same folder and renamed into place, so an interrupted `prepare` leaves
 no half-written file under a cache name.
 
-Verifying the CRC-32 reads every cached file once per `prepare` (and so per
-`fit`). ``benchmarks/cache_checksum_benchmark.py`` measured 1.4 GB/s (file
-read + zlib.crc32, page cache warm; blake2b manages 0.37 GB/s): reusing a
-3 kHz cache costs under 1 % of building it from 44.1 kHz WAVs (4 % at 16 kHz),
-about one second for MusicNet's 34 hours at 3 kHz.
+Verifying the CRC-32 (and that the samples are finite) reads every cached
+file once per `prepare` (and so per `fit`): a small fraction of building the
+cache (``benchmarks/cache_checksum_benchmark.py``; figures in docs/guides/data.md).
+The manifest is saved after every recording built, so a kill keeps them.
 """
 
 import errno
