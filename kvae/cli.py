@@ -192,6 +192,7 @@ def build_parser():
     p.add_argument("--n-clips", "--n-samples", dest="n_clips", type=int, default=256, metavar="N",
                    help="clips per set: samples, reconstructions and every reference row (default 256)")
     p.add_argument("--out", metavar="FILE.json", help="also write the report as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="also plot paired reconstruction C2ST against bitrate")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
 

@@ -15,7 +15,7 @@ from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, save_error
 from kvae.training import distributed
-from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, TimeBudget, WindowEpochs
+from kvae.training.callbacks import EpochHistory, InformationRate, KLSchedule, RunBackup, TimeBudget, WindowEpochs
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
 from kvae.training.runs import finish_run
 
@@ -211,6 +211,7 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     cbs = [WindowEpochs(train_ds, train_src), keras.callbacks.TerminateOnNaN()]
     if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
         cbs.append(KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
+    cbs.append(InformationRate())  # rate_bps beside the KL, before the history row is written
     if group.world > 1:
         cbs.append(AverageLogs(group))
     cbs += ([EpochHistory(run_dir / "history.csv")] if group.writes else []) + [RunBackup(backup, write=group.writes)]

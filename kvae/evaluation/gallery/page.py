@@ -187,13 +187,16 @@ def _eval_html(info, shown):
                 continue
             cells = []
             for key, _, fmt in keys:
-                if key == "c2st":
-                    cells.append(f"{_number(row.get('c2st'), '{:.3f}')} [{_number(row.get('c2st_low'), '{:.2f}')}-"
-                                 f"{_number(row.get('c2st_high'), '{:.2f}')}]")
+                if key.endswith("c2st"):
+                    cells.append(f"{_number(row.get(key), '{:.3f}')} [{_number(row.get(key + '_low'), '{:.2f}')}-"
+                                 f"{_number(row.get(key + '_high'), '{:.2f}')}]" if row.get(key) is not None
+                                 else _number(None, "{}"))
+                elif fmt == "kbit":
+                    cells.append(_number(None if row.get(key) is None else row[key] / 1000.0, "{:.3g}"))
                 else:
                     cells.append(_number(row.get(key), fmt))
             tds = "".join(f"<td>{_e(c)}</td>" for c in cells)
-            cls = ' class="ref"' if str(row_name).startswith("ref: ") else ""
+            cls = ' class="ref"' if str(row_name).startswith(("ref: ", "ladder: ")) else ""
             body.append(f'<tr{cls}><th scope="row">{_e(row_name)}</th>{tds}</tr>')
         return (f'<div class="table-wrap" role="region" tabindex="0" aria-label="{_e(caption)}"><table>'
                 f'<caption>{_e(caption)}</caption><thead><tr><th scope="col">set</th>{head}</tr></thead>'
