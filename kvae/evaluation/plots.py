@@ -185,22 +185,25 @@ def plot_rate_realism(results, path, labels=None, title=None):
         if not k.startswith("Opus"):
             ax.plot([r], [c], "s", color="tab:green")
             ax.annotate(k, (r, c), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    for k, v in ladder.items():
-        if not v.get("rate_bps"):
-            ax.axhline(paired(v), color="0.6", ls=":", lw=1)
-            ax.annotate(k, (lo, paired(v)), textcoords="offset points", xytext=(3, 2), fontsize=7, color="0.35")
-    for label, rate, c in points:
-        ax.plot([max(rate, floor)], [c], "*", ms=13, label=f"{label} ({rate / 1000:.3g} kbit/s)")
+    unrated = sorted((paired(v), k) for k, v in ladder.items() if not v.get("rate_bps"))
+    for i, (c, k) in enumerate(unrated):  # labels alternate sides, so close lines stay readable
+        ax.axhline(c, color="0.6", ls=":", lw=1)
+        ax.annotate(k, (lo if i % 2 == 0 else hi, c), textcoords="offset points", xytext=(3 if i % 2 == 0 else -3, 2),
+                    fontsize=7, color="0.35", ha="left" if i % 2 == 0 else "right")
+    colours = ["tab:red", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "k"]
+    for i, (label, rate, c) in enumerate(points):
+        drawn = "" if rate >= floor else f", drawn at {floor:g} bit/s"
+        ax.plot([max(rate, floor)], [c], "*", ms=13, color=colours[i % len(colours)],
+                label=f"{label} ({rate / 1000:.3g} kbit/s{drawn})")
     ax.axhline(0.5, color="k", lw=0.8)
-    ax.annotate("chance: indistinguishable", (hi, 0.5), textcoords="offset points", xytext=(-3, 3), fontsize=7,
-                ha="right")
+    ax.annotate("chance: indistinguishable", (lo, 0.5), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(0.45, 1.03)
     ax.set_xlabel("bitrate, bits per second (a model: its KL per second of audio)")
     ax.set_ylabel("paired C2ST of the reconstructions")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
     ax.set_title(title or "How detectable the reconstructions are, at what rate")
     fig.tight_layout()
     _save(fig, path, dpi=110)
