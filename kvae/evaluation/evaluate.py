@@ -259,6 +259,10 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     n_clips = int(n_clips)
     if n_clips < 10:
         raise KvaeError(f"n_clips: at least 10 clips per set are needed, got {n_clips}")
+    notes_ok, notes_why = note_model.available()
+    if notes and not notes_ok:
+        raise KvaeError(notes_why)
+    notes = notes_ok if notes is None else bool(notes)
     rate, window = model.sample_rate, model.window
     corpus = prepare(data, rate=rate, cache_dir=cache)
     reference, reference_rows, test, test_split = reference_sets(corpus, window, rate, n_clips, seed)
@@ -268,10 +272,6 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     say(f"reconstructing {len(test)} held-out windows")
     recon = _batched(lambda i, k: model.reconstruct(test[i:i + k]), len(test))
     sets = {"samples": samples, "reconstructions": recon, **reference_rows}
-    notes_ok, notes_why = note_model.available()
-    if notes and not notes_ok:
-        raise KvaeError(notes_why)
-    notes = notes_ok if notes is None else bool(notes)
     realism = judge(sets, reference, rate, seed=seed, progress=say, notes=notes)
     reference_features_count = len(feats.feature_names())
 
