@@ -62,6 +62,9 @@ def verdicts(rows):
 def reconstruction_verdict(rows):
     """One plain-words line for the reconstructions' paired C2ST, naming the nearest codec-ladder row.
 
+    Ladder rows that also fall inside the reconstructions' 95 % interval are
+    listed after it: the test cannot rank the model among them.
+
     Args:
         rows: the reconstruction table: `reconstructions` (with
             `paired_c2st`, `paired_c2st_low` and `rate_bps`) and the
@@ -78,8 +81,13 @@ def reconstruction_verdict(rows):
     if not ladder:
         return f"told from their inputs {pct} % of the time{at}"
     like = min(ladder, key=lambda k: (abs(ladder[k] - row["paired_c2st"]), k))
-    return (f"told from their inputs {pct} % of the time{at}: as detectable as {like} "
-            f"({round(100 * ladder[like])} %)")
+    text = f"told from their inputs {pct} % of the time{at}: as detectable as {like} ({round(100 * ladder[like])} %)"
+    high = row.get("paired_c2st_high", row["paired_c2st"])
+    alike = [k for k in sorted(ladder, key=lambda k: (-ladder[k], k))
+             if k != like and row["paired_c2st_low"] <= ladder[k] <= high]
+    if alike:  # the ladder cannot rank the model among these
+        text += "; within its 95 % interval also " + ", ".join(f"{k} ({round(100 * ladder[k])} %)" for k in alike)
+    return text
 
 
 def kbit(bps):
