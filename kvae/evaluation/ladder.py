@@ -131,9 +131,9 @@ def opus(clips, sample_rate, kbps, tools=None):
     with tempfile.TemporaryDirectory(prefix="kvae-opus-") as folder:
         folder = Path(folder)
         wavfile.write(folder / "in.wav", OPUS_RATE, pcm)
-        for command in ([tools[0], "--quiet", "--bitrate", f"{kbps:g}", str(folder / "in.wav"), str(folder / "c.opus")],
-                        [tools[1], "--quiet", "--rate", str(OPUS_RATE), str(folder / "c.opus"),
-                         str(folder / "out.wav")]):
+        wav_in, coded, wav_out = (str(folder / name) for name in ("in.wav", "c.opus", "out.wav"))
+        for command in ([tools[0], "--quiet", "--bitrate", f"{kbps:g}", wav_in, coded],
+                        [tools[1], "--quiet", "--rate", str(OPUS_RATE), coded, wav_out]):
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no message"])[-1]

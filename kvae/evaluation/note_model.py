@@ -82,9 +82,9 @@ def model_file():
 
 def available():
     """`(True, None)` where onnxruntime and the model file are installed, else `(False, why)`."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    from importlib.util import find_spec
+
+    if find_spec("onnxruntime") is None:
         return False, f"onnxruntime is not installed: {INSTALL}"
     try:
         model_file()
@@ -119,7 +119,7 @@ def _windows(audio):
 
 
 def posteriors(clips, sample_rate, batch=16):
-    """basic-pitch's frame posteriors of each clip: a list of dicts `note`, `onset` `(frames, 88)`, `contour` `(frames, 264)`.
+    """basic-pitch's frame posteriors of each clip: dicts of `note`, `onset` `(frames, 88)` and `contour` `(frames, 264)`.
 
     Args:
         clips: float array `(n, samples)`, full scale 1.0.

@@ -184,7 +184,7 @@ def plot_rate_realism(results, path, labels=None, title=None):
     for r, c, k in rated:
         if not k.startswith("Opus"):
             ax.plot([r], [c], "s", color="tab:green")
-            ax.annotate(k, (r, c), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(k, (r, c), textcoords="offset points", xytext=(-6, -12), fontsize=8, ha="right")
     unrated = sorted((paired(v), k) for k, v in ladder.items() if not v.get("rate_bps"))
     for i, (c, k) in enumerate(unrated):  # labels alternate sides, so close lines stay readable
         ax.axhline(c, color="0.6", ls=":", lw=1)
