@@ -125,9 +125,28 @@ def cmd_generate(args):
 
 
 def cmd_evaluate(args):
-    from kvae.evaluation.evaluate import main as evaluate_main
+    from kvae.errors import KvaeError
+    from kvae.evaluation import evaluate as evaluation
+    from kvae.evaluation.report import write_json
+    from kvae.models.loading import load
+    from kvae.paths import check_output_file
 
-    return evaluate_main(args)
+    if args.plot is not None and not str(args.plot).lower().endswith(".png"):
+        raise KvaeError(f"--plot: give a .png file name, got {args.plot}")
+    for out, example in ((args.out, "eval.json"), (args.plot, "rate.png")):  # before the work, not after it
+        if out:
+            check_output_file(out, [args.model], example=example, overwrite=args.overwrite)
+    model = load(args.model, compile=False)
+    result = evaluation.evaluate(model, data=args.data, cache=args.cache, n_clips=args.n_clips, seed=args.seed,
+                                 progress=_stderr_progress())
+    print(evaluation.format_report(result))
+    if args.out:
+        print(f"wrote {write_json(args.out, result, refuse=[args.model])}")
+    if args.plot is not None:
+        from kvae.evaluation.plots import plot_rate_realism
+
+        print(f"wrote {plot_rate_realism([result], args.plot, labels=[Path(args.model).name])}")
+    return 0
 
 
 def _stderr_progress():
@@ -207,7 +226,8 @@ def build_parser():
     p.add_argument("--n-clips", "--n-samples", dest="n_clips", type=int, default=256, metavar="N",
                    help="clips per set: samples, reconstructions and every reference row (default 256)")
     p.add_argument("--out", metavar="FILE.json", help="also write the report as JSON")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --out / --plot if they exist")
+    p.add_argument("--plot", metavar="FILE.png", help="also plot paired reconstruction C2ST against bitrate")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
 

@@ -400,7 +400,7 @@ def test_ctrl_c_says_what_this_command_leaves(trained, monkeypatch, capsys, comm
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    target = {"evaluate": "kvae.evaluation.evaluate.main", "gallery": "kvae.evaluation.gallery.write_gallery",
+    target = {"evaluate": "kvae.evaluation.evaluate.evaluate", "gallery": "kvae.evaluation.gallery.write_gallery",
               "fit": "kvae.training.fit"}[command]
     monkeypatch.setattr(target, interrupted)
     assert cli.main([command, str(trained)] if command != "fit" else ["fit"]) == 130

@@ -23,10 +23,22 @@ spectrum moves), the silent fraction and spectral flatness. Rows:
 
 Each row gets a one-line verdict in plain words.
 
-**Reconstruction** (how close are reconstructions to their own inputs?):
-multi-resolution STFT distance, log-spectral distance and SI-SDR on the
-held-out windows, beside silence, white noise and the data sent through the
-model's rate and back (what any model at that rate loses).
+The realism rows also get the view of a pretrained music model where it is
+installed (`kvae.evaluation.note_model`, basic-pitch): the Fréchet distance
+and KID of its pooled note features (`frechet_notes`, `kid_notes`; None
+where it is not installed, and the report says how to install it).
+
+**Reconstruction** (how close are reconstructions to their own inputs, and
+at what cost?): the model's information rate (`rate_bps`: its mean KL per
+held-out window, in bits, per second of audio), the paired C2ST of the
+reconstructions against the very windows they reconstruct
+(`two_sample.paired_c2st`: 0.5 for a perfect autoencoder; the headline),
+multi-resolution STFT distance, log-spectral distance and SI-SDR, beside the
+codec ladder (`kvae.evaluation.ladder`: the same held-out windows through
+noise, smearing, a low-pass, mu-law and Opus, judged the same way), silence,
+white noise and the data sent through the model's rate and back (what any
+model at that rate loses). The reconstructions' verdict names the nearest
+ladder row ("as detectable as Opus 6 kbit/s").
 """
 
 import math
@@ -35,9 +47,9 @@ import numpy as np
 
 from kvae.errors import KvaeError
 from kvae.evaluation import features as feats
-from kvae.evaluation import frechet, metrics, references
-from kvae.evaluation.report import REALISM_KEYS, format_report, verdicts, write_json
-from kvae.evaluation.two_sample import Standardizer, c2st, frechet_features, kid
+from kvae.evaluation import frechet, ladder, metrics, note_model, references
+from kvae.evaluation.report import REALISM_KEYS, format_report, reconstruction_verdict, verdicts, write_json
+from kvae.evaluation.two_sample import Standardizer, c2st, frechet_features, kid, paired_c2st
 
 DEFAULT_CLIPS = 256
 REFERENCE_ROWS = ("ref: real vs real", "ref: held-out recordings", "ref: drone", "ref: white noise", "ref: silence")
@@ -50,6 +62,33 @@ def reconstruction_metrics(reference, estimate, sample_rate):
         "lsd_db": float(metrics.log_spectral_distance(reference, estimate, sample_rate)),
         "si_sdr_db": float(metrics.si_sdr(reference, estimate)),
     }
+
+
+def information_rate(model, clips, batch=64):
+    """The model's information rate on windows: its mean KL(q(z|x) || N(0, I)) per window.
+
+    Args:
+        model: kvae.models.VAE.
+        clips: float array `(n, window)`.
+        batch: int. Windows encoded at once.
+
+    Returns:
+        `{"kl_nats": mean KL per window in nats, "rate_bps": that in bits per
+        second of audio}` (`kvae.training.callbacks.bits_per_second`, the
+        formula `kvae fit` logs `rate_bps` with).
+    """
+    from keras import ops
+
+    from kvae.training.callbacks import bits_per_second
+
+    per_window = []
+    for start in range(0, len(clips), batch):
+        z_mean, z_log_var = model.encode(ops.convert_to_tensor(np.asarray(clips[start:start + batch], np.float32)))
+        mean = np.asarray(ops.convert_to_numpy(z_mean), np.float64).reshape(len(z_mean), -1)
+        log_var = np.asarray(ops.convert_to_numpy(z_log_var), np.float64).reshape(len(z_mean), -1)
+        per_window.append(-0.5 * np.sum(1.0 + log_var - mean ** 2 - np.exp(log_var), axis=1))
+    kl = float(np.mean(np.concatenate(per_window)))
+    return {"kl_nats": kl, "rate_bps": bits_per_second(kl, model.window_seconds)}
 
 
 def windows(corpus, split, window, n, random, seed=0):
@@ -70,12 +109,21 @@ def windows(corpus, split, window, n, random, seed=0):
     return clips[np.sort(order)], (split if entries else "train")
 
 
-def realism_row(clips, reference, reference_features, scale, sample_rate, seed=0):
-    """The realism metrics of one clip set against the reference set."""
+def realism_row(clips, reference, reference_features, scale, sample_rate, seed=0, notes=None):
+    """The realism metrics of one clip set against the reference set.
+
+    `notes` is `(reference note features, their Standardizer)` where the
+    note model is installed, else None (its columns are then None).
+    """
     clips = np.asarray(clips, np.float32)
     f = feats.clip_features(clips, sample_rate)
     test = c2st(reference_features, f, seed=seed)
     distance = kid(reference_features, f, scale, seed=seed)
+    note_columns = {"frechet_notes": None, "kid_notes": None}
+    if notes is not None:
+        g = note_model.note_features(clips, sample_rate)
+        note_columns = {"frechet_notes": frechet_features(notes[0], g, notes[1]),
+                        "kid_notes": kid(notes[0], g, notes[1], seed=seed)["value"]}
     return {
         "c2st": test["accuracy"], "c2st_low": test["low"], "c2st_high": test["high"],
         "kid": distance["value"], "kid_low": distance["low"], "kid_high": distance["high"],
@@ -84,6 +132,7 @@ def realism_row(clips, reference, reference_features, scale, sample_rate, seed=0
         "temporal_std": float(np.mean(feats.temporal_std(f))),
         "silence": float(metrics.silence_fraction(clips, sample_rate)),
         "flatness": float(metrics.spectral_flatness(clips)),
+        **note_columns,
     }
 
 
@@ -118,7 +167,7 @@ def reference_sets(corpus, window, sample_rate, n_clips, seed=0):
     return reference, rows, test, test_split
 
 
-def judge(sets, reference, sample_rate, seed=0, progress=None):
+def judge(sets, reference, sample_rate, seed=0, progress=None, notes=None):
     """Realism rows (`realism_row`) of clip sets against the reference windows, each with its verdict.
 
     Args:
@@ -127,6 +176,8 @@ def judge(sets, reference, sample_rate, seed=0, progress=None):
         sample_rate: int.
         seed: int. Seed of the two-sample tests.
         progress: callable or None. Called with a short message per row.
+        notes: bool or None. Add the note model's columns; None: where it
+            is installed.
 
     Returns:
         dict of row name to metrics plus `verdict`.
@@ -134,20 +185,53 @@ def judge(sets, reference, sample_rate, seed=0, progress=None):
     say = progress or (lambda message: None)
     reference_features = feats.clip_features(reference, sample_rate)
     scale = Standardizer(reference_features)
+    if notes is None:
+        notes = note_model.available()[0]
+    if notes:
+        reference_notes = note_model.note_features(reference, sample_rate)
+        notes = (reference_notes, Standardizer(reference_notes))
     realism = {}
     for name, clips in sets.items():
         say(f"judging {name}")
-        realism[name] = realism_row(clips, reference, reference_features, scale, sample_rate, seed=seed)
+        realism[name] = realism_row(clips, reference, reference_features, scale, sample_rate, seed=seed,
+                                    notes=notes or None)
     for name, text in verdicts(realism).items():
         realism[name]["verdict"] = text
     return realism
+
+
+def paired_row(inputs, input_features, outputs, sample_rate, seed=0):
+    """A reconstruction-table row: the paired C2ST of `outputs` against their `inputs`, and the distances."""
+    test = paired_c2st(input_features, feats.clip_features(outputs, sample_rate), seed=seed)
+    return {"paired_c2st": test["accuracy"], "paired_c2st_low": test["low"], "paired_c2st_high": test["high"],
+            **reconstruction_metrics(inputs, outputs, sample_rate)}
+
+
+def ladder_table(test, sample_rate, seed=0, progress=None, test_features=None):
+    """The codec ladder's rows (`kvae.evaluation.ladder`) of the held-out windows, as reconstruction-table rows.
+
+    Returns:
+        dict `"ladder: <row>"` -> `paired_row` metrics plus `rate_bps` (and
+        `coded_bps` for Opus); a row that could not be made holds only its
+        `rate_bps` and a `note` saying how to make it.
+    """
+    say = progress or (lambda message: None)
+    if test_features is None:
+        test_features = feats.clip_features(test, sample_rate)
+    rows = {}
+    for name, (clips, info) in ladder.ladder_rows(test, sample_rate, seed=seed).items():
+        say(f"ladder: {name}")
+        rows[f"ladder: {name}"] = dict(info) if clips is None else {
+            **paired_row(test, test_features, clips, sample_rate, seed), **info}
+    return rows
 
 
 def _batched(fn, n, batch=64):
     return np.concatenate([np.asarray(fn(i, min(batch, n - i)), np.float32) for i in range(0, n, batch)])
 
 
-def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, reference_rate=16000, progress=None):
+def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, reference_rate=16000, progress=None,
+             notes=None):
     """Evaluate a model against real training windows and reference sets.
 
     Args:
@@ -159,11 +243,15 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
         reference_rate: int. Rate of the band-limit reconstruction row; skipped
             when not above the model's rate.
         progress: callable or None. Called with a short message per step.
+        notes: bool or None. The note model's columns (`note_model`); None:
+            where it is installed.
 
     Returns:
-        A dict with `model`, `settings`, `data`, `realism` (row -> metrics and
-        `verdict`) and `reconstruction` (row -> metrics), JSON-ready but for
-        non-finite floats (`write_json` turns them into null).
+        A dict with `model`, `rate_bps` (the model's information rate on the
+        held-out windows), `settings`, `data`, `realism` (row -> metrics and
+        `verdict`) and `reconstruction` (row -> metrics: the reconstructions
+        with their `verdict`, the ladder rows, the references), JSON-ready
+        but for non-finite floats (`write_json` turns them into null).
     """
     from kvae.data import prepare, resample
 
@@ -171,6 +259,10 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     n_clips = int(n_clips)
     if n_clips < 10:
         raise KvaeError(f"n_clips: at least 10 clips per set are needed, got {n_clips}")
+    notes_ok, notes_why = note_model.available()
+    if notes and not notes_ok:
+        raise KvaeError(notes_why)
+    notes = notes_ok if notes is None else bool(notes)
     rate, window = model.sample_rate, model.window
     corpus = prepare(data, rate=rate, cache_dir=cache)
     reference, reference_rows, test, test_split = reference_sets(corpus, window, rate, n_clips, seed)
@@ -180,15 +272,20 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     say(f"reconstructing {len(test)} held-out windows")
     recon = _batched(lambda i, k: model.reconstruct(test[i:i + k]), len(test))
     sets = {"samples": samples, "reconstructions": recon, **reference_rows}
-    realism = judge(sets, reference, rate, seed=seed, progress=say)
+    realism = judge(sets, reference, rate, seed=seed, progress=say, notes=notes)
     reference_features_count = len(feats.feature_names())
 
+    say("information rate")
+    rate_info = information_rate(model, test)
+    test_features = feats.clip_features(test, rate)
     noise = references.white_noise_like(test, seed=seed + 3)
     reconstruction = {
-        "reconstructions": reconstruction_metrics(test, recon, rate),
-        "ref: silence": reconstruction_metrics(test, np.zeros_like(test), rate),
-        "ref: white noise": reconstruction_metrics(test, noise, rate),
+        "reconstructions": {**paired_row(test, test_features, recon, rate, seed), **rate_info},
+        **ladder_table(test, rate, seed=seed, progress=say, test_features=test_features),
+        "ref: silence": paired_row(test, test_features, np.zeros_like(test), rate, seed),
+        "ref: white noise": paired_row(test, test_features, noise, rate, seed),
     }
+    reconstruction["reconstructions"]["verdict"] = reconstruction_verdict(reconstruction)
     if reference_rate > rate:
         hi = prepare(data, rate=reference_rate, cache_dir=cache)
         hi_window = int(round(model.window_seconds * reference_rate))
@@ -199,11 +296,16 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
             hi_test, through, reference_rate)
     return {
         "model": {"class": type(model).__name__, "sample_rate": rate, "window": window,
-                  "parameters": int(model.count_params())},
+                  "window_seconds": model.window_seconds, "parameters": int(model.count_params())},
+        "rate_bps": rate_info["rate_bps"],
         "settings": {"n_clips": n_clips, "seed": seed, "features": reference_features_count,
                      "c2st": "5-fold logistic regression (C=1), Wilson 95 % interval",
+                     "paired_c2st": "the same, folds drawn over (input, output) pairs",
                      "kid": "cubic polynomial kernel on standardised features, 100 half-size subsets",
-                     "reference": "random training windows"},
+                     "reference": "random training windows",
+                     "note_model": ("basic-pitch (ICASSP 2022, ONNX): Fréchet distance and KID of "
+                                    f"{len(note_model.NOTE_FEATURES)} pooled note features") if notes else
+                                   (f"off: {notes_why}" if not notes_ok else "off")},
         "data": {"reference_windows": n_clips, "held_out_split": test_split, "held_out_windows": int(len(test)),
                  "recordings": len(corpus.entries)},
         "realism": realism,
@@ -211,25 +313,5 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     }
 
 
-def main(args):
-    """`kvae evaluate`: print the report and optionally write it as JSON."""
-    import sys
-
-    from kvae.paths import check_output_file
-    from kvae.models.loading import load
-
-    if args.out:  # before the work, not after it
-        check_output_file(args.out, [args.model], example="eval.json", overwrite=getattr(args, "overwrite", False))
-    model = load(args.model, compile=False)
-    progress = (lambda m: print(f"  {m}", file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
-    result = evaluate(model, data=args.data, cache=args.cache, n_clips=args.n_clips, seed=args.seed,
-                      progress=progress)
-    print(format_report(result))
-    if args.out:
-        path = write_json(args.out, result, refuse=[args.model])
-        print(f"wrote {path}")
-    return 0
-
-
-__all__ = ["DEFAULT_CLIPS", "REALISM_KEYS", "REFERENCE_ROWS", "evaluate", "format_report", "judge", "main",
-           "realism_row", "reconstruction_metrics", "reference_sets", "windows"]
+__all__ = ["DEFAULT_CLIPS", "REALISM_KEYS", "REFERENCE_ROWS", "evaluate", "format_report", "information_rate", "judge",
+           "ladder_table", "paired_row", "realism_row", "reconstruction_metrics", "reference_sets", "windows"]

@@ -15,13 +15,18 @@ REALISM_KEYS = (
     ("temporal_std", "temporal std dB", "{:.2f}"),
     ("silence", "silence", "{:.3f}"),
     ("flatness", "flatness", "{:.3f}"),
+    ("frechet_notes", "Fréchet notes", "{:.1f}"),
+    ("kid_notes", "KID notes", "{:.3f}"),
 )
 RECONSTRUCTION_KEYS = (
+    ("paired_c2st", "paired C2ST [95% CI]", None),
+    ("rate_bps", "kbit/s", "kbit"),
     ("mrstft", "MR-STFT dist", "{:.3f}"),
     ("lsd_db", "LSD dB", "{:.2f}"),
     ("si_sdr_db", "SI-SDR dB", "{:.2f}"),
 )
 HARD_TO_TELL = 0.6  # a row whose C2ST interval reaches below this is called hard to tell from the data
+LADDER = "ladder: "
 
 
 def _label(name):
@@ -52,12 +57,58 @@ def verdicts(rows):
     return out
 
 
+def reconstruction_verdict(rows):
+    """One plain-words line for the reconstructions' paired C2ST, naming the nearest codec-ladder row.
+
+    Ladder rows that also fall inside the reconstructions' 95 % interval are
+    listed after it: the test cannot rank the model among them.
+
+    Args:
+        rows: the reconstruction table: `reconstructions` (with
+            `paired_c2st`, `paired_c2st_low` and `rate_bps`) and the
+            `ladder: ` rows.
+    """
+    row = rows["reconstructions"]
+    pct = round(100 * row["paired_c2st"])
+    rate = row.get("rate_bps")
+    at = "" if rate is None else f" at {kbit(rate)} kbit/s"
+    if row["paired_c2st_low"] < HARD_TO_TELL:
+        return f"hard to tell from their inputs{at}: told apart {pct} % of the time (50 % is chance)"
+    ladder = {k[len(LADDER):]: v["paired_c2st"] for k, v in rows.items()
+              if k.startswith(LADDER) and v.get("paired_c2st") is not None}
+    if not ladder:
+        return f"told from their inputs {pct} % of the time{at}"
+    like = min(ladder, key=lambda k: (abs(ladder[k] - row["paired_c2st"]), k))
+    text = f"told from their inputs {pct} % of the time{at}: as detectable as {like} ({round(100 * ladder[like])} %)"
+    high = row.get("paired_c2st_high", row["paired_c2st"])
+    alike = [k for k in sorted(ladder, key=lambda k: (-ladder[k], k))
+             if k != like and row["paired_c2st_low"] <= ladder[k] <= high]
+    if alike:  # the ladder cannot rank the model among these
+        text += "; within its 95 % interval also " + ", ".join(f"{k} ({round(100 * ladder[k])} %)" for k in alike)
+    return text
+
+
+def kbit(bps):
+    """Bits per second as kbit/s text: 3 significant digits below 10, else 1 decimal."""
+    kbps = bps / 1000.0
+    return f"{kbps:.3g}" if abs(kbps) < 10 else f"{kbps:.1f}"
+
+
 def _cell(value, fmt):
     if value is None:
         return "-"
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if fmt == "kbit":
+        return kbit(value)
     return fmt.format(value)
+
+
+def _interval(values, key):
+    """`0.912 [0.89-0.94]` of a C2ST-like key with its `_low` and `_high`, or `-`."""
+    if values.get(key) is None:
+        return "-"
+    return f"{values[key]:.3f} [{values[key + '_low']:.2f}-{values[key + '_high']:.2f}]"
 
 
 def format_table(rows, keys, first_title):
@@ -67,9 +118,8 @@ def format_table(rows, keys, first_title):
     for name, values in rows.items():
         cells = [name]
         for key, _, fmt in keys:
-            if key == "c2st":  # accuracy with its 95 % interval
-                cells.append(f"{values['c2st']:.3f} [{values['c2st_low']:.2f}-{values['c2st_high']:.2f}]"
-                             if "c2st" in values else "-")
+            if key.endswith("c2st"):  # accuracy with its 95 % interval
+                cells.append(_interval(values, key))
             else:
                 cells.append(_cell(values.get(key), fmt))
         lines.append(cells)
@@ -96,8 +146,18 @@ def format_report(result):
     ]
     out += format_table(result["realism"], REALISM_KEYS, "set")
     out += [""] + [f"{name}: {row['verdict']}" for name, row in result["realism"].items() if "verdict" in row]
-    out += ["", "Reconstruction of held-out windows (against their own inputs)"]
-    out += format_table(result["reconstruction"], RECONSTRUCTION_KEYS, "")
+    if not str(s.get("note_model", "")).startswith("basic-pitch"):
+        out += [f"note model columns: {s.get('note_model', 'off')}"]
+    rows = result["reconstruction"]
+    out += ["", "Reconstruction of held-out windows (paired C2ST: each output against its own input, 0.5 = "
+                "indistinguishable; the ladder: the same windows through known codecs and degradations)"]
+    out += format_table(rows, RECONSTRUCTION_KEYS, "")
+    out += [""] + [f"{name}: {row['note']}" for name, row in rows.items() if row.get("note")]
+    if "verdict" in rows.get("reconstructions", {}):
+        out += [f"reconstructions: {rows['reconstructions']['verdict']}"]
+    if result.get("rate_bps") is not None:
+        out += [f"information rate: {kbit(result['rate_bps'])} kbit/s (mean KL per held-out window in bits, "
+                "per second of audio)"]
     return "\n".join(out)
 
 

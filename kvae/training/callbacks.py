@@ -1,9 +1,10 @@
 """Keras callbacks of kvae's training loop: the epoch of the window plan, the KL warm-up, the
-history file, the backup a cut-short run resumes from and the time budget."""
+information rate, the history file, the backup a cut-short run resumes from and the time budget."""
 
 import csv
 import errno
 import json
+import math
 import os
 import time
 
@@ -220,6 +221,29 @@ class KLSchedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
+
+
+def bits_per_second(kl_nats, window_seconds):
+    """A KL per window in nats as an information rate in bits per second of audio: `kl / ln 2 / seconds`."""
+    return float(kl_nats) / math.log(2.0) / float(window_seconds)
+
+
+class InformationRate(keras.callbacks.Callback):
+    """Logs the model's information rate beside its KL: `rate_bps` (and `val_rate_bps`), bits per second.
+
+    The rate is each epoch's logged KL per window (nats) in bits, divided by
+    the window's seconds (`bits_per_second`): what the latent costs per second
+    of audio, the number codec papers put beside a codec's bitrate. With
+    `model.free_bits` > 0 the logged KL is the floored one the loss pays, an
+    upper bound of the true KL.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for prefix in ("", "val_"):
+            if f"{prefix}kl" in logs:
+                logs[f"{prefix}rate_bps"] = bits_per_second(logs[f"{prefix}kl"], self.model.window_seconds)
 
 
 class TimeBudget(keras.callbacks.Callback):

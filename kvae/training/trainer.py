@@ -15,7 +15,7 @@ from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, run_lock, save_error
 from kvae.training import distributed
-from kvae.training.callbacks import KLSchedule, TimeBudget, resumable_callbacks
+from kvae.training.callbacks import InformationRate, KLSchedule, TimeBudget, resumable_callbacks
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
 from kvae.training.runs import finish_run
 
@@ -217,6 +217,7 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     logs = []
     if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
         logs.append(KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
+    logs.append(InformationRate())  # rate_bps beside the KL, before the history row is written
     if group.world > 1:
         logs.append(AverageLogs(group))
     cbs = resumable_callbacks(train_ds, train_src, run_dir, write=group.writes, before_history=logs)

@@ -35,8 +35,8 @@ import sys
 from pathlib import Path
 
 from kvae.errors import KvaeError
+from kvae.evaluation.gallery.files import make_run_files, png_size, read_run, write_text
 from kvae.paths import OwnedFolder, save_error
-from kvae.evaluation.gallery.files import make_run_files, read_run, write_text
 from kvae.evaluation.gallery.page import render_page
 
 DEFAULT_EXAMPLES = 4  # test windows, reconstructions and samples shown per run
@@ -125,9 +125,29 @@ def write_gallery(runs, out=None, n=DEFAULT_EXAMPLES, evaluate=False, n_clips=DE
         owned = OwnedFolder(out, "gallery")  # a new folder, or one an earlier gallery marked as its own
         shown = [make_run_files(info, owned, n, seed, models.get(info["path"].resolve()), evaluate, n_clips, data,
                                  cache, say) for info in infos]
-        return write_text(owned.file("index.html"), render_page(infos, shown))
+        return write_text(owned.file("index.html"), render_page(infos, shown, rate_plot=_rate_plot(infos, shown, owned)))
     except OSError as exc:
         raise save_error(exc, out, "writing the gallery", then="run the command again") from None
+
+
+def _rate_plot(infos, shown, owned):
+    """`rate_realism.png` (paired reconstruction C2ST against bitrate) of the evaluated runs: `(src, size)` or None.
+
+    Only runs whose evaluation has a rate and a paired C2ST are drawn; the
+    ladder is the first such run's.
+    """
+    from kvae.evaluation.plots import plot_rate_realism
+
+    rated = [(info["name"], s["eval"]) for info, s in zip(infos, shown)
+             if isinstance(s.get("eval"), dict) and s["eval"].get("rate_bps") is not None
+             and isinstance(s["eval"].get("reconstruction", {}).get("reconstructions"), dict)
+             and s["eval"]["reconstruction"]["reconstructions"].get("paired_c2st") is not None]
+    if not rated:
+        owned.remove("rate_realism.png")  # an earlier gallery's figure of runs no longer shown
+        return None
+    path = owned.file("rate_realism.png")
+    plot_rate_realism([r for _, r in rated], path, labels=[name for name, _ in rated])
+    return path.name, png_size(path)
 
 
 def fit_gallery(model, run_dir, config):

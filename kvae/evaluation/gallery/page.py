@@ -187,13 +187,16 @@ def _eval_html(info, shown):
                 continue
             cells = []
             for key, _, fmt in keys:
-                if key == "c2st":
-                    cells.append(f"{_number(row.get('c2st'), '{:.3f}')} [{_number(row.get('c2st_low'), '{:.2f}')}-"
-                                 f"{_number(row.get('c2st_high'), '{:.2f}')}]")
+                if key.endswith("c2st"):
+                    cells.append(f"{_number(row.get(key), '{:.3f}')} [{_number(row.get(key + '_low'), '{:.2f}')}-"
+                                 f"{_number(row.get(key + '_high'), '{:.2f}')}]" if row.get(key) is not None
+                                 else _number(None, "{}"))
+                elif fmt == "kbit":
+                    cells.append(_number(None if row.get(key) is None else row[key] / 1000.0, "{:.3g}"))
                 else:
                     cells.append(_number(row.get(key), fmt))
             tds = "".join(f"<td>{_e(c)}</td>" for c in cells)
-            cls = ' class="ref"' if str(row_name).startswith("ref: ") else ""
+            cls = ' class="ref"' if str(row_name).startswith(("ref: ", "ladder: ")) else ""
             body.append(f'<tr{cls}><th scope="row">{_e(row_name)}</th>{tds}</tr>')
         return (f'<div class="table-wrap" role="region" tabindex="0" aria-label="{_e(caption)}"><table>'
                 f'<caption>{_e(caption)}</caption><thead><tr><th scope="col">set</th>{head}</tr></thead>'
@@ -209,8 +212,12 @@ def _eval_html(info, shown):
     out.append(table(realism, REALISM_KEYS, f"Realism of {name}"))
     if result.get("reconstruction"):
         out.append(table(result["reconstruction"], RECONSTRUCTION_KEYS, f"Reconstruction by {name}"))
-        out.append('<p class="note">Reconstruction: held-out windows against their own inputs; lower is better '
-                   'but for SI-SDR.</p>')
+        out.append('<p class="note">Reconstruction: held-out windows against their own inputs (paired C2ST: 0.5 = '
+                   'indistinguishable), beside the codec ladder (ladder:, in italics: the same windows through '
+                   'known codecs); lower is better but for SI-SDR.</p>')
+        verdict = result["reconstruction"].get("reconstructions", {}).get("verdict")
+        if verdict:
+            out.append(f'<p><strong>reconstructions</strong>: {_e(verdict)}</p>')
     return "".join(out)
 
 
@@ -256,8 +263,21 @@ def _run_html(info, shown, number):
     return f'<article class="run" aria-labelledby="{hid}" data-folder="{_e(slug)}">{"".join(parts)}</article>'
 
 
-def render_page(infos, shown, title="kvae listening gallery"):
-    """The whole page as a string: one column per run."""
+def _rate_plot_html(rate_plot):
+    if not rate_plot:
+        return ""
+    src, size = rate_plot
+    wh = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    return (f'<section aria-label="Rate and realism"><a href="{_e(src)}"><img class="wide" src="{_e(src)}"{wh} '
+            'loading="lazy" alt="Paired C2ST of each run\'s reconstructions against its bitrate (KL per second), '
+            'beside Opus and the other codec-ladder rows on the same held-out windows (opens the full-size '
+            'image)"></a><p class="note">How detectable each run\'s reconstructions are (paired C2ST: 0.5 = '
+            'not at all, 1.0 = always) at the rate it spends, beside classical codecs on the same windows.</p>'
+            '</section>')
+
+
+def render_page(infos, shown, title="kvae listening gallery", rate_plot=None):
+    """The whole page as a string: one column per run (and the rate-realism figure, `(src, size)`, when given)."""
     count = len(infos)
     nav = "".join(f'<li><a href="#run-{i + 1}">{_e(info["name"])}</a> <span class="path">{_e(info["path"])}</span></li>'
                   for i, info in enumerate(infos))
@@ -273,6 +293,7 @@ def render_page(infos, shown, title="kvae listening gallery"):
         f"{lead}, made {_e(made)}. Every player is the browser's own (no script needed); each image is the "
         "clip's waveform above its spectrogram.</p>"
         f'<nav aria-label="Runs"><ul>{nav}</ul></nav></header>'
+        f"{_rate_plot_html(rate_plot)}"
         f'<main class="runs">{columns}</main>'
         '<pre id="selftest-result" aria-live="polite"></pre>'
         f"<script>{SELFTEST}</script></body></html>\n"
