@@ -131,7 +131,7 @@ def _same_file(a, b):
         return False
 
 
-RUN_FILES = frozenset({"config.json", "model.keras", "prior.keras", "history.csv", "latents.npz", "eval.json",
+RUN_FILES = frozenset({"config.json", "model.keras", "prior.keras", "history.csv", "latents.npz",
                        "loss_curves.png", "best.weights.h5"})
 """The files a run folder (or its `prior/` folder) owns: no other output may take their place."""
 
