@@ -1,8 +1,8 @@
 """A torch-only fast path for Keras's Adam: per-weight `clipnorm` and the update as fused kernels.
 
-Keras's Adam on the torch backend updates with `torch._foreach_*` ops that allocate five
-parameter-sized temporaries a step, and its `clipnorm` runs six ops per
-weight. On a CPU, where a step of a small model is memory-bound, that was
+Keras's Adam on the torch backend updates with `torch._foreach_*` ops that
+allocate five parameter-sized temporaries a step, and its `clipnorm` runs six
+ops per weight. On a CPU, where a step of a small model is memory-bound, that was
 more than half of a training step (`benchmarks/profile_step.py`). `fuse_adam`
 swaps, on one optimizer instance, those two methods for:
 
@@ -33,6 +33,7 @@ import math
 import torch
 
 from kvae._keras_private import adam_internals
+
 
 def _compiling():
     """Under `torch.compile` (`jit_compile=True`) the stock methods run: dynamo cannot trace the fused kernel."""
