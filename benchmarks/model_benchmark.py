@@ -7,8 +7,8 @@ Run on demand (it measures, it never asserts)::
     python benchmarks/model_benchmark.py --variants fc,transformer --out /tmp/kvae-bench
     python benchmarks/model_benchmark.py --variants rave,rave-adv --parts 1   # RaveVAE's speed, both stages
 
-`rave-adv` is the `rave` preset in its adversarial stage (`adversarial_after
-= 0`: every step trains the decoder against the discriminators, then the
+`rave-adv` is the `rave` preset in its adversarial stage (`model.adversarial
+= {after = 0}`: every step trains the decoder against the discriminators, then the
 discriminators). Every variant (FCVAE, Conv1DVAE, TransformerVAE, MelVAE, RaveVAE) is built at its
 default config: the built-in preset of its name (`kvae.presets.find_preset`,
 loaded with `kvae.config.load_config("fc")`, ...) when there is one, else the
@@ -74,7 +74,7 @@ VARIANTS = ("fc", "conv1d", "transformer", "mel", "rave", "rave-adv")
 CLASS_NAMES = {"fc": "FCVAE", "conv1d": "Conv1DVAE", "transformer": "TransformerVAE", "mel": "MelVAE",
                "rave": "RaveVAE", "rave-adv": "RaveVAE, adversarial"}
 # not a model type: the rave preset in its adversarial stage from step 0 (discriminators at their default width)
-STAGES = {"rave-adv": ("rave", {"adversarial_after": 0})}
+STAGES = {"rave-adv": ("rave", {"adversarial": {"after": 0}})}
 
 
 # --------------------------------------------------------------------------- helpers

@@ -2,8 +2,12 @@
 
 A config has three sections, `data`, `model` and `train`, plus a `name`.
 `model.type` picks the variant; the other `model` keys are that class's
-constructor arguments, so they are checked against its signature. An unknown
-key or a value of the wrong type is a one-line `KvaeError` naming the key.
+constructor arguments, so they are checked against its signature, except the
+`model.adversarial` table, whose keys the adversarial stage owns
+(`kvae.models.adversarial.AdversarialStage`). An unknown key or a value of the
+wrong type is a one-line `KvaeError` naming the key. kvae 0.1's flat
+adversarial keys (`adversarial_after`, `disc_capacity`, ...) are read into
+the table, with a one-line `FutureWarning` saying so.
 
 Files may set `base = "other.toml"` (relative to the file) to start from
 another config and change a few keys, as RAVE's configs compose. A bare name
@@ -17,6 +21,7 @@ import json
 import math
 import os
 import tomllib
+import warnings
 from pathlib import Path
 
 from kvae import bounds
@@ -187,9 +192,10 @@ def validate(config):
             if choices and values[key] not in choices:
                 raise KvaeError(f"{section}.{key}: must be one of {', '.join(choices)}, got {values[key]!r}")
     model = config.get("model", {})
+    _adversarial_table(model)
     defaults = model_defaults(model.get("type", "fc"))
     for key, value in model.items():
-        if key == "type":
+        if key == "type" or key == "adversarial":
             continue
         if key in ("sample_rate", "window_seconds"):
             raise KvaeError(f"model.{key}: set data.{'rate' if key == 'sample_rate' else key} instead")
@@ -203,6 +209,24 @@ def validate(config):
                 config[section][key] = bounds.check(f"{section}.{key}", value)
     bounds.check_window(config["data"]["rate"], config["data"]["window_seconds"])
     return config
+
+
+def _adversarial_table(model):
+    """Check `model.adversarial` against the stage's own settings (in place); read kvae 0.1's flat keys into it."""
+    from kvae.models.adversarial import LEGACY_KEYS, AdversarialStage, from_legacy
+
+    old = [key for key in LEGACY_KEYS if key in model]
+    if old:
+        table = from_legacy(model)
+        if table is not None:
+            model["adversarial"] = merge_config(table, model.get("adversarial") or {})
+        warnings.warn(f"model.{', model.'.join(old)}: moved to the model.adversarial table as "
+                      f"{', '.join(LEGACY_KEYS[key] for key in old)}; read as such (update the config)",
+                      FutureWarning, stacklevel=4)
+    if model.get("adversarial") is not None:
+        stage = AdversarialStage.from_config(model["adversarial"])
+        model["adversarial"] = {key: value for key, value in stage.get_config().items()
+                                if key in model["adversarial"]}
 
 
 def parse_set(items, sections=SECTIONS):
@@ -228,6 +252,9 @@ def parse_set(items, sections=SECTIONS):
         parts = key.split(".")
         if parts[0] == "name" and len(parts) == 1:
             out["name"] = str(value)
+            continue
+        if parts[:2] == ["model", "adversarial"] and len(parts) == 3:  # the adversarial stage's table
+            out.setdefault("model", {}).setdefault("adversarial", {})[parts[2]] = value
             continue
         if len(parts) != 2 or parts[0] not in sections:
             if tuple(sections) == SECTIONS:

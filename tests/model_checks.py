@@ -198,6 +198,19 @@ def adversarial_fit_refusal(path, model_kwargs):
     return result
 
 
+def kl_warmup_beta(epochs, steps=10):
+    """Runs on any backend: the KL weight a linear warm-up over `steps` steps (0 to beta 1) has reached after
+    `epochs` one-batch epochs of `fit` (on jax read from the traced optimizer state, `kvae._keras_private`)."""
+    from kvae.models import FCVAE
+
+    model = FCVAE(sample_rate=3000, window_seconds=0.1, hidden_layers=1, hidden_units=8, latent_dim=2, seed=0)
+    model.compile(optimizer="adam")
+    model.set_kl_schedule("linear", steps, 0.0)
+    x = np.random.default_rng(0).normal(0, 0.1, (4, model.window)).astype("float32")
+    model.fit(x, batch_size=4, epochs=epochs, verbose=0)
+    return {"beta": float(_np(model.beta)), "iterations": int(_np(model.optimizer.iterations))}
+
+
 class StopAfter(keras.callbacks.Callback):
     """Interrupts training (as Ctrl-C does) at the end of epoch `epoch`: the resume tests' kill."""
 

@@ -1,7 +1,10 @@
 """RAVE's adversarial stage (torch): the discriminators and losses, one step of each stage, resuming across
-the switch, saving and loading, and the one-line refusal on the backends that cannot train it."""
+the switch, saving and loading (kvae 0.1's flat keys and saved files too), and the one-line refusal on the
+backends that cannot train it."""
 
 import csv
+import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,9 +21,9 @@ from model_checks import StopAfter, assert_same_model
 
 RATE = 3000
 TINY = dict(sample_rate=RATE, window_seconds=0.25, capacity=4, ratios=[2, 2], n_bands=4, latent_dim=4,
-            dilations=[1], seed=1, adversarial_after=1, disc_capacity=2, disc_periods=[2, 3],
-            disc_fft_sizes=[64, 128])
+            dilations=[1], seed=1, adversarial=dict(after=1, capacity=2, periods=[2, 3], fft_sizes=[64, 128]))
 LOSSES = ("adv_gen", "adv_disc", "feature_matching")
+OLD_FILE = Path(__file__).parent / "data" / "rave_adversarial_0.1.0.keras"  # saved by kvae 0.1.0 (flat keys)
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the adversarial stage is torch-only")
 
@@ -56,15 +59,17 @@ def test_discriminators_shapes_and_losses():
     for bad, word in (({"adv": 1.0}, "unknown loss adv"), ({"adv_gen": -1.0}, "adv_gen")):
         with pytest.raises(KvaeError, match=word):
             loss_weights(bad)
-    for kwargs, word in ((dict(adversarial_after=-1), "adversarial_after"), (dict(adversarial_after="x"),
-                                                                             "adversarial_after")):
+    for table, word in (({"after": -1}, "model.adversarial.after"), ({"after": "x"}, "model.adversarial.after"),
+                        ({"afer": 1}, "model.adversarial.afer: unknown setting"),
+                        ({"periods": [2, 0]}, "model.adversarial.periods"), (3, "expected a table")):
         with pytest.raises(KvaeError, match=word):
-            RaveVAE(**{**TINY, **kwargs})
+            RaveVAE(**{**TINY, "adversarial": table})
 
 
 def test_one_step_of_each_stage():
     model = RaveVAE(**TINY)
-    assert model.get_config()["adversarial_after"] == 1
+    assert model.get_config()["adversarial"] == {"after": 1, "weights": {}, "capacity": 2, "periods": [2, 3],
+                                                 "fft_sizes": [64, 128], "learning_rate": 1e-4}
     assert RaveVAE.from_config(model.get_config()).get_config() == model.get_config()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = audio.tones(4, 750, 0, RATE)
@@ -130,16 +135,83 @@ def test_other_backends_refuse_to_train_it_in_one_line(backend, tmp_path):
     assert len(result["errors"]) == 4
     for message in result["errors"]:
         assert message is not None and "\n" not in message
-        assert "torch" in message and backend in message and "adversarial_after" in message
+        assert "torch" in message and backend in message and "model.adversarial" in message
 
 
 def test_a_switch_before_the_kl_warmup_ends_gets_a_note():
     from kvae.config import load_config
     from kvae.training.trainer import stage_note
 
-    early = load_config("rave-3k", {"model": {"adversarial_after": 500}})
+    early = load_config("rave-3k", {"model": {"adversarial": {"after": 500}}})
     assert "freezes the encoder before the KL warm-up ends (step 1000)" in stage_note(early)
     assert stage_note(load_config("rave-3k-adv")) is None  # the preset switches when the warm-up ends
     assert stage_note(load_config("rave-3k")) is None  # no adversarial stage
-    constant = load_config("rave-3k", {"model": {"adversarial_after": 10}, "train": {"kl_schedule": "constant"}})
+    constant = load_config("rave-3k", {"model": {"adversarial": {"after": 10}}, "train": {"kl_schedule": "constant"}})
     assert stage_note(constant) is None
+
+
+def test_the_config_table_is_checked_by_the_stage_and_set_from_the_command_line():
+    from kvae.config import load_config, parse_set
+
+    cfg = load_config("rave-3k-adv", parse_set(["model.adversarial.capacity=2"]))
+    assert cfg["model"]["adversarial"] == {"after": 1000, "capacity": 2}  # the preset's table, one key changed
+    for table, word in (({"after": -1}, "model.adversarial.after"), ({"capacity": "wide"}, "model.adversarial.capacity"),
+                        ({"weights": {"adv": 1.0}}, "unknown loss adv"), ({"lr": 1.0}, "model.adversarial.lr")):
+        with pytest.raises(KvaeError, match=word):
+            load_config("rave-3k", {"model": {"adversarial": table}})
+
+
+def test_kvae_0_1_flat_config_keys_are_read_into_the_table_with_one_line():
+    from kvae.config import load_config
+
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config("rave-3k", {"model": {"adversarial_after": 500, "disc_capacity": 2,
+                                                "adversarial_weights": {"feature_matching": 5.0}}})
+    message = str(caught[0].message)
+    assert "\n" not in message and "model.adversarial_after" in message and "model.adversarial table" in message
+    assert cfg["model"]["adversarial"] == {"after": 500, "capacity": 2, "weights": {"feature_matching": 5.0}}
+    assert not {"adversarial_after", "disc_capacity", "adversarial_weights"} & set(cfg["model"])
+    with pytest.warns(FutureWarning):  # adversarial_after unset: the stage was off, whatever the rest said
+        off = load_config("rave-3k", {"model": {"adversarial_after": None, "disc_capacity": 2}})
+    assert off["model"].get("adversarial") is None and "disc_capacity" not in off["model"]
+
+
+def _old_config(model):
+    """`model`'s config as kvae 0.1's `get_config` wrote it: the six flat adversarial keys, no table."""
+    config = model.get_config()
+    table = config.pop("adversarial") or {}
+    config.update({"adversarial_after": table.get("after"), "adversarial_weights": table.get("weights") or None,
+                   "disc_capacity": table.get("capacity", 8), "disc_periods": table.get("periods", [2, 3, 5, 7, 11]),
+                   "disc_fft_sizes": table.get("fft_sizes"), "disc_learning_rate": table.get("learning_rate", 1e-4)})
+    return config
+
+
+def test_a_config_saved_by_kvae_0_1_deserializes():
+    model = RaveVAE(**{**TINY, "adversarial": {**TINY["adversarial"], "weights": {"adv_gen": 2.0}}})
+    old = {"module": "kvae.models.rave_vae", "class_name": "RaveVAE", "registered_name": "kvae>RaveVAE",
+           "config": json.loads(json.dumps(_old_config(model)))}
+    assert old["config"]["adversarial_after"] == 1 and "adversarial" not in old["config"]
+    rebuilt = keras.saving.deserialize_keras_object(old)
+    assert type(rebuilt) is RaveVAE and rebuilt.get_config() == model.get_config()
+    assert [w.shape for w in rebuilt.weights] == [w.shape for w in model.weights]
+    plain = RaveVAE(**{k: v for k, v in TINY.items() if k != "adversarial"})
+    rebuilt = keras.saving.deserialize_keras_object({**old, "config": json.loads(json.dumps(_old_config(plain)))})
+    assert rebuilt.adversarial is None and not hasattr(rebuilt, "discriminator")
+    assert rebuilt.get_config() == plain.get_config()
+
+
+def test_a_keras_file_saved_by_kvae_0_1_loads_with_its_weights_and_trains_on(tmp_path):
+    with __import__("zipfile").ZipFile(OLD_FILE) as archive:
+        saved = json.loads(archive.read("config.json"))["config"]
+    assert saved["adversarial_after"] == 1 and "adversarial" not in saved  # the old layout, as written then
+    expected = np.load(OLD_FILE.with_suffix(".npz"))
+    model = kvae.load(OLD_FILE)
+    assert model.get_config()["adversarial"] == {"after": 1, "weights": {"feature_matching": 5.0}, "capacity": 1,
+                                                 "periods": [2], "fft_sizes": [64], "learning_rate": 2e-4}
+    np.testing.assert_allclose(model._audio(expected["z"]), expected["decoded"], rtol=1e-5, atol=1e-6)
+    outputs = model.discriminator(keras.ops.convert_to_tensor(expected["x"]))
+    for i, (logits, _) in enumerate(outputs):
+        np.testing.assert_allclose(_np(logits), expected[f"disc_{i}"], rtol=1e-5, atol=1e-6)
+    assert int(_np(model.optimizer.iterations)) == 2 and int(_np(model.disc_optimizer.iterations)) == 1
+    logs = model.fit(expected["x"], batch_size=2, epochs=1, verbose=0).history  # still in its adversarial stage
+    assert logs["adv_disc"][-1] > 0 and int(_np(model.disc_optimizer.iterations)) == 2

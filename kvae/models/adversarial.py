@@ -1,16 +1,18 @@
-"""RAVE's adversarial stage: discriminators, their losses, and the torch training step that alternates them.
+"""RAVE's adversarial stage: its settings (the config's `model.adversarial` table), discriminators and losses.
 
-After `adversarial_after` optimizer steps of plain VAE training (RAVE's phase
-1), the encoder is frozen and the decoder trains against discriminators
-(phase 2): its loss becomes the VAE's (likelihood, MR-STFT, KL; the KL no
-longer changes anything) plus `adv_gen` (hinge: `mean(relu(1 - D(fake)))`,
-as EnCodec) and `feature_matching` (per layer `mean|D_l(real) - D_l(fake)| /
+After `after` optimizer steps of plain VAE training (RAVE's phase 1), the
+encoder is frozen and the decoder trains against discriminators (phase 2):
+its loss becomes the VAE's (likelihood, MR-STFT, KL; the KL no longer
+changes anything) plus `adv_gen` (hinge: `mean(relu(1 - D(fake)))`, as
+EnCodec) and `feature_matching` (per layer `mean|D_l(real) - D_l(fake)| /
 mean|D_l(real)|`, averaged), each times its weight; the discriminators take
 a step on `adv_disc` (hinge: `mean(relu(1 - D(real))) + mean(relu(1 +
 D(fake)))`) with their own Keras optimizer. Scores are averaged over the
 discriminators.
 
-Discriminators, in `keras.ops` (any backend):
+`AdversarialStage` owns the settings and adds the discriminators, their
+optimizer and the loss trackers to the model it serves. Discriminators, in
+`keras.ops` (any backend):
 
 - `STFTDiscriminator` (EnCodec's MS-STFT discriminator, DAC's MRD without
   the band split): 2-D convolutions over the complex STFT (real and imaginary
@@ -22,16 +24,14 @@ Discriminators, in `keras.ops` (any backend):
   5, 7, 11).
 
 The alternating step needs two backward passes and two optimizers per step,
-which Keras's stock `train_step` does not do; `torch_train_step` is written
-with torch autograd as Keras's guide "Customizing what happens in fit() with
-PyTorch" does. Other backends refuse to train such a model (one line).
+which Keras's stock `train_step` does not do; it is the torch step of
+`kvae.models.torch_step`. Other backends refuse to train such a model (one line).
 """
 
 import keras
 from keras import layers, ops
 
 from kvae.dsp import ops as dsp_ops
-from kvae.models import data_parallel
 from kvae.dsp.filters import scaled_fft_sizes
 from kvae.errors import KvaeError
 
@@ -39,6 +39,9 @@ LOSS_NAMES = ("adv_gen", "adv_disc", "feature_matching")
 DEFAULT_WEIGHTS = {"adv_gen": 1.0, "adv_disc": 1.0, "feature_matching": 10.0}
 DISC_REFERENCE_SIZES = (2048, 1024, 512)  # DAC's MRD FFT sizes at 44.1 kHz
 SUPPORTED_BACKENDS = ("torch",)
+# kvae 0.1's flat model keys, and their names in the `model.adversarial` table
+LEGACY_KEYS = {"adversarial_after": "after", "adversarial_weights": "weights", "disc_capacity": "capacity",
+               "disc_periods": "periods", "disc_fft_sizes": "fft_sizes", "disc_learning_rate": "learning_rate"}
 
 
 def loss_weights(weights):
@@ -46,11 +49,12 @@ def loss_weights(weights):
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(LOSS_NAMES))
     if unknown:
-        raise KvaeError(f"adversarial_weights: unknown loss {', '.join(unknown)} (known: {', '.join(LOSS_NAMES)})")
+        raise KvaeError(f"model.adversarial.weights: unknown loss {', '.join(unknown)} "
+                        f"(known: {', '.join(LOSS_NAMES)})")
     out = dict(DEFAULT_WEIGHTS)
     for key, value in weights.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise KvaeError(f"adversarial_weights.{key}: expected a non-negative number, got {value!r}")
+            raise KvaeError(f"model.adversarial.weights.{key}: expected a non-negative number, got {value!r}")
         out[key] = float(value)
     return out
 
@@ -59,8 +63,8 @@ def check_backend():
     """A one-line `KvaeError` unless this Keras backend can train the adversarial stage."""
     backend = keras.backend.backend()
     if backend not in SUPPORTED_BACKENDS:
-        raise KvaeError(f"model.adversarial_after: the adversarial stage trains only on the torch backend, not "
-                        f"{backend} (set KERAS_BACKEND=torch, or unset adversarial_after to train the plain VAE)")
+        raise KvaeError(f"model.adversarial: the adversarial stage trains only on the torch backend, not "
+                        f"{backend} (set KERAS_BACKEND=torch, or remove model.adversarial to train the plain VAE)")
 
 
 def _leaky(x):
@@ -185,14 +189,15 @@ class Discriminators(layers.Layer):
         self.capacity = int(capacity)
         self.periods = [int(p) for p in periods]
         if self.capacity <= 0 or any(p <= 0 for p in self.periods):
-            raise KvaeError(f"disc_capacity and disc_periods must be positive, got {capacity}, {list(periods)}")
+            raise KvaeError(f"model.adversarial: capacity and periods must be positive, "
+                            f"got {capacity}, {list(periods)}")
         if fft_sizes:
             self.fft_sizes = [int(s) for s in fft_sizes]
         else:
             sizes = scaled_fft_sizes(self.sample_rate, reference_sizes=DISC_REFERENCE_SIZES, min_size=32)
             self.fft_sizes = [s for s in sizes if s // 2 < self.window] or [min(sizes)]
         if any(s < 16 or s // 2 >= self.window for s in self.fft_sizes):
-            raise KvaeError(f"disc_fft_sizes: each must be at least 16 and under twice the window "
+            raise KvaeError(f"model.adversarial.fft_sizes: each must be at least 16 and under twice the window "
                             f"({self.window} samples), got {self.fft_sizes}")
         self.stft_discriminators = [STFTDiscriminator(n, 4 * self.capacity, name=f"stft_{n}")
                                     for n in self.fft_sizes]
@@ -238,75 +243,124 @@ def feature_matching(real_outputs, fake_outputs):
     return ops.mean(ops.stack(terms))
 
 
-# ------------------------------------------------------------------ the torch training step
 
-def in_adversarial_stage(model):
-    """Whether the model's next step is an adversarial one (`optimizer.iterations >= adversarial_after`).
+# ------------------------------------------------------------------ the stage: settings, and what it adds to a VAE
 
-    The choice is Python control flow, so it needs the step on the host: it is
-    read from the device once per `fit` / `train_on_batch` call (`VAE.fit` resets
-    `model._host_step`) and then counted on the host, so a step on a GPU does not
-    wait for the device. A loss-scaling optimizer (mixed_float16) may skip a
-    step, so under it the step is read every time.
+def from_legacy(flat):
+    """Pop kvae 0.1's flat keys (`adversarial_after`, `disc_capacity`, ...) from the dict `flat`.
+
+    Returns:
+        Them as a `model.adversarial` table, or None when `adversarial_after`
+        was unset (the stage was off whatever the other keys said).
     """
-    step = getattr(model, "_host_step", None)
-    if step is None or isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
-        step = int(ops.convert_to_numpy(model.optimizer.iterations))
-    model._host_step = step + 1
-    return step >= model.adversarial_after
+    table = {new: flat.pop(old) for old, new in LEGACY_KEYS.items() if old in flat}
+    table = {key: value for key, value in table.items() if value is not None}
+    return table if "after" in table else None
 
 
-def torch_train_step(model, data):
-    """One step of either stage with torch autograd: the VAE alone, or decoder then discriminators."""
-    import torch
+def _positive_ints(values, key):
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise KvaeError(f"model.adversarial.{key}: expected a list of positive integers, got {values!r}")
+    values = list(values)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise KvaeError(f"model.adversarial.{key}: expected a list of positive integers, got {values!r}")
+    return values
 
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    batch = x.shape[0]
-    adversarial = in_adversarial_stage(model)
-    disc_vars = model.discriminator.trainable_weights
-    disc_ids = {id(v) for v in disc_vars}
-    frozen = {id(v) for v in model.encoder.trainable_weights} if adversarial else set()
-    gen_vars = [v for v in model.trainable_weights if id(v) not in disc_ids and id(v) not in frozen]
 
-    # -- generator (phase 1: the whole VAE; phase 2: the decoder, the encoder frozen)
-    model.zero_grad()
-    if adversarial:
-        with torch.no_grad():
-            z_mean, z_log_var = model.encode(x)
-        decoded = model.decode(z_mean + ops.exp(0.5 * z_log_var) * model.latent_noise(z_mean))
-        y_pred = (decoded, z_mean, z_log_var)
-    else:
-        y_pred = model(x, training=True)
-    loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-    if adversarial:
-        fake = model.to_audio(decoded)
-        with torch.no_grad():
-            real_outputs = model.discriminator(x)
-        fake_outputs = model.discriminator(fake)
+class AdversarialStage:
+    """RAVE's second stage of a VAE: the settings of the config's `model.adversarial` table.
+
+    A model given one (`VAE(adversarial={...})`) gets from `build` the
+    discriminators (`model.discriminator`), their Adam (`model.disc_optimizer`,
+    betas 0.5, 0.9 as RAVE) and a loss tracker per logged term; the torch step
+    (`kvae.models.torch_step`) trains them. Not a Keras object: the settings
+    travel in the model's config, the weights with the model.
+
+    Args:
+        after: int. The optimizer step from which the encoder is frozen and
+            the decoder trains against the discriminators. Defaults to 0.
+        weights: dict or None. Weights of the logged losses `adv_gen`,
+            `adv_disc` and `feature_matching`; defaults 1, 1, 10.
+        capacity: int. Width of the discriminators. Defaults to 8.
+        periods: list of int. Periods of the waveform discriminators.
+            Defaults to [2, 3, 5, 7, 11].
+        fft_sizes: list of int or None. FFT sizes of the STFT
+            discriminators; None scales 2048, 1024, 512 at 44.1 kHz.
+        learning_rate: float. Learning rate of the discriminators' Adam.
+            Defaults to 1e-4.
+    """
+
+    DEFAULTS = {"after": 0, "weights": {}, "capacity": 8, "periods": [2, 3, 5, 7, 11], "fft_sizes": None,
+                "learning_rate": 1e-4}
+
+    def __init__(self, after=0, weights=None, capacity=8, periods=(2, 3, 5, 7, 11), fft_sizes=None,
+                 learning_rate=1e-4):
+        if isinstance(after, bool) or not isinstance(after, (int, float)) or after < 0 or int(after) != after:
+            raise KvaeError(f"model.adversarial.after: must be a step number >= 0, got {after!r}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
+            raise KvaeError(f"model.adversarial.capacity: must be a positive integer, got {capacity!r}")
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
+            raise KvaeError(f"model.adversarial.learning_rate: must be positive, got {learning_rate!r}")
+        self.after = int(after)
+        self.weights_config = dict(weights or {})
+        self.weights = loss_weights(self.weights_config)
+        self.capacity = int(capacity)
+        self.periods = _positive_ints(periods, "periods")
+        self.fft_sizes = _positive_ints(fft_sizes, "fft_sizes") if fft_sizes else None
+        self.learning_rate = float(learning_rate)
+
+    @classmethod
+    def from_config(cls, config):
+        """A stage from its table (a dict), a stage, or None (no stage); unknown keys are one line."""
+        if config is None or isinstance(config, cls):
+            return config
+        if not isinstance(config, dict):
+            raise KvaeError(f"model.adversarial: expected a table of settings, got {config!r}")
+        unknown = sorted(set(config) - set(cls.DEFAULTS))
+        if unknown:
+            raise KvaeError(f"model.adversarial.{unknown[0]}: unknown setting (known: {', '.join(cls.DEFAULTS)})")
+        return cls(**config)
+
+    def get_config(self):
+        return {"after": self.after, "weights": dict(self.weights_config), "capacity": self.capacity,
+                "periods": list(self.periods), "fft_sizes": None if self.fft_sizes is None else list(self.fft_sizes),
+                "learning_rate": self.learning_rate}
+
+    def build(self, model):
+        """Give `model` the discriminators, their optimizer (built, so its state saves and restores) and trackers.
+
+        They are attributes of the model itself (`discriminator`,
+        `disc_optimizer`, `loss_tracker_<term>`), where Keras tracks, saves and
+        logs them, under the paths of kvae 0.1's saved models.
+        """
+        model.discriminator = Discriminators(model.window, model.sample_rate, capacity=self.capacity,
+                                             periods=self.periods, fft_sizes=self.fft_sizes, name="discriminator")
+        model.discriminator.build((None, model.window))
+        model.disc_optimizer = keras.optimizers.Adam(self.learning_rate, beta_1=0.5, beta_2=0.9,
+                                                     name="disc_optimizer")
+        model.disc_optimizer.build(model.discriminator.trainable_weights)
+        for name in LOSS_NAMES:
+            setattr(model, f"loss_tracker_{name}", keras.metrics.Mean(name=name))
+
+    def active(self, step):
+        """Whether optimizer step `step` (a host int) is one of the adversarial stage."""
+        return step >= self.after
+
+    def generator_loss(self, model, real_outputs, fake_outputs):
+        """The weighted `adv_gen` and `feature_matching` terms added to the decoder's loss (logged)."""
         adv_gen = generator_hinge(fake_outputs)
         fm = feature_matching(real_outputs, fake_outputs)
-        loss = loss + model.adversarial_weights["adv_gen"] * adv_gen \
-            + model.adversarial_weights["feature_matching"] * fm
         model.loss_tracker_adv_gen.update_state(adv_gen)
         model.loss_tracker_feature_matching.update_state(fm)
-    model.optimizer.scale_loss(loss).backward()
-    grads = [v.value.grad for v in gen_vars]
-    loss = data_parallel.reduce_gradients(grads, loss)  # averaged over the ranks under torchrun; else as is
-    model._loss_tracker.update_state(loss, sample_weight=batch)
-    with torch.no_grad():
-        model.optimizer.apply(grads, gen_vars)
+        return self.weights["adv_gen"] * adv_gen + self.weights["feature_matching"] * fm
 
-    # -- discriminators (phase 2 only), on the generated audio before this step's update
-    if adversarial:
-        for v in disc_vars:
-            v.value.grad = None
-        real_outputs = model.discriminator(x)
-        fake_outputs = model.discriminator(ops.stop_gradient(fake))
+    def discriminator_loss(self, model, real_outputs, fake_outputs):
+        """The weighted `adv_disc` term the discriminators step on (logged)."""
         adv_disc = discriminator_hinge(real_outputs, fake_outputs)
-        (model.adversarial_weights["adv_disc"] * adv_disc).backward()
-        grads = [v.value.grad for v in disc_vars]
-        data_parallel.reduce_gradients(grads)
-        with torch.no_grad():
-            model.disc_optimizer.apply(grads, disc_vars)
         model.loss_tracker_adv_disc.update_state(adv_disc)
-    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self.weights["adv_disc"] * adv_disc
+
+    @staticmethod
+    def validation_logs(logs):
+        """`logs` without the adversarial terms: validation is the VAE's loss alone."""
+        return {k: v for k, v in logs.items() if k not in LOSS_NAMES} if isinstance(logs, dict) else logs

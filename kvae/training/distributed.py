@@ -7,7 +7,7 @@ environment (NCCL on GPUs, gloo on CPUs), with a bounded timeout. Every rank
 builds the same model (same seed), then takes rank 0's weights
 (`broadcast_state`); each draws its own shard of every global batch
 (`WindowSource(shards=N, shard=rank)`); the training step averages the
-gradients (`kvae.models.data_parallel`); `AverageLogs` averages each epoch's
+gradients (`kvae.models.torch_step`); `AverageLogs` averages each epoch's
 logged metrics; only rank 0 writes the run folder. Multi-node: torchrun's
 rendezvous flags (`--nnodes`, `--rdzv-backend c10d --rdzv-endpoint HOST:PORT`),
 with the run folder on a file system every node sees.
@@ -23,7 +23,7 @@ import time
 import keras
 
 from kvae.errors import KvaeError
-from kvae.models.data_parallel import collective_error
+from kvae.models.torch_step import collective_error
 
 
 class Group:

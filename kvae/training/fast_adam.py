@@ -1,9 +1,8 @@
 """A torch-only fast path for Keras's Adam: per-weight `clipnorm` and the update as fused kernels.
 
-Keras's Adam on the torch backend (`keras.src.backend.torch.optimizers.
-torch_adam.Adam`) updates with `torch._foreach_*` ops that allocate five
-parameter-sized temporaries a step, and its `clipnorm` runs six ops per
-weight. On a CPU, where a step of a small model is memory-bound, that was
+Keras's Adam on the torch backend updates with `torch._foreach_*` ops that
+allocate five parameter-sized temporaries a step, and its `clipnorm` runs six
+ops per weight. On a CPU, where a step of a small model is memory-bound, that was
 more than half of a training step (`benchmarks/profile_step.py`). `fuse_adam`
 swaps, on one optimizer instance, those two methods for:
 
@@ -24,14 +23,16 @@ The fused kernel runs where every weight is a float32 CPU tensor; elsewhere
 amsgrad, weight decay, EMA, gradient accumulation; a step under
 `torch.compile`) the stock methods run.
 Other backends never import this module (`kvae.training.compile_model`
-checks the backend first).
+checks the backend first). The optimizer's private methods and slots are
+reached through `kvae._keras_private.adam_internals` (None on another Keras
+version: the stock optimizer then runs).
 """
 
 import math
 
 import torch
 
-_REQUIRED = ("_clip_gradients", "_parallel_update_step", "_get_variable_index")  # Keras internals used
+from kvae._keras_private import adam_internals
 
 
 def _compiling():
@@ -41,21 +42,24 @@ def _compiling():
 
 def can_fuse(optimizer):
     """Whether `fuse_adam` supports this optimizer (Keras's torch Adam, plain settings)."""
-    from keras.src.backend.torch.optimizers import torch_adam
+    return _internals(optimizer) is not None
 
-    return (isinstance(optimizer, torch_adam.Adam) and hasattr(torch, "_fused_adam_")
-            and all(hasattr(optimizer, name) for name in _REQUIRED)
-            and not optimizer.amsgrad and not optimizer.weight_decay and not optimizer.use_ema
-            and not optimizer.gradient_accumulation_steps and optimizer.global_clipnorm is None
-            and optimizer.clipvalue is None)
+
+def _internals(optimizer):
+    internals = adam_internals(optimizer)
+    if internals is None or not hasattr(torch, "_fused_adam_") or optimizer.amsgrad or optimizer.weight_decay \
+            or optimizer.use_ema or optimizer.gradient_accumulation_steps or optimizer.global_clipnorm is not None \
+            or optimizer.clipvalue is not None:
+        return None
+    return internals
 
 
 def fuse_adam(optimizer):
     """Install the fused clipping and update on `optimizer` (in place); return whether it was installed."""
-    if not can_fuse(optimizer):
+    internals = _internals(optimizer)
+    if internals is None:
         return False
-    stock_clip = optimizer._clip_gradients
-    stock_update = optimizer._parallel_update_step
+    stock_clip, stock_update = internals.stock_clip, internals.stock_update
 
     def _clip_gradients(grads):
         clipnorm = optimizer.clipnorm
@@ -73,9 +77,7 @@ def fuse_adam(optimizer):
         if _compiling() or not all(p.device.type == "cpu" and p.dtype == torch.float32 and g.dtype == torch.float32
                    for p, g in zip(params, grads)):
             return stock_update(grads, variables, learning_rate)
-        index = optimizer._get_variable_index
-        m = [optimizer._momentums[index(v)].value for v in variables]
-        v2 = [optimizer._velocities[index(v)].value for v in variables]
+        m, v2 = internals.slots(variables)
         step = float(optimizer.iterations.value) + 1.0  # a CPU tensor: no device sync
         step_tensor = torch.tensor(step, dtype=torch.float32)
         eps = float(optimizer.epsilon) / math.sqrt(1.0 - float(optimizer.beta_2) ** step)
@@ -83,6 +85,5 @@ def fuse_adam(optimizer):
                            lr=float(learning_rate), beta1=float(optimizer.beta_1), beta2=float(optimizer.beta_2),
                            weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
-    optimizer._clip_gradients = _clip_gradients
-    optimizer._parallel_update_step = _parallel_update_step
+    internals.install(_clip_gradients, _parallel_update_step)
     return True

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kvae._keras_private import set_global_seed
 from kvae.config import load_config, merge_config, split_overrides
 from kvae.data import WindowSource, prepare
 from kvae.errors import KvaeError
@@ -32,14 +33,9 @@ def seed_everything(seed, frontend="pydataset"):
         return
     import random
 
-    try:  # what set_random_seed does, minus TensorFlow
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-    except ImportError:  # a Keras without these internals: pay for the TensorFlow import
+    if not set_global_seed(seed):  # another Keras version: pay for the TensorFlow import
         keras.utils.set_random_seed(seed)
         return
-    global_state.set_global_attribute("global_random_seed", seed)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
     if keras.backend.backend() == "torch":
@@ -318,12 +314,12 @@ def stage_note(config):
     its posterior stays far from N(0, I), and prior samples do not decode to
     anything like the data (measured for rave-3k: docs/results.md).
     """
-    after = config["model"].get("adversarial_after")
+    after = (config["model"].get("adversarial") or {}).get("after")
     train = config["train"]
     warmup = train["kl_warmup_steps"] if train["kl_schedule"] != "constant" else 0
     if after is None or after >= warmup:
         return None
-    return (f"model.adversarial_after = {after} freezes the encoder before the KL warm-up ends (step {warmup}); "
+    return (f"model.adversarial.after = {after} freezes the encoder before the KL warm-up ends (step {warmup}); "
             "prior samples will not sound like the data (reconstructions are unaffected)")
 
 

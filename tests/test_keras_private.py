@@ -1,0 +1,44 @@
+"""kvae's reaches into Keras internals: all in kvae/_keras_private.py, version-checked, each with a fallback
+or a one-line error; the jax KL warm-up hook (the step count read from the traced optimizer state) works."""
+
+import re
+from pathlib import Path
+
+import keras
+import pytest
+
+from backends import INSTALLED, current_backend, run_on_backend
+from kvae import _keras_private
+from model_checks import kl_warmup_beta
+
+PACKAGE = Path(__file__).resolve().parents[1] / "kvae"
+PRIVATE = re.compile(r"^\s*(from|import)\s+keras\.src|\._(compute_loss|loss_tracker|clip_gradients|"
+                     r"parallel_update_step|get_variable_index|momentums|velocities)\b", re.MULTILINE)
+
+
+def test_only_the_fence_reaches_into_keras_internals():
+    reaching = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                      if PRIVATE.search(p.read_text(encoding="utf-8")))
+    assert reaching == ["_keras_private.py"]
+    assert _keras_private.supported()  # setup.cfg pins the version the fence was checked against
+
+
+@pytest.mark.skipif(current_backend() != "torch", reason="the fused Adam is a torch fast path")
+def test_another_keras_version_falls_back_to_the_stock_paths(monkeypatch):
+    from kvae.training.fast_adam import fuse_adam
+
+    assert _keras_private.adam_internals(keras.optimizers.Adam(1e-3)) is not None
+    monkeypatch.setattr(keras, "version", lambda: "3.16.0")
+    assert not _keras_private.supported()
+    assert _keras_private.set_global_seed(0) is False  # seed_everything then pays for keras.utils.set_random_seed
+    optimizer = keras.optimizers.Adam(1e-3)
+    assert fuse_adam(optimizer) is False and "fuse_adam" not in optimizer._parallel_update_step.__qualname__
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_the_kl_warmup_reads_the_step_inside_the_step_on_every_backend(backend):
+    # 3 steps of a linear warm-up over 10: the last step (step count 2) set beta to 0.2
+    result = kl_warmup_beta(3) if backend == current_backend() else run_on_backend(backend,
+                                                                                   "model_checks:kl_warmup_beta", 3)
+    assert result["iterations"] == 3
+    assert result["beta"] == pytest.approx(0.2, abs=1e-6)
