@@ -450,3 +450,14 @@ def test_a_backup_that_will_not_fit_is_refused_before_hdf5_writes(embedded, tmp_
     assert cli.main(["fit", "--config", str(config), "--run", str(run)]) == 2
     one_line_error(capsys, "disk full while backing up the run")
     assert [p.name for p in (run / "backup").iterdir()] == []
+
+
+def test_sample_takes_a_whole_number_of_clips(trained):
+    model = kvae.load(trained, compile=False)
+    for bad, word in ((2.5, "n: expected a whole number"), (float("nan"), "n: must be a finite number"),
+                      (10 ** 9, "n: must be from 0 to")):
+        with pytest.raises(KvaeError, match=word):
+            model.sample(bad, seed=0)
+    with pytest.raises(KvaeError, match="temperature"):
+        model.sample(1, seed=0, temperature=float("inf"))
+    assert model.sample(2.0, seed=0).shape == (2, model.window)  # a whole float is a whole number

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kvae import bounds
 from kvae.errors import KvaeError
 
 
@@ -26,9 +27,10 @@ def prior_noise(n, shape, seed=None, temperature=1.0, batch_size=None):
     Yields:
         float32 numpy arrays of shape `(batch, *shape)`, `n` rows in all.
     """
-    n = int(n)
+    n = bounds.check("clips", n, "n")  # a whole number in range: sample(2.5) is refused, not rounded
     if n <= 0:
         raise KvaeError(f"n: must be a positive number of samples, got {n}")
+    temperature = bounds.check("temperature", temperature)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise KvaeError(f"seed: must be a non-negative integer, got {seed!r}")
     batch = n if batch_size is None else max(int(batch_size), 1)
