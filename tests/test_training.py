@@ -395,7 +395,7 @@ def test_reconstruct_onto_a_full_disk_keeps_the_old_output(untrained, tmp_path, 
     disk = small_disk("64k")
     target = write_wav(disk / "out.wav", np.full(10_000, 0.25, np.float32), 3000)  # 40 kB of the 64
     source = tone_wav(tmp_path / "in.wav", seconds=3.0)  # 36 kB once reconstructed at 3000 Hz
-    assert cli.main(["reconstruct", str(untrained), str(source), str(target)]) == 2
+    assert cli.main(["reconstruct", str(untrained), str(source), str(target), "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert err == (f"kvae: error: {target}: disk full while writing the reconstruction; "
                    "free space and run the command again\n")

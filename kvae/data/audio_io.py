@@ -1,8 +1,8 @@
 """Decode audio files to mono float32 and resample them.
 
-It holds the WAV header validation that turns broken files into
-plain-words reasons and the streaming readers beside the decoders they
-mirror; writing is `kvae.data.wav_writer`.
+Longer than 400 lines because it holds the WAV header validation that turns
+broken files into plain-words reasons and the streaming readers beside the
+decoders they mirror; writing is `kvae.data.wav_writer`.
 
 WAV (every sample format MusicNet and users have: float32/float64, int16,
 int24, int32, uint8, any channel count) is read with `scipy.io.wavfile`, which

@@ -1,8 +1,8 @@
 """Decode and resample a dataset once, into an on-disk cache read by memory map.
 
-The cache's guarantees live together here: the manifest, CRC-32 checks,
-atomic writes, disk-full handling and the report of what was built,
-reused, rebuilt and skipped.
+Longer than 400 lines because the cache's guarantees live together: the
+manifest, CRC-32 checks, atomic writes, disk-full handling and the report of
+what was built, reused, rebuilt and skipped.
 
 Training never decodes or resamples: `prepare` writes each recording, mono
 float32 at the target rate, as one ``.npy`` file, and `Corpus` opens them with
