@@ -61,7 +61,8 @@ def check_exportable(model):
     """Refuse, with one line, a model that cannot be exported (see `NOT_EXPORTABLE`) or a backend other than torch.
 
     Raises:
-        KvaeError: the model's class is in `NOT_EXPORTABLE`, or the Keras backend is not torch.
+        KvaeError: the model's class is in `NOT_EXPORTABLE`, the Keras backend
+            is not torch, or the model computes in another dtype than float32.
     """
     import keras
 
@@ -71,6 +72,9 @@ def check_exportable(model):
     if keras.backend.backend() != "torch":
         raise KvaeError(f"kvae export: needs the torch backend (KERAS_BACKEND=torch); this process runs "
                         f"{keras.backend.backend()}")
+    if getattr(model, "compute_dtype", "float32") != "float32":
+        raise KvaeError(f"kvae export: the model computes in {model.compute_dtype}; the graphs are float32 "
+                        "(train it with train.precision = float32)")
 
 
 def _require_onnx():
@@ -160,6 +164,10 @@ def _write_graph(module, example, path, inputs, outputs, metadata, doc):
             onnx.save(graph, str(tmp))
     except OSError as exc:
         raise save_error(exc, path, "writing the ONNX graph", then="run the command again") from None
+    except (RuntimeError, TypeError, ValueError) as exc:  # the exporter refuses an operation: its first line
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise KvaeError(f"kvae export: {metadata['model_class']}: the ONNX exporter failed on "
+                        f"{Path(path).name}: {reason}") from None
     return Path(path)
 
 

@@ -103,6 +103,16 @@ def test_mel_export_is_refused_on_one_line(tmp_path, capsys):
         export_onnx(model, tmp_path / "out")
 
 
+def test_the_mel_refusal_is_what_the_exporter_says(tmp_path, monkeypatch):
+    """Without the refusal the exporter itself fails on the STFT: one line, and no graph left behind."""
+    monkeypatch.setattr("kvae.export.NOT_EXPORTABLE", {})
+    model = MelVAE(sample_rate=RATE, window_seconds=0.25, channels=[4, 8], latent_dim=4, n_mels=16)
+    with pytest.raises(KvaeError, match="the ONNX exporter failed on encoder.onnx: .*STFT") as info:
+        export_onnx(model, tmp_path / "out")
+    assert "\n" not in str(info.value)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".kvae-export.json"]
+
+
 def test_export_needs_the_torch_backend(tmp_path, monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(KvaeError, match="needs the torch backend") as info:
