@@ -163,8 +163,8 @@ class Decoder(_Timed):
         """Decode the next windows' latents; return the samples no later window changes."""
         latents = np.asarray(latents, np.float32)
         if latents.shape[1:] != tuple(self.model.latent_shape):
-            raise KvaeError(f"stream decoder: expected latents of shape (k, {', '.join(map(str, self.model.latent_shape))}),"
-                            f" got {latents.shape}")
+            shape = ", ".join(str(d) for d in self.model.latent_shape)
+            raise KvaeError(f"stream decoder: expected latents of shape (k, {shape}), got {latents.shape}")
         if not len(latents):
             return np.zeros(0, np.float32)
         audio = _decode(self.model, latents)
@@ -235,7 +235,7 @@ class Reconstructor(_Timed):
         return self._take(len(block))
 
     def finish(self):
-        """The output still owed after the input's end: `latency_samples` samples (the stream is then input + latency long)."""
+        """The output still owed after the input's end: `latency_samples` samples (input + latency in all)."""
         length = self.encoder.received
         tail = self.decoder.push(self.encoder.finish())
         self.ready = np.concatenate([self.ready, tail, self.decoder.finish()])[:max(length - self.returned, 0)]
