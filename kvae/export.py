@@ -17,14 +17,17 @@ earlier export wrote; `kvae.paths.OwnedFolder`):
   `scales` `(batch, k, latent_dim)` in latent units, and `state_0_out` ...
   The first frame pushed is the start frame (`start_frame` in the
   metadata), the states start at zero; each call's `state_i_out` is the next
-  call's `state_i`.
+  call's `state_i`. Frames become the decoder's window latents as in
+  `kvae.training.latents`: `frames_per_window` frames every `hop_frames`
+  frames, crossfaded every `frame_hop_samples` samples (in its metadata).
 
 The batch axis is dynamic. Each graph's `metadata_props` hold the
 signature: `format` (`kvae-onnx-1`), `kvae_version`, `model_class`,
 `sample_rate`, `window`, `hop` (samples between windows when overlap-adding,
 `window // 2`), `latent_shape` and `latent_dim`, `inputs`, `outputs` (JSON
-lists of names), and for the prior `components`, `start_frame` and
-`state_shapes` (JSON).
+lists of names), and for the prior `components`, `start_frame`,
+`state_shapes` (JSON), `receptive_field`, `frames_per_window`, `hop_frames`
+and `frame_hop_samples`.
 
 The graphs are traced on the torch backend with `torch.onnx.export`'s
 TorchScript exporter (opset 18): Keras's own `model.export(format="onnx")`
@@ -241,7 +244,7 @@ def export_onnx(run, out, prior=True, verbose=False):
             if verbose:
                 print(f"note: {note}")
         else:
-            written["prior"] = _export_prior(ar_prior, folder, meta)
+            written["prior"] = _export_prior(ar_prior, folder, meta, model)
     if verbose:
         for name, path in written.items():
             print(f"{path}: {name}")
@@ -250,14 +253,18 @@ def export_onnx(run, out, prior=True, verbose=False):
     return written
 
 
-def _export_prior(prior, folder, meta):
+def _export_prior(prior, folder, meta, model):
+    from kvae.training.latents import LatentLayout
+
+    layout = LatentLayout(model)
     module = prior_step_module(prior)
     states = [np.zeros((1,) + s, np.float32) for s in module.state_shapes]
     inputs = ["frame"] + [f"state_{i}" for i in range(len(states))]
     outputs = ["weights", "means", "scales"] + [f"state_{i}_out" for i in range(len(states))]
     extra = {**meta, "components": str(prior.components), "start_frame": json.dumps(module.start_frame.tolist()),
              "state_shapes": json.dumps([list(s) for s in module.state_shapes]),
-             "receptive_field": str(prior.receptive_field)}
+             "receptive_field": str(prior.receptive_field), "frames_per_window": str(layout.frames_per_window),
+             "hop_frames": str(layout.hop_frames), "frame_hop_samples": str(layout.hop_samples)}
     return _write_graph(module, [np.zeros((1, prior.latent_dim), np.float32)] + states, folder.file(PRIOR_FILE),
                         inputs, outputs, extra,
                         "kvae LatentPrior step: the next latent frame's Gaussian mixture from this frame and the "

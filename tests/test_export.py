@@ -138,6 +138,7 @@ def test_export_command_with_a_prior_writes_its_cached_step(tmp_path, capsys):
 
     session = ort.InferenceSession(str(out / "prior_step.onnx"), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
+    assert (meta["frames_per_window"], meta["hop_frames"], meta["frame_hop_samples"]) == ("47", "23", str(23 * 16))
     states = [np.zeros([2] + shape, np.float32) for shape in json.loads(meta["state_shapes"])]
     frame = np.tile(np.asarray(json.loads(meta["start_frame"]), np.float32), (2, 1))
     np.testing.assert_allclose(frame[0], prior.denormalize(np.zeros((1, 4)))[0], atol=1e-6)
