@@ -38,6 +38,7 @@ BOUNDS = {
     "temperature": (0.0, 100.0, False, "", False),
     "pieces": (1, 1024, True, "", False),
     "clips": (0, 100000, True, "", False),
+    "block_ms": (0.01, 60000.0, False, " ms", False),
 }
 
 

@@ -1,4 +1,4 @@
-"""The `kvae` command: prepare, fit, sample, reconstruct, evaluate, gallery, tune, prior fit, generate.
+"""The `kvae` command: prepare, fit, sample, reconstruct, export, evaluate, gallery, tune, prior fit, generate.
 
 Each subcommand imports what it needs only when it runs. Bad input ends with
 one line, `kvae: error: ...`, and exit status 2 (a traceback only with
@@ -92,10 +92,35 @@ def cmd_reconstruct(args):
     from kvae.paths import check_output_file
     from kvae.training import load, reconstruct_file
 
+    block_ms = 10.0 if args.block_ms is None else args.block_ms
+    if args.stream:
+        from kvae.stream import block_samples, reconstruct_file_streamed
+
+        block_samples(block_ms, 1000)  # its bound, before anything is loaded
+    elif args.block_ms is not None:
+        from kvae.errors import KvaeError
+
+        raise KvaeError("--block-ms: only with --stream")
     check_output_file(args.output, [args.input, args.model], overwrite=args.overwrite)
     model = load(args.model, compile=False)
-    frames = reconstruct_file(model, args.input, args.output, overwrite=args.overwrite)
-    print(f"{args.output}: {frames / model.sample_rate:.2f} s at {model.sample_rate} Hz")
+    if not args.stream:
+        frames = reconstruct_file(model, args.input, args.output, overwrite=args.overwrite)
+        print(f"{args.output}: {frames / model.sample_rate:.2f} s at {model.sample_rate} Hz")
+        return 0
+    start = time.process_time()
+    frames, stream = reconstruct_file_streamed(model, args.input, args.output, block_ms=block_ms,
+                                               overwrite=args.overwrite)
+    seconds = frames / model.sample_rate
+    print(f"{args.output}: {seconds:.2f} s at {model.sample_rate} Hz, streamed in blocks of {block_ms:g} ms; "
+          f"latency {stream.latency_samples} samples = {stream.latency_ms:.1f} ms; "
+          f"{seconds / max(time.process_time() - start, 1e-9):.1f}x real time (CPU time)")
+    return 0
+
+
+def cmd_export(args):
+    from kvae.export import export_onnx
+
+    export_onnx(args.run, args.out, prior=not args.no_prior, verbose=True)
     return 0
 
 
@@ -218,7 +243,18 @@ def build_parser():
     p.add_argument("input", metavar="IN.wav")
     p.add_argument("output", metavar="OUT.wav", help="WAV to write; never the input, nor a folder")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.wav if it exists")
+    p.add_argument("--stream", action="store_true",
+                   help="process the input block by block with a fixed latency (kvae.stream; prints it)")
+    p.add_argument("--block-ms", type=float, metavar="MS", help="block length with --stream (default 10)")
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("export", help="the encoder, decoder (and prior step) as ONNX graphs for onnxruntime")
+    p.add_argument("run", metavar="RUN", help="run folder (its fitted prior is exported too) or model.keras")
+    p.add_argument("--format", default="onnx", choices=("onnx",), help="graph format (default onnx)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write (new, empty, or written by kvae export before)")
+    p.add_argument("--no-prior", action="store_true", help="skip the prior's one-step graph")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="does a model sound like its data? two-sample tests against reference rows")
     p.add_argument("model")
@@ -310,7 +346,8 @@ def main(argv=None):
                  "prior": "an interrupted prior fit resumes when run again",
                  "prepare": "an interrupted prepare keeps every recording cached so far",
                  "generate": "no partial file is left", "sample": "no partial file is left",
-                 "reconstruct": "no partial file is left", "evaluate": "nothing was written; run it again",
+                 "reconstruct": "no partial file is left", "export": "no partial file is left",
+                 "evaluate": "nothing was written; run it again",
                  "gallery": "the files written so far are whole; run it again"}.get(args.command, "no partial file is left")
         print(f"kvae: interrupted ({again})", file=sys.stderr)
         return 130
