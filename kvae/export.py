@@ -42,6 +42,8 @@ mel VAE's STFT and Griffin-Lim) are refused with one line naming the reason.
 
 import contextlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,8 @@ NOT_EXPORTABLE = {
     "MelVAE": "its log-mel STFT and its Griffin-Lim decoder are complex FFTs (torch.stft, irfft), which torch's "
               "TorchScript ONNX exporter does not convert (the dynamo exporter needs onnxscript, which needs "
               "ml_dtypes >= 0.5, where tensorflow-cpu 2.17 pins < 0.5)",
+    "VocosVAE": "its STFT-frame encoder and inverse-STFT head are complex FFTs (torch.stft, irfft), which torch's "
+                "TorchScript ONNX exporter does not convert (the same limit as MelVAE's)",
 }
 """Model classes that cannot be exported, and why (the one line `export_onnx` raises)."""
 
@@ -144,6 +148,22 @@ def signature(model):
             "latent_shape": json.dumps(shape), "latent_dim": str(shape[-1])}
 
 
+@contextlib.contextmanager
+def _no_stdout():
+    """Silence file descriptor 1 for the block: on a refusal, torch's TorchScript exporter prints the whole
+    traced graph ("Torch IR graph at exception", tens of kB) from C++, whatever its log setting says."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _write_graph(module, example, path, inputs, outputs, metadata, doc):
     """Trace `module` on `example`, add the metadata, and write the graph atomically to `path`."""
     import onnx
@@ -154,7 +174,7 @@ def _write_graph(module, example, path, inputs, outputs, metadata, doc):
     dynamic = {name: {0: "batch"} for name in list(inputs) + list(outputs)}
     try:
         with atomic_path(path) as tmp:
-            with torch.no_grad(), _static_layer_norm(), _quiet_tracing():
+            with torch.no_grad(), _static_layer_norm(), _quiet_tracing(), _no_stdout():
                 torch.onnx.export(module.eval(), tuple(torch.as_tensor(e) for e in example), str(tmp),
                                   input_names=list(inputs), output_names=list(outputs), dynamic_axes=dynamic,
                                   opset_version=OPSET, dynamo=False, do_constant_folding=True)
@@ -168,7 +188,7 @@ def _write_graph(module, example, path, inputs, outputs, metadata, doc):
     except OSError as exc:
         raise save_error(exc, path, "writing the ONNX graph", then="run the command again") from None
     except (RuntimeError, TypeError, ValueError) as exc:  # the exporter refuses an operation: its first line
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split("[Caused by")[0].strip()[:200]
         raise KvaeError(f"kvae export: {metadata['model_class']}: the ONNX exporter failed on "
                         f"{Path(path).name}: {reason}") from None
     return Path(path)

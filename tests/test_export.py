@@ -103,6 +103,21 @@ def test_mel_export_is_refused_on_one_line(tmp_path, capsys):
         export_onnx(model, tmp_path / "out")
 
 
+def test_the_vocos_vae_is_refused_on_one_line_and_the_exporter_prints_nothing(tmp_path, capfd, monkeypatch):
+    from kvae.models import VocosVAE
+
+    model = VocosVAE(sample_rate=RATE, window_seconds=0.25, n_fft=64, hop=16, width=8, encoder_blocks=1,
+                     decoder_blocks=1, latent_dim=4)
+    with pytest.raises(KvaeError, match="VocosVAE cannot be exported to ONNX: .*complex FFTs") as info:
+        export_onnx(model, tmp_path / "out")
+    assert "\n" not in str(info.value)
+    monkeypatch.setattr("kvae.export.NOT_EXPORTABLE", {})  # the exporter's own refusal: one line, no graph dump
+    with pytest.raises(KvaeError, match="the ONNX exporter failed on encoder.onnx: .*STFT"):
+        export_onnx(model, tmp_path / "out2")
+    out, err = capfd.readouterr()
+    assert "Torch IR graph" not in out + err
+
+
 def test_the_mel_refusal_is_what_the_exporter_says(tmp_path, monkeypatch):
     """Without the refusal the exporter itself fails on the STFT: one line, and no graph left behind."""
     monkeypatch.setattr("kvae.export.NOT_EXPORTABLE", {})
