@@ -1,5 +1,9 @@
 """Taking a model out of Keras: ONNX graphs of the encoder, the decoder and the prior's one-step function.
 
+Longer than 400 lines because the graphs, their documented signature, the
+prior's cached step and `OnnxVAE`, the runner that reads them back, are one
+contract and change together.
+
 `export_onnx(run, out)` writes into the folder `out` (new, empty, or one an
 earlier export wrote; `kvae.paths.OwnedFolder`):
 
@@ -307,7 +311,7 @@ def prior_step_module(prior):
     """
     import torch
 
-    from kvae.models.prior import _LOG_SCALE_RANGE, _np
+    from kvae.models.latent_prior import _LOG_SCALE_RANGE, _np
 
     def tensor(variable):
         return torch.as_tensor(_np(variable))

@@ -278,7 +278,7 @@ def reconstruct_file_streamed(model, source, target, block_ms=10.0, overwrite=Fa
     stream = Reconstructor(model)
     skip = stream.latency_samples
     try:
-        with WavWriter(target, model.sample_rate, inputs=[source]) as out:
+        with WavWriter(target, model.sample_rate, inputs=[source], what="writing the reconstruction") as out:
             for start in range(0, signal.frames, size):
                 block = stream.push(signal.read(start, min(start + size, signal.frames)))
                 cut = min(skip, len(block))

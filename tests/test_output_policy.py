@@ -258,7 +258,7 @@ def test_generate_onto_a_full_disk_is_one_line_and_leaves_nothing(trained, tmp_p
     out = tmp_path / "out"
     out.mkdir()
     assert cli.main(["generate", str(trained), "--seconds", "5", "--out", str(out / "piece.wav")]) == 2
-    one_line_error(capsys, "disk full", "piece.wav")
+    one_line_error(capsys, "disk full while writing the piece", "piece.wav")
     assert list(out.iterdir()) == []
 
 

@@ -37,6 +37,8 @@ class WavWriter:
         sample_rate: int. Sample rate in Hz.
         inputs: iterable of paths the file must not replace (one-line error).
         bits: int. 32 (float) or 16 (PCM). Defaults to 32.
+        what: str. What is being written, for the one-line error ("writing
+            the reconstruction"). Defaults to "writing audio".
 
     Raises:
         KvaeError: `path` is a folder, an input, a model or a run's own file;
@@ -51,13 +53,14 @@ class WavWriter:
     ```
     """
 
-    def __init__(self, path, sample_rate, inputs=(), bits=32):
+    def __init__(self, path, sample_rate, inputs=(), bits=32, what="writing audio"):
         if bits not in _FORMATS:
             raise KvaeError(f"bits: must be 32 or 16, got {bits}")
         self.path = Path(path)
         check_output_file(self.path, inputs, example="out.wav", overwrite=True)
         self.sample_rate = int(sample_rate)
         self.bits = int(bits)
+        self.what = what
         self.frames = 0
         self._context = atomic_path(self.path)
         try:
@@ -67,7 +70,7 @@ class WavWriter:
         except OSError as exc:
             self._file = None
             self._context.__exit__(*sys.exc_info())
-            raise save_error(exc, self.path, "writing audio", then="run the command again") from None
+            raise save_error(exc, self.path, what, then="run the command again") from None
 
     @property
     def _header_bytes(self):
@@ -97,7 +100,7 @@ class WavWriter:
             self._file.write(data.tobytes())
         except OSError as exc:
             self.abort()
-            raise save_error(exc, self.path, "writing audio", then="run the command again") from None
+            raise save_error(exc, self.path, self.what, then="run the command again") from None
         self.frames += x.size
 
     def close(self):
@@ -112,7 +115,7 @@ class WavWriter:
             self._context.__exit__(None, None, None)
         except OSError as exc:
             self.abort()
-            raise save_error(exc, self.path, "writing audio", then="run the command again") from None
+            raise save_error(exc, self.path, self.what, then="run the command again") from None
         return self.path
 
     def abort(self):

@@ -239,7 +239,7 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     try:
         for path in paths:
             check_output_file(path, inputs, example="piece.wav", overwrite=overwrite)
-            writers.append(WavWriter(path, model.sample_rate, inputs=inputs))
+            writers.append(WavWriter(path, model.sample_rate, inputs=inputs, what="writing the piece"))
         for chunk in chunks:
             for writer, row in zip(writers, chunk):
                 writer.write(row)

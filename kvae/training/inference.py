@@ -115,7 +115,7 @@ def reconstruct_file(model, source, target, chunk_frames=64, overwrite=False):
     check_output_file(target, [source], overwrite=overwrite)
     signal = ResampledReader(AudioReader(source), model.sample_rate)
     try:
-        with WavWriter(target, model.sample_rate, inputs=[source]) as out:
+        with WavWriter(target, model.sample_rate, inputs=[source], what="writing the reconstruction") as out:
             for block in reconstruct_blocks(model, signal.read, signal.frames, chunk_frames):
                 out.write(block)
     except OSError as exc:
