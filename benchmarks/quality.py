@@ -110,18 +110,19 @@ def main(argv=None):
         if args.data:
             overrides["data"] = {"path": args.data}
         config = load_config(name, overrides)
+        run = out / config["name"]  # a config file's own name, not its path
         start = time.perf_counter()
-        if (out / name / "model.keras").is_file():  # finished by an earlier, interrupted benchmark run
-            model, seconds = kvae.load(out / name), math.nan
+        if (run / "model.keras").is_file():  # finished by an earlier, interrupted benchmark run
+            model, seconds = kvae.load(run), math.nan
         else:  # kvae.fit resumes a run this benchmark was interrupted in
             cbs = [TimeBudget(args.cpu_minutes, clock="cpu")] if args.cpu_minutes else []
-            model, _ = kvae.fit(config, run=out / name, verbose=False, callbacks=cbs)
+            model, _ = kvae.fit(config, run=run, verbose=False, callbacks=cbs)
             seconds = time.perf_counter() - start
         steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) if model.optimizer else -1
         start = time.perf_counter()
         result = evaluate(model, data=args.data, n_clips=n_clips, seed=args.seed, reference_rate=0 if references else 16000)
         eval_seconds = time.perf_counter() - start
-        write_json(out / name / "eval.json", result)  # what `kvae evaluate --out` writes: `kvae gallery` shows it
+        write_json(run / "eval.json", result)  # what `kvae evaluate --out` writes: `kvae gallery` shows it
         realism[name] = result["realism"]["samples"]
         realism[f"{name} (reconstructions)"] = result["realism"]["reconstructions"]
         reconstruction[name] = result["reconstruction"]["reconstructions"]
