@@ -12,6 +12,7 @@ import numbers
 
 from kvae.errors import KvaeError
 
+DEFAULT_RATE = 3000  # Hz: the paper's rate, every default of kvae's (config, models, prepare, the CLI)
 SEED_MAX = 2 ** 32 - 1
 WINDOW_SAMPLES_MAX = 2 ** 20  # one training window; about 350 s at 3000 Hz, 24 s at 44.1 kHz
 
@@ -84,9 +85,14 @@ def check(name, value, label=None):
     return number
 
 
+def window_samples(rate, window_seconds):
+    """The length of a window in samples: the one place it is computed (`round(rate * seconds)`)."""
+    return int(round(float(rate) * float(window_seconds)))
+
+
 def check_window(rate, window_seconds, label="data.window_seconds"):
     """Refuse a window longer than `WINDOW_SAMPLES_MAX` samples at `rate`; return its length in samples."""
-    samples = int(round(float(rate) * float(window_seconds)))
+    samples = window_samples(rate, window_seconds)
     if samples > WINDOW_SAMPLES_MAX:
         raise KvaeError(f"{label}: {window_seconds:g} s at {rate} Hz is {samples:,} samples per window; "
                         f"at most {WINDOW_SAMPLES_MAX:,} ({WINDOW_SAMPLES_MAX / float(rate):.1f} s at {rate} Hz)")

@@ -16,7 +16,7 @@ from pathlib import Path
 def _add_data_args(p, rate=True):
     p.add_argument("--data", metavar="ROOT", help="dataset root (MusicNet or any audio folder); default: the embedded dataset")
     if rate:
-        p.add_argument("--rate", type=int, metavar="HZ", help="target sample rate (default 3000)")
+        p.add_argument("--rate", type=int, metavar="HZ", help="target sample rate (default 3000, kvae.bounds.DEFAULT_RATE)")
     p.add_argument("--cache", metavar="DIR", help="cache folder (default: under $KVAE_HOME/cache)")
 
 
@@ -27,11 +27,12 @@ def _progress(done, total, key):
 
 
 def cmd_prepare(args):
+    from kvae.bounds import DEFAULT_RATE
     from kvae.data import prepare
 
     select = {"ensemble": args.ensemble} if args.ensemble else None
     try:
-        corpus = prepare(args.data, rate=3000 if args.rate is None else args.rate, cache_dir=args.cache, select=select,
+        corpus = prepare(args.data, rate=DEFAULT_RATE if args.rate is None else args.rate, cache_dir=args.cache, select=select,
                          window_seconds=args.window, progress=_progress)
     except Exception as exc:
         report = getattr(exc, "report", None)

@@ -34,7 +34,7 @@ DEFAULTS = {
         "path": "",  # empty: the embedded dataset
         "cache": "",  # empty: under $KVAE_HOME/cache
         "select": {},  # MusicNet metadata filter, e.g. {ensemble = "Solo Piano"}
-        "rate": 3000,
+        "rate": bounds.DEFAULT_RATE,
         "window_seconds": 1.0,
         "windows_per_recording": 1,
         "val_windows_per_recording": 4,

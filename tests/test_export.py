@@ -15,23 +15,18 @@ import pytest
 
 from kvae import cli
 from kvae.errors import KvaeError
-from kvae.models import FCVAE, Conv1DVAE, LatentPrior, MelVAE, RaveVAE, TransformerVAE
+from kvae.models import LatentPrior, MelVAE, RaveVAE
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+import test_models  # noqa: E402
 from kvae.export import OnnxVAE, export_onnx  # noqa: E402
 
 RATE = 3000
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "fc": (FCVAE, dict(hidden_layers=2, hidden_units=32, latent_dim=8)),
-    "conv1d": (Conv1DVAE, dict(channels=[8, 16], kernel_sizes=5, strides=4, latent_dim=4)),
-    "conv1d-vector": (Conv1DVAE, dict(channels=[8, 16], latent="vector", latent_dim=4)),
-    "transformer": (TransformerVAE, dict(frame_size=64, d_model=16, num_heads=2, num_layers=1, ff_dim=32,
-                                         latent_dim=4)),
-    "rave": (RaveVAE, dict(capacity=4, ratios=[2, 2], n_bands=4, latent_dim=4)),
-}
+TINY = {**test_models.TINY,  # the model tests' tiny configs, and RAVE's
+        "rave": (RaveVAE, dict(capacity=4, ratios=[2, 2], n_bands=4, latent_dim=4))}
 
 
 def perturbed(layer, seed=0, scale=0.05):

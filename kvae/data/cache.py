@@ -310,7 +310,7 @@ def _write_error(cache_dir, path, exc):
     return KvaeError(f"{cache_dir}: cannot write {where} to the cache ({os_reason(exc)})")
 
 
-def prepare(root=None, rate=3000, cache_dir=None, select=None, window_seconds=None, progress=None):
+def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, window_seconds=None, progress=None):
     """Decode, resample and cache every recording of a dataset.
 
     Args:

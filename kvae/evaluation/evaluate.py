@@ -45,6 +45,7 @@ import math
 
 import numpy as np
 
+from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.evaluation import features as feats
 from kvae.evaluation import frechet, ladder, metrics, note_model, references
@@ -288,7 +289,7 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     reconstruction["reconstructions"]["verdict"] = reconstruction_verdict(reconstruction)
     if reference_rate > rate:
         hi = prepare(data, rate=reference_rate, cache_dir=cache)
-        hi_window = int(round(model.window_seconds * reference_rate))
+        hi_window = bounds.window_samples(reference_rate, model.window_seconds)
         hi_test, _ = windows(hi, "test", hi_window, min(n_clips, 64), random=False, seed=seed)
         through = np.stack([resample(resample(w, reference_rate, rate), rate, reference_rate)[: w.shape[0]]
                             for w in hi_test])

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kvae import bounds
 from kvae._keras_private import OptimizerStepInLoss
 from kvae.errors import KvaeError
 from kvae.losses import MultiResolutionSTFTLoss, scaled_fft_sizes
@@ -60,7 +61,7 @@ class VAE(OptimizerStepInLoss, keras.Model):
             read into it.
     """
 
-    def __init__(self, sample_rate=3000, window_seconds=1.0, latent_dim=64, decoder_variance="scalar",
+    def __init__(self, sample_rate=bounds.DEFAULT_RATE, window_seconds=1.0, latent_dim=64, decoder_variance="scalar",
                  reduction="sum", reconstruction_weight=1.0, beta=1.0, free_bits=0.0, stft_weight=0.0,
                  stft_fft_sizes=None, init_log_sigma=-2.0, seed=None, latent_gmm=None, adversarial=None, **kwargs):
         legacy = from_legacy(kwargs)  # a model saved by kvae 0.1, or built with its keywords
@@ -70,13 +71,11 @@ class VAE(OptimizerStepInLoss, keras.Model):
                             f"got '{decoder_variance}'")
         if reduction not in REDUCTIONS:
             raise KvaeError(f"reduction: must be one of {', '.join(REDUCTIONS)}, got '{reduction}'")
-        if int(sample_rate) <= 0 or float(window_seconds) <= 0:
-            raise KvaeError(f"sample_rate and window_seconds must be positive, got {sample_rate}, {window_seconds}")
         if int(latent_dim) <= 0:
             raise KvaeError(f"latent_dim: must be positive, got {latent_dim}")
-        self.sample_rate = int(sample_rate)
-        self.window_seconds = float(window_seconds)
-        self.window = int(round(self.sample_rate * self.window_seconds))
+        self.sample_rate = bounds.check("data.rate", sample_rate, "sample_rate")  # the config's bounds, one table
+        self.window_seconds = float(bounds.check("data.window_seconds", window_seconds, "window_seconds"))
+        self.window = bounds.check_window(self.sample_rate, self.window_seconds, "window_seconds")
         self.latent_dim = int(latent_dim)
         self.decoder_variance = decoder_variance
         self.reduction = reduction

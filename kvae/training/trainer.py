@@ -12,6 +12,7 @@ import numpy as np
 from kvae._keras_private import set_global_seed
 from kvae.config import load_config, merge_config, split_overrides
 from kvae.data import WindowSource, prepare
+from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, run_lock, save_error
@@ -102,7 +103,7 @@ def make_datasets(config, corpus=None, verbose=True, shards=1, shard=0):
         if verbose:
             for line in corpus.report.summary():
                 print(line)
-    window = int(round(data["rate"] * data["window_seconds"]))
+    window = bounds.window_samples(data["rate"], data["window_seconds"])
     steps = config["train"]["steps_per_epoch"] or None
     common = dict(window=window, batch_size=data["batch_size"], seed=config["train"]["seed"],
                   normalize=data["normalize"], multiple_of=_devices(config))
