@@ -27,6 +27,7 @@ The folder holds::
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -291,8 +292,6 @@ def _fit_prior(run, config, data, cache, nested, verbose, callbacks, pieces, pie
     save_model_atomic(prior, folder / "prior.keras")
     _plot(folder)
     best_path.unlink(missing_ok=True)
-    import shutil
-
     shutil.rmtree(folder / "backup", ignore_errors=True)  # only now: a fit cut short while saving resumes
     if verbose:
         print(f"saved:      {folder / 'prior.keras'}{kept}")
