@@ -32,7 +32,7 @@ import numpy as np
 from keras import layers, ops
 
 from kvae.errors import KvaeError
-from kvae.models.transformer_vae import TransformerBlock
+from kvae.models.blocks import TransformerBlock
 
 KINDS = ("conv", "transformer")
 _LOG_SCALE_RANGE = (-7.0, 3.0)

@@ -6,52 +6,8 @@ import keras
 from keras import layers, ops
 
 from kvae.errors import KvaeError
+from kvae.models.blocks import TransformerBlock  # noqa: F401  (kvae.models.transformer_vae.TransformerBlock, as before)
 from kvae.models.vae import VAE
-
-
-@keras.saving.register_keras_serializable(package="kvae")
-class TransformerBlock(layers.Layer):
-    """A pre-norm Transformer encoder block (self-attention and a feed-forward net).
-
-    Uses `keras.layers.MultiHeadAttention` without dropout, which goes through
-    `keras.ops.dot_product_attention` and so reaches the backend's fused
-    attention kernel (torch's `scaled_dot_product_attention`).
-
-    Args:
-        d_model: int. Token width.
-        num_heads: int. Attention heads.
-        ff_dim: int. Hidden width of the feed-forward net.
-        **kwargs: arguments of `keras.layers.Layer`.
-    """
-
-    def __init__(self, d_model, num_heads, ff_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.d_model = int(d_model)
-        self.num_heads = int(num_heads)
-        self.ff_dim = int(ff_dim)
-        self.norm1 = layers.LayerNormalization(epsilon=1e-5)
-        self.attention = layers.MultiHeadAttention(num_heads, self.d_model // self.num_heads)
-        self.norm2 = layers.LayerNormalization(epsilon=1e-5)
-        self.ff1 = layers.Dense(self.ff_dim, activation="gelu")
-        self.ff2 = layers.Dense(self.d_model)
-
-    def build(self, input_shape):
-        self.norm1.build(input_shape)
-        self.attention.build(input_shape, input_shape)
-        self.norm2.build(input_shape)
-        self.ff1.build(input_shape)
-        self.ff2.build(input_shape[:-1] + (self.ff_dim,))
-        self.built = True
-
-    def call(self, x):
-        h = self.norm1(x)
-        x = x + self.attention(h, h)
-        return x + self.ff2(self.ff1(self.norm2(x)))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"d_model": self.d_model, "num_heads": self.num_heads, "ff_dim": self.ff_dim})
-        return config
 
 
 @keras.saving.register_keras_serializable(package="kvae")
