@@ -237,8 +237,7 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
                      "ask for fewer or shorter pieces")
     writers = []
     try:
-        for path in paths:
-            check_output_file(path, inputs, example="piece.wav", overwrite=overwrite)
+        for path in paths:  # checked before the work; WavWriter refuses the loaded model files too
             writers.append(WavWriter(path, model.sample_rate, inputs=inputs, what="writing the piece"))
         for chunk in chunks:
             for writer, row in zip(writers, chunk):

@@ -206,15 +206,16 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
     """
     nested = merge_config(settings or {}, _split(overrides))
     run = Path(run)
-    _run_model_path(run)
+    model_path = _run_model_path(run)  # before the lock, which would create a folder for a wrong path
     with run_lock(run, "prior fit"):
         try:
-            return _fit_prior(run, config, data, cache, nested, verbose, callbacks, pieces, piece_seconds, folder)
+            return _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks, pieces,
+                              piece_seconds, folder)
         except OSError as exc:
             raise save_error(exc, Path(folder) if folder is not None else run / "prior", "fitting the prior") from None
 
 
-def _fit_prior(run, config, data, cache, nested, verbose, callbacks, pieces, piece_seconds, folder):
+def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks, pieces, piece_seconds, folder):
     """`fit_prior` once the run folder is held."""
     from kvae.data import prepare
     from kvae.training.callbacks import resumable_callbacks
@@ -222,7 +223,6 @@ def _fit_prior(run, config, data, cache, nested, verbose, callbacks, pieces, pie
     from kvae.training.latents import LatentLayout
     from kvae.training.trainer import seed_everything
 
-    model_path = _run_model_path(run)
     folder = Path(folder) if folder is not None else run / "prior"
     if (folder / "prior.keras").is_file() and not (folder / "backup").exists():
         raise KvaeError(f"{folder}: already holds a fitted prior; delete that folder to fit it again")
