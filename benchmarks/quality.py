@@ -21,6 +21,15 @@ first config's evaluation, so put a config at the common rate first.
     python benchmarks/quality.py --quick            # smoke run: 2 configs, 10 steps, 16 clips
     python benchmarks/quality.py --cpu-minutes 12 --threads 1 --configs conv1d rave-3k rave-3k-adv
 
+`--snapshots 7.5 15 30` (with `--cpu-minutes 60`) saves each model as its
+training passes those CPU-minutes (`kvae.training.callbacks.Snapshots`),
+evaluates every snapshot and the final model the same way, and prints the
+learning curves (paired reconstruction C2ST, rate in bit/s, MR-STFT, SI-SDR
+against CPU-minutes) beside the ladder's Opus rows; `--plot` draws them.
+
+    python benchmarks/quality.py --cpu-minutes 60 --snapshots 7.5 15 30 --threads 1 --steps 1000000 \
+        --configs vocos vocos-gan --data /tmp/ufoai-corpus --out runs/curves --plot docs/assets/curves.png
+
 `--cpu-minutes` gives every model the same budget of this process's CPU
 time (`kvae.training.callbacks.TimeBudget`, clock "cpu"; `--steps` is then
 only a ceiling): a fair comparison even while other jobs share the machine,
@@ -63,6 +72,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per model (default 600; --quick 10)")
     parser.add_argument("--cpu-minutes", type=float, default=None,
                         help="train each model for this much process CPU time (then --steps is a ceiling)")
+    parser.add_argument("--snapshots", nargs="+", type=float, default=(),
+                        help="CPU-minutes at which to save and evaluate each model too (below --cpu-minutes)")
+    parser.add_argument("--plot", help="PNG of the learning curves (with --snapshots)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-clips", type=int, default=None,
@@ -78,7 +90,79 @@ def parse_args(argv=None):
         args.steps = 10 if args.quick else 600
     if args.n_clips is None and args.quick:
         args.n_clips = 16
+    if args.snapshots and not (args.cpu_minutes and all(0 < m < args.cpu_minutes for m in args.snapshots)):
+        parser.error("--snapshots: needs --cpu-minutes, and every snapshot below it")
     return args
+
+
+def curve_row(result, minutes, steps):
+    """One point of a learning curve from an evaluation result."""
+    rec = {k: math.nan if v is None else v for k, v in result["reconstruction"]["reconstructions"].items()}
+    return {"cpu_minutes": minutes, "steps": steps, "rate_bps": result["rate_bps"],
+            "paired_c2st": rec["paired_c2st"], "mrstft": rec["mrstft"], "si_sdr_db": rec["si_sdr_db"],
+            "samples_c2st": result["realism"]["samples"]["c2st"]}
+
+
+def plot_curves(curves, ladder, path):
+    """Paired C2ST and MR-STFT against CPU-minutes, one line per config, the ladder's Opus rows dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, rows in curves.items():
+        x = [r["cpu_minutes"] for r in rows]
+        axes[0].plot(x, [r["paired_c2st"] for r in rows], "o-", label=name)
+        axes[1].plot(x, [r["mrstft"] for r in rows], "o-", label=name)
+    for row, metrics in ladder.items():
+        if "Opus" in row or "noise 20" in row:
+            axes[0].axhline(metrics["paired_c2st"], ls="--", lw=1, color="grey")
+            axes[0].annotate(row.replace("ladder: ", ""), (axes[0].get_xlim()[0], metrics["paired_c2st"]),
+                             fontsize=7, color="grey", va="bottom")
+    axes[0].axhline(0.5, ls=":", color="black", lw=1)
+    axes[0].set(xscale="log", xlabel="CPU-minutes (1 thread)", ylabel="paired reconstruction C2ST (0.5 = not told apart)",
+                ylim=(0.45, 1.02))
+    axes[1].set(xscale="log", xlabel="CPU-minutes (1 thread)", ylabel="MR-STFT distance (lower is better)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def snapshot_curve(run, args, n_clips, evaluate, write_json):
+    """Evaluate each snapshot of `run` (an earlier evaluation is reused); the curve's points, earliest first."""
+    import json
+
+    from kvae.training.callbacks import Snapshots
+
+    rows = []
+    for minutes in sorted(args.snapshots):
+        path = run / "snapshots" / Snapshots.name(minutes, "cpu")
+        done = path.with_suffix(".eval.json")
+        if not path.is_file():
+            print(f"  no snapshot at {minutes:g} CPU-minutes in {run} (training ended before it)", flush=True)
+            continue
+        if done.is_file():
+            result = json.loads(done.read_text())
+            steps = result["steps"]
+        else:
+            model = kvae.load(path)
+            steps = int(kvae_steps(model))
+            result = evaluate(model, data=args.data, n_clips=n_clips, seed=args.seed, reference_rate=0)
+            result["steps"] = steps
+            write_json(done, result)
+        rows.append(curve_row(result, minutes, steps))
+        print(f"  {run.name:<18} at {minutes:g} CPU-minutes ({steps} steps): paired C2ST "
+              f"{rows[-1]['paired_c2st']:.3f}, MR-STFT {rows[-1]['mrstft']:.3f}, {rows[-1]['rate_bps']:.0f} bit/s", flush=True)
+    return rows
+
+
+def kvae_steps(model):
+    import keras
+
+    return keras.ops.convert_to_numpy(model.optimizer.iterations) if model.optimizer else -1
 
 
 def main(argv=None):
@@ -91,7 +175,7 @@ def main(argv=None):
 
         torch.set_num_threads(args.threads)
     from kvae.config import load_config
-    from kvae.training.callbacks import TimeBudget
+    from kvae.training.callbacks import Snapshots, TimeBudget
     from kvae.evaluation.evaluate import DEFAULT_CLIPS, evaluate
     from kvae.evaluation.report import REALISM_KEYS, RECONSTRUCTION_KEYS, format_table, write_json
 
@@ -101,7 +185,7 @@ def main(argv=None):
     print(f"kvae quality benchmark: {budget} per model, threads {args.threads or 'default'}, seed {args.seed}, {n_clips} clips per set, "
           f"data {args.data or 'embedded'}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
           flush=True)
-    realism, reconstruction, runs = {}, {}, {}
+    realism, reconstruction, runs, curves = {}, {}, {}, {}
     references = None
     for name in args.configs:
         per_epoch = max(1, min(args.steps, 50))
@@ -116,6 +200,8 @@ def main(argv=None):
             model, seconds = kvae.load(run), math.nan
         else:  # kvae.fit resumes a run this benchmark was interrupted in
             cbs = [TimeBudget(args.cpu_minutes, clock="cpu")] if args.cpu_minutes else []
+            if args.snapshots:
+                cbs.append(Snapshots(run / "snapshots", args.snapshots, clock="cpu"))
             model, _ = kvae.fit(config, run=run, verbose=False, callbacks=cbs)
             seconds = time.perf_counter() - start
         steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) if model.optimizer else -1
@@ -127,6 +213,9 @@ def main(argv=None):
         realism[f"{name} (reconstructions)"] = result["realism"]["reconstructions"]
         reconstruction[name] = result["reconstruction"]["reconstructions"]
         runs[name] = {"train_seconds": seconds, "eval_seconds": eval_seconds, "steps": steps_done, **result["model"]}
+        if args.snapshots:
+            curves[name] = snapshot_curve(run, args, n_clips, evaluate, write_json)
+            curves[name].append(curve_row(result, args.cpu_minutes, steps_done))
         if references is None:
             references = (
                 {k: v for k, v in result["realism"].items() if k.startswith("ref: ")},
@@ -137,6 +226,22 @@ def main(argv=None):
               f"samples C2ST {realism[name]['c2st']:.3f}, reconstruction MR-STFT {reconstruction[name]['mrstft']:.3f}",
               flush=True)
     ref_realism, ref_reconstruction, ref_rate = references
+    if curves:
+        print("Learning curves: held-out reconstructions after each budget of CPU-minutes (1 thread); "
+              "paired C2ST 0.5 = not told from the inputs")
+        for row, metrics in ref_reconstruction.items():
+            if row.startswith("ladder: "):
+                print(f"  {row:<38} paired C2ST {metrics['paired_c2st']:.3f}  MR-STFT {metrics['mrstft']:.3f}")
+        print(f"  {'config':<18} {'CPU-min':>7} {'steps':>7} {'bit/s':>7} {'paired C2ST':>11} {'MR-STFT':>8} "
+              f"{'SI-SDR':>7} {'samples C2ST':>12}")
+        for name, rows in curves.items():
+            for r in rows:
+                print(f"  {name:<18} {r['cpu_minutes']:>7g} {r['steps']:>7} {r['rate_bps']:>7.0f} {r['paired_c2st']:>11.3f} "
+                      f"{r['mrstft']:>8.3f} {r['si_sdr_db']:>7.2f} {r['samples_c2st']:>12.3f}")
+        print()
+        if args.plot:
+            plot_curves(curves, {k: v for k, v in ref_reconstruction.items() if k.startswith("ladder: ")}, args.plot)
+            print(f"learning curves plotted in {args.plot}\n")
     print()
     print(f"Realism of prior samples and of reconstructions (C2ST 0.5 = indistinguishable from training windows; reference rows "
           f"at {ref_rate} Hz)")
@@ -145,7 +250,7 @@ def main(argv=None):
     print("Reconstruction of held-out windows (lower is better but for SI-SDR)")
     print("\n".join(format_table({**reconstruction, **ref_reconstruction}, RECONSTRUCTION_KEYS, "config")))
     summary = {"settings": {"steps": args.steps, "cpu_minutes": args.cpu_minutes, "threads": args.threads, "seed": args.seed, "n_clips": n_clips, "data": args.data or "embedded"}, "runs": runs,
-               "realism": {**realism, **ref_realism}, "reconstruction": {**reconstruction, **ref_reconstruction}}
+               "curves": curves, "realism": {**realism, **ref_realism}, "reconstruction": {**reconstruction, **ref_reconstruction}}
     write_json(out / "quality.json", summary)  # strict JSON: -inf SI-SDR becomes null
     print(f"\nruns and quality.json in {out}")
     return 0

@@ -69,7 +69,8 @@ def test_discriminators_shapes_and_losses():
 def test_one_step_of_each_stage():
     model = RaveVAE(**TINY)
     assert model.get_config()["adversarial"] == {"after": 1, "weights": {}, "capacity": 2, "periods": [2, 3],
-                                                 "fft_sizes": [64, 128], "learning_rate": 1e-4}
+                                                 "fft_sizes": [64, 128], "learning_rate": 1e-4,
+                                                 "freeze_encoder": True, "batch": 0}
     assert RaveVAE.from_config(model.get_config()).get_config() == model.get_config()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = audio.tones(4, 750, 0, RATE)
@@ -93,6 +94,33 @@ def test_one_step_of_each_stage():
         assert f"val_{key}" not in logs  # validation is the VAE's loss
     assert logs["loss"][-1] > logs["reconstruction"][-1]  # the adversarial terms are in the generator's loss
     assert int(_np(model.optimizer.iterations)) == 2 and int(_np(model.disc_optimizer.iterations)) == 1
+
+
+def test_from_step_0_with_the_encoder_learning_and_a_sub_batch_for_the_discriminators(monkeypatch):
+    # EnCodec's and DAC's way: discriminators from the first step, the whole VAE learning against them
+    model = RaveVAE(**{**TINY, "adversarial": {**TINY["adversarial"], "after": 0, "freeze_encoder": False, "batch": 2}})
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    seen = []
+    call = type(model.discriminator).call
+    monkeypatch.setattr(type(model.discriminator), "call", lambda self, x: seen.append(x.shape[0]) or call(self, x))
+    encoder, disc = model.encoder.trainable_weights, model.discriminator.trainable_weights
+    enc0, disc0 = _values(encoder), _values(disc)
+    logs = model.fit(audio.tones(4, 750, 0, RATE), batch_size=4, epochs=1, verbose=0).history
+    assert any(_changed(enc0, encoder)) and any(_changed(disc0, disc))
+    assert logs["adv_gen"][-1] > 0 and logs["adv_disc"][-1] > 0
+    assert seen and set(seen) == {2}  # the first 2 windows of the batch of 4, real and generated
+    assert stage_note_for({"after": 0, "freeze_encoder": False}) is None  # nothing is frozen, no note
+    for table, word in (({"freeze_encoder": 1}, "freeze_encoder: must be true or false"),
+                        ({"batch": -1}, "model.adversarial.batch"), ({"batch": 2.5}, "model.adversarial.batch")):
+        with pytest.raises(KvaeError, match=word):
+            RaveVAE(**{**TINY, "adversarial": table})
+
+
+def stage_note_for(table):
+    from kvae.config import load_config
+    from kvae.training.trainer import stage_note
+
+    return stage_note(load_config("rave-3k", {"model": {"adversarial": table}}))
 
 
 def test_resume_across_the_switch_then_save_load_and_sample(embedded, tmp_path):
@@ -207,7 +235,8 @@ def test_a_keras_file_saved_by_kvae_0_1_loads_with_its_weights_and_trains_on(tmp
     expected = np.load(OLD_FILE.with_suffix(".npz"))
     model = kvae.load(OLD_FILE)
     assert model.get_config()["adversarial"] == {"after": 1, "weights": {"feature_matching": 5.0}, "capacity": 1,
-                                                 "periods": [2], "fft_sizes": [64], "learning_rate": 2e-4}
+                                                 "periods": [2], "fft_sizes": [64], "learning_rate": 2e-4,
+                                                 "freeze_encoder": True, "batch": 0}  # today's defaults
     np.testing.assert_allclose(model._audio(expected["z"]), expected["decoded"], rtol=1e-5, atol=1e-6)
     outputs = model.discriminator(keras.ops.convert_to_tensor(expected["x"]))
     for i, (logits, _) in enumerate(outputs):

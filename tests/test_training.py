@@ -492,3 +492,23 @@ def test_time_budget_ends_training_after_the_epoch_that_spends_it_and_saves(embe
         load_config(TINY, {"train": {"max_minutes": -1}})
     with pytest.raises(KvaeError, match="clock: must be wall or cpu"):
         TimeBudget(1, clock="gpu")
+
+
+def test_snapshots_save_the_model_as_each_mark_of_the_clock_passes(embedded, tmp_path):
+    from kvae.training.callbacks import Snapshots
+
+    snaps = Snapshots(tmp_path / "snaps", [2, 0.5], clock="cpu")
+    ticks = iter(range(0, 10_000, 30))  # the clock: 30 s a reading, saving included
+    snaps.clock = lambda: float(next(ticks))
+    config = load_config(TINY, {"train": {"epochs": 1, "steps_per_epoch": 5}})
+    kvae.fit(config, run=tmp_path / "run", callbacks=[snaps], verbose=False)
+    # readings: start 0; batch 1 at 30 s (0.5 min: saved, the save read 60 and 90, its 30 s not counted);
+    # batch 2 at 120 s (1.5 min); batch 3 at 150 s (2 min: saved)
+    assert {m: step for m, (_, step) in snaps.saved.items()} == {0.5: 1, 2.0: 3}
+    assert sorted(p.name for p in (tmp_path / "snaps").iterdir()) == ["cpu-0.5min.keras", "cpu-2min.keras"]
+    early = kvae.load(tmp_path / "snaps" / "cpu-0.5min.keras")
+    assert int(keras.ops.convert_to_numpy(early.optimizer.iterations)) == 1
+    for bad, word in ((dict(minutes=[]), "positive finite minutes"), (dict(minutes=[0]), "positive finite"),
+                      (dict(minutes=[1], clock="gpu"), "clock: must be wall or cpu")):
+        with pytest.raises(KvaeError, match=word):
+            Snapshots(tmp_path, **bad)

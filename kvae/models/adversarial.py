@@ -288,13 +288,20 @@ class AdversarialStage:
             discriminators; None scales 2048, 1024, 512 at 44.1 kHz.
         learning_rate: float. Learning rate of the discriminators' Adam.
             Defaults to 1e-4.
+        freeze_encoder: bool. Freeze the encoder in the adversarial stage
+            (RAVE's phase 2). False trains the whole VAE against the
+            discriminators, KL included, as EnCodec and DAC do from step 0.
+            Defaults to True.
+        batch: int. Windows of each batch that the adversarial terms see
+            (the first ones; 0: all). A sub-batch makes a step's
+            discriminator passes cheaper in proportion. Defaults to 0.
     """
 
     DEFAULTS = {"after": 0, "weights": {}, "capacity": 8, "periods": [2, 3, 5, 7, 11], "fft_sizes": None,
-                "learning_rate": 1e-4}
+                "learning_rate": 1e-4, "freeze_encoder": True, "batch": 0}
 
     def __init__(self, after=0, weights=None, capacity=8, periods=(2, 3, 5, 7, 11), fft_sizes=None,
-                 learning_rate=1e-4):
+                 learning_rate=1e-4, freeze_encoder=True, batch=0):
         if isinstance(after, bool) or not isinstance(after, (int, float)) or after < 0 or int(after) != after:
             raise KvaeError(f"model.adversarial.after: must be a step number >= 0, got {after!r}")
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
@@ -308,6 +315,12 @@ class AdversarialStage:
         self.periods = _positive_ints(periods, "periods")
         self.fft_sizes = _positive_ints(fft_sizes, "fft_sizes") if fft_sizes else None
         self.learning_rate = float(learning_rate)
+        if not isinstance(freeze_encoder, bool):
+            raise KvaeError(f"model.adversarial.freeze_encoder: must be true or false, got {freeze_encoder!r}")
+        self.freeze_encoder = freeze_encoder
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+            raise KvaeError(f"model.adversarial.batch: must be a number of windows >= 0, got {batch!r}")
+        self.batch = batch
 
     @classmethod
     def from_config(cls, config):
@@ -324,7 +337,8 @@ class AdversarialStage:
     def get_config(self):
         return {"after": self.after, "weights": dict(self.weights_config), "capacity": self.capacity,
                 "periods": list(self.periods), "fft_sizes": None if self.fft_sizes is None else list(self.fft_sizes),
-                "learning_rate": self.learning_rate}
+                "learning_rate": self.learning_rate, "freeze_encoder": self.freeze_encoder,
+                "batch": self.batch}
 
     def build(self, model):
         """Give `model` the discriminators, their optimizer (built, so its state saves and restores) and trackers.
@@ -341,6 +355,10 @@ class AdversarialStage:
         model.disc_optimizer.build(model.discriminator.trainable_weights)
         for name in LOSS_NAMES:
             setattr(model, f"loss_tracker_{name}", keras.metrics.Mean(name=name))
+
+    def sub_batch(self, x):
+        """The windows of `x` the adversarial terms see (the first `batch`; all when 0)."""
+        return x[: self.batch] if self.batch else x
 
     def active(self, step):
         """Whether optimizer step `step` (a host int) is one of the adversarial stage."""

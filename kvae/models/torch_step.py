@@ -19,7 +19,8 @@ with PyTorch" writes it on the public hooks (`model(x, training=True)`,
   global loss, and no rank leaves the loop a step before the others. Without
   a process group it is a no-op.
 - The adversarial stage (`kvae.models.adversarial`): from the stage's `after`
-  step on, the encoder is frozen and, after the decoder's update, the
+  step on, the encoder is frozen (unless `freeze_encoder` is false) and,
+  after the generator's update, the
   discriminators step on their own loss with their own optimizer (a second
   backward pass), their gradients reduced the same way.
 
@@ -136,25 +137,25 @@ def train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     stage = model.adversarial
     adversarial = stage is not None and stage.active(_host_step(model, state))
+    frozen = adversarial and stage.freeze_encoder
     trainable = model.trainable_weights
-    if stage is not None:  # the discriminators step on their own loss; in phase 2 the encoder is frozen
-        skip = model.discriminator.trainable_weights + (model.encoder.trainable_weights if adversarial else [])
+    if stage is not None:  # the discriminators step on their own loss; in RAVE's phase 2 the encoder is frozen
+        skip = model.discriminator.trainable_weights + (model.encoder.trainable_weights if frozen else [])
         skip = {id(v) for v in skip}
         trainable = [v for v in trainable if id(v) not in skip]
 
     model.zero_grad()
-    if adversarial:
+    if frozen:
         with torch.no_grad():
             z_mean, z_log_var = model.encode(x)
-        decoded = model.decode(model.posterior_sample(z_mean, z_log_var))
-        y_pred = (decoded, z_mean, z_log_var)
+        y_pred = (model.decode(model.posterior_sample(z_mean, z_log_var)), z_mean, z_log_var)
     else:
         y_pred = model(x, training=True)
     loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
     if adversarial:
-        fake = model.to_audio(decoded)
+        real, fake = stage.sub_batch(x), stage.sub_batch(model.to_audio(y_pred[0]))
         with torch.no_grad():
-            real_outputs = model.discriminator(x)
+            real_outputs = model.discriminator(real)
         loss = loss + stage.generator_loss(model, real_outputs, model.discriminator(fake))
     if trainable:
         model.optimizer.scale_loss(loss).backward()
@@ -169,7 +170,7 @@ def train_step(model, data):
         disc_vars = model.discriminator.trainable_weights
         for v in disc_vars:
             v.value.grad = None
-        real_outputs = model.discriminator(x)
+        real_outputs = model.discriminator(real)
         fake_outputs = model.discriminator(ops.stop_gradient(fake))
         stage.discriminator_loss(model, real_outputs, fake_outputs).backward()
         grads = [v.value.grad for v in disc_vars]

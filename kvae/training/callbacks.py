@@ -291,6 +291,55 @@ class TimeBudget(keras.callbacks.Callback):
             self.stopped_at = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
 
+class Snapshots(keras.callbacks.Callback):
+    """Saves the model as each mark of a clock passes: one run gives a whole learning curve.
+
+    `<folder>/<clock>-<minutes>min.keras` is written (atomically) after the
+    batch that passes each mark, so a snapshot at 7.5 minutes of a 60-minute
+    run is the model a 7.5-minute run would have saved (the schedules count
+    optimizer steps, not minutes). Like `TimeBudget`, the clock starts with
+    this call to `fit`. The optimizer state is saved too; the snapshot loads
+    with `kvae.load` and is evaluated like any model.
+
+    Args:
+        folder: str or Path. Where the snapshots go.
+        minutes: list of float. The marks, in minutes of the clock.
+        clock: str. `"wall"` or `"cpu"` (this process's CPU time, as
+            `TimeBudget`). Defaults to "wall".
+    """
+
+    def __init__(self, folder, minutes, clock="wall"):
+        super().__init__()
+        if clock not in ("wall", "cpu"):
+            raise KvaeError(f"snapshot clock: must be wall or cpu, got '{clock}'")
+        marks = sorted(float(m) for m in minutes)
+        if not marks or not all(math.isfinite(m) and m > 0 for m in marks):
+            raise KvaeError(f"snapshots: need positive finite minutes, got {list(minutes)}")
+        self.folder, self.marks, self.clock_name = folder, marks, clock
+        self.clock = time.process_time if clock == "cpu" else time.monotonic
+        self.start = None
+        self.saved = {}  # mark -> (path, optimizer step)
+
+    @staticmethod
+    def name(minutes, clock):
+        """The file name of the snapshot at `minutes` of `clock`."""
+        return f"{clock}-{minutes:g}min.keras"
+
+    def on_train_begin(self, logs=None):
+        self.start = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        elapsed = (self.clock() - self.start) / 60.0
+        while self.marks and elapsed >= self.marks[0]:
+            mark = self.marks.pop(0)
+            path = os.path.join(self.folder, self.name(mark, self.clock_name))
+            started = self.clock()
+            with atomic_path(path) as tmp:
+                self.model.save(tmp)
+            self.start += self.clock() - started  # saving is not training time
+            self.saved[mark] = (path, int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+
+
 def resumable_callbacks(dataset, source, folder, write=True, before_history=()):
     """The callback stack every resumable training in kvae uses (`kvae fit`, `kvae prior fit`).
 

@@ -315,8 +315,11 @@ def stage_note(config):
     its posterior stays far from N(0, I), and prior samples do not decode to
     anything like the data (measured for rave-3k: docs/results.md).
     """
-    after = (config["model"].get("adversarial") or {}).get("after")
+    table = config["model"].get("adversarial") or {}
+    after = table.get("after")
     train = config["train"]
+    if table.get("freeze_encoder") is False:  # the encoder keeps learning, the KL with it
+        return None
     warmup = train["kl_warmup_steps"] if train["kl_schedule"] != "constant" else 0
     if after is None or after >= warmup:
         return None
