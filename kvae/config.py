@@ -151,6 +151,69 @@ def _check_value(key, value, default):
     return value
 
 
+class Schema:
+    """One kind of config: the defaults, choices and bounds of its tables, checked one way for every kind.
+
+    Experiment configs (`EXPERIMENT`: `data` and `train`; `model` is checked
+    against the model class), prior configs (`kvae.training.prior_fit.PRIOR`)
+    and a search config's settings (`kvae.tuning.space.SEARCH`) are schemas.
+    Each key is checked the same way: an unknown key or a wrong type is one
+    line naming it, a choice must be one of `choices`, and a number must lie
+    within its row of `kvae.bounds.BOUNDS` (the row `<prefix><table>.<key>`).
+
+    Args:
+        kind: str. What the config is called in messages ("config", "prior config", ...).
+        defaults: dict. `{table: {key: default}}`; a default's type is the key's type
+            (None: any type, checked by its bounds row).
+        choices: dict or None. `{(table, key): allowed values}`.
+        prefix: str. Prefix of this kind's rows in `kvae.bounds.BOUNDS`.
+    """
+
+    def __init__(self, kind, defaults, choices=None, prefix=""):
+        self.kind, self.defaults, self.choices, self.prefix = kind, defaults, dict(choices or {}), prefix
+
+    def check_table(self, table, values):
+        """A checked copy of the table `table` (a dict of its keys' values).
+
+        Raises:
+            KvaeError: an unknown table or key, a wrong type, a value outside its
+                choices or its bounds; the message names `table.key`.
+        """
+        if table not in self.defaults:
+            raise KvaeError(f"{table}: unknown {self.kind} section (known: {', '.join(self.defaults)})")
+        if not isinstance(values, dict):
+            raise KvaeError(f"{table}: expected a table of settings")
+        defaults, out = self.defaults[table], {}
+        for key, value in values.items():
+            name = f"{table}.{key}"
+            if key not in defaults:
+                raise KvaeError(f"{name}: unknown {self.kind} key (known: {', '.join(defaults)})")
+            if key == "verbose":
+                if value not in ("auto", 0, 1, 2):
+                    raise KvaeError(f"{name}: must be auto, 0, 1 or 2, got {value!r}")
+                out[key] = value
+                continue
+            value = _check_value(name, value, defaults[key])
+            choices = self.choices.get((table, key))
+            if choices and value not in choices:
+                raise KvaeError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
+            if self.prefix + name in bounds.BOUNDS and value is not None:
+                value = bounds.check(self.prefix + name, value, label=name)
+            out[key] = value
+        return out
+
+    def check(self, config):
+        """A checked copy of a whole config of this kind: its defaults, updated by `config`, table by table."""
+        for table in config:
+            if table not in self.defaults:
+                raise KvaeError(f"{table}: unknown {self.kind} section (known: {', '.join(self.defaults)})")
+        merged = merge_config(self.defaults, config)
+        return {table: self.check_table(table, merged[table]) for table in self.defaults}
+
+
+EXPERIMENT = Schema("config", {"data": DEFAULTS["data"], "train": DEFAULTS["train"]}, CHOICES)
+
+
 def model_defaults(model_type):
     """Return `{argument: default}` for a model type, from its constructor and the VAE base's."""
     from kvae.models import VAE, model_class
@@ -177,20 +240,7 @@ def validate(config):
             raise KvaeError(f"{key}: unknown config key (known: {', '.join(DEFAULTS)})")
     config["name"] = _check_value("name", config.get("name", DEFAULTS["name"]), "")
     for section in ("data", "train"):
-        values = config.get(section, {})
-        if not isinstance(values, dict):
-            raise KvaeError(f"{section}: expected a table of settings")
-        for key, value in values.items():
-            if key not in DEFAULTS[section]:
-                raise KvaeError(f"{section}.{key}: unknown config key (known: {', '.join(DEFAULTS[section])})")
-            if (section, key) == ("train", "verbose"):
-                if value not in ("auto", 0, 1, 2):
-                    raise KvaeError(f"train.verbose: must be auto, 0, 1 or 2, got {value!r}")
-                continue
-            values[key] = _check_value(f"{section}.{key}", value, DEFAULTS[section][key])
-            choices = CHOICES.get((section, key))
-            if choices and values[key] not in choices:
-                raise KvaeError(f"{section}.{key}: must be one of {', '.join(choices)}, got {values[key]!r}")
+        config[section] = EXPERIMENT.check_table(section, config.get(section, {}))
     model = config.get("model", {})
     _adversarial_table(model)
     defaults = model_defaults(model.get("type", "fc"))
@@ -203,10 +253,6 @@ def validate(config):
             raise KvaeError(f"model.{key}: unknown argument for model type '{model.get('type', 'fc')}' "
                             f"(known: {', '.join(k for k in defaults if k not in ('sample_rate', 'window_seconds'))})")
         model[key] = _check_value(f"model.{key}", value, defaults[key])
-    for section in ("data", "train"):  # ranges: kvae.bounds, the one table the CLI and the API use too
-        for key, value in config[section].items():
-            if f"{section}.{key}" in bounds.BOUNDS:
-                config[section][key] = bounds.check(f"{section}.{key}", value)
     bounds.check_window(config["data"]["rate"], config["data"]["window_seconds"])
     return config
 

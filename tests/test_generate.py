@@ -146,7 +146,14 @@ def test_bad_prior_settings_are_one_line_errors(vae_runs, tmp_path):
     from kvae.training import load_prior_config
 
     for config, word in (({"prior": {"kind": "rnn"}}, "prior.kind"), ({"train": {"epochs": 0}}, "train.epochs"),
-                         ({"prior": {"widht": 3}}, "prior.widht"), ({"model": {}}, "model")):
+                         ({"prior": {"widht": 3}}, "prior.widht"), ({"model": {}}, "model"),
+                         # the experiment config's checker and bounds table (kvae.config.Schema, kvae.bounds)
+                         ({"train": {"learning_rate": float("nan")}}, "train.learning_rate: must be a finite"),
+                         ({"prior": {"context_seconds": 0}}, "prior.context_seconds: must be above 0"),
+                         ({"train": {"keep_best": 1}}, "train.keep_best: expected a boolean"),
+                         ({"gmm": {"covariance": "tied"}}, "gmm.covariance: must be one of auto, full, diag"),
+                         ({"train": {"verbose": 3}}, "train.verbose: must be auto, 0, 1 or 2"),
+                         ({"prior": 3}, "prior: expected a table")):
         with pytest.raises(KvaeError, match=word) as info:
             load_prior_config(config)
         assert "\n" not in str(info.value)

@@ -149,8 +149,25 @@ def test_unknown_tuner_is_one_line_exit_2(tones, tmp_path, capsys):
     code = cli(["tune", "--config", str(TINY), "--data", str(tones), "--dir", str(tmp_path / "s"), "--tuner", "grid"])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err == "kvae: error: tuner: unknown tuner 'grid' (choose random, bayesian or hyperband)"
+    assert err == "kvae: error: search.tuner: must be one of random, bayesian, hyperband, got 'grid'"
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_trials": 0}, "search.max_trials: must be from 1 to .*, got 0"),
+    ({"factor": 1}, "search.factor: must be from 2 to 1000, got 1"),
+    ({"seed": -1}, "search.seed: must be from 0"),
+    ({"epochs": 2.5}, "search.epochs: expected a whole number"),
+    ({"keep_checkpoints": "yes"}, "search.keep_checkpoints: expected a boolean"),
+    ({"tuner": 3}, "search.tuner: expected a string"),
+])
+def test_search_settings_are_checked_by_the_one_schema_before_any_work(settings, message, tmp_path):
+    # the same checker as the experiment and prior configs (kvae.config.Schema), its ranges in kvae.bounds
+    from kvae.tuning import search
+
+    with pytest.raises(KvaeError, match=message) as info:
+        search({"search": settings}, directory=tmp_path / "s")
+    assert "\n" not in str(info.value) and not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("space, message", [
@@ -272,6 +289,41 @@ def test_same_search_in_two_fresh_folders_runs_the_same_trials(tones, tmp_path):
         result = search(config, data=tones, directory=tmp_path / folder, max_trials=2, retrain=False, verbose=False)
         drawn.append([(r["hidden_layers"], r["learning_rate"], r["hidden_units"]) for r in result.rows])
     assert len(drawn[0]) == 2 and drawn[0] == drawn[1]
-    with pytest.raises(KvaeError, match="search.seed: must be an integer from 0"):
+    with pytest.raises(KvaeError, match="search.seed: must be from 0 to"):
         search({**config, "search": {"seed": -1}}, data=tones, directory=tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_a_trial_cut_short_resumes_from_its_last_epoch_on_the_shared_stack(tones, tmp_path, monkeypatch):
+    # kvae fit's resumable callbacks (kvae.training.callbacks.resumable_callbacks) in the trial's own folder
+    import keras
+
+    import kvae.tuning.hypermodel as hypermodel
+    from kvae.config import read_config_file
+    from kvae.tuning import search
+
+    class CutAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    shared = hypermodel.resumable_callbacks
+    cut = [True]
+
+    def stack(*args, **kwargs):
+        cbs = shared(*args, **kwargs)
+        return cbs + [CutAfterSecondEpoch()] if cut[0] else cbs
+
+    monkeypatch.setattr(hypermodel, "resumable_callbacks", stack)
+    config = read_config_file("tiny", kind="search")
+    config["train"]["steps_per_epoch"] = 1
+    folder = tmp_path / "s"
+    with pytest.raises(KeyboardInterrupt):
+        search(config, data=tones, directory=folder, max_trials=1, epochs=4, retrain=False, verbose=False)
+    trial = next((folder / "keras_tuner").glob("trial_*"))
+    assert (trial / "backup").is_dir() and len(list(csv.DictReader(open(trial / "history.csv")))) == 2
+    cut[0] = False
+    result = search(config, data=tones, directory=folder, max_trials=1, epochs=4, retrain=False, verbose=False)
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(trial / "history.csv"))]
+    assert epochs == [0, 1, 2, 3]  # epochs 0 and 1 were not trained again, and none is listed twice
+    assert not (trial / "backup").exists() and len(result.rows) == 1 and result.rows[0]["status"] == "COMPLETED"

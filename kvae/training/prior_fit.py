@@ -33,7 +33,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kvae.config import _check_value, merge_config, read_config_file
+from kvae.config import Schema, merge_config, read_config_file
 from kvae.errors import KvaeError
 from kvae.paths import atomic_path, remove_stale_temporaries, run_lock, save_error, write_text
 from kvae.training.prior_data import LatentCrops, encoded_latents
@@ -63,7 +63,10 @@ PRIOR_DEFAULTS = {
         "verbose": "auto",
     },
 }
-_CHOICES = {("prior", "kind"): ("conv", "transformer"), ("gmm", "covariance"): ("auto", "full", "diag")}
+PRIOR = Schema("prior config", PRIOR_DEFAULTS,
+                {("prior", "kind"): ("conv", "transformer"), ("gmm", "covariance"): ("auto", "full", "diag")},
+                prefix="prior/")
+"""The prior config's schema: its ranges are the `prior/` rows of `kvae.bounds` (`python -m kvae.bounds`)."""
 
 
 # ----------------------------------------------------------------------------- config
@@ -83,35 +86,7 @@ def load_prior_config(config=None, overrides=None):
         if not Path(config).is_file():
             raise KvaeError(f"{config}: prior config file not found")
         loaded = read_config_file(config)
-    resolved = merge_config(merge_config(PRIOR_DEFAULTS, loaded), overrides or {})
-    out = {}
-    for section, values in resolved.items():
-        if section not in PRIOR_DEFAULTS:
-            raise KvaeError(f"{section}: unknown prior config section (known: {', '.join(PRIOR_SECTIONS)})")
-        if not isinstance(values, dict):
-            raise KvaeError(f"{section}: expected a table of settings")
-        out[section] = {}
-        for key, value in values.items():
-            if key not in PRIOR_DEFAULTS[section]:
-                raise KvaeError(f"{section}.{key}: unknown prior config key (known: {', '.join(PRIOR_DEFAULTS[section])})")
-            if (section, key) == ("train", "verbose"):
-                if value not in ("auto", 0, 1, 2):
-                    raise KvaeError(f"train.verbose: must be auto, 0, 1 or 2, got {value!r}")
-                out[section][key] = value
-                continue
-            value = _check_value(f"{section}.{key}", value, PRIOR_DEFAULTS[section][key])
-            choices = _CHOICES.get((section, key))
-            if choices and value not in choices:
-                raise KvaeError(f"{section}.{key}: must be one of {', '.join(choices)}, got {value!r}")
-            if not choices and not isinstance(value, str) and value < 0:
-                raise KvaeError(f"{section}.{key}: must not be negative, got {value}")
-            out[section][key] = value
-    for section, key in (("prior", "context_seconds"), ("prior", "width"), ("prior", "components"),
-                         ("gmm", "components"), ("train", "epochs"), ("train", "steps_per_epoch"),
-                         ("train", "batch_size"), ("train", "learning_rate"), ("train", "max_seconds")):
-        if out[section][key] <= 0:
-            raise KvaeError(f"{section}.{key}: must be positive, got {out[section][key]}")
-    return out
+    return PRIOR.check(merge_config(loaded, overrides or {}))
 
 
 # ----------------------------------------------------------------------------- files

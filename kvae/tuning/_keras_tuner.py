@@ -20,6 +20,7 @@ from pathlib import Path
 
 import keras_tuner
 
+from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.tuning.space import OBJECTIVE, PROJECT_NAME, TRIAL_RECORD, write_json
 
@@ -46,7 +47,8 @@ class _TrialRecords:
         start = time.perf_counter()
         ok = False
         try:
-            results = super().run_trial(trial, *args, **kwargs)
+            # the trial trains on kvae's resumable callback stack in its own folder (history.csv, backup/)
+            results = super().run_trial(trial, *args, trial_folder=self.get_trial_dir(trial.trial_id), **kwargs)
             ok = True
             return results
         finally:
@@ -91,10 +93,7 @@ def oracle_seed(seed):
     (A reloaded search keeps the seed state saved in its oracle.json.)
     """
     # keras-tuner internal: Oracle.__init__ treats a falsy seed as none, checked on keras-tuner 1.4.8
-    seed = int(seed)
-    if not 0 <= seed < 2 ** 32 - 1:
-        raise KvaeError(f"search.seed: must be an integer from 0 to 2**32 - 2, got {seed}")
-    return seed + 1
+    return bounds.check("search/search.seed", seed, label="search.seed") + 1
 
 
 def make_tuner(kind, hypermodel, directory, settings):

@@ -1,7 +1,10 @@
 """The keras-tuner hypermodel of the FC VAE, and the metrics it reports for each trial."""
 
 import copy
+import csv
+import shutil
 import time
+from pathlib import Path
 
 import keras
 import keras_tuner
@@ -10,6 +13,7 @@ import numpy as np
 from kvae.config import load_config
 from kvae.errors import KvaeError
 from kvae.training import KLSchedule, WindowEpochs, build_model, compile_model
+from kvae.training.callbacks import resumable_callbacks
 from kvae.tuning.space import OBJECTIVE, PARAMETERS, declare, parse_space
 
 
@@ -19,8 +23,8 @@ class FCVAEHyperModel(keras_tuner.HyperModel):
     `build(hp)` substitutes the searched values (hidden_layers, learning_rate
     and optionally hidden_units and latent_dim) into a kvae config and returns
     the compiled model `kvae.training.build_model`/`compile_model` make of it.
-    `fit` trains with kvae's callbacks (window epochs, NaN guard, KL warm-up)
-    and returns the metrics of the best epoch plus `seconds`, the training
+    `fit` trains with kvae's callbacks (window epochs, NaN guard, KL warm-up;
+    with a trial folder, the resumable stack of `kvae fit`) and returns the metrics of the best epoch plus `seconds`, the training
     time, which keras-tuner records with the trial.
 
     Args:
@@ -76,19 +80,45 @@ class FCVAEHyperModel(keras_tuner.HyperModel):
         keras.utils.set_random_seed(cfg["train"]["seed"])
         return compile_model(build_model(cfg), cfg)
 
-    def fit(self, hp, model, *args, callbacks=None, verbose=1, **kwargs):
-        """Train one trial's model; return the best epoch's metrics and `seconds`."""
+    def fit(self, hp, model, *args, callbacks=None, verbose=1, trial_folder=None, **kwargs):
+        """Train one trial's model; return the best epoch's metrics and `seconds`.
+
+        With `trial_folder` (kvae's tuners pass each trial's own folder) the
+        trial trains on the callback stack of `kvae fit` and `kvae prior fit`
+        (`kvae.training.callbacks.resumable_callbacks`): `history.csv` and a
+        backup there, so a trial cut short resumes from its last epoch when
+        the search is run again, and the best epoch is read from all of its
+        epochs. The backup is deleted once the trial has ended.
+        """
         train = self.config_for(dict(hp.values))["train"]
         x = args[0] if args else kwargs.get("x")
-        cbs = list(callbacks or [])
-        if hasattr(x, "set_epoch") or self.train_source is not None:
-            cbs.insert(0, WindowEpochs(x, self.train_source))
+        logs = []
         if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
-            cbs.insert(0, KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
-        cbs.append(keras.callbacks.TerminateOnNaN())
+            logs.append(KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
+        if trial_folder is not None:
+            stack = resumable_callbacks(x, self.train_source, Path(trial_folder), before_history=logs)
+        else:
+            stack = logs + [keras.callbacks.TerminateOnNaN()]
+            if hasattr(x, "set_epoch") or self.train_source is not None:
+                stack.insert(0, WindowEpochs(x, self.train_source))
         start = time.perf_counter()
-        history = model.fit(*args, callbacks=cbs, verbose=train["verbose"] if verbose else 0, **kwargs)
-        return best_epoch_metrics(history.history, time.perf_counter() - start)
+        history = model.fit(*args, callbacks=stack + list(callbacks or []),
+                            verbose=train["verbose"] if verbose else 0, **kwargs).history
+        seconds = time.perf_counter() - start
+        if trial_folder is not None:
+            history = read_history(Path(trial_folder) / "history.csv") or history
+            shutil.rmtree(Path(trial_folder) / "backup", ignore_errors=True)
+        return best_epoch_metrics(history, seconds)
+
+
+def read_history(path):
+    """`{metric: [value per epoch]}` from a `history.csv` (empty when there is none)."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) if row[key] not in ("", None) else float("nan") for row in rows]
+            for key in (rows[0] if rows else {}) if key != "epoch"}
 
 
 def best_epoch_metrics(history, seconds):

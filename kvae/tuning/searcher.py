@@ -21,8 +21,8 @@ from kvae.training import make_datasets
 from kvae.tuning import _keras_tuner
 from kvae.tuning.hypermodel import FCVAEHyperModel
 from kvae.tuning.report import format_table, last_line, plot_trials, trial_rows, write_table
-from kvae.tuning.space import (DEFAULT_SEARCH_CONFIG, DEFAULT_SETTINGS, PARAMETERS, SPACE_FILE, TUNERS, describe,
-                               parse_space, split_search_table, write_json)
+from kvae.tuning.space import (DEFAULT_SEARCH_CONFIG, DEFAULT_SETTINGS, PARAMETERS, SPACE_FILE, check_settings,
+                               describe, parse_space, split_search_table, write_json)
 
 _IGNORED_FOR_RESUME = (("data", "cache"), ("train", "verbose"), ("train", "n_samples"), ("train", "gallery"))
 
@@ -275,17 +275,10 @@ def search(config=None, data=None, directory="tuning-runs/fc", tuner=None, max_t
     """
     cfg, table = read_search_config(config)
     settings, file_space = split_search_table(table)
-    settings = {**DEFAULT_SETTINGS, **settings}
-    for key, value in (("tuner", tuner), ("max_trials", max_trials), ("epochs", epochs)):
-        if value is not None:
-            settings[key] = value
-    kind = str(settings["tuner"]).lower()
-    if kind not in TUNERS:
-        raise KvaeError(f"tuner: unknown tuner '{settings['tuner']}' (choose random, bayesian or hyperband)")
-    if int(settings["max_trials"]) < 1:
-        raise KvaeError(f"max_trials: must be at least 1, got {settings['max_trials']}")
-    if settings["factor"] < 2:
-        raise KvaeError(f"search.factor: must be at least 2, got {settings['factor']}")
+    given = {key: value for key, value in (("tuner", tuner), ("max_trials", max_trials), ("epochs", epochs))
+             if value is not None}
+    settings = {**DEFAULT_SETTINGS, **settings, **check_settings(given)}
+    kind = settings["tuner"]
     _keras_tuner.oracle_seed(settings["seed"])  # a bad seed fails before any work
     overrides = {}
     if settings["epochs"] is not None:

@@ -10,6 +10,7 @@ share (the objective, the folder's file names) are here too.
 import json
 from pathlib import Path
 
+from kvae.config import Schema
 from kvae.errors import KvaeError
 
 DEFAULT_SEARCH_CONFIG = "fc_depth_lr"  # a built-in search preset, kvae/presets/search/fc_depth_lr.toml
@@ -34,6 +35,8 @@ SEARCH_SETTINGS = {"tuner": str, "max_trials": int, "epochs": int, "seed": int, 
                    "keep_checkpoints": bool}
 DEFAULT_SETTINGS = {"tuner": "random", "max_trials": 10, "epochs": None, "seed": 0, "factor": 3,
                     "keep_checkpoints": False}
+SEARCH = Schema("search", {"search": DEFAULT_SETTINGS}, {("search", "tuner"): TUNERS}, prefix="search/")
+"""The settings' schema (the space is `parse_space`'s): ranges in the `search/` rows of `kvae.bounds`."""
 
 
 def _number(name, key, value, kind):
@@ -156,20 +159,24 @@ def describe(spec):
 
 
 def split_search_table(search):
-    """Split a `[search]` table into settings (tuner, max_trials, ...) and the space."""
+    """Split a `[search]` table into settings (tuner, max_trials, ...; checked by `SEARCH`) and the space."""
     settings, space = {}, {}
     for key, value in search.items():
-        if key in SEARCH_SETTINGS:
-            kind = SEARCH_SETTINGS[key]
-            ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-            if not ok:
-                raise KvaeError(f"search.{key}: expected {kind.__name__}, got {value!r}")
-            settings[key] = value
-        elif key in PARAMETERS:
+        if key in PARAMETERS:
             space[key] = value
+        elif key in SEARCH_SETTINGS:
+            settings[key] = value
         else:
             raise KvaeError(f"search.{key}: unknown key (known: {', '.join(list(SEARCH_SETTINGS) + list(PARAMETERS))})")
-    return settings, space
+    return check_settings(settings), space
+
+
+def check_settings(settings):
+    """A checked copy of search settings (a tuner's name in any case)."""
+    settings = dict(settings)
+    if isinstance(settings.get("tuner"), str):
+        settings["tuner"] = settings["tuner"].lower()
+    return SEARCH.check_table("search", settings)
 
 
 def write_json(path, data):
