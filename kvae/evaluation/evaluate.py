@@ -75,12 +75,12 @@ def information_rate(model, clips, batch=64):
 
     Returns:
         `{"kl_nats": mean KL per window in nats, "rate_bps": that in bits per
-        second of audio}` (`kvae.training.callbacks.bits_per_second`, the
+        second of audio}` (`kvae.models.elbo.bits_per_second`, the
         formula `kvae fit` logs `rate_bps` with).
     """
     from keras import ops
 
-    from kvae.training.callbacks import bits_per_second
+    from kvae.models.elbo import bits_per_second
 
     per_window = []
     for start in range(0, len(clips), batch):

@@ -65,3 +65,12 @@ def kl_warmup_weight(step, kind, steps, start, target, dtype="float32"):
         lo = max(start, 1e-12)
         return ops.exp(math.log(lo) + t * (math.log(max(target, lo)) - math.log(lo)))
     return start + t * (target - start)
+
+
+def bits_per_second(kl_nats, window_seconds):
+    """A KL per window in nats as an information rate in bits per second of audio: `kl / ln 2 / seconds`.
+
+    The KL is what the latent costs to send (bits-back coding), so this is
+    the model's rate as a codec's, beside the ladder's Opus rows.
+    """
+    return float(kl_nats) / math.log(2.0) / float(window_seconds)

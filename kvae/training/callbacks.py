@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from kvae.errors import KvaeError
+from kvae.models.elbo import bits_per_second
 from kvae.paths import atomic_path, save_error
 
 
@@ -221,11 +222,6 @@ class KLSchedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
-
-
-def bits_per_second(kl_nats, window_seconds):
-    """A KL per window in nats as an information rate in bits per second of audio: `kl / ln 2 / seconds`."""
-    return float(kl_nats) / math.log(2.0) / float(window_seconds)
 
 
 class InformationRate(keras.callbacks.Callback):
