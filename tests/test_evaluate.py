@@ -12,7 +12,7 @@ import kvae
 from kvae import cli
 from kvae.errors import KvaeError
 from kvae.evaluation import ladder
-from kvae.evaluation.evaluate import REFERENCE_ROWS, evaluate, information_rate
+from kvae.evaluation.evaluate import REFERENCE_ROWS, evaluate, information_rate, reconstruction_table
 from kvae.evaluation.report import format_report, verdicts, write_json
 from kvae.training.callbacks import InformationRate
 
@@ -91,6 +91,26 @@ def test_rate_is_the_kl_in_bits_per_second(fitted):
     callback.set_model(model)
     callback.on_epoch_end(0, logs)
     assert logs["rate_bps"] == pytest.approx(2.0 / model.window_seconds) and "val_rate_bps" not in logs
+
+
+def test_reconstruction_table_judges_outputs_from_outside_kvae():
+    """Any model's outputs (benchmarks/peer_rave.py: RAVE's) get evaluate's paired rows, ladder and verdicts."""
+    rng = np.random.default_rng(0)
+    t = np.arange(1500) / 3000.0
+    pitch = rng.uniform(110.0, 660.0, (40, 1))
+    test = (0.3 * np.sin(2 * np.pi * pitch * t) * np.exp(-rng.uniform(0.5, 4.0, (40, 1)) * t)
+            + 0.01 * rng.standard_normal((40, 1500))).astype(np.float32)
+    outputs = {"copy": test.copy(), "hiss": 0.1 * rng.standard_normal(test.shape).astype(np.float32)}
+    rows = reconstruction_table(test, outputs, 3000, columns={"copy": {"rate_bps": 1234.0}})
+    assert list(rows)[:2] == ["copy", "hiss"] and list(rows)[-2:] == ["ref: silence", "ref: white noise"]
+    assert "ladder: mu-law 4 bit" in rows and "ladder: low-pass 1000 Hz" in rows
+    assert set(rows["copy"]) == PAIRED | {"rate_bps", "verdict"} and rows["copy"]["rate_bps"] == 1234.0
+    assert rows["copy"]["paired_c2st_low"] < 0.6 and rows["copy"]["verdict"].startswith("hard to tell")
+    assert rows["hiss"]["paired_c2st"] >= 0.9 and "as detectable as" in rows["hiss"]["verdict"]
+    with pytest.raises(KvaeError, match="do not match"):
+        reconstruction_table(test, {"short": test[:, :1000]}, 3000)
+    with pytest.raises(KvaeError, match="NaN"):
+        reconstruction_table(test, {"nan": np.full_like(test, np.nan)}, 3000)
 
 
 def test_verdicts_in_plain_words():

@@ -227,6 +227,56 @@ def ladder_table(test, sample_rate, seed=0, progress=None, test_features=None):
     return rows
 
 
+def reconstruction_table(test, outputs, sample_rate, seed=0, progress=None, columns=None):
+    """The reconstruction table of held-out windows, as `kvae evaluate` makes it, for any model's outputs.
+
+    Each set of outputs is judged against the very windows it reconstructs
+    (`paired_row`: paired C2ST, MR-STFT, LSD, SI-SDR), beside the codec
+    ladder (`ladder_table`), silence and white noise, all from the same
+    windows with the same features and seed; each output row gets its
+    verdict (`reconstruction_verdict`: the nearest ladder row). A model
+    outside kvae (benchmarks/peer_rave.py) is judged with the same function.
+
+    Args:
+        test: float array `(n, window)`. The held-out windows (`reference_sets`).
+        outputs: dict of row name to float array `(n, window)`: each
+            window's reconstruction, in the same order, in table order.
+        sample_rate: int. The windows' rate.
+        seed: int. Seed of the tests and the noise rows.
+        progress: callable or None. Called with a short message per step.
+        columns: dict or None. Row name to more columns of that row
+            (`rate_bps`, from `information_rate`, or anything JSON-able).
+
+    Returns:
+        dict of row name to metrics: the `outputs` rows (with `verdict`),
+        the `ladder: ` rows, `ref: silence` and `ref: white noise`.
+
+    Raises:
+        KvaeError: an output's shape is not the windows' shape, or it is not finite.
+    """
+    test = np.asarray(test, np.float32)
+    columns = columns or {}
+    for name, clips in outputs.items():
+        shape = np.shape(clips)
+        if shape != test.shape:
+            raise KvaeError(f"{name}: outputs of shape {shape} do not match the {test.shape} windows they reconstruct")
+        if not np.all(np.isfinite(clips)):
+            raise KvaeError(f"{name}: outputs hold NaN or infinite samples")
+    test_features = feats.clip_features(test, sample_rate)
+    rows = {name: {**paired_row(test, test_features, np.asarray(clips, np.float32), sample_rate, seed),
+                   **columns.get(name, {})} for name, clips in outputs.items()}
+    ladder_rows = ladder_table(test, sample_rate, seed=seed, progress=progress, test_features=test_features)
+    noise = references.white_noise_like(test, seed=seed + 3)
+    rows.update({
+        **ladder_rows,
+        "ref: silence": paired_row(test, test_features, np.zeros_like(test), sample_rate, seed),
+        "ref: white noise": paired_row(test, test_features, noise, sample_rate, seed),
+    })
+    for name in outputs:
+        rows[name]["verdict"] = reconstruction_verdict(rows, name)
+    return rows
+
+
 def _batched(fn, n, batch=64):
     return np.concatenate([np.asarray(fn(i, min(batch, n - i)), np.float32) for i in range(0, n, batch)])
 
@@ -278,15 +328,8 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
 
     say("information rate")
     rate_info = information_rate(model, test)
-    test_features = feats.clip_features(test, rate)
-    noise = references.white_noise_like(test, seed=seed + 3)
-    reconstruction = {
-        "reconstructions": {**paired_row(test, test_features, recon, rate, seed), **rate_info},
-        **ladder_table(test, rate, seed=seed, progress=say, test_features=test_features),
-        "ref: silence": paired_row(test, test_features, np.zeros_like(test), rate, seed),
-        "ref: white noise": paired_row(test, test_features, noise, rate, seed),
-    }
-    reconstruction["reconstructions"]["verdict"] = reconstruction_verdict(reconstruction)
+    reconstruction = reconstruction_table(test, {"reconstructions": recon}, rate, seed=seed, progress=say,
+                                          columns={"reconstructions": rate_info})
     if reference_rate > rate:
         hi = prepare(data, rate=reference_rate, cache_dir=cache)
         hi_window = bounds.window_samples(reference_rate, model.window_seconds)
@@ -315,4 +358,5 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
 
 
 __all__ = ["DEFAULT_CLIPS", "REALISM_KEYS", "REFERENCE_ROWS", "evaluate", "format_report", "information_rate", "judge",
-           "ladder_table", "paired_row", "realism_row", "reconstruction_metrics", "reference_sets", "windows"]
+           "ladder_table", "paired_row", "realism_row", "reconstruction_metrics", "reconstruction_table",
+           "reference_sets", "windows"]

@@ -57,18 +57,19 @@ def verdicts(rows):
     return out
 
 
-def reconstruction_verdict(rows):
-    """One plain-words line for the reconstructions' paired C2ST, naming the nearest codec-ladder row.
+def reconstruction_verdict(rows, name="reconstructions"):
+    """One plain-words line for a row's paired C2ST, naming the nearest codec-ladder row.
 
-    Ladder rows that also fall inside the reconstructions' 95 % interval are
-    listed after it: the test cannot rank the model among them.
+    Ladder rows that also fall inside the row's 95 % interval are listed
+    after it: the test cannot rank the model among them.
 
     Args:
-        rows: the reconstruction table: `reconstructions` (with
-            `paired_c2st`, `paired_c2st_low` and `rate_bps`) and the
+        rows: the reconstruction table: the row `name` (with `paired_c2st`,
+            `paired_c2st_low` and, where known, `rate_bps`) and the
             `ladder: ` rows.
+        name: str. The row to describe. Defaults to "reconstructions".
     """
-    row = rows["reconstructions"]
+    row = rows[name]
     pct = round(100 * row["paired_c2st"])
     rate = row.get("rate_bps")
     at = "" if rate is None else f" at {kbit(rate)} kbit/s"
