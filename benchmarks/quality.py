@@ -70,8 +70,11 @@ def parse_args(argv=None):
     parser.add_argument("--configs", nargs="+", default=None,
                         help=f"config names or files (default {' '.join(DEFAULT_CONFIGS)}; --quick {' '.join(QUICK_CONFIGS)})")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per model (default 600; --quick 10)")
-    parser.add_argument("--cpu-minutes", type=float, default=None,
-                        help="train each model for this much process CPU time (then --steps is a ceiling)")
+    parser.add_argument("--cpu-minutes", "--minutes", dest="cpu_minutes", type=float, default=None,
+                        help="train each model for this many minutes of --clock (then --steps is a ceiling)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="what --cpu-minutes and --snapshots count: this process's CPU time (default; fair on "
+                             "a shared CPU) or elapsed time (on a GPU, where CPU time says little)")
     parser.add_argument("--snapshots", nargs="+", type=float, default=(),
                         help="CPU-minutes at which to save and evaluate each model too (below --cpu-minutes)")
     parser.add_argument("--plot", help="PNG of the learning curves (with --snapshots)")
@@ -103,7 +106,19 @@ def curve_row(result, minutes, steps):
             "samples_c2st": result["realism"]["samples"]["c2st"]}
 
 
-def plot_curves(curves, ladder, path):
+def device_name():
+    """The device training ran on, in words ("the CPU", or the GPU's name)."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    return "the CPU"
+
+
+def plot_curves(curves, ladder, path, xlabel="CPU-minutes (1 thread)"):
     """Paired C2ST and MR-STFT against CPU-minutes, one line per config, the ladder's Opus rows dashed."""
     import matplotlib
 
@@ -121,9 +136,9 @@ def plot_curves(curves, ladder, path):
             axes[0].annotate(row.replace("ladder: ", ""), (axes[0].get_xlim()[0], metrics["paired_c2st"]),
                              fontsize=7, color="grey", va="bottom")
     axes[0].axhline(0.5, ls=":", color="black", lw=1)
-    axes[0].set(xscale="log", xlabel="CPU-minutes (1 thread)", ylabel="paired reconstruction C2ST (0.5 = not told apart)",
+    axes[0].set(xscale="log", xlabel=xlabel, ylabel="paired reconstruction C2ST (0.5 = not told apart)",
                 ylim=(0.45, 1.02))
-    axes[1].set(xscale="log", xlabel="CPU-minutes (1 thread)", ylabel="MR-STFT distance (lower is better)")
+    axes[1].set(xscale="log", xlabel=xlabel, ylabel="MR-STFT distance (lower is better)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -139,10 +154,10 @@ def snapshot_curve(run, args, n_clips, evaluate, write_json):
 
     rows = []
     for minutes in sorted(args.snapshots):
-        path = run / "snapshots" / Snapshots.name(minutes, "cpu")
+        path = run / "snapshots" / Snapshots.name(minutes, args.clock)
         done = path.with_suffix(".eval.json")
         if not path.is_file():
-            print(f"  no snapshot at {minutes:g} CPU-minutes in {run} (training ended before it)", flush=True)
+            print(f"  no snapshot at {minutes:g} {args.clock} minutes in {run} (training ended before it)", flush=True)
             continue
         if done.is_file():
             result = json.loads(done.read_text())
@@ -181,7 +196,8 @@ def main(argv=None):
 
     n_clips = args.n_clips or DEFAULT_CLIPS
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-quality-"))
-    budget = f"{args.cpu_minutes:g} CPU-minutes (at most {args.steps} steps)" if args.cpu_minutes else f"{args.steps} steps"
+    unit = "CPU-minutes" if args.clock == "cpu" else "minutes (wall clock)"
+    budget = f"{args.cpu_minutes:g} {unit} (at most {args.steps} steps)" if args.cpu_minutes else f"{args.steps} steps"
     print(f"kvae quality benchmark: {budget} per model, threads {args.threads or 'default'}, seed {args.seed}, {n_clips} clips per set, "
           f"data {args.data or 'embedded'}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
           flush=True)
@@ -199,9 +215,9 @@ def main(argv=None):
         if (run / "model.keras").is_file():  # finished by an earlier, interrupted benchmark run
             model, seconds = kvae.load(run), math.nan
         else:  # kvae.fit resumes a run this benchmark was interrupted in
-            cbs = [TimeBudget(args.cpu_minutes, clock="cpu")] if args.cpu_minutes else []
+            cbs = [TimeBudget(args.cpu_minutes, clock=args.clock)] if args.cpu_minutes else []
             if args.snapshots:
-                cbs.append(Snapshots(run / "snapshots", args.snapshots, clock="cpu"))
+                cbs.append(Snapshots(run / "snapshots", args.snapshots, clock=args.clock))
             model, _ = kvae.fit(config, run=run, verbose=False, callbacks=cbs)
             seconds = time.perf_counter() - start
         steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) if model.optimizer else -1
@@ -227,12 +243,12 @@ def main(argv=None):
               flush=True)
     ref_realism, ref_reconstruction, ref_rate = references
     if curves:
-        print("Learning curves: held-out reconstructions after each budget of CPU-minutes (1 thread); "
+        print(f"Learning curves on {device_name()}: held-out reconstructions after each budget of {unit}; "
               "paired C2ST 0.5 = not told from the inputs")
         for row, metrics in ref_reconstruction.items():
             if row.startswith("ladder: "):
                 print(f"  {row:<38} paired C2ST {metrics['paired_c2st']:.3f}  MR-STFT {metrics['mrstft']:.3f}")
-        print(f"  {'config':<18} {'CPU-min':>7} {'steps':>7} {'bit/s':>7} {'paired C2ST':>11} {'MR-STFT':>8} "
+        print(f"  {'config':<18} {'minutes':>7} {'steps':>7} {'bit/s':>7} {'paired C2ST':>11} {'MR-STFT':>8} "
               f"{'SI-SDR':>7} {'samples C2ST':>12}")
         for name, rows in curves.items():
             for r in rows:
@@ -240,7 +256,8 @@ def main(argv=None):
                       f"{r['mrstft']:>8.3f} {r['si_sdr_db']:>7.2f} {r['samples_c2st']:>12.3f}")
         print()
         if args.plot:
-            plot_curves(curves, {k: v for k, v in ref_reconstruction.items() if k.startswith("ladder: ")}, args.plot)
+            plot_curves(curves, {k: v for k, v in ref_reconstruction.items() if k.startswith("ladder: ")}, args.plot,
+                        "CPU-minutes (1 thread)" if args.clock == "cpu" else f"minutes on {device_name()}")
             print(f"learning curves plotted in {args.plot}\n")
     print()
     print(f"Realism of prior samples and of reconstructions (C2ST 0.5 = indistinguishable from training windows; reference rows "
@@ -249,7 +266,7 @@ def main(argv=None):
     print()
     print("Reconstruction of held-out windows (lower is better but for SI-SDR)")
     print("\n".join(format_table({**reconstruction, **ref_reconstruction}, RECONSTRUCTION_KEYS, "config")))
-    summary = {"settings": {"steps": args.steps, "cpu_minutes": args.cpu_minutes, "threads": args.threads, "seed": args.seed, "n_clips": n_clips, "data": args.data or "embedded"}, "runs": runs,
+    summary = {"settings": {"steps": args.steps, "cpu_minutes": args.cpu_minutes, "clock": args.clock, "threads": args.threads, "seed": args.seed, "n_clips": n_clips, "data": args.data or "embedded"}, "runs": runs,
                "curves": curves, "realism": {**realism, **ref_realism}, "reconstruction": {**reconstruction, **ref_reconstruction}}
     write_json(out / "quality.json", summary)  # strict JSON: -inf SI-SDR becomes null
     print(f"\nruns and quality.json in {out}")

@@ -42,7 +42,7 @@ in the same order, except that the PyDataset rows get them in the order
                      samples happen after the timed steps.
 * kvae.fit, Keras's stock Adam - the same with `train.fused_adam = false`.
 
-Preset sizes (conv1d, transformer, rave: the model of that preset at its
+Preset sizes (conv1d, transformer, rave, vocos: the model of that preset at its
 batch size) have no hand-written twin; their reference is
 
 * PyTorch loop on kvae's model - kvae's model (on the torch backend a
@@ -123,6 +123,7 @@ SIZES = {
     "conv1d": (3000, 1.0, 0, 0, 0, 30, 4, "conv1d"),
     "transformer": (3000, 1.0, 0, 0, 0, 20, 4, "transformer-3k"),
     "rave": (3000, 1.0, 0, 0, 0, 30, 4, "rave-3k"),
+    "vocos": (3000, 1.0, 0, 0, 0, 60, 6, "vocos"),
 }
 SIZE_NOTES = {
     "tiny": "per-step overhead: 3000 Hz, 1 s window, 1 hidden layer of 32 (compute is negligible)",
@@ -132,6 +133,7 @@ SIZE_NOTES = {
     "conv1d": "the conv1d preset (Conv1DVAE, MR-STFT loss), 3000 Hz, 1 s",
     "transformer": "the transformer-3k preset (TransformerVAE, MR-STFT loss), 3000 Hz, 1 s",
     "rave": "the rave-3k preset (RaveVAE: PQMF, residual units, MR-STFT loss), 3000 Hz, 1 s",
+    "vocos": "the vocos preset (VocosVAE: STFT-frame encoder, ConvNeXt decoder, inverse-STFT head), 3000 Hz, 1 s",
 }
 RATIO_SIZE = "small"  # the final `kvae/torch ratio (paper-like)` line
 

@@ -354,3 +354,28 @@ def test_gpu_check_script_runs_on_the_cpu(embedded):
     for row in rows:  # steps/s, audio s/s, batch, peak MB: numbers, positive
         numbers = [float(v.replace(",", "")) for v in row.split()[-5:]]
         assert all(v > 0 for v in numbers), row
+
+
+# ------------------------------------------------------------------ issue 23's learning curves, ready for a GPU
+
+def test_gpu_curves_prepare_writes_a_small_wav_subset_and_never_its_source(tmp_path):
+    import audio
+
+    source = tmp_path / "corpus"
+    for split, names in (("train", ["a", "b", "c"]), ("test", ["t1", "t2", "t3"])):
+        for i, name in enumerate(names):
+            audio.tone_wav(source / split / f"{name}.wav", seconds=2.0, freq=220.0 * (i + 1), rate=8000)
+    (source / "train" / "broken.wav").write_bytes(b"RIFF....WAVE")
+    script = [sys.executable, str(ROOT / "scripts" / "gpu_curves.py"), "prepare", "--source", str(source)]
+    out = subprocess.run(script + ["--out", str(tmp_path / "subset"), "--test", "2", "--max-mb", "0.055"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "subset" / "test").iterdir()) == ["t1.wav", "t2.wav"]
+    train = sorted(p.name for p in (tmp_path / "subset" / "train").iterdir())
+    assert train == ["a.wav", "b.wav"]  # 12 kB each at 3000 Hz, 16 bits: c would pass 0.055 MB
+    assert "skipped" in out.stdout and "broken.wav" in out.stdout
+    rate, data = __import__("scipy.io.wavfile", fromlist=["read"]).read(tmp_path / "subset" / "train" / "a.wav")
+    assert rate == 3000 and data.dtype == np.int16 and len(data) == 6000
+    inside = subprocess.run(script + ["--out", str(source / "sub")], capture_output=True, text=True, timeout=300)
+    assert inside.returncode == 2 and "must not be inside the source corpus" in inside.stderr
+    assert not (source / "sub").exists()
