@@ -26,6 +26,8 @@ training passes those CPU-minutes (`kvae.training.callbacks.Snapshots`),
 evaluates every snapshot and the final model the same way, and prints the
 learning curves (paired reconstruction C2ST, rate in bit/s, MR-STFT, SI-SDR
 against CPU-minutes) beside the ladder's Opus rows; `--plot` draws them.
+`--merge A B ...` shows the curves of earlier `--out` folders together (one
+process per config can then share a machine's cores) and plots them.
 
     python benchmarks/quality.py --cpu-minutes 60 --snapshots 7.5 15 30 --threads 1 --steps 1000000 \
         --configs vocos vocos-gan --data /tmp/ufoai-corpus --out runs/curves --plot docs/assets/curves.png
@@ -77,7 +79,10 @@ def parse_args(argv=None):
                              "a shared CPU) or elapsed time (on a GPU, where CPU time says little)")
     parser.add_argument("--snapshots", nargs="+", type=float, default=(),
                         help="CPU-minutes at which to save and evaluate each model too (below --cpu-minutes)")
-    parser.add_argument("--plot", help="PNG of the learning curves (with --snapshots)")
+    parser.add_argument("--plot", help="PNG of the learning curves (with --snapshots or --merge)")
+    parser.add_argument("--merge", nargs="+", metavar="FOLDER",
+                        help="only show the curves of earlier --out folders (or run folders with evaluated snapshots) "
+                             "together, and --plot them; trains nothing")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-clips", type=int, default=None,
@@ -104,6 +109,51 @@ def curve_row(result, minutes, steps):
     return {"cpu_minutes": minutes, "steps": steps, "rate_bps": result["rate_bps"],
             "paired_c2st": rec["paired_c2st"], "mrstft": rec["mrstft"], "si_sdr_db": rec["si_sdr_db"],
             "samples_c2st": result["realism"]["samples"]["c2st"]}
+
+
+def show_curves(curves, ladder, plot, unit, xlabel):
+    """Print the learning curves beside the ladder's rows; draw them into `plot` (a PNG path) when given."""
+    print(f"Learning curves on {device_name()}: held-out reconstructions after each budget of {unit}; "
+          "paired C2ST 0.5 = not told from the inputs")
+    for row, metrics in ladder.items():
+        print(f"  {row:<38} paired C2ST {metrics['paired_c2st']:.3f}  MR-STFT {metrics['mrstft']:.3f}")
+    print(f"  {'config':<18} {'minutes':>7} {'steps':>7} {'bit/s':>7} {'paired C2ST':>11} {'MR-STFT':>8} "
+          f"{'SI-SDR':>7} {'samples C2ST':>12}")
+    for name, rows in curves.items():
+        for r in rows:
+            print(f"  {name:<18} {r['cpu_minutes']:>7g} {r['steps']:>7} {r['rate_bps']:>7.0f} {r['paired_c2st']:>11.3f} "
+                  f"{r['mrstft']:>8.3f} {r['si_sdr_db']:>7.2f} {r['samples_c2st']:>12.3f}")
+    print()
+    if plot:
+        plot_curves(curves, ladder, plot, xlabel)
+        print(f"learning curves plotted in {plot}\n")
+
+
+def merge(folders, plot):
+    """`--merge`: the curves of earlier `--out` folders (their quality.json) or run folders (their
+    evaluated snapshots) in one table and plot; the ladder from the first quality.json."""
+    import json
+
+    curves, ladder, settings = {}, {}, {}
+    for folder in map(Path, folders):
+        if (folder / "quality.json").is_file():
+            summary = json.loads((folder / "quality.json").read_text())
+            curves.update(summary.get("curves", {}))
+            settings = settings or summary["settings"]
+            ladder = ladder or {k: v for k, v in summary["reconstruction"].items() if k.startswith("ladder: ")}
+        else:  # a run whose training was stopped: its evaluated snapshots
+            rows = []
+            for done in folder.glob("snapshots/*-*min.eval.json"):  # Snapshots.name: <clock>-<minutes>min.keras
+                result = json.loads(done.read_text())
+                rows.append(curve_row(result, float(done.name.split("-", 1)[1][:-len("min.eval.json")]), result["steps"]))
+            rows.sort(key=lambda r: r["cpu_minutes"])
+            if not rows:
+                raise SystemExit(f"quality.py --merge: {folder} has neither quality.json nor evaluated snapshots")
+            curves[folder.name] = rows
+    clock = settings.get("clock", "cpu")
+    show_curves(curves, ladder, plot, "CPU-minutes" if clock == "cpu" else "minutes (wall clock)",
+                "CPU-minutes (1 thread)" if clock == "cpu" else "minutes")
+    return 0
 
 
 def device_name():
@@ -182,6 +232,8 @@ def kvae_steps(model):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.plot)
 
     import keras
 
@@ -243,22 +295,9 @@ def main(argv=None):
               flush=True)
     ref_realism, ref_reconstruction, ref_rate = references
     if curves:
-        print(f"Learning curves on {device_name()}: held-out reconstructions after each budget of {unit}; "
-              "paired C2ST 0.5 = not told from the inputs")
-        for row, metrics in ref_reconstruction.items():
-            if row.startswith("ladder: "):
-                print(f"  {row:<38} paired C2ST {metrics['paired_c2st']:.3f}  MR-STFT {metrics['mrstft']:.3f}")
-        print(f"  {'config':<18} {'minutes':>7} {'steps':>7} {'bit/s':>7} {'paired C2ST':>11} {'MR-STFT':>8} "
-              f"{'SI-SDR':>7} {'samples C2ST':>12}")
-        for name, rows in curves.items():
-            for r in rows:
-                print(f"  {name:<18} {r['cpu_minutes']:>7g} {r['steps']:>7} {r['rate_bps']:>7.0f} {r['paired_c2st']:>11.3f} "
-                      f"{r['mrstft']:>8.3f} {r['si_sdr_db']:>7.2f} {r['samples_c2st']:>12.3f}")
-        print()
-        if args.plot:
-            plot_curves(curves, {k: v for k, v in ref_reconstruction.items() if k.startswith("ladder: ")}, args.plot,
-                        "CPU-minutes (1 thread)" if args.clock == "cpu" else f"minutes on {device_name()}")
-            print(f"learning curves plotted in {args.plot}\n")
+        ladder = {k: v for k, v in ref_reconstruction.items() if k.startswith("ladder: ")}
+        show_curves(curves, ladder, args.plot, unit, "CPU-minutes (1 thread)" if args.clock == "cpu"
+                    else f"minutes on {device_name()}")
     print()
     print(f"Realism of prior samples and of reconstructions (C2ST 0.5 = indistinguishable from training windows; reference rows "
           f"at {ref_rate} Hz)")
