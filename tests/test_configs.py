@@ -31,3 +31,13 @@ def test_config_trains_saves_reloads_and_samples(path, embedded, tmp_path):
     clips = loaded.sample(1, seed=0)
     assert clips.shape == (1, model.window) and np.isfinite(clips).all()
     np.testing.assert_allclose(clips, model.sample(1, seed=0), atol=1e-5)
+
+
+def test_the_top_level_configs_are_the_built_in_presets():
+    # configs/ (what the user's brief names) and kvae/presets/configs/ (what the wheel ships) must not drift
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    top = {p.name: p.read_text() for p in (root / "configs").glob("*.toml")}
+    shipped = {p.name: p.read_text() for p in (root / "kvae" / "presets" / "configs").glob("*.toml")}
+    assert top and top == shipped
