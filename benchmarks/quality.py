@@ -141,6 +141,9 @@ def merge(folders, plot):
             curves.update(summary.get("curves", {}))
             settings = settings or summary["settings"]
             ladder = ladder or {k: v for k, v in summary["reconstruction"].items() if k.startswith("ladder: ")}
+            for evaluation in sorted(folder.glob("*/eval.json")):  # the ladder of a config's final evaluation
+                rows = json.loads(evaluation.read_text())["reconstruction"]
+                ladder = ladder or {k: v for k, v in rows.items() if k.startswith("ladder: ")}
         else:  # a run whose training was stopped: its evaluated snapshots
             rows = []
             for done in folder.glob("snapshots/*-*min.eval.json"):  # Snapshots.name: <clock>-<minutes>min.keras
@@ -180,15 +183,19 @@ def plot_curves(curves, ladder, path, xlabel="CPU-minutes (1 thread)"):
         x = [r["cpu_minutes"] for r in rows]
         axes[0].plot(x, [r["paired_c2st"] for r in rows], "o-", label=name)
         axes[1].plot(x, [r["mrstft"] for r in rows], "o-", label=name)
+    marks = sorted({r["cpu_minutes"] for rows in curves.values() for r in rows})
     for row, metrics in ladder.items():
-        if "Opus" in row or "noise 20" in row:
+        if "Opus" in row or "low-pass" in row:
             axes[0].axhline(metrics["paired_c2st"], ls="--", lw=1, color="grey")
-            axes[0].annotate(row.replace("ladder: ", ""), (axes[0].get_xlim()[0], metrics["paired_c2st"]),
+            axes[0].annotate(row.replace("ladder: ", ""), (marks[0], metrics["paired_c2st"]),
                              fontsize=7, color="grey", va="bottom")
     axes[0].axhline(0.5, ls=":", color="black", lw=1)
     axes[0].set(xscale="log", xlabel=xlabel, ylabel="paired reconstruction C2ST (0.5 = not told apart)",
                 ylim=(0.45, 1.02))
     axes[1].set(xscale="log", xlabel=xlabel, ylabel="MR-STFT distance (lower is better)")
+    for ax in axes:
+        ax.set_xticks(marks, [f"{m:g}" for m in marks])
+        ax.minorticks_off()
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +294,7 @@ def main(argv=None):
         if references is None:
             references = (
                 {k: v for k, v in result["realism"].items() if k.startswith("ref: ")},
-                {k: v for k, v in result["reconstruction"].items() if k.startswith("ref: ")},
+                {k: v for k, v in result["reconstruction"].items() if k.startswith(("ref: ", "ladder: "))},
                 result["model"]["sample_rate"],
             )
         print(f"  {name:<18} {model.sample_rate} Hz, {steps_done} steps, trained {seconds:.0f} s, evaluated {eval_seconds:.0f} s: "
