@@ -1,7 +1,6 @@
 """The keras-tuner hypermodel of the FC VAE, and the metrics it reports for each trial."""
 
 import copy
-import csv
 import shutil
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from kvae.config import load_config
 from kvae.errors import KvaeError
+from kvae.evaluation.plots import read_history
 from kvae.training import KLSchedule, WindowEpochs, build_model, compile_model
 from kvae.training.callbacks import resumable_callbacks
 from kvae.tuning.space import OBJECTIVE, PARAMETERS, declare, parse_space
@@ -105,20 +105,10 @@ class FCVAEHyperModel(keras_tuner.HyperModel):
         history = model.fit(*args, callbacks=stack + list(callbacks or []),
                             verbose=train["verbose"] if verbose else 0, **kwargs).history
         seconds = time.perf_counter() - start
-        if trial_folder is not None:
-            history = read_history(Path(trial_folder) / "history.csv") or history
+        if trial_folder is not None and (Path(trial_folder) / "history.csv").is_file():  # every epoch, resumed too
+            history = {k: v for k, v in read_history(Path(trial_folder) / "history.csv").items() if k != "epoch"}
             shutil.rmtree(Path(trial_folder) / "backup", ignore_errors=True)
         return best_epoch_metrics(history, seconds)
-
-
-def read_history(path):
-    """`{metric: [value per epoch]}` from a `history.csv` (empty when there is none)."""
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) if row[key] not in ("", None) else float("nan") for row in rows]
-            for key in (rows[0] if rows else {}) if key != "epoch"}
 
 
 def best_epoch_metrics(history, seconds):
