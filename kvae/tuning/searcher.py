@@ -279,7 +279,6 @@ def search(config=None, data=None, directory="tuning-runs/fc", tuner=None, max_t
              if value is not None}
     settings = {**DEFAULT_SETTINGS, **settings, **check_settings(given)}
     kind = settings["tuner"]
-    _keras_tuner.oracle_seed(settings["seed"])  # a bad seed fails before any work
     overrides = {}
     if settings["epochs"] is not None:
         overrides.setdefault("train", {})["epochs"] = int(settings["epochs"])
