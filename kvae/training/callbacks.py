@@ -242,6 +242,14 @@ class InformationRate(keras.callbacks.Callback):
                 logs[f"{prefix}rate_bps"] = bits_per_second(logs[f"{prefix}kl"], self.model.window_seconds)
 
 
+def _clock(name, what):
+    """The clock called `name`: "wall" (elapsed time) or "cpu" (this process's CPU time, all threads)."""
+    clocks = {"wall": time.monotonic, "cpu": time.process_time}
+    if name not in clocks:
+        raise KvaeError(f"{what} clock: must be wall or cpu, got '{name}'")
+    return clocks[name]
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops training once a time budget is spent, after the batch that spends it.
 
@@ -262,12 +270,10 @@ class TimeBudget(keras.callbacks.Callback):
 
     def __init__(self, minutes, clock="wall", group=None):
         super().__init__()
-        if clock not in ("wall", "cpu"):
-            raise KvaeError(f"time budget clock: must be wall or cpu, got '{clock}'")
+        self.clock = _clock(clock, "time budget")
         if not minutes > 0:
             raise KvaeError(f"time budget: must be a positive number of minutes, got {minutes}")
         self.seconds = 60.0 * float(minutes)
-        self.clock = time.process_time if clock == "cpu" else time.monotonic
         self.start = None
         self.stopped_at = None  # the optimizer step training stopped at, when the budget ended it
         self.group = group
@@ -306,13 +312,11 @@ class Snapshots(keras.callbacks.Callback):
 
     def __init__(self, folder, minutes, clock="wall"):
         super().__init__()
-        if clock not in ("wall", "cpu"):
-            raise KvaeError(f"snapshot clock: must be wall or cpu, got '{clock}'")
+        self.clock = _clock(clock, "snapshot")
         marks = sorted(float(m) for m in minutes)
         if not marks or not all(math.isfinite(m) and m > 0 for m in marks):
             raise KvaeError(f"snapshots: need positive finite minutes, got {list(minutes)}")
         self.folder, self.marks, self.clock_name = folder, marks, clock
-        self.clock = time.process_time if clock == "cpu" else time.monotonic
         self.start = None
         self.saved = {}  # mark -> (path, optimizer step)
 
