@@ -211,6 +211,21 @@ def kl_warmup_beta(epochs, steps=10):
     return {"beta": float(_np(model.beta)), "iterations": int(_np(model.optimizer.iterations))}
 
 
+def rate_controlled_beta(epochs, warmup=0, target=1e9, gain=0.1):
+    """Runs on any backend: the KL weight after `epochs` one-batch epochs of `fit` with a rate target (far above
+    the model's rate by default, so each controlled step lowers beta by exp(-gain)) after a linear warm-up."""
+    from kvae.models import FCVAE
+
+    model = FCVAE(sample_rate=3000, window_seconds=0.1, hidden_layers=1, hidden_units=8, latent_dim=2, seed=0,
+                  rate_target=target, rate_gain=gain)
+    model.compile(optimizer="adam")
+    if warmup:
+        model.set_kl_schedule("linear", warmup, 0.0)
+    x = np.random.default_rng(0).normal(0, 0.1, (4, model.window)).astype("float32")
+    history = model.fit(x, batch_size=4, epochs=epochs, verbose=0)
+    return {"beta": float(_np(model.beta)), "kl": [float(v) for v in history.history["kl"]]}
+
+
 class StopAfter(keras.callbacks.Callback):
     """Interrupts training (as Ctrl-C does) at the end of epoch `epoch`: the resume tests' kill."""
 

@@ -1,6 +1,7 @@
 """kvae's reaches into Keras internals: all in kvae/_keras_private.py, version-checked, each with a fallback
 or a one-line error; the jax KL warm-up hook (the step count read from the traced optimizer state) works."""
 
+import math
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from backends import INSTALLED, current_backend, run_on_backend
 from kvae import _keras_private
-from model_checks import kl_warmup_beta
+from model_checks import kl_warmup_beta, rate_controlled_beta
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kvae"
 PRIVATE = re.compile(r"^\s*(from|import)\s+keras\.src|\._(compute_loss|loss_tracker|clip_gradients|"
@@ -42,3 +43,11 @@ def test_the_kl_warmup_reads_the_step_inside_the_step_on_every_backend(backend):
                                                                                    "model_checks:kl_warmup_beta", 3)
     assert result["iterations"] == 3
     assert result["beta"] == pytest.approx(0.2, abs=1e-6)
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_the_rate_controller_takes_over_from_the_warmup_on_every_backend(backend):
+    # a warm-up over 2 steps (0, 0.5, then 1.0 at step 2), then two controlled steps, each exp(-0.1) lower
+    result = rate_controlled_beta(5, 2) if backend == current_backend() else run_on_backend(
+        backend, "model_checks:rate_controlled_beta", 5, 2)
+    assert result["beta"] == pytest.approx(math.exp(-0.2), rel=1e-5)

@@ -116,3 +116,36 @@ def test_seeded_samples_decode_numpy_noise_the_same_on_every_backend(name):
     np.testing.assert_allclose(np.concatenate(batches), expected, atol=1e-6)
     with pytest.raises(KvaeError, match="seed: must be a non-negative integer"):
         model.sample(2, seed=-1)
+
+
+def test_the_rate_controller_moves_beta_toward_the_target_rate():
+    from kvae.models.elbo import rate_controlled_beta
+
+    def step(kl_nats, target):
+        return float(keras.ops.convert_to_numpy(rate_controlled_beta(0.5, kl_nats, 1.0, target, 0.1)))
+
+    assert step(1000 * np.log(2), 1000) == pytest.approx(0.5)  # on target: unchanged
+    assert step(1500 * np.log(2), 1000) == pytest.approx(0.5 * np.exp(0.05), rel=1e-6)  # above: raised
+    assert step(10 * np.log(2), 1000) == pytest.approx(0.5 * np.exp(-0.099), rel=1e-6)  # below: lowered
+    assert step(1e6, 1000) == pytest.approx(0.5 * np.exp(0.1), rel=1e-6)  # at most exp(gain) a step
+
+
+def test_a_rate_target_steers_beta_and_is_saved(tmp_path):
+    model = make("fc", rate_target=1e9, rate_gain=0.05, mel_weight=1.0)
+    model.compile(optimizer="adam")
+    from kvae.training.callbacks import InformationRate
+
+    history = model.fit(tones(), batch_size=8, epochs=2, verbose=0, callbacks=[InformationRate()])
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    assert float(keras.ops.convert_to_numpy(model.beta)) == pytest.approx(np.exp(-0.05 * steps), rel=1e-4)
+    assert history.history["beta"][-1] == pytest.approx(np.exp(-0.05 * steps), rel=1e-4)  # logged each epoch
+    assert np.isfinite(history.history["mel"][-1]) and history.history["mel"][-1] > 0
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert (loaded.rate_target, loaded.rate_gain, loaded.mel_weight) == (1e9, 0.05, 1.0)
+
+
+@pytest.mark.parametrize("kwargs", [{"rate_target": -1.0}, {"rate_gain": 0.0}, {"mel_weight": -2.0}])
+def test_bad_rate_and_mel_settings_are_refused(kwargs):
+    with pytest.raises(KvaeError, match="rate_gain in"):
+        make("fc", **kwargs)

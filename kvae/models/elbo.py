@@ -1,11 +1,15 @@
-"""The terms of a VAE's negative ELBO, in `keras.ops`: the Gaussian likelihood, the KL and its weight's warm-up.
+"""The terms of a VAE's loss, in `keras.ops`: the Gaussian likelihood, the KL, its weight's warm-up and rate
+controller, and the spectral losses added on the audio.
 
 `kvae.models.VAE.compute_loss` adds them up with the model's settings.
 """
 
 import math
 
+import keras
 from keras import ops
+
+from kvae.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, scaled_fft_sizes
 
 DECODER_VARIANCES = ("fixed", "scalar", "diagonal", "optimal")
 REDUCTIONS = ("sum", "mean")
@@ -74,3 +78,53 @@ def bits_per_second(kl_nats, window_seconds):
     the model's rate as a codec's, beside the ladder's Opus rows.
     """
     return float(kl_nats) / math.log(2.0) / float(window_seconds)
+
+
+def rate_controlled_beta(beta, kl_nats, window_seconds, target_bps, gain):
+    """The KL weight after one step of a rate controller that steers the information rate to `target_bps`.
+
+    The batch's rate (`kl_nats` per window as bits per second) above the
+    target raises the weight, below it lowers it, multiplicatively: `beta *
+    exp(gain * e)` with `e = (rate - target) / target` clipped to [-1, 1], so
+    one step moves it by at most a factor `exp(gain)`. A form of the
+    constrained-optimisation view of beta (GECO, Rezende & Viola 2018) on the
+    rate instead of the distortion: RAVE's "fidelity" picks a latent size, this
+    picks a bitrate. No gradient flows through it.
+    """
+    rate = kl_nats / math.log(2.0) / float(window_seconds)
+    error = ops.clip((rate - float(target_bps)) / float(target_bps), -1.0, 1.0)
+    return ops.stop_gradient(ops.clip(beta * ops.exp(float(gain) * error), 1e-8, 1e4))
+
+
+class SpectralTerms:
+    """The losses a VAE adds on its audio, each weighted and logged: the multi-resolution STFT loss (`stft`) and
+    DAC's multi-scale mel loss (`mel`). False when both weights are 0.
+
+    Their metrics are set on the model as `loss_tracker_<name>`, where Keras tracks them (as the adversarial
+    stage does); `model.stft_loss` is the STFT loss or None.
+    """
+
+    def __init__(self, model, stft_weight, stft_fft_sizes, mel_weight):
+        self.terms = []
+        model.stft_loss = None
+        if stft_weight:
+            sizes = stft_fft_sizes or scaled_fft_sizes(model.sample_rate)
+            model.stft_loss = MultiResolutionSTFTLoss(fft_sizes=[s for s in sizes if s <= model.window] or [min(sizes)])
+            self.terms.append(("stft", float(stft_weight), model.stft_loss))
+        if mel_weight:
+            self.terms.append(("mel", float(mel_weight), MultiScaleMelLoss.for_sample_rate(model.sample_rate,
+                                                                                            model.window)))
+        for name, _, _ in self.terms:
+            setattr(model, f"loss_tracker_{name}", keras.metrics.Mean(name=name))
+
+    def __bool__(self):
+        return bool(self.terms)
+
+    def __call__(self, model, x, audio):
+        """The weighted sum of the terms for target audio `x` and decoded `audio`; updates their metrics."""
+        total = 0.0
+        for name, weight, loss in self.terms:
+            value = loss(x, audio)
+            getattr(model, f"loss_tracker_{name}").update_state(value)
+            total = total + weight * value
+        return total

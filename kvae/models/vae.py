@@ -7,16 +7,16 @@ from keras import ops
 from kvae import bounds
 from kvae._keras_private import OptimizerStepInLoss
 from kvae.errors import KvaeError
-from kvae.losses import MultiResolutionSTFTLoss, scaled_fft_sizes
 from kvae.models import torch_step
 from kvae.models.adversarial import AdversarialStage, check_backend, from_legacy
-from kvae.models.elbo import DECODER_VARIANCES, REDUCTIONS, gaussian_nll, kl_divergence, kl_warmup_weight
-from kvae.models.gmm import LatentGMM
-from kvae.models.noise import TorchNoise, prior_noise
+from kvae.models.elbo import (DECODER_VARIANCES, REDUCTIONS, SpectralTerms, gaussian_nll, kl_divergence,
+                              kl_warmup_weight, rate_controlled_beta)
+from kvae.models.noise import TorchNoise
+from kvae.models.sampling import Sampling
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class VAE(OptimizerStepInLoss, keras.Model):
+class VAE(Sampling, OptimizerStepInLoss, keras.Model):
     """Base class of kvae's variational autoencoders on raw audio.
 
     A variant builds `self.encoder` (windows to `(z_mean, z_log_var)`) and
@@ -49,6 +49,12 @@ class VAE(OptimizerStepInLoss, keras.Model):
             audio, added to the likelihood. Defaults to 0.0 (off).
         stft_fft_sizes: list of int or None. Its FFT sizes; None scales
             RAVE's sizes to the sample rate.
+        mel_weight: float. Weight of DAC's multi-scale mel loss on the audio
+            (`kvae.losses.MultiScaleMelLoss`). Defaults to 0.0 (off).
+        rate_target: float. Bits per second a controller steers the KL
+            weight to while training, after any warm-up
+            (`kvae.models.elbo.rate_controlled_beta`). Defaults to 0.0 (off).
+        rate_gain: float. Its largest log-step per training step (0.02).
         init_log_sigma: float. Initial log sigma of a learned variance.
             Defaults to -2.0.
         seed: int or None. Seed of the training-time latent noise.
@@ -63,7 +69,8 @@ class VAE(OptimizerStepInLoss, keras.Model):
 
     def __init__(self, sample_rate=bounds.DEFAULT_RATE, window_seconds=1.0, latent_dim=64, decoder_variance="scalar",
                  reduction="sum", reconstruction_weight=1.0, beta=1.0, free_bits=0.0, stft_weight=0.0,
-                 stft_fft_sizes=None, init_log_sigma=-2.0, seed=None, latent_gmm=None, adversarial=None, **kwargs):
+                 stft_fft_sizes=None, init_log_sigma=-2.0, seed=None, latent_gmm=None, adversarial=None,
+                 mel_weight=0.0, rate_target=0.0, rate_gain=0.02, **kwargs):
         legacy = from_legacy(kwargs)  # a model saved by kvae 0.1, or built with its keywords
         super().__init__(**kwargs)
         if decoder_variance not in DECODER_VARIANCES:
@@ -84,6 +91,10 @@ class VAE(OptimizerStepInLoss, keras.Model):
         self.free_bits = float(free_bits)
         self.stft_weight = float(stft_weight)
         self.stft_fft_sizes = list(stft_fft_sizes) if stft_fft_sizes else None
+        self.mel_weight, self.rate_target, self.rate_gain = float(mel_weight), float(rate_target), float(rate_gain)
+        if not (self.mel_weight >= 0 and self.rate_target >= 0 and 0 < self.rate_gain <= 1):
+            raise KvaeError(f"mel_weight and rate_target: must be >= 0 and rate_gain in (0, 1], got {mel_weight}, "
+                            f"{rate_target} and {rate_gain}")
         self.init_log_sigma = float(init_log_sigma)
         self.seed = seed
         self.adversarial = AdversarialStage.from_config(legacy if adversarial is None else adversarial)
@@ -98,11 +109,7 @@ class VAE(OptimizerStepInLoss, keras.Model):
                                     trainable=False, name="beta")
         self.loss_tracker_reconstruction = keras.metrics.Mean(name="reconstruction")
         self.loss_tracker_kl = keras.metrics.Mean(name="kl")
-        self.loss_tracker_stft = keras.metrics.Mean(name="stft") if self.stft_weight else None
-        self.stft_loss = None
-        if self.stft_weight:
-            sizes = self.stft_fft_sizes or scaled_fft_sizes(self.sample_rate)
-            self.stft_loss = MultiResolutionSTFTLoss(fft_sizes=[s for s in sizes if s <= self.window] or [min(sizes)])
+        self.spectral = SpectralTerms(self, self.stft_weight, self.stft_fft_sizes, self.mel_weight)
 
     # -- to be provided by variants -------------------------------------------------
 
@@ -213,6 +220,16 @@ class VAE(OptimizerStepInLoss, keras.Model):
         kind, steps, start = self.kl_warmup or ("constant", 1, self.initial_beta)
         return kl_warmup_weight(step, kind, steps, start, self.initial_beta)
 
+    def _training_beta(self, kl):
+        """This step's KL weight, kept in `beta`: the warm-up's, then (with `rate_target`) the rate controller's."""
+        step = self.optimizer_step()
+        beta = self.kl_weight(step)
+        if self.rate_target:
+            controlled = rate_controlled_beta(self.beta, kl, self.window_seconds, self.rate_target, self.rate_gain)
+            beta = ops.where(step > self.kl_warmup[1], controlled, beta) if self.kl_warmup else controlled
+        self.beta.assign(beta)
+        return beta
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # Under a mixed precision policy the layers compute in (b)float16; the loss stays in float32.
         decoded, z_mean, z_log_var = (ops.cast(t, "float32") for t in y_pred)
@@ -220,66 +237,18 @@ class VAE(OptimizerStepInLoss, keras.Model):
         reconstruction = ops.mean(self._reconstruction_nll(self.target(x), decoded))
         kl = self._kl(z_mean, z_log_var)
         beta = self.beta
-        if training and self.kl_warmup and self.optimizer is not None:
-            beta = self.kl_weight(self.optimizer_step())
-            self.beta.assign(beta)
+        if training and (self.kl_warmup or self.rate_target) and self.optimizer is not None:
+            beta = self._training_beta(kl)
         total = reconstruction + beta * kl
         self.loss_tracker_reconstruction.update_state(reconstruction)
         self.loss_tracker_kl.update_state(kl)
-        if self.stft_loss is not None:
-            stft = self.stft_loss(x, self.to_audio(decoded))
-            total = total + self.stft_weight * stft
-            self.loss_tracker_stft.update_state(stft)
+        if self.spectral:
+            total = total + self.spectral(self, x, self.to_audio(decoded))
         if self.losses:
             total = total + ops.sum(ops.stack(self.losses))
         return total
 
-    # -- using a trained model -------------------------------------------------------
-
-    def prior_noise(self, n, seed=None, temperature=1.0, batch_size=None):
-        """Latents from N(0, temperature^2 I), the same for a seed on any backend (`kvae.models.noise.prior_noise`)."""
-        return prior_noise(n, self.latent_shape, seed, temperature, batch_size)
-
-    def _audio(self, z):
-        return np.asarray(ops.convert_to_numpy(self.to_audio(self.decode(ops.convert_to_tensor(z)))), dtype=np.float32)
-
-    def sample_batches(self, n, seed=None, temperature=1.0, batch_size=256):
-        """Decode `n` prior samples a batch at a time, `(batch, window)` float32 arrays: the clips
-        `sample(n, seed, temperature)` gives, in the same order, with memory that does not grow with `n`."""
-        for z in self.prior_noise(n, seed, temperature, batch_size):
-            yield self._audio(z)
-
-    def sample(self, n=1, seed=None, temperature=1.0, prior=None):
-        """Decode `n` latents drawn from the prior into audio: a float32 array `(n, window)` at `sample_rate`.
-
-        Args:
-            n: int. Number of clips. Defaults to 1.
-            seed: int or None. The same seed gives the same clips on every backend (see `prior_noise`).
-            temperature: float. Scale of the prior's standard deviation. Defaults to 1.0.
-            prior: str or None. `None` or `"normal"`: N(0, I); `"gmm"`: the fitted latent mixture
-                (`set_latent_gmm`), drawn with numpy from the seed.
-        """
-        if prior == "gmm":
-            return self._audio(self.sample_latents_gmm(n, np.random.default_rng(seed), temperature))
-        if prior not in (None, "normal"):
-            raise KvaeError(f"prior: must be normal or gmm, got {prior!r}")
-        return np.concatenate(list(self.sample_batches(n, seed, temperature, batch_size=None)))
-
-    def set_latent_gmm(self, gmm):
-        """Attach an ex-post Gaussian mixture over the latents (a `LatentGMM`, its config, or None)."""
-        gmm = None if gmm is None else LatentGMM.from_config(gmm)
-        size = int(np.prod(self.latent_shape))
-        if gmm is not None and gmm.dim != size:
-            raise KvaeError(f"latent_gmm: the mixture has {gmm.dim} dimensions, the latent {size}")
-        self.latent_gmm = gmm
-
-    def sample_latents_gmm(self, n, rng, temperature=1.0):
-        """`n` latents `(n, *latent_shape)` drawn from the latent mixture with a numpy Generator."""
-        if int(n) <= 0:
-            raise KvaeError(f"n: must be a positive number of samples, got {n}")
-        if self.latent_gmm is None:
-            raise KvaeError("prior gmm: this model has no latent mixture; run `kvae prior fit` on its run folder")
-        return self.latent_gmm.sample(int(n), rng, temperature).reshape((int(n),) + tuple(self.latent_shape))
+    # -- using a trained model (sampling: `kvae.models.sampling.Sampling`) ---------------
 
     def reconstruct(self, x):
         """Encode and decode windows `(n, window)` through the posterior mean; a float32 array `(n, window)`."""
@@ -294,6 +263,7 @@ class VAE(OptimizerStepInLoss, keras.Model):
                 "latent_dim": self.latent_dim, "decoder_variance": self.decoder_variance, "reduction": self.reduction,
                 "reconstruction_weight": self.reconstruction_weight, "beta": self.initial_beta,
                 "free_bits": self.free_bits, "stft_weight": self.stft_weight, "stft_fft_sizes": self.stft_fft_sizes,
+                "mel_weight": self.mel_weight, "rate_target": self.rate_target, "rate_gain": self.rate_gain,
                 "init_log_sigma": self.init_log_sigma, "seed": self.seed,
                 "latent_gmm": None if self.latent_gmm is None else self.latent_gmm.get_config(),
                 "adversarial": None if self.adversarial is None else self.adversarial.get_config()}
