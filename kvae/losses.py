@@ -407,7 +407,8 @@ class MultiScaleMelLoss(keras.losses.Loss):
 
     def _log_mel(self, signals, window, filterbank):
         re, im = dsp_ops.stft(signals, window, max(window // 4, 1))
-        mel = ops.matmul(dsp_ops.magnitude(re, im), ops.convert_to_tensor(filterbank, dtype=signals.dtype))
+        magnitude = _safe_sqrt(ops.square(re) + ops.square(im))  # a finite gradient on silent frames too
+        mel = ops.matmul(magnitude, ops.convert_to_tensor(filterbank, dtype=signals.dtype))
         return ops.log10(ops.maximum(mel, self.clamp_eps))
 
     def per_example(self, y_true, y_pred):
