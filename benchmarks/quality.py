@@ -111,6 +111,25 @@ def curve_row(result, minutes, steps):
             "samples_c2st": result["realism"]["samples"]["c2st"]}
 
 
+def steps_to_reach(rows, target):
+    """Optimizer steps at which MR-STFT would reach `target` if it kept falling as a power of the steps
+    (`mrstft ~ steps ** -a`), from the slope of the last two points and of all points (least squares in
+    log-log); None where the curve is not falling. An extrapolation, not a measurement."""
+    points = [(math.log(r["steps"]), math.log(r["mrstft"])) for r in rows if r["steps"] and r["mrstft"] > 0]
+    if len(points) < 2:
+        return None, None
+
+    def reach(pts):
+        n = len(pts)
+        mx, my = sum(p[0] for p in pts) / n, sum(p[1] for p in pts) / n
+        slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+        if slope >= 0:
+            return None
+        return math.exp(pts[-1][0] + (math.log(target) - pts[-1][1]) / slope)
+
+    return reach(points[-2:]), reach(points)
+
+
 def show_curves(curves, ladder, plot, unit, xlabel):
     """Print the learning curves beside the ladder's rows; draw them into `plot` (a PNG path) when given."""
     print(f"Learning curves on {device_name()}: held-out reconstructions after each budget of {unit}; "
@@ -123,6 +142,16 @@ def show_curves(curves, ladder, plot, unit, xlabel):
         for r in rows:
             print(f"  {name:<18} {r['cpu_minutes']:>7g} {r['steps']:>7} {r['rate_bps']:>7.0f} {r['paired_c2st']:>11.3f} "
                   f"{r['mrstft']:>8.3f} {r['si_sdr_db']:>7.2f} {r['samples_c2st']:>12.3f}")
+    opus = ladder.get("ladder: Opus 6 kbit/s")
+    if opus:
+        print(f"  Extrapolated steps to Opus 6 kbit/s's MR-STFT {opus['mrstft']:.3f} (mrstft ~ steps^-a; "
+              "last two points / all points):")
+        for name, rows in curves.items():
+            if len(rows) < 2:
+                continue
+            last, fitted = steps_to_reach(rows, opus["mrstft"])
+            words = [f"{v:,.0f}" if v else "not falling" for v in (last, fitted)]
+            print(f"    {name:<18} {words[0]} / {words[1]}")
     print()
     if plot:
         plot_curves(curves, ladder, plot, xlabel)
