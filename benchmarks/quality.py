@@ -27,7 +27,11 @@ evaluates every snapshot and the final model the same way, and prints the
 learning curves (paired reconstruction C2ST, rate in bit/s, MR-STFT, SI-SDR
 against CPU-minutes) beside the ladder's Opus rows; `--plot` draws them.
 `--merge A B ...` shows the curves of earlier `--out` folders together (one
-process per config can then share a machine's cores) and plots them.
+process per config can then share a machine's cores) and plots them. A run
+folder whose training was stopped early can be merged too: its snapshots are
+evaluated then (on `--data`), so an interrupted hour still gives its curve.
+Under the table it prints the steps at which each curve would reach Opus 6
+kbit/s's MR-STFT if it kept falling as it did (an extrapolation).
 
     python benchmarks/quality.py --cpu-minutes 60 --snapshots 7.5 15 30 --threads 1 --steps 1000000 \
         --configs vocos vocos-gan --data /tmp/ufoai-corpus --out runs/curves --plot docs/assets/curves.png
@@ -81,8 +85,9 @@ def parse_args(argv=None):
                         help="CPU-minutes at which to save and evaluate each model too (below --cpu-minutes)")
     parser.add_argument("--plot", help="PNG of the learning curves (with --snapshots or --merge)")
     parser.add_argument("--merge", nargs="+", metavar="FOLDER",
-                        help="only show the curves of earlier --out folders (or run folders with evaluated snapshots) "
-                             "together, and --plot them; trains nothing")
+                        help="only show the curves of earlier --out folders (or run folders with snapshots: those not "
+                             "yet evaluated are, on --data, as a run stopped early left them) together, and --plot "
+                             "them; trains nothing")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-clips", type=int, default=None,
@@ -158,10 +163,13 @@ def show_curves(curves, ladder, plot, unit, xlabel):
         print(f"learning curves plotted in {plot}\n")
 
 
-def merge(folders, plot):
+def merge(folders, args):
     """`--merge`: the curves of earlier `--out` folders (their quality.json) or run folders (their
-    evaluated snapshots) in one table and plot; the ladder from the first quality.json."""
+    snapshots, evaluated here if they were not: a run stopped before its end) in one table and plot; the
+    ladder from the first quality.json."""
     import json
+
+    from kvae.evaluation.evaluate import DEFAULT_CLIPS
 
     curves, ladder, settings = {}, {}, {}
     for folder in map(Path, folders):
@@ -175,15 +183,15 @@ def merge(folders, plot):
                 ladder = ladder or {k: v for k, v in rows.items() if k.startswith("ladder: ")}
         else:  # a run whose training was stopped: its evaluated snapshots
             rows = []
-            for done in folder.glob("snapshots/*-*min.eval.json"):  # Snapshots.name: <clock>-<minutes>min.keras
-                result = json.loads(done.read_text())
-                rows.append(curve_row(result, float(done.name.split("-", 1)[1][:-len("min.eval.json")]), result["steps"]))
+            for path in folder.glob("snapshots/*-*min.keras"):  # Snapshots.name: <clock>-<minutes>min.keras
+                result = evaluated_snapshot(path, args, args.n_clips or DEFAULT_CLIPS)
+                rows.append(curve_row(result, float(path.name.split("-", 1)[1][:-len("min.keras")]), result["steps"]))
             rows.sort(key=lambda r: r["cpu_minutes"])
             if not rows:
                 raise SystemExit(f"quality.py --merge: {folder} has neither quality.json nor evaluated snapshots")
             curves[folder.name] = rows
     clock = settings.get("clock", "cpu")
-    show_curves(curves, ladder, plot, "CPU-minutes" if clock == "cpu" else "minutes (wall clock)",
+    show_curves(curves, ladder, args.plot, "CPU-minutes" if clock == "cpu" else "minutes (wall clock)",
                 "CPU-minutes (1 thread)" if clock == "cpu" else "minutes")
     return 0
 
@@ -232,10 +240,26 @@ def plot_curves(curves, ladder, path, xlabel="CPU-minutes (1 thread)"):
     plt.close(fig)
 
 
-def snapshot_curve(run, args, n_clips, evaluate, write_json):
-    """Evaluate each snapshot of `run` (an earlier evaluation is reused); the curve's points, earliest first."""
+def evaluated_snapshot(path, args, n_clips):
+    """kvae evaluate's result for the snapshot at `path` (with its optimizer step count), kept beside it as
+    `<snapshot>.eval.json`; an earlier evaluation is reused."""
     import json
 
+    from kvae.evaluation.evaluate import evaluate
+    from kvae.evaluation.report import write_json
+
+    done = path.with_suffix(".eval.json")
+    if done.is_file():
+        return json.loads(done.read_text())
+    model = kvae.load(path)
+    result = evaluate(model, data=args.data, n_clips=n_clips, seed=args.seed, reference_rate=0)
+    result["steps"] = int(kvae_steps(model))
+    write_json(done, result)
+    return result
+
+
+def snapshot_curve(run, args, n_clips):
+    """Evaluate each snapshot of `run` (an earlier evaluation is reused); the curve's points, earliest first."""
     from kvae.training.callbacks import Snapshots
 
     rows = []
@@ -245,15 +269,8 @@ def snapshot_curve(run, args, n_clips, evaluate, write_json):
         if not path.is_file():
             print(f"  no snapshot at {minutes:g} {args.clock} minutes in {run} (training ended before it)", flush=True)
             continue
-        if done.is_file():
-            result = json.loads(done.read_text())
-            steps = result["steps"]
-        else:
-            model = kvae.load(path)
-            steps = int(kvae_steps(model))
-            result = evaluate(model, data=args.data, n_clips=n_clips, seed=args.seed, reference_rate=0)
-            result["steps"] = steps
-            write_json(done, result)
+        result = evaluated_snapshot(path, args, n_clips)
+        steps = result["steps"]
         rows.append(curve_row(result, minutes, steps))
         print(f"  {run.name:<18} at {minutes:g} CPU-minutes ({steps} steps): paired C2ST "
               f"{rows[-1]['paired_c2st']:.3f}, MR-STFT {rows[-1]['mrstft']:.3f}, {rows[-1]['rate_bps']:.0f} bit/s", flush=True)
@@ -268,15 +285,14 @@ def kvae_steps(model):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.merge:
-        return merge(args.merge, args.plot)
-
     import keras
 
     if args.threads and keras.backend.backend() == "torch":
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.merge:
+        return merge(args.merge, args)
     from kvae.config import load_config
     from kvae.training.callbacks import Snapshots, TimeBudget
     from kvae.evaluation.evaluate import DEFAULT_CLIPS, evaluate
@@ -318,7 +334,7 @@ def main(argv=None):
         reconstruction[name] = result["reconstruction"]["reconstructions"]
         runs[name] = {"train_seconds": seconds, "eval_seconds": eval_seconds, "steps": steps_done, **result["model"]}
         if args.snapshots:
-            curves[name] = snapshot_curve(run, args, n_clips, evaluate, write_json)
+            curves[name] = snapshot_curve(run, args, n_clips)
             curves[name].append(curve_row(result, args.cpu_minutes, steps_done))
         if references is None:
             references = (
