@@ -69,11 +69,12 @@ def test_saved_model_loads_samples_and_trains_on_other_backend(backend, tmp_path
     check_saved_models_on_backend({"vocos": VocosVAE(**TINY)}, backend, tmp_path, train=True)
 
 
-def test_cli_fit_vocos_then_sample_and_reconstruct(embedded, tmp_path):
+@pytest.mark.parametrize("preset", ["vocos", "vocos-mel"])
+def test_cli_fit_vocos_then_sample_reconstruct_fit_a_prior_and_generate(preset, embedded, tmp_path):
     run = tmp_path / "run"
     tiny = ["train.steps_per_epoch=1", "train.n_samples=1", "train.verbose=0", "data.batch_size=2",
             "data.val_windows_per_recording=1", "model.width=8", "model.decoder_blocks=1"]
-    args = ["fit", "--config", "vocos", "--run", str(run), "--epochs", "1"]
+    args = ["fit", "--config", preset, "--run", str(run), "--epochs", "1"]
     for item in tiny:
         args += ["--set", item]
     assert cli.main(args) == 0
@@ -87,3 +88,11 @@ def test_cli_fit_vocos_then_sample_and_reconstruct(embedded, tmp_path):
 
     write_wav(source, 0.3 * np.sin(np.arange(4000) / 3.0), RATE)
     assert cli.main(["reconstruct", str(run), str(source), str(tmp_path / "out.wav")]) == 0
+    assert cli.main(["prior", "fit", str(run), "--epochs", "1", "--steps-per-epoch", "1", "--set", "prior.width=8",
+                     "--set", "gmm.components=2"]) == 0
+    piece = tmp_path / "piece.wav"
+    assert cli.main(["generate", str(run), "--seconds", "1.5", "--seed", "0", "--out", str(piece)]) == 0
+    from kvae.data import read_audio
+
+    audio, rate = read_audio(piece)
+    assert rate == RATE and audio.shape == (int(1.5 * RATE),) and np.isfinite(audio).all()
