@@ -1,5 +1,9 @@
 """Spectral reconstruction losses for raw audio, written in ``keras.ops`` only.
 
+The module is longer than 400 lines because each loss carries its exact
+reference definition (auraloss's, DAC's) beside its code, and the three
+share their checks and signal handling here.
+
 The losses here run unchanged on the torch, tensorflow and jax backends and are
 differentiable. Their definitions follow ``auraloss.freq`` (Steinmetz & Reiss)
 term for term, so that with the same settings the values agree with

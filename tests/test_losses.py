@@ -292,9 +292,7 @@ def test_multi_scale_mel_loss_has_finite_gradients_and_round_trips():
     loss = MultiScaleMelLoss(window_lengths=[32, 128], n_mels=[5, 20], sample_rate=3000)
     target[:, :300] = 0.0  # silent frames: |STFT| = 0 must not give a NaN gradient
     for guess in (target, np.zeros_like(target)):
-        x = torch.tensor(guess, requires_grad=True)
-        loss(torch.tensor(target), x).backward()
-        assert torch.isfinite(x.grad).all()
+        assert np.isfinite(_gradient(loss, target, guess)).all()
     again = MultiScaleMelLoss.from_config(json.loads(json.dumps(loss.get_config())))
     assert _value(again(target, pred)) == pytest.approx(_value(loss(target, pred)))
     with pytest.raises(KvaeError, match="window_lengths and n_mels"):
