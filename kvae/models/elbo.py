@@ -91,7 +91,7 @@ def rate_controlled_beta(beta, kl_nats, window_seconds, target_bps, gain):
     rate instead of the distortion: RAVE's "fidelity" picks a latent size, this
     picks a bitrate. No gradient flows through it.
     """
-    rate = kl_nats / math.log(2.0) / float(window_seconds)
+    rate = ops.convert_to_tensor(kl_nats, "float32") / math.log(2.0) / float(window_seconds)
     error = ops.clip((rate - float(target_bps)) / float(target_bps), -1.0, 1.0)
     return ops.stop_gradient(ops.clip(beta * ops.exp(float(gain) * error), 1e-8, 1e4))
 
