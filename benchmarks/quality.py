@@ -155,7 +155,7 @@ def show_curves(curves, ladder, plot, unit, xlabel):
             if len(rows) < 2:
                 continue
             last, fitted = steps_to_reach(rows, opus["mrstft"])
-            words = [f"{v:,.0f}" if v else "not falling" for v in (last, fitted)]
+            words = [("over 1e9" if v > 1e9 else f"{v:,.0f}") if v else "not falling" for v in (last, fitted)]
             print(f"    {name:<18} {words[0]} / {words[1]}")
     print()
     if plot:
@@ -229,7 +229,12 @@ def plot_curves(curves, ladder, path, xlabel="CPU-minutes (1 thread)"):
     axes[0].axhline(0.5, ls=":", color="black", lw=1)
     axes[0].set(xscale="log", xlabel=xlabel, ylabel="paired reconstruction C2ST (0.5 = not told apart)",
                 ylim=(0.45, 1.02))
-    axes[1].set(xscale="log", xlabel=xlabel, ylabel="MR-STFT distance (lower is better)")
+    for row, metrics in ladder.items():
+        if "Opus 6" in row:
+            axes[1].axhline(metrics["mrstft"], ls="--", lw=1, color="grey")
+            axes[1].annotate(row.replace("ladder: ", ""), (marks[0], metrics["mrstft"]), fontsize=7, color="grey",
+                             va="bottom")
+    axes[1].set(xscale="log", yscale="log", xlabel=xlabel, ylabel="MR-STFT distance (lower is better, log scale)")
     for ax in axes:
         ax.set_xticks(marks, [f"{m:g}" for m in marks])
         ax.minorticks_off()
