@@ -22,6 +22,7 @@ import numpy as np
 
 import kvae
 from kvae.data import prepare
+from kvae.dsp import spectral
 from kvae.evaluation.evaluate import windows
 
 EDGES_HZ = (0, 100, 200, 400, 600, 800, 1000, 1200, 1400)
@@ -29,10 +30,8 @@ EDGES_HZ = (0, 100, 200, 400, 600, 800, 1000, 1200, 1400)
 
 def band_power(clips, rate, edges):
     """Power per band `(len(edges),)` (the last band reaches Nyquist) of Hann-windowed clips, summed over clips."""
-    spectra = np.abs(np.fft.rfft(clips * np.hanning(clips.shape[1]), axis=1)) ** 2
-    freqs = np.fft.rfftfreq(clips.shape[1], 1.0 / rate)
     bounds = list(edges) + [rate / 2.0 + 1.0]
-    return np.array([spectra[:, (freqs >= lo) & (freqs < hi)].sum() for lo, hi in zip(bounds[:-1], bounds[1:])])
+    return spectral.band_power(clips * np.hanning(clips.shape[1]), rate, list(zip(bounds[:-1], bounds[1:]))).sum(0)
 
 
 def main(argv=None):
