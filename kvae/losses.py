@@ -384,7 +384,9 @@ class MultiScaleMelLoss(keras.losses.Loss):
         n_mels: Mel filters per scale, one per window length.
         sample_rate: Sample rate in Hz (places the mel filters).
         clamp_eps: Floor on the mel magnitude before the log.
-        name, reduction, dtype: as `STFTLoss` (the loss is already a scalar).
+        name: Name of the loss.
+        reduction: Keras reduction (the loss is already a scalar, so it changes nothing).
+        dtype: Dtype of the loss computation.
     """
 
     def __init__(self, window_lengths=(32, 64, 128, 256, 512), n_mels=(5, 10, 20, 40, 80), sample_rate=3000,
