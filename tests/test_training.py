@@ -494,6 +494,41 @@ def test_time_budget_ends_training_after_the_epoch_that_spends_it_and_saves(embe
         TimeBudget(1, clock="gpu")
 
 
+class _Tick(keras.callbacks.Callback):
+    """Moves a fake clock (`now[0]`, seconds) a minute forward before each batch."""
+
+    def __init__(self, now):
+        super().__init__()
+        self.now = now
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.now[0] += 60.0
+
+
+def test_a_resumed_run_continues_its_time_budget_and_snapshots(embedded, tmp_path, monkeypatch):
+    from kvae.training import callbacks as cb
+
+    now = [0.0]
+    monkeypatch.setitem(cb._CLOCKS, "cpu", lambda: now[0])
+    config = load_config(TINY, {"train": {"epochs": 10, "steps_per_epoch": 2}})
+    run = tmp_path / "run"
+    first = cb.Snapshots(tmp_path / "snaps", [1, 3, 5], clock="cpu")
+    with pytest.raises(KeyboardInterrupt):  # killed at the start of epoch 2: the backup holds epochs 0-1
+        kvae.fit(config, run=run, callbacks=[_Tick(now), first, cb.TimeBudget(100, clock="cpu"), StopAfter(1)],
+                 verbose=False)
+    assert {m: step for m, (_, step) in first.saved.items()} == {1.0: 1, 3.0: 3}
+    assert cb.RunBackup.spent(run / "backup")["cpu"] == pytest.approx(240.0)  # four one-minute batches
+    written = (tmp_path / "snaps" / "cpu-1min.keras").stat().st_mtime_ns
+
+    now[0] = 10_000.0  # a new process: its clock reads anything
+    again, budget = cb.Snapshots(tmp_path / "snaps", [1, 3, 5], clock="cpu"), cb.TimeBudget(6, clock="cpu")
+    model, _ = kvae.fit(config, run=run, callbacks=[_Tick(now), again, budget], verbose=False)
+    assert again.saved.keys() == {5.0} and again.saved[5.0][1] == 5  # 1 and 3 were passed before the kill
+    assert (tmp_path / "snaps" / "cpu-1min.keras").stat().st_mtime_ns == written  # not overwritten
+    assert budget.stopped_at == 6 == int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    assert cb.RunBackup.spent(tmp_path / "no-backup") == {}
+
+
 def test_snapshots_save_the_model_as_each_mark_of_the_clock_passes(embedded, tmp_path):
     from kvae.training.callbacks import Snapshots
 

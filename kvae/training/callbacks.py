@@ -16,6 +16,9 @@ from kvae.models.elbo import bits_per_second
 from kvae.paths import atomic_path, save_error
 
 
+_CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}  # what TimeBudget and Snapshots can count
+
+
 class RunBackup(keras.callbacks.BackupAndRestore):
     """Keras's `BackupAndRestore` as kvae's run folders need it.
 
@@ -37,8 +40,26 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir, write=True):
         super().__init__(str(backup_dir), delete_checkpoint=False)
         self.write = bool(write)
+        self._clock_start = {}  # clock name -> its reading when training began, less the time spent before
+
+    @staticmethod
+    def spent(backup_dir):
+        """The training time spent up to the backup in `backup_dir`, per clock: `{"cpu": s, "wall": s}`.
+
+        Empty when there is no backup, or one written before kvae kept the
+        clocks. A resumed run's `TimeBudget` and `Snapshots` count from here.
+        """
+        path = os.path.join(str(backup_dir), "training_metadata.json")
+        try:
+            with open(path) as f:
+                spent = json.load(f).get("spent", {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return {k: float(v) for k, v in spent.items() if k in _CLOCKS and isinstance(v, (int, float))}
 
     def on_train_begin(self, logs=None):
+        before = self.spent(self.backup_dir)
+        self._clock_start = {name: clock() - before.get(name, 0.0) for name, clock in _CLOCKS.items()}
         try:
             super().on_train_begin(logs)
         except (OSError, ValueError, KeyError) as exc:
@@ -61,7 +82,10 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             with atomic_path(self._weights_path, durable=True) as tmp:
                 self.model.save_weights(str(tmp), overwrite=True)
             with atomic_path(self._training_metadata_path, durable=True) as tmp:
-                tmp.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+                spent = {name: clock() - self._clock_start[name] for name, clock in _CLOCKS.items()
+                         if name in self._clock_start}
+                tmp.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                                           "spent": spent}))
         except OSError as exc:
             raise save_error(exc, self.backup_dir, "backing up the run") from None
 
@@ -247,18 +271,46 @@ class InformationRate(keras.callbacks.Callback):
 
 def _clock(name, what):
     """The clock called `name`: "wall" (elapsed time) or "cpu" (this process's CPU time, all threads)."""
-    clocks = {"wall": time.monotonic, "cpu": time.process_time}
-    if name not in clocks:
+    if name not in _CLOCKS:
         raise KvaeError(f"{what} clock: must be wall or cpu, got '{name}'")
-    return clocks[name]
+    return _CLOCKS[name]
 
 
-class TimeBudget(keras.callbacks.Callback):
+class _Clocked(keras.callbacks.Callback):
+    """A callback that reads a clock from the start of training, carried over when a run resumes.
+
+    `kvae.fit` calls `carry_over` with the time its backup had spent
+    (`RunBackup.spent`), so a run killed and resumed counts its minutes as one
+    uninterrupted run would (the part of an epoch redone after the kill is
+    counted again: it is spent again).
+    """
+
+    def __init__(self, clock, what):
+        super().__init__()
+        self.clock = _clock(clock, what)
+        self.clock_name = clock
+        self.carried = 0.0  # seconds spent before this call to fit
+        self.start = None
+
+    def carry_over(self, spent):
+        """Count `spent[self.clock_name]` seconds (a `RunBackup.spent` dict) as already spent."""
+        self.carried = float(spent.get(self.clock_name, 0.0))
+
+    def on_train_begin(self, logs=None):
+        self.start = self.clock() - self.carried
+
+    def elapsed(self):
+        """Seconds of the clock spent training, earlier calls to fit included."""
+        return self.clock() - self.start
+
+
+class TimeBudget(_Clocked):
     """Stops training once a time budget is spent, after the batch that spends it.
 
     Keras then ends the epoch as usual (validation, the history row, the
     backup), so the run finishes and saves like one that ran all its epochs.
-    The budget counts this call to `fit` only: a resumed run gets a new one.
+    A run that `kvae.fit` resumes from its backup continues the budget: the
+    time spent up to the backup counts.
 
     Args:
         minutes: float. The budget.
@@ -272,21 +324,19 @@ class TimeBudget(keras.callbacks.Callback):
     """
 
     def __init__(self, minutes, clock="wall", group=None):
-        super().__init__()
-        self.clock = _clock(clock, "time budget")
+        super().__init__(clock, "time budget")
         if not minutes > 0:
             raise KvaeError(f"time budget: must be a positive number of minutes, got {minutes}")
         self.seconds = 60.0 * float(minutes)
-        self.start = None
         self.stopped_at = None  # the optimizer step training stopped at, when the budget ended it
         self.group = group
 
     def on_train_begin(self, logs=None):
-        self.start = self.clock()
+        super().on_train_begin(logs)
         self.stopped_at = None
 
     def on_train_batch_end(self, batch, logs=None):
-        over = self.clock() - self.start >= self.seconds
+        over = self.elapsed() >= self.seconds
         if self.group is not None and self.group.world > 1:
             from kvae.training.distributed import agreed_stop
 
@@ -296,15 +346,16 @@ class TimeBudget(keras.callbacks.Callback):
             self.stopped_at = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
 
-class Snapshots(keras.callbacks.Callback):
+class Snapshots(_Clocked):
     """Saves the model as each mark of a clock passes: one run gives a whole learning curve.
 
     `<folder>/<clock>-<minutes>min.keras` is written (atomically) after the
     batch that passes each mark, so a snapshot at 7.5 minutes of a 60-minute
     run is the model a 7.5-minute run would have saved (the schedules count
-    optimizer steps, not minutes). Like `TimeBudget`, the clock starts with
-    this call to `fit`. The optimizer state is saved too; the snapshot loads
-    with `kvae.load` and is evaluated like any model.
+    optimizer steps, not minutes). Like `TimeBudget`, a run `kvae.fit`
+    resumes continues the clock; the marks it had passed are not saved again.
+    The optimizer state is saved too; the snapshot loads with `kvae.load` and
+    is evaluated like any model.
 
     Args:
         folder: str or Path. Where the snapshots go.
@@ -314,13 +365,11 @@ class Snapshots(keras.callbacks.Callback):
     """
 
     def __init__(self, folder, minutes, clock="wall"):
-        super().__init__()
-        self.clock = _clock(clock, "snapshot")
+        super().__init__(clock, "snapshot")
         marks = sorted(float(m) for m in minutes)
         if not marks or not all(math.isfinite(m) and m > 0 for m in marks):
             raise KvaeError(f"snapshots: need positive finite minutes, got {list(minutes)}")
-        self.folder, self.marks, self.clock_name = folder, marks, clock
-        self.start = None
+        self.folder, self.marks = folder, marks
         self.saved = {}  # mark -> (path, optimizer step)
 
     @staticmethod
@@ -329,10 +378,11 @@ class Snapshots(keras.callbacks.Callback):
         return f"{clock}-{minutes:g}min.keras"
 
     def on_train_begin(self, logs=None):
-        self.start = self.clock()
+        super().on_train_begin(logs)
+        self.marks = [m for m in self.marks if m * 60.0 > self.carried]  # passed before a resume: saved then
 
     def on_train_batch_end(self, batch, logs=None):
-        elapsed = (self.clock() - self.start) / 60.0
+        elapsed = self.elapsed() / 60.0
         while self.marks and elapsed >= self.marks[0]:
             mark = self.marks.pop(0)
             path = os.path.join(self.folder, self.name(mark, self.clock_name))

@@ -17,7 +17,7 @@ from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, run_lock, save_error
 from kvae.training import distributed
-from kvae.training.callbacks import InformationRate, KLSchedule, TimeBudget, resumable_callbacks
+from kvae.training.callbacks import InformationRate, KLSchedule, RunBackup, TimeBudget, resumable_callbacks
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
 from kvae.training.runs import finish_run
 
@@ -222,12 +222,19 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
         cbs.append(_BroadcastState(group))  # after RunBackup: the ranks start from rank 0's (restored) state
     budget = TimeBudget(train["max_minutes"], group=group) if train["max_minutes"] > 0 else None
     cbs += ([budget] if budget else []) + list(callbacks or [])
+    spent = RunBackup.spent(backup)  # a resumed run's budget and snapshots go on from the backup's clocks
+    for cb in cbs:
+        if hasattr(cb, "carry_over"):
+            cb.carry_over(spent)
     if verbose:
         print(f"run:        {run_dir}")
         print(f"model:      {type(model).__name__}, {model.count_params():,} parameters, "
               f"{model.window} samples per window at {model.sample_rate} Hz, backend {keras.backend.backend()}"
               + ("" if train["precision"] == "float32" else f", {train['precision']}"))
         _print_parallelism(cfg, group)
+        if spent and budget is not None:
+            print(f"time:       resumed with {spent.get('wall', 0.0) / 60:,.1f} of train.max_minutes = "
+                  f"{train['max_minutes']:g} already spent")
         note = stage_note(cfg)
         if note:
             print(f"note:       {note}")
