@@ -521,7 +521,10 @@ def test_a_resumed_run_continues_its_time_budget_and_snapshots(embedded, tmp_pat
     written = (tmp_path / "snaps" / "cpu-1min.keras").stat().st_mtime_ns
 
     now[0] = 10_000.0  # a new process: its clock reads anything
-    again, budget = cb.Snapshots(tmp_path / "snaps", [1, 3, 5], clock="cpu"), cb.TimeBudget(6, clock="cpu")
+    # a snapshot the killed run had written after its last backup is kept too (here a copy stands for it)
+    (tmp_path / "snaps" / "cpu-5.5min.keras").write_bytes((tmp_path / "snaps" / "cpu-3min.keras").read_bytes())
+    again = cb.Snapshots(tmp_path / "snaps", [1, 3, 5, 5.5], clock="cpu")
+    budget = cb.TimeBudget(6, clock="cpu")
     model, _ = kvae.fit(config, run=run, callbacks=[_Tick(now), again, budget], verbose=False)
     assert again.saved.keys() == {5.0} and again.saved[5.0][1] == 5  # 1 and 3 were passed before the kill
     assert (tmp_path / "snaps" / "cpu-1min.keras").stat().st_mtime_ns == written  # not overwritten

@@ -379,7 +379,9 @@ class Snapshots(_Clocked):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self.marks = [m for m in self.marks if m * 60.0 > self.carried]  # passed before a resume: saved then
+        if self.carried:  # a resumed run: the marks it passed (or saved) before the kill stay as they were
+            self.marks = [m for m in self.marks if m * 60.0 > self.carried
+                          and not os.path.exists(os.path.join(self.folder, self.name(m, self.clock_name)))]
 
     def on_train_batch_end(self, batch, logs=None):
         elapsed = self.elapsed() / 60.0
