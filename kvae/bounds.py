@@ -28,6 +28,7 @@ BOUNDS = {
     "train.steps_per_epoch": (0, 10 ** 9, True, "", False),
     "train.learning_rate": (0.0, 10.0, False, "", True),
     "train.clipnorm": (0.0, 1e6, False, "", False),
+    "train.ema_momentum": (0.0, 0.99999, False, "", False),
     "train.seed": (0, SEED_MAX, True, "", False),
     "train.kl_warmup_steps": (0, 10 ** 10, True, "", False),
     "train.kl_start": (0.0, 1e3, False, "", False),

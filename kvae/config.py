@@ -50,6 +50,8 @@ DEFAULTS = {
         "learning_rate": 1e-3,
         "clipnorm": 1.0,
         "fused_adam": True,  # torch backend: fused clipping + Adam kernels (same update as Keras's)
+        "ema_momentum": 0.0,  # 0: off; else Adam keeps an exponential moving average of the weights, and the
+                              # saved model (and every snapshot) holds the average
         "jit_compile": False,  # true: compile(jit_compile=True), torch.compile on torch; false: Keras's "auto"
         "seed": 0,
         "kl_schedule": "constant",  # constant, linear, log

@@ -20,11 +20,11 @@ CONFIG = {
 }
 
 
-def _train(fused, clipnorm, steps=12, amsgrad=False):
+def _train(fused, clipnorm, steps=12, amsgrad=False, ema=0.0):
     """Weights after `steps` train steps from the same start, data and noise, with or without the fast path."""
     import torch
 
-    cfg = load_config(CONFIG, {"train": {"fused_adam": fused, "clipnorm": clipnorm}})
+    cfg = load_config(CONFIG, {"train": {"fused_adam": fused, "clipnorm": clipnorm, "ema_momentum": ema}})
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
     if amsgrad:
@@ -44,9 +44,10 @@ def _train(fused, clipnorm, steps=12, amsgrad=False):
     return model
 
 
-@pytest.mark.parametrize("clipnorm", [1.0, 0.05, 0.0])
-def test_fused_adam_gives_keras_updates(clipnorm):
-    stock, fused = _train(False, clipnorm), _train(True, clipnorm)
+@pytest.mark.parametrize("clipnorm, ema", [(1.0, 0.0), (0.05, 0.0), (0.0, 0.0), (1.0, 0.9)])
+def test_fused_adam_gives_keras_updates(clipnorm, ema):
+    stock, fused = _train(False, clipnorm, ema=ema), _train(True, clipnorm, ema=ema)
+    assert len(fused.optimizer.variables) == len(stock.optimizer.variables)  # with EMA: the averages too
     assert fused.optimizer._parallel_update_step.__qualname__.startswith("fuse_adam")  # the fast path ran
     assert "fuse_adam" not in type(stock.optimizer)._parallel_update_step.__qualname__
     for a, b in zip(stock.trainable_weights, fused.trainable_weights):
@@ -88,3 +89,18 @@ def test_jit_compile_trains_with_the_fast_path_falling_back():
     logs = model.fit(np.random.default_rng(0).standard_normal((32, 750)).astype("float32") * 0.1,
                      batch_size=16, epochs=1, verbose=0).history
     assert np.isfinite(logs["loss"][-1])
+
+
+def test_averaged_weights_lends_the_ema_and_gives_the_training_weights_back():
+    from kvae.training.callbacks import averaged_weights
+
+    model = _train(True, 1.0, steps=3, ema=0.5)
+    raw = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
+    average = [keras.ops.convert_to_numpy(v).copy() for v in model.optimizer._model_variables_moving_average]
+    with averaged_weights(model):
+        inside = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
+    for r, a, i in zip(raw, average, inside):
+        np.testing.assert_array_equal(i, a)
+    assert any(np.abs(r - a).max() > 1e-6 for r, a in zip(raw, average))  # the average is not the weights
+    for r, v in zip(raw, model.trainable_variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), r)

@@ -532,6 +532,28 @@ def test_a_resumed_run_continues_its_time_budget_and_snapshots(embedded, tmp_pat
     assert cb.RunBackup.spent(tmp_path / "no-backup") == {}
 
 
+def test_weight_ema_is_what_the_saved_model_and_its_snapshots_hold(embedded, tmp_path, monkeypatch):
+    from kvae.training import callbacks as cb
+
+    now = [0.0]
+    monkeypatch.setitem(cb._CLOCKS, "cpu", lambda: now[0])
+    weights = {}
+    for ema in (0.0, 0.5):
+        config = load_config(TINY, {"train": {"epochs": 1, "steps_per_epoch": 3, "ema_momentum": ema}})
+        now[0] = 0.0
+        run = tmp_path / f"ema{ema}"
+        kvae.fit(config, run=run, callbacks=[_Tick(now), cb.Snapshots(run / "snaps", [3], clock="cpu")],
+                 verbose=False)
+        weights[ema] = [[keras.ops.convert_to_numpy(w) for w in kvae.load(path).trainable_weights]
+                        for path in (run / "model.keras", run / "snaps" / "cpu-3min.keras")]
+    for ema, (final, snapshot) in weights.items():  # the last step's snapshot is the saved model: the average
+        for a, b in zip(final, snapshot):
+            np.testing.assert_array_equal(a, b)
+    assert max(np.abs(a - b).max() for a, b in zip(weights[0.0][0], weights[0.5][0])) > 1e-6  # not the raw weights
+    with pytest.raises(KvaeError, match="train.ema_momentum"):
+        load_config(TINY, {"train": {"ema_momentum": 1.0}})
+
+
 def test_snapshots_save_the_model_as_each_mark_of_the_clock_passes(embedded, tmp_path):
     from kvae.training.callbacks import Snapshots
 

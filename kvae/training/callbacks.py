@@ -1,6 +1,7 @@
 """Keras callbacks of kvae's training loop: the epoch of the window plan, the KL warm-up, the
 information rate, the history file, the backup a cut-short run resumes from and the time budget."""
 
+import contextlib
 import csv
 import errno
 import json
@@ -354,7 +355,8 @@ class Snapshots(_Clocked):
     run is the model a 7.5-minute run would have saved (the schedules count
     optimizer steps, not minutes). Like `TimeBudget`, a run `kvae.fit`
     resumes continues the clock; the marks it had passed are not saved again.
-    The optimizer state is saved too; the snapshot loads with `kvae.load` and
+    With weight EMA (`train.ema_momentum`) a snapshot holds the average, as
+    the final model does. The optimizer state is saved too; the snapshot loads with `kvae.load` and
     is evaluated like any model.
 
     Args:
@@ -389,10 +391,28 @@ class Snapshots(_Clocked):
             mark = self.marks.pop(0)
             path = os.path.join(self.folder, self.name(mark, self.clock_name))
             started = self.clock()
-            with atomic_path(path) as tmp:
+            with atomic_path(path) as tmp, averaged_weights(self.model):
                 self.model.save(tmp)
             self.start += self.clock() - started  # saving is not training time
             self.saved[mark] = (path, int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Within the block the model holds its optimizer's weight average (Keras's `use_ema`), as `fit`
+    leaves it at its end; the training weights come back after. Without an average, nothing changes."""
+    optimizer = getattr(model, "optimizer", None)
+    if not getattr(optimizer, "use_ema", False) or not optimizer.built:
+        yield model
+        return
+    variables = model.trainable_variables
+    raw = [keras.ops.copy(v.value) for v in variables]
+    optimizer.finalize_variable_values(variables)
+    try:
+        yield model
+    finally:
+        for v, value in zip(variables, raw):
+            v.assign(value)
 
 
 def resumable_callbacks(dataset, source, folder, write=True, before_history=()):

@@ -20,8 +20,9 @@ saves and loads as one trained with `keras.optimizers.Adam`, on any backend.
 
 The fused kernel runs where every weight is a float32 CPU tensor; elsewhere
 (a GPU, where reading the step count would be a host sync; mixed precision;
-amsgrad, weight decay, EMA, gradient accumulation; a step under
-`torch.compile`) the stock methods run.
+amsgrad, weight decay, gradient accumulation; a step under
+`torch.compile`) the stock methods run. Weight EMA (`use_ema`) is Keras's
+own, applied after the update by the base optimizer, on either path.
 Other backends never import this module (`kvae.training.compile_model`
 checks the backend first). The optimizer's private methods and slots are
 reached through `kvae._keras_private.adam_internals` (None on another Keras
@@ -48,7 +49,7 @@ def can_fuse(optimizer):
 def _internals(optimizer):
     internals = adam_internals(optimizer)
     if internals is None or not hasattr(torch, "_fused_adam_") or optimizer.amsgrad or optimizer.weight_decay \
-            or optimizer.use_ema or optimizer.gradient_accumulation_steps or optimizer.global_clipnorm is not None \
+            or optimizer.gradient_accumulation_steps or optimizer.global_clipnorm is not None \
             or optimizer.clipvalue is not None:
         return None
     return internals

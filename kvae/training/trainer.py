@@ -64,7 +64,11 @@ def build_model(config):
 
 
 def compile_model(model, config):
-    """Compile with Adam at the config's learning rate and gradient clipping.
+    """Compile with Adam at the config's learning rate and gradient clipping (and weight EMA).
+
+    With `train.ema_momentum` > 0 Adam keeps an exponential moving average
+    of the weights (Keras's `use_ema`); `fit` ends by writing the average
+    into the model, so `model.keras` holds it, and `Snapshots` save it too.
 
     On the torch backend with `train.fused_adam` (the default) the optimizer
     clips and updates with fused kernels (`kvae.training.fast_adam`): the
@@ -75,7 +79,8 @@ def compile_model(model, config):
     """
     train = config["train"]
     clipnorm = train["clipnorm"] or None
-    optimizer = keras.optimizers.Adam(train["learning_rate"], clipnorm=clipnorm)
+    ema = {"use_ema": True, "ema_momentum": train["ema_momentum"]} if train["ema_momentum"] > 0 else {}
+    optimizer = keras.optimizers.Adam(train["learning_rate"], clipnorm=clipnorm, **ema)
     if train["fused_adam"] and keras.backend.backend() == "torch":
         from kvae.training.fast_adam import fuse_adam
 
