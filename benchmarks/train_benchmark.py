@@ -2,7 +2,7 @@
 
 Run on demand (it measures, it never asserts)::
 
-    python benchmarks/train_benchmark.py              # 7 sizes x their rows x 3 repeats + malloc re-run, ~35 min
+    python benchmarks/train_benchmark.py              # all 9 sizes x their rows x 3 repeats + malloc re-run (the first 7 took ~35 min)
     python benchmarks/train_benchmark.py --quick      # smoke run: tiny and small sizes, 1 repeat, few steps
     python benchmarks/train_benchmark.py --sizes small,rave --repeats 5 --out /tmp/kvae-bench
     python benchmarks/train_benchmark.py --rows torch,keras-step,keras-array,keras-pydataset,kvae-fit  # diagnostics
@@ -42,7 +42,7 @@ in the same order, except that the PyDataset rows get them in the order
                      samples happen after the timed steps.
 * kvae.fit, Keras's stock Adam - the same with `train.fused_adam = false`.
 
-Preset sizes (conv1d, transformer, rave, vocos: the model of that preset at its
+Preset sizes (conv1d, transformer, rave, vocos, vocos-mel: the model of that preset at its
 batch size) have no hand-written twin; their reference is
 
 * PyTorch loop on kvae's model - kvae's model (on the torch backend a
@@ -124,6 +124,7 @@ SIZES = {
     "transformer": (3000, 1.0, 0, 0, 0, 20, 4, "transformer-3k"),
     "rave": (3000, 1.0, 0, 0, 0, 30, 4, "rave-3k"),
     "vocos": (3000, 1.0, 0, 0, 0, 60, 6, "vocos"),
+    "vocos-mel": (3000, 1.0, 0, 0, 0, 60, 6, "vocos-mel"),
 }
 SIZE_NOTES = {
     "tiny": "per-step overhead: 3000 Hz, 1 s window, 1 hidden layer of 32 (compute is negligible)",
@@ -134,6 +135,7 @@ SIZE_NOTES = {
     "transformer": "the transformer-3k preset (TransformerVAE, MR-STFT loss), 3000 Hz, 1 s",
     "rave": "the rave-3k preset (RaveVAE: PQMF, residual units, MR-STFT loss), 3000 Hz, 1 s",
     "vocos": "the vocos preset (VocosVAE: STFT-frame encoder, ConvNeXt decoder, inverse-STFT head), 3000 Hz, 1 s",
+    "vocos-mel": "the vocos-mel preset (vocos with the multi-scale mel loss and the rate controller), 3000 Hz, 1 s",
 }
 RATIO_SIZE = "small"  # the final `kvae/torch ratio (paper-like)` line
 
