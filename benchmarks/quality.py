@@ -42,7 +42,9 @@ only a ceiling): a fair comparison even while other jobs share the machine,
 best with `--threads 1` (idle OpenMP threads spin and count as CPU time).
 
 Rerunning with the same `--out` resumes: finished models are loaded (their
-training time shows as nan) and an interrupted training resumes.
+training time shows as nan) and an interrupted training resumes where its
+backup left it, budget and snapshots included (the backup records the
+CPU-minutes spent), so a killed hour still gives one curve.
 
 Run on demand; it takes minutes per model on a 2-core CPU. The script uses
 kvae's public API only.
