@@ -32,6 +32,15 @@ def test_model_checks(tmp_path):
     assert model.latent_rate == pytest.approx(RATE / 64)
 
 
+def test_an_uncompiled_model_gives_its_loss_in_a_plain_loop():
+    # a custom loop (benchmarks/train_benchmark.py's plain PyTorch row) calls compute_loss without compile:
+    # the rate controller and the warm-up need an optimizer step, so the saved beta is used
+    model = VocosVAE(**{**TINY, "reconstruction_weight": 0.0, "mel_weight": 1.0, "rate_target": 500.0})
+    x = keras.ops.convert_to_tensor(tones(4))
+    loss = model.compute_loss(x=x, y_pred=model(x, training=True), training=True)
+    assert np.isfinite(float(keras.ops.convert_to_numpy(loss)))
+
+
 def test_a_fresh_decoder_is_quiet_not_full_scale_noise():
     model = VocosVAE(**{**TINY, "stft_weight": 1.0})
     audio_out = model.sample(4, seed=0)

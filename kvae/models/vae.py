@@ -237,7 +237,7 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
         reconstruction = ops.mean(self._reconstruction_nll(self.target(x), decoded))
         kl = self._kl(z_mean, z_log_var)
         beta = self.beta
-        if training and (self.kl_warmup or self.rate_target) and self.optimizer is not None:
+        if training and (self.kl_warmup or self.rate_target) and getattr(self, "optimizer", None) is not None:
             beta = self._training_beta(kl)
         total = reconstruction + beta * kl
         self.loss_tracker_reconstruction.update_state(reconstruction)
