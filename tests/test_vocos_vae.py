@@ -105,3 +105,38 @@ def test_cli_fit_vocos_then_sample_reconstruct_fit_a_prior_and_generate(preset, 
 
     audio, rate = read_audio(piece)
     assert rate == RATE and audio.shape == (int(1.5 * RATE),) and np.isfinite(audio).all()
+
+
+class _Beta(keras.callbacks.Callback):
+    """Reads the KL weight the rate controller keeps: when training begins (after a backup is restored)
+    and at each epoch's end."""
+
+    def __init__(self):
+        super().__init__()
+        self.at_begin, self.at_epoch_end = None, []
+
+    def on_train_begin(self, logs=None):
+        self.at_begin = float(keras.ops.convert_to_numpy(self.model.beta))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.at_epoch_end.append(float(keras.ops.convert_to_numpy(self.model.beta)))
+
+
+def test_vocos_mel_resumes_with_its_rate_controller_where_it_stopped(embedded, tmp_path):
+    import kvae
+    from kvae.config import load_config
+    from model_checks import StopAfter
+
+    config = load_config("vocos-mel", {
+        "data": {"batch_size": 2, "val_windows_per_recording": 1},
+        "model": {"width": 8, "decoder_blocks": 1},
+        "train": {"epochs": 3, "steps_per_epoch": 2, "n_samples": 1, "verbose": 0, "kl_schedule": "constant",
+                  "kl_warmup_steps": 0}})
+    run, first = tmp_path / "run", _Beta()
+    with pytest.raises(KeyboardInterrupt):
+        kvae.fit(config, run=run, callbacks=[first, StopAfter(0)], verbose=False)
+    again = _Beta()
+    model, history = kvae.fit(run=run, callbacks=[again], verbose=False)
+    assert first.at_epoch_end[0] != first.at_begin  # the controller moved it
+    assert again.at_begin == first.at_epoch_end[0]  # and the resumed run goes on from there
+    assert len(history["loss"]) == 2 and int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6
