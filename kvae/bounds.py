@@ -33,6 +33,7 @@ BOUNDS = {
     "train.kl_warmup_steps": (0, 10 ** 10, True, "", False),
     "train.kl_start": (0.0, 1e3, False, "", False),
     "train.max_minutes": (0.0, 10 ** 7, False, " min", False),
+    "train.divergence_factor": (0.0, 1e6, False, "", False),
     "train.n_samples": (0, 10000, True, "", False),
     "train.distributed_timeout": (0.0, 7 * 86400.0, False, " s", True),
     # a prior config (`kvae prior fit --config`), rows named "prior/<key>"

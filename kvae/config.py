@@ -58,6 +58,7 @@ DEFAULTS = {
         "kl_warmup_steps": 0,
         "kl_start": 1e-6,
         "max_minutes": 0.0,  # 0: no time limit; else stop after the epoch that passes it
+        "divergence_factor": 3.0,  # stop when val MR-STFT stays over this x its best for 3 epochs; 0: off
         "n_samples": 4,
         "gallery": True,  # write RUN/gallery/index.html at the end (kvae gallery)
         "verbose": "auto",

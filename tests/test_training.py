@@ -554,6 +554,59 @@ def test_weight_ema_is_what_the_saved_model_and_its_snapshots_hold(embedded, tmp
         load_config(TINY, {"train": {"ema_momentum": 1.0}})
 
 
+def test_divergence_guard_trips_on_a_sustained_blow_up_only():
+    from kvae.training.callbacks import DivergenceGuard
+
+    class Model:
+        stop_training = False
+
+    def replay(values, **kwargs):
+        guard = DivergenceGuard(3.0, **kwargs)
+        guard.set_model(Model())
+        guard.on_train_begin()
+        for epoch, value in enumerate(values):
+            guard.on_epoch_end(epoch, {"val_stft": value, "loss": -800.0})
+        return guard
+
+    healthy = [2.2, 1.9, 1.7, 2.0, 1.6, 1.8, 1.55]  # noisy but within 1.3 x its best
+    assert replay(healthy).tripped is None and not replay(healthy).model.stop_training
+    assert replay([2.1, 2.5, 5.4, 3.1, 2.2, 7.0, 2.0]).tripped is None  # spikes that recover
+    assert replay([2.1, 2.5, None, float("nan")]).tripped is None  # nothing to judge
+    guard = replay([2.2, 2.1, 11.2, 21.3, 21.3, 21.3])
+    assert guard.tripped == (4, 21.3, 2.1) and guard.model.stop_training
+    assert guard.message().startswith("training diverged at epoch 4: val_stft 21.3 has been over 3 x its best (2.1)")
+    assert replay([2.0, 7.0, 7.0], patience=2).tripped == (2, 7.0, 2.0)
+    with pytest.raises(KvaeError, match="divergence_factor: must be 0 .off. or above 1"):
+        DivergenceGuard(1.0)
+    with pytest.raises(KvaeError, match="train.divergence_factor"):
+        load_config(TINY, {"train": {"divergence_factor": -1}})
+
+
+class _BlowUp(keras.callbacks.Callback):
+    """Makes the logged validation MR-STFT ten times larger from epoch `start` on (what the guard reads)."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.start = start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch >= self.start:
+            logs["val_stft"] *= 10.0
+
+
+def test_a_blown_up_run_stops_with_one_line_and_keeps_its_history(embedded, tmp_path):
+    config = load_config(TINY, {"model": {"stft_weight": 1.0}, "train": {"epochs": 8, "steps_per_epoch": 1}})
+    run = tmp_path / "run"
+    with pytest.raises(KvaeError, match=r"training diverged at epoch 4: val_stft .* for 3 epochs; lower train.learning_rate"):
+        kvae.fit(config, run=run, callbacks=[_BlowUp(2)], verbose=False)
+    assert [int(r["epoch"]) for r in rows(run / "history.csv")] == [0, 1, 2, 3, 4]  # stopped after epoch 4
+    assert not (run / "backup").exists() and not (run / "model.keras").exists()
+    off = load_config(TINY, {"model": {"stft_weight": 1.0},
+                             "train": {"epochs": 6, "steps_per_epoch": 1, "divergence_factor": 0}})
+    kvae.fit(off, run=tmp_path / "off", callbacks=[_BlowUp(2)], verbose=False)  # the check turned off
+    assert (tmp_path / "off" / "model.keras").is_file()
+
+
 def test_snapshots_save_the_model_as_each_mark_of_the_clock_passes(embedded, tmp_path):
     from kvae.training.callbacks import Snapshots
 

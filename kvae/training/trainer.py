@@ -17,7 +17,8 @@ from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, run_lock, save_error
 from kvae.training import distributed
-from kvae.training.callbacks import InformationRate, KLSchedule, RunBackup, TimeBudget, resumable_callbacks
+from kvae.training.callbacks import (DivergenceGuard, InformationRate, KLSchedule, RunBackup, TimeBudget,
+                                     resumable_callbacks)
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
 from kvae.training.runs import finish_run
 
@@ -226,7 +227,8 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     if group.world > 1:
         cbs.append(_BroadcastState(group))  # after RunBackup: the ranks start from rank 0's (restored) state
     budget = TimeBudget(train["max_minutes"], group=group) if train["max_minutes"] > 0 else None
-    cbs += ([budget] if budget else []) + list(callbacks or [])
+    guard = DivergenceGuard(train["divergence_factor"]) if train["divergence_factor"] > 0 else None
+    cbs += ([budget] if budget else []) + list(callbacks or []) + ([guard] if guard else [])
     spent = RunBackup.spent(backup)  # a resumed run's budget and snapshots go on from the backup's clocks
     for cb in cbs:
         if hasattr(cb, "carry_over"):
@@ -255,6 +257,10 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
         raise save_error(exc, run_dir, "training") from None
     if verbose and budget is not None and budget.stopped_at is not None:
         print(f"time:       train.max_minutes = {train['max_minutes']:g} spent; stopped after step {budget.stopped_at:,}")
+    if guard is not None and guard.tripped is not None:
+        if group.writes:
+            shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
+        raise KvaeError(guard.message())
     if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
         if group.writes:
             shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
