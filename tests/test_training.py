@@ -597,7 +597,8 @@ class _BlowUp(keras.callbacks.Callback):
 def test_a_blown_up_run_stops_with_one_line_and_keeps_its_history(embedded, tmp_path):
     config = load_config(TINY, {"model": {"stft_weight": 1.0}, "train": {"epochs": 8, "steps_per_epoch": 1}})
     run = tmp_path / "run"
-    with pytest.raises(KvaeError, match=r"training diverged at epoch 4: val_stft .* for 3 epochs; lower train.learning_rate"):
+    blown_up = r"training diverged at epoch 4: val_stft .* for 3 epochs; lower train.learning_rate"
+    with pytest.raises(KvaeError, match=blown_up):
         kvae.fit(config, run=run, callbacks=[_BlowUp(2)], verbose=False)
     assert [int(r["epoch"]) for r in rows(run / "history.csv")] == [0, 1, 2, 3, 4]  # stopped after epoch 4
     assert not (run / "backup").exists() and not (run / "model.keras").exists()

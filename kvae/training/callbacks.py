@@ -3,9 +3,9 @@ information rate, the history file and the backup a cut-short run resumes from. 
 and the snapshots live in `kvae.training.time_budget` and are importable from here too."""
 
 import csv
-import math
 import errno
 import json
+import math
 import os
 
 import keras
@@ -16,8 +16,8 @@ from kvae.models.elbo import bits_per_second
 from kvae.paths import atomic_path, save_error
 from kvae.training.time_budget import _CLOCKS, Snapshots, TimeBudget, averaged_weights  # noqa: F401 (public here too)
 
-__all__ = ["RunBackup", "EpochHistory", "DivergenceGuard", "WindowEpochs", "KLSchedule", "InformationRate", "TimeBudget", "Snapshots",
-           "averaged_weights", "truncate_history", "resumable_callbacks"]
+__all__ = ["RunBackup", "EpochHistory", "DivergenceGuard", "WindowEpochs", "KLSchedule", "InformationRate",
+           "TimeBudget", "Snapshots", "averaged_weights", "truncate_history", "resumable_callbacks"]
 
 
 class RunBackup(keras.callbacks.BackupAndRestore):
