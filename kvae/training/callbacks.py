@@ -275,8 +275,8 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     A model whose loss jumps without becoming NaN (rave-3k at learning rate
     1e-3 on real music: its validation MR-STFT went from 2.1 to 21 and stayed
-    there, the latent collapsed to 0 bit/s, and the run trained on for 30
-    CPU-minutes) passes `TerminateOnNaN`. The likelihood can be negative, so
+    there, the latent collapsed to 0 bit/s, and the run trained on to the end
+    of its hour) passes `TerminateOnNaN`. The likelihood can be negative, so
     the loss itself has no scale to compare with; the MR-STFT term
     (`val_stft`, logged by every model with `stft_weight` > 0) does. Healthy
     runs of every preset stayed within 1.11 times their best so far
