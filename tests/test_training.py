@@ -582,6 +582,27 @@ def test_divergence_guard_trips_on_a_sustained_blow_up_only():
         load_config(TINY, {"train": {"divergence_factor": -1}})
 
 
+def test_divergence_replay_reads_histories_as_the_guard_would(tmp_path, capsys):
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("divergence_replay",
+                                                  os.path.join(root, "benchmarks", "divergence_replay.py"))
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    blown, healthy, mel = tmp_path / "blown.csv", tmp_path / "healthy", tmp_path / "mel.csv"
+    blown.write_text("epoch,loss,val_stft\n0,-1,2.2\n1,-2,2.1\n2,5,11.2\n3,9,21.3\n4,9,21.3\n")
+    healthy.mkdir()
+    (healthy / "history.csv").write_text("epoch,val_stft\n0,2.0\n1,2.2\n2,1.8\n")
+    mel.write_text("epoch,loss\n0,1.0\n")
+    assert replay.main([str(blown), str(healthy), str(mel), str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("5 epochs, at most 10.14 x its best so far; trips at epoch 4 (21.3 against a best of 2.1)")
+    assert out[1].endswith("3 epochs, at most 1.10 x its best so far; never trips")
+    assert "no val_stft column" in out[2] and "no history.csv (skipped)" in out[3]
+    assert replay.main([str(blown), "--factor", "0.5"]) == 2
+
+
 class _BlowUp(keras.callbacks.Callback):
     """Makes the logged validation MR-STFT ten times larger from epoch `start` on (what the guard reads)."""
 
