@@ -582,6 +582,21 @@ def test_divergence_guard_trips_on_a_sustained_blow_up_only():
         load_config(TINY, {"train": {"divergence_factor": -1}})
 
 
+def test_a_resumed_run_judges_a_blow_up_against_the_best_of_the_whole_run(embedded, tmp_path):
+    config = load_config(TINY, {"model": {"stft_weight": 1.0}, "train": {"epochs": 8, "steps_per_epoch": 1}})
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        kvae.fit(config, run=run, callbacks=[StopAfter(1)], verbose=False)
+    history = rows(run / "history.csv")
+    history[1]["val_stft"] = str(10 * float(history[1]["val_stft"]))  # the blow-up began before the kill
+    with open(run / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    with pytest.raises(KvaeError, match="training diverged at epoch 3: "):  # epochs 1 (replayed), 2 and 3
+        kvae.fit(run=run, callbacks=[_BlowUp(0)], verbose=False)
+
+
 def test_divergence_replay_reads_histories_as_the_guard_would(tmp_path, capsys):
     import importlib.util
 

@@ -283,34 +283,57 @@ class DivergenceGuard(keras.callbacks.Callback):
     (`docs/guides/reliability.md#divergence`). When the term is over `factor`
     times its best for `patience` epochs in a row, training stops after the
     epoch and `kvae.fit` raises a one-line error. Models without the term are
-    not watched.
+    not watched. A resumed run first replays the epochs its `history.csv`
+    lists before the one it resumes at, so a blow-up is judged against the
+    best of the whole run.
 
     Args:
         factor: float. How many times the best value counts as blown up
             (above 1).
         patience: int. Epochs in a row over it before stopping. Defaults to 3.
         monitor: str. The logged value watched. Defaults to "val_stft".
+        history: str or Path or None. The run's `history.csv`, replayed when
+            a run resumes. Defaults to None.
     """
 
-    def __init__(self, factor, patience=3, monitor="val_stft"):
+    def __init__(self, factor, patience=3, monitor="val_stft", history=None):
         super().__init__()
         if not factor > 1:
             raise KvaeError(f"train.divergence_factor: must be 0 (off) or above 1, got {factor}")
         self.factor, self.patience, self.monitor = float(factor), max(int(patience), 1), monitor
-        self.best, self.over, self.tripped = math.inf, 0, None
+        self.history = history
+        self.best, self.over, self.tripped, self._first = math.inf, 0, None, True
 
     def on_train_begin(self, logs=None):
-        self.best, self.over, self.tripped = math.inf, 0, None
+        self.best, self.over, self.tripped, self._first = math.inf, 0, None, True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._first:
+            return
+        self._first = False
+        if epoch > 0 and self.history is not None and os.path.isfile(self.history):
+            with open(self.history, newline="") as f:
+                for row in csv.DictReader(f):
+                    try:
+                        earlier, value = int(float(row["epoch"])), float(row[self.monitor])
+                    except (KeyError, TypeError, ValueError):
+                        continue
+                    if earlier < epoch:
+                        self._judge(value)
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(value):
-            return
-        self.over = self.over + 1 if value > self.factor * self.best else 0
-        self.best = min(self.best, value)
-        if self.over >= self.patience and self.tripped is None:
+        if value is not None and self._judge(value) and self.tripped is None:
             self.tripped = (epoch, value, self.best)
             self.model.stop_training = True
+
+    def _judge(self, value):
+        """Count one epoch's value; whether it is `patience` epochs in a row over `factor` x the best."""
+        if not math.isfinite(value):
+            return False
+        self.over = self.over + 1 if value > self.factor * self.best else 0
+        self.best = min(self.best, value)
+        return self.over >= self.patience
 
     def message(self):
         """The one-line error for a tripped guard."""

@@ -227,7 +227,8 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     if group.world > 1:
         cbs.append(_BroadcastState(group))  # after RunBackup: the ranks start from rank 0's (restored) state
     budget = TimeBudget(train["max_minutes"], group=group) if train["max_minutes"] > 0 else None
-    guard = DivergenceGuard(train["divergence_factor"]) if train["divergence_factor"] > 0 else None
+    guard = (DivergenceGuard(train["divergence_factor"], history=run_dir / "history.csv")
+             if train["divergence_factor"] > 0 else None)
     cbs += ([budget] if budget else []) + list(callbacks or []) + ([guard] if guard else [])
     spent = RunBackup.spent(backup)  # a resumed run's budget and snapshots go on from the backup's clocks
     for cb in cbs:
