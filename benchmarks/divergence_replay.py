@@ -14,7 +14,6 @@ Run on demand; it trains nothing.
 """
 
 import argparse
-import csv
 import math
 import sys
 from pathlib import Path
@@ -34,24 +33,19 @@ def replay(path, factor, patience, monitor):
     the watched column."""
     from kvae.training.callbacks import DivergenceGuard
 
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or monitor not in rows[0]:
-        return None
     guard = DivergenceGuard(factor, patience=patience, monitor=monitor)
     guard.set_model(_Model())
     guard.on_train_begin()
+    values = guard.read_history(path)
+    if not values:
+        return None
     best, worst = math.inf, 0.0
-    for row in rows:
-        try:
-            value = float(row[monitor])
-        except (TypeError, ValueError):
-            continue
+    for epoch, value in values:
         if math.isfinite(value):
             worst = max(worst, value / best if best < math.inf else 1.0)
             best = min(best, value)
-        guard.on_epoch_end(int(float(row["epoch"])), {monitor: value})
-    return len(rows), worst, guard.tripped
+        guard.on_epoch_end(epoch, {monitor: value})
+    return len(values), worst, guard.tripped
 
 
 def main(argv=None):

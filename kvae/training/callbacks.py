@@ -311,15 +311,26 @@ class DivergenceGuard(keras.callbacks.Callback):
         if not self._first:
             return
         self._first = False
-        if epoch > 0 and self.history is not None and os.path.isfile(self.history):
-            with open(self.history, newline="") as f:
-                for row in csv.DictReader(f):
-                    try:
-                        earlier, value = int(float(row["epoch"])), float(row[self.monitor])
-                    except (KeyError, TypeError, ValueError):
-                        continue
-                    if earlier < epoch:
-                        self._judge(value)
+        if epoch > 0 and self.history is not None:
+            for _, value in self.read_history(self.history, before=epoch):
+                self._judge(value)
+
+    def read_history(self, path, before=math.inf):
+        """`(epoch, value)` of the watched value in the rows of a `history.csv` before epoch `before`;
+        nothing for a missing file or column."""
+        if not os.path.isfile(path):
+            return []
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        out = []
+        for row in rows:
+            try:
+                epoch, value = int(float(row["epoch"])), float(row[self.monitor])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if epoch < before:
+                out.append((epoch, value))
+        return out
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
