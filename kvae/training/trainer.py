@@ -258,13 +258,12 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
         raise save_error(exc, run_dir, "training") from None
     if verbose and budget is not None and budget.stopped_at is not None:
         print(f"time:       train.max_minutes = {train['max_minutes']:g} spent; stopped after step {budget.stopped_at:,}")
-    if guard is not None and guard.tripped is not None:
+    blown_up = guard is not None and guard.tripped is not None
+    if blown_up or not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
         if group.writes:
             shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
-        raise KvaeError(guard.message())
-    if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
-        if group.writes:
-            shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
+        if blown_up:
+            raise KvaeError(guard.message())
         for path, count in train_src.corpus.non_finite():  # bad data, not a bad learning rate
             raise KvaeError(f"{path}: cached audio holds {count} NaN or Inf samples; run `kvae prepare` again "
                            "(it rebuilds such files)")
