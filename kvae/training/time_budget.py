@@ -105,8 +105,8 @@ class Snapshots(_Clocked):
     optimizer steps, not minutes). Like `TimeBudget`, a run `kvae.fit`
     resumes continues the clock; the marks it had passed are not saved again.
     With weight EMA (`train.ema_momentum`) a snapshot holds the average, as
-    the final model does. The optimizer state is saved too; the snapshot loads with `kvae.load` and
-    is evaluated like any model.
+    the final model does. The optimizer state is saved too; the snapshot
+    loads with `kvae.load` and is evaluated like any model.
 
     Args:
         folder: str or Path. Where the snapshots go.
