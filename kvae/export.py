@@ -64,6 +64,8 @@ NOT_EXPORTABLE = {
               "ml_dtypes >= 0.5, where tensorflow-cpu 2.17 pins < 0.5)",
     "VocosVAE": "its STFT-frame encoder and inverse-STFT head are complex FFTs (torch.stft, irfft), which torch's "
                 "TorchScript ONNX exporter does not convert (the same limit as MelVAE's)",
+    "MagnitudeVAE": "its log-magnitude STFT and its Griffin-Lim phase are complex FFTs (torch.stft, irfft), which "
+                    "torch's TorchScript ONNX exporter does not convert (the same limit as MelVAE's)",
 }
 """Model classes that cannot be exported, and why (the one line `export_onnx` raises)."""
 

@@ -2,6 +2,7 @@
 
 from kvae.models.conv1d_vae import Conv1DVAE
 from kvae.models.fc_vae import FCVAE
+from kvae.models.magnitude_vae import MagnitudeVAE
 from kvae.models.mel_vae import MelVAE
 from kvae.models.rave_vae import RaveVAE
 from kvae.models.latent_prior import LatentPrior
@@ -10,7 +11,7 @@ from kvae.models.vae import VAE
 from kvae.models.vocos_vae import VocosVAE
 
 MODELS = {"fc": FCVAE, "conv1d": Conv1DVAE, "transformer": TransformerVAE, "mel": MelVAE, "rave": RaveVAE,
-          "vocos": VocosVAE}
+          "vocos": VocosVAE, "magnitude": MagnitudeVAE}
 
 
 def model_class(name):
@@ -23,5 +24,5 @@ def model_class(name):
         raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
 
 
-__all__ = ["Conv1DVAE", "FCVAE", "LatentPrior", "MelVAE", "RaveVAE", "TransformerVAE", "MODELS", "VAE", "VocosVAE",
+__all__ = ["Conv1DVAE", "FCVAE", "LatentPrior", "MagnitudeVAE", "MelVAE", "RaveVAE", "TransformerVAE", "MODELS", "VAE", "VocosVAE",
            "model_class"]
