@@ -134,7 +134,7 @@ class MagnitudeVAE(VAE):
 
         # === Layers ===
         self.log_magnitude = LogMagnitude(self.n_fft, self.hop, self.log_floor, name="log_magnitude")
-        mean_log = math.log(10 * self.log_floor)  # the decoder starts quiet, 20 dB over the floor
+        mean_log = math.log(10 * self.log_floor)  # the decoder starts quiet: near 20 dB over the floor, small weights
 
         # === Encoder ===
         x = keras.Input((self.window,), name="window")
@@ -156,7 +156,8 @@ class MagnitudeVAE(VAE):
         for i in range(self.decoder_blocks):
             h = ConvNeXtBlock(self.width, self.kernel_size, name=f"dec_block_{i}")(h)
         h = layers.LayerNormalization(epsilon=1e-6, name="dec_norm")(h)
-        h = layers.Dense(self.bins, bias_initializer=keras.initializers.Constant(mean_log * _INPUT_SCALE),
+        h = layers.Dense(self.bins, kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+                         bias_initializer=keras.initializers.Constant(mean_log * _INPUT_SCALE),
                          name="dec_log_magnitude")(h)
         out = layers.Rescaling(1.0 / _INPUT_SCALE, name="unscale")(h)
         self.decoder = keras.Model(z, out, name="decoder")
