@@ -49,7 +49,24 @@ from _common import load_line, machine_lines, table  # noqa: E402
 PHASES = ("forward", "loss", "backward", "clip", "update", "metrics", "other")
 FC_PAPER_LIKE = {"name": "fc-paper-like", "data": {"rate": 3000, "window_seconds": 1.0, "batch_size": 64},
                  "model": {"type": "fc", "hidden_layers": 2, "hidden_units": 512, "latent_dim": 64}}
-VARIANTS = {"fc": FC_PAPER_LIKE, "conv1d": "conv1d", "transformer-3k": "transformer-3k", "rave-3k": "rave-3k"}
+VARIANTS = {"fc": FC_PAPER_LIKE, "conv1d": "conv1d", "transformer-3k": "transformer-3k", "rave-3k": "rave-3k",
+            "vocos-mel": "vocos-mel", "magnitude": "magnitude"}
+# torch.profiler's operators in families (the first pattern an operator's name contains wins; the rest is "other ops")
+FAMILIES = (
+    ("STFT / FFT", ("fft", "stft")),
+    ("convolution", ("conv",)),
+    ("dense (matmul)", ("addmm", "::mm", "bmm", "matmul", "linear")),
+    ("LayerNorm", ("layer_norm",)),
+    ("GELU", ("gelu",)),
+    ("optimizer (Adam)", ("_foreach", "adam", "lerp", "addcdiv", "addcmul")),
+    ("element-wise", ("::add", "::sub", "::mul", "::div", "::exp", "::log", "::pow", "::sqrt", "::abs", "::neg",
+                      "clamp", "::where", "::sgn", "::square", "::maximum", "::minimum", "::sin", "::cos", "atan2",
+                      "::relu", "threshold", "::fill", "::zero")),
+    ("reductions", ("::sum", "::mean", "::max", "::min", "::norm", "::amax")),
+    ("copies and layout", ("copy", "::cat", "pad", "::stack", "::clone", "contiguous", "::slice", "::index",
+                           "reflection", "::select", "::narrow", "unfold", "::flip", "::view", "::reshape",
+                           "::transpose", "::permute", "::expand", "::t", "::empty", "::as_strided")),
+)
 
 
 class PhaseTimer:
@@ -184,6 +201,44 @@ def torch_profile_table(steps):
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
 
 
+def family(name):
+    """The family of a torch.profiler operator name (`FAMILIES`), else "other ops"."""
+    lowered = name.lower()
+    for title, patterns in FAMILIES:
+        if any(p in lowered for p in patterns):
+            return title
+    return "other ops"
+
+
+def op_families(spec, steps, warmup):
+    """ms per step of each operator family (self CPU time, torch.profiler) in kvae's fused step of one config,
+    and the rest of the step's wall time (Python, Keras, the autograd engine: "not in an operator")."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from kvae.config import load_config
+    from kvae.training import build_model, compile_model, seed_everything
+
+    cfg = load_config(spec)
+    seed_everything(0)
+    model = compile_model(build_model(cfg), cfg)
+    batches = _batches(model.window, cfg["data"]["batch_size"], 4)
+    model.fit(batches[0].numpy(), batch_size=len(batches[0]), epochs=1, verbose=0)
+    fn = model.train_function
+    model.train()
+    for i in range(warmup):
+        fn([(batches[i % 4],)])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for i in range(steps):
+            fn([(batches[i % 4],)])
+        wall = time.perf_counter() - start
+    ms = defaultdict(float)
+    for event in prof.key_averages():
+        ms[family(event.key)] += event.self_cpu_time_total / 1000.0 / steps
+    ms["not in an operator"] = max(0.0, 1000.0 * wall / steps - sum(ms.values()))
+    return dict(ms), 1000.0 * wall / steps
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
@@ -191,16 +246,32 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--torch-profile", action="store_true", help="also print torch.profiler's operator table (FC)")
+    p.add_argument("--families", action="store_true",
+                   help="only the time per operator family (STFT, convolutions, dense, ...) of each variant's step")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     print("kvae step profile: where a train step's time goes (ms per step; 'other' = the rest of the step)")
     print("\n".join(machine_lines(note=f"torch threads {args.threads}; ")))
-    rows = []
-    for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for name in names:
         if name not in VARIANTS:
             raise SystemExit(f"--variants: unknown variant {name!r} (known: {', '.join(VARIANTS)})")
+    if args.families:
+        columns = {}
+        for name in names:
+            columns[name] = op_families(VARIANTS[name], args.steps, args.warmup)
+            print(f"  {name} done; {load_line()}", flush=True)
+        titles = [t for t, _ in FAMILIES] + ["other ops", "not in an operator"]
+        rows = [[t] + [f"{columns[n][0].get(t, 0.0):.1f} ({100 * columns[n][0].get(t, 0.0) / columns[n][1]:.0f} %)"
+                       for n in names] for t in titles]
+        rows.append(["step (wall)"] + [f"{columns[n][1]:.1f}" for n in names])
+        print("\nms per step by operator family (self CPU time under torch.profiler, kvae's fused step):")
+        print("\n".join(table(["family", *names], rows)))
+        return 0
+    rows = []
+    for name in names:
         results = []
         if name == "fc":
             results.append(("plain PyTorch", *profile_torch(args.steps, args.warmup)))
