@@ -394,7 +394,11 @@ def child_keras(args):
             result["peak"] = proc_status()
         else:
             raise SystemExit(f"unknown row {args.child}")
-    return {"stamps": result["stamps"][:n_steps], "imports": imports, "peak": result["peak"],
+    from flops import count_step  # this step's counted FLOPs (benchmarks/flops.py), for the utilisation column
+
+    gflop = sum(count_step(model, torch.from_numpy(np.asarray(0.1 * np.random.default_rng(0).standard_normal(
+        (args.batch, model.window)), dtype="float32"))).values()) / 1e9
+    return {"stamps": result["stamps"][:n_steps], "imports": imports, "peak": result["peak"], "gflop": gflop,
             "loss": tail_loss(result["loss0"], result["loss1"]), "params": model.count_params(), "data_mb": data_mb,
             "tensorflow": "tensorflow" in sys.modules}
 
@@ -500,11 +504,13 @@ def bench_size(say, work, name, size, args, rows=None, env=None, title=""):
     reference = "torch" if not preset else "torch-loop"
     ref = med(r["median_ms"] for r in runs[reference]) if runs.get(reference) else None
     ref_cpu = med(r["cpu_ms"] for r in runs[reference]) if runs.get(reference) else None
+    gflops = [r["gflop"] for rs in runs.values() for r in rs if r.get("gflop")]  # the same model in every row
+    gflop = med(gflops) if gflops else None
     rows = []
     for row in rows_wanted:
         rs = runs[row]
         if not rs:
-            rows.append([ROWS[row]] + ["error"] * 12)
+            rows.append([ROWS[row]] + ["error"] * 14)
             continue
         ms = med(r["median_ms"] for r in rs)
         cpu = med(r["cpu_ms"] for r in rs)
@@ -513,12 +519,14 @@ def bench_size(say, work, name, size, args, rows=None, env=None, title=""):
         rows.append([
             ROWS[row], f"{ms:.1f}", f"{min(r['median_ms'] for r in rs):.1f}-{max(r['median_ms'] for r in rs):.1f}",
             f"{med(r['mean_ms'] for r in rs):.1f}", f"{1000 / ms:.1f}", f"{ref / ms:.2f}" if ref else "n/a",
-            f"{cpu:.1f}", f"{ref_cpu / cpu:.2f}" if ref_cpu else "n/a",
+            f"{cpu:.1f}", f"{ref_cpu / cpu:.2f}" if ref_cpu else "n/a", f"{1000 / cpu:.2f}",
+            f"{100 * gflop / (cpu / 1000) / args.peak:.0f} %" if gflop and args.peak else "n/a",
             fmt(imp, 0), fmt(peak, 0), fmt(peak - imp, 0), fmt(rs[0]["data_mb"], 0),
             "yes" if any(r["tensorflow"] for r in rs) else "no", f"{med(r['loss'] for r in rs):,.1f}"])
     n_params = next((r[0]["params"] for r in runs.values() if r), None)
     say("", f"{n_params:,} parameters; {args.repeats} fresh-process run(s) per row" if n_params else "", *table(
-        ["variant", "ms/step", "range", "mean ms", "steps/s", "vs torch", "CPU ms", "CPU vs torch",
+        ["variant", "ms/step", "range", "mean ms", "steps/s", "vs torch", "CPU ms", "CPU vs torch", "steps/CPU-s",
+         "utilisation",
          "RSS imports", "peak RSS", "peak-imports", "array MB", "TF loaded", "loss (last 20)"], rows))
     if preset:
         say("('vs torch' here: against the PyTorch loop on kvae's model)")
@@ -578,6 +586,11 @@ def main(argv=None):
         + (" (--quick)" if args.quick else ""), command_line("train_benchmark.py"))
     say(*machine_lines(note=f"torch threads {args.threads} in every row; "))
     probe = thread_probe()
+    from flops import matmul_peak
+
+    args.peak = matmul_peak(1024, args.threads)
+    say(f"peak: float32 matmul 1024^2 on {args.threads} thread(s): {args.peak:.1f} GFLOP/s (benchmarks/flops.py); the "
+        "utilisation column = the step's counted GFLOP / its CPU seconds / this peak")
     say(f"contention probe (64x3000 @ 3000x512 matmul, median): {probe[1]:.2f} ms at 1 torch thread, "
         f"{probe[2]:.2f} ms at 2 threads",
         "(on a shared 2-core machine a second thread that gets descheduled stalls every op at its barrier, hence the",
@@ -586,6 +599,8 @@ def main(argv=None):
         "min-max of the runs' medians; mean ms = wall time / steps (includes stalls caused by other processes);",
         "steps/s = 1000 / ms/step; vs torch = steps/s relative to the plain PyTorch loop (below 1 is slower);",
         "CPU ms = median process CPU time per step (all threads; less sensitive to other processes on the machine);",
+        "steps/CPU-s = 1000 / CPU ms (what a CPU-minute budget buys); utilisation = the step's matmul, convolution and",
+        "FFT FLOPs (benchmarks/flops.py's count, element-wise work not counted) per CPU second over the matmul peak;",
         "RSS in MB: 'RSS imports' after importing (numpy, torch; plus keras and kvae in the Keras rows), 'peak RSS'",
         "= VmHWM after the timed steps, 'peak-imports' what the data, model, optimizer and training added; 'array MB'",
         "= pre-read input windows held by that row; 'TF loaded' = whether TensorFlow got imported in the process.")
