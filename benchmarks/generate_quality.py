@@ -19,6 +19,10 @@ same standardised clip features (RMS over features of a difference of z-scores):
   recordings; random pairs of training windows for scale). Independent draws make every window as far
   from the next as from any other; music moves by small steps.
 
+Beside the pieces, the decoder's share: the model's reconstructions of training windows that are not in the
+reference set (`decoder ceiling`: what any prior on this decoder could reach, without the held-out shift)
+and of held-out windows, judged the same way; `the prior's gap` is a piece row's C2ST minus the ceiling's.
+
 It prints the table and a summary of each autoregressive prior (parameters, context, validation negative
 log-likelihood in nats per frame, fit and generation time), and writes `generate_quality.json` and the
 first piece of each prior as WAV into `--out`.
@@ -47,6 +51,7 @@ import kvae  # noqa: E402
 
 kvae.configure()  # before Keras is imported
 
+CEILING = "decoder ceiling: reconstructions of training windows"
 PIECE_KEYS = (
     ("c2st", "C2ST acc [95% CI]", None),
     ("kid", "KID", "{:.3f}"),
@@ -209,7 +214,12 @@ def main(argv=None):
         data = json.loads((run / "config.json").read_text())["data"]
         corpus = prepare(data["path"] or None, rate=rate, cache_dir=data["cache"] or None,
                          select=data["select"] or None)
-    reference, reference_rows, _, _ = reference_sets(corpus, window, rate, args.n_clips, args.seed)
+    reference, reference_rows, test, _ = reference_sets(corpus, window, rate, args.n_clips, args.seed)
+    # The decoder's share: its reconstructions of training windows that are not in the reference set (the
+    # best any prior on this decoder can do, with no held-out shift in it), and of held-out windows.
+    ceiling = {CEILING: reference_rows["ref: real vs real"], "decoder: reconstructions of held-out windows": test}
+    ceiling = {name: np.concatenate([model.reconstruct(clips[i:i + 64]) for i in range(0, len(clips), 64)])
+               for name, clips in ceiling.items()}
     real = []
     for entry in corpus.split("train") or corpus.entries:
         audio = np.asarray(corpus.array(entry)[: int(args.seconds * rate)], np.float32)
@@ -218,7 +228,7 @@ def main(argv=None):
             real.append(audio[: count * window].reshape(count, window))
 
     # -- judge
-    rows = judge({**pieces, **reference_rows}, reference, rate, seed=args.seed)
+    rows = judge({**pieces, **ceiling, **reference_rows}, reference, rate, seed=args.seed)
     scale = Standardizer(feats.clip_features(reference, rate))
     for name, clips in pieces.items():
         rows[name]["drift"], rows[name]["adjacent"] = piece_measures(scale(feats.clip_features(clips, rate)),
@@ -240,6 +250,9 @@ def main(argv=None):
           f"(C2ST 0.5 = indistinguishable), drift between the first and last {span * window / rate:g} s and distance "
           f"between adjacent windows (RMS z-score over {scale.mean.size} clip features; real music is the target)")
     print("\n".join(format_table(rows, PIECE_KEYS, "set")))
+    for name in pieces:
+        print(f"the prior's gap, {name}: pieces {rows[name]['c2st']:.3f} - decoder ceiling {rows[CEILING]['c2st']:.3f} "
+              f"= {rows[name]['c2st'] - rows[CEILING]['c2st']:+.3f}")
     print()
     print("Autoregressive priors")
     for kind, (_, s) in priors.items():
