@@ -230,6 +230,10 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     guard = (DivergenceGuard(train["divergence_factor"], history=run_dir / "history.csv")
              if train["divergence_factor"] > 0 else None)
     cbs += ([budget] if budget else []) + list(callbacks or []) + ([guard] if guard else [])
+    if train["tensorboard"] and group.writes:  # RUN/tensorboard: scalars, audio and spectrograms
+        from kvae.training.tensorboard import fit_logger
+
+        cbs.append(fit_logger(cfg, run_dir, train_src.corpus))
     spent = RunBackup.spent(backup)  # a resumed run's budget and snapshots go on from the backup's clocks
     for cb in cbs:
         if hasattr(cb, "carry_over"):
@@ -284,6 +288,9 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     shutil.rmtree(backup, ignore_errors=True)
     if verbose:
         print(f"saved:      {model_path}")
+        from kvae.training.next_steps import next_steps
+
+        print("\n".join(next_steps(run_dir, cfg)))
     return model, history.history
 
 
@@ -346,7 +353,7 @@ def stage_note(config):
 
 
 RESUMABLE = {("train", "epochs"), ("train", "max_minutes"), ("train", "verbose"), ("train", "n_samples"),
-             ("train", "gallery"), ("train", "distributed_timeout"), ("data", "path"), ("data", "cache"),
+             ("train", "gallery"), ("train", "tensorboard"), ("train", "tensorboard_every"), ("train", "distributed_timeout"), ("data", "path"), ("data", "cache"),
              ("data", "workers")}
 """The settings a run may change when it resumes from its backup (how long, where the data is, what it prints)."""
 
