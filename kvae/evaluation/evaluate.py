@@ -125,16 +125,12 @@ def realism_row(clips, reference, reference_features, scale, sample_rate, seed=0
     f = feats.clip_features(clips, sample_rate)
     test = c2st(reference_features, f, seed=seed)
     distance = kid(reference_features, f, scale, seed=seed)
-    note_columns = {"frechet_notes": None, "kid_notes": None}
-    if notes is not None:
-        g = note_model.note_features(clips, sample_rate)
-        note_columns = {"frechet_notes": frechet_features(notes[0], g, notes[1]),
-                        "kid_notes": kid(notes[0], g, notes[1], seed=seed)["value"]}
-    music_columns = {"frechet_music": None, "kid_music": None}
-    if music is not None:
-        e = music_embedding.embeddings(clips, sample_rate)
-        music_columns = {"frechet_music": frechet_features(music[0], e, music[1]),
-                         "kid_music": kid(music[0], e, music[1], seed=seed)["value"]}
+    pretrained = {}
+    for name, given, features in (("notes", notes, note_model.note_features),
+                                  ("music", music, music_embedding.embeddings)):
+        g = None if given is None else features(clips, sample_rate)
+        pretrained[f"frechet_{name}"] = None if g is None else frechet_features(given[0], g, given[1])
+        pretrained[f"kid_{name}"] = None if g is None else kid(given[0], g, given[1], seed=seed)["value"]
     return {
         "c2st": test["accuracy"], "c2st_low": test["low"], "c2st_high": test["high"],
         "kid": distance["value"], "kid_low": distance["low"], "kid_high": distance["high"],
@@ -143,8 +139,7 @@ def realism_row(clips, reference, reference_features, scale, sample_rate, seed=0
         "temporal_std": float(np.mean(feats.temporal_std(f))),
         "silence": float(metrics.silence_fraction(clips, sample_rate)),
         "flatness": float(metrics.spectral_flatness(clips)),
-        **note_columns,
-        **music_columns,
+        **pretrained,
     }
 
 
@@ -200,22 +195,14 @@ def judge(sets, reference, sample_rate, seed=0, progress=None, notes=None, music
     say = progress or (lambda message: None)
     reference_features = feats.clip_features(reference, sample_rate)
     scale = Standardizer(reference_features)
-    if notes is None:
-        notes = note_model.available()[0]
-    if notes:
-        reference_notes = note_model.note_features(reference, sample_rate)
-        notes = (reference_notes, Standardizer(reference_notes))
-    if music is None:
-        music = music_embedding.available()[0]
-    if music:
-        say("music network embeddings")
-        reference_music = music_embedding.embeddings(reference, sample_rate)
-        music = (reference_music, Standardizer(reference_music))
+    notes, music = (_optional(notes, note_model, str)[0] and note_model.note_features(reference, sample_rate),
+                    _optional(music, music_embedding, str)[0] and music_embedding.embeddings(reference, sample_rate))
+    notes, music = ((x, Standardizer(x)) if x is not False else None for x in (notes, music))
     realism = {}
     for name, clips in sets.items():
         say(f"judging {name}")
         realism[name] = realism_row(clips, reference, reference_features, scale, sample_rate, seed=seed,
-                                    notes=notes or None, music=music or None)
+                                    notes=notes, music=music)
     for name, text in verdicts(realism).items():
         realism[name]["verdict"] = text
     return realism
@@ -285,10 +272,7 @@ def reconstruction_table(test, outputs, sample_rate, seed=0, progress=None, colu
             true and visqol-python is not installed.
     """
     test = np.asarray(test, np.float32)
-    visqol_ok, visqol_why = visqol_score.available()
-    if visqol and not visqol_ok:
-        raise KvaeError(visqol_why)
-    visqol = visqol_ok if visqol is None else bool(visqol)
+    visqol = _optional(visqol, visqol_score, str)[0]
     columns = columns or {}
     for name, clips in outputs.items():
         shape = np.shape(clips)
@@ -310,6 +294,15 @@ def reconstruction_table(test, outputs, sample_rate, seed=0, progress=None, colu
     for name in outputs:
         rows[name]["verdict"] = reconstruction_verdict(rows, name)
     return rows
+
+
+def _optional(wanted, module, describe):
+    """`(on, settings text)` of a pretrained model's columns: on where asked, or (None) where installed."""
+    ok, why = module.available()
+    if wanted and not ok:
+        raise KvaeError(why)
+    on = ok if wanted is None else bool(wanted)
+    return on, describe() if on else (f"off: {why}" if not ok else "off")
 
 
 def _batched(fn, n, batch=64):
@@ -349,18 +342,10 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     n_clips = int(n_clips)
     if n_clips < 10:
         raise KvaeError(f"n_clips: at least 10 clips per set are needed, got {n_clips}")
-    notes_ok, notes_why = note_model.available()
-    if notes and not notes_ok:
-        raise KvaeError(notes_why)
-    notes = notes_ok if notes is None else bool(notes)
-    visqol_ok, visqol_why = visqol_score.available()
-    if visqol and not visqol_ok:
-        raise KvaeError(visqol_why)
-    visqol = visqol_ok if visqol is None else bool(visqol)
-    music_ok, music_why = music_embedding.available()
-    if music and not music_ok:
-        raise KvaeError(music_why)
-    music = music_ok if music is None else bool(music)
+    notes, notes_text = _optional(notes, note_model, lambda: "basic-pitch (ICASSP 2022, ONNX): Fréchet distance and "
+                                  f"KID of {len(note_model.NOTE_FEATURES)} pooled note features")
+    visqol, visqol_text = _optional(visqol, visqol_score, visqol_score.describe)
+    music, music_text = _optional(music, music_embedding, music_embedding.describe)
     rate, window = model.sample_rate, model.window
     corpus = prepare(data, rate=rate, cache_dir=cache)
     reference, reference_rows, test, test_split = reference_sets(corpus, window, rate, n_clips, seed)
@@ -394,12 +379,7 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
                      "paired_c2st": "the same, folds drawn over (input, output) pairs",
                      "kid": "cubic polynomial kernel on standardised features, 100 half-size subsets",
                      "reference": "random training windows",
-                     "note_model": ("basic-pitch (ICASSP 2022, ONNX): Fréchet distance and KID of "
-                                    f"{len(note_model.NOTE_FEATURES)} pooled note features") if notes else
-                                   (f"off: {notes_why}" if not notes_ok else "off"),
-                     "visqol": visqol_score.describe() if visqol else (f"off: {visqol_why}" if not visqol_ok else "off"),
-                     "music_net": music_embedding.describe() if music else
-                                  (f"off: {music_why}" if not music_ok else "off")},
+                     "note_model": notes_text, "visqol": visqol_text, "music_net": music_text},
         "data": {"reference_windows": n_clips, "held_out_split": test_split, "held_out_windows": int(len(test)),
                  "recordings": len(corpus.entries)},
         "realism": realism,
