@@ -181,7 +181,13 @@ def forward(patches):
 
 
 def slaney_mel_filterbank(sample_rate=MODEL_RATE, n_fft=N_FFT, n_mels=N_MELS):
-    """librosa's default mel filter bank (Slaney's mel scale, area normalised), 0 Hz to Nyquist: `(n_mels, n_fft // 2 + 1)`."""
+    """librosa's default mel filter bank (Slaney's mel scale, area normalised), 0 Hz to Nyquist: `(n_mels, n_fft // 2 + 1)`.
+
+    Args:
+        sample_rate: int. The audio's rate. Defaults to 16000.
+        n_fft: int. FFT size. Defaults to 512.
+        n_mels: int. Bands. Defaults to 96.
+    """
     f_sp, min_log_hz = 200.0 / 3, 1000.0
     min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
 
@@ -264,7 +270,13 @@ def embeddings(clips, sample_rate, batch=32):
 
 
 def tags(clips, sample_rate, batch=32):
-    """The tagger's 50 tag probabilities (`TAGS`) of each clip, mean over its patches: float64 `(n, 50)`."""
+    """The tagger's 50 tag probabilities (`TAGS`) of each clip, mean over its patches: float64 `(n, 50)`.
+
+    Args:
+        clips: float array `(n, samples)`.
+        sample_rate: int. Their rate.
+        batch: int. Patches per forward pass.
+    """
     from keras import ops
 
     patches, per_clip = _patches(log_mel(clips, sample_rate))

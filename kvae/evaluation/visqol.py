@@ -173,7 +173,11 @@ def visqol_columns(reference, degraded, sample_rate, max_clips=MAX_CLIPS):
 
 
 def describe(max_clips=MAX_CLIPS):
-    """One line for a report's settings: how the ViSQOL column was made, or why it is off."""
+    """One line for a report's settings: how the ViSQOL column was made, or why it is off.
+
+    Args:
+        max_clips: int. The most windows scored per row (`subset`). Defaults to 64.
+    """
     ok, why = available()
     if not ok:
         return f"off: {why}"

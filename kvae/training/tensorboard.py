@@ -120,7 +120,11 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self._writers = None
 
     def write_audio(self, step):
-        """Write the `audio(model)` clips (and, the first time, the inputs) at `step`."""
+        """Write the `audio(model)` clips (and, the first time, the inputs) at `step`.
+
+        Args:
+            step: int. The epoch they are written at.
+        """
         writer = self._open()["train"]
         sets = dict(self.audio(self.model))
         if self._last_audio is None and self.inputs is not None:
