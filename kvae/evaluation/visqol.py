@@ -21,9 +21,11 @@ How kvae scores a row (`visqol_columns`):
   fixed, evenly spaced subset of the windows is scored (`subset`): a quarter
   of them, at most `MAX_CLIPS` (64 of `kvae evaluate`'s default 256), the
   same windows for every row. Concatenating the windows instead was measured
-  slower per second of audio (global alignment over the whole stream), and
-  per-clip ViSQOL on all 256 windows of ten rows would take about 6 minutes
-  with numba and 30 without (0.15 and 0.7 s per window on one core).
+  slower per second of audio (global alignment over the whole stream:
+  0.26 s per second against 0.13-0.19 s per one-second window), and
+  per-window ViSQOL on all 256 windows of ten rows would take 6-13 minutes
+  with numba and 30 without (0.15-0.3 and 0.7 s per window on one core of
+  the busy 2-core machine).
 - ViSQOL needs about 0.96 s of audio (45 frames of its spectrogram):
   windows shorter than `MIN_SECONDS` are scored in groups, each the
   concatenation of consecutive windows of the subset (references with
