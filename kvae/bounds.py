@@ -35,6 +35,7 @@ BOUNDS = {
     "train.max_minutes": (0.0, 10 ** 7, False, " min", False),
     "train.divergence_factor": (0.0, 1e6, False, "", False),
     "train.n_samples": (0, 10000, True, "", False),
+    "train.tensorboard_every": (1, 10 ** 7, True, "", False),
     "train.distributed_timeout": (0.0, 7 * 86400.0, False, " s", True),
     # a prior config (`kvae prior fit --config`), rows named "prior/<key>"
     "prior/prior.context_seconds": (0.0, 3600.0, False, " s", True),
@@ -52,6 +53,7 @@ BOUNDS = {
     "prior/train.clipnorm": (0.0, 1e6, False, "", False),
     "prior/train.seed": (0, SEED_MAX, True, "", False),
     "prior/train.max_seconds": (0.0, 10 ** 7, False, " s", True),
+    "prior/train.tensorboard_every": (1, 10 ** 7, True, "", False),
     # a search config's [search] settings (`kvae tune`), rows named "search/<key>"
     "search/search.max_trials": (1, 10 ** 6, True, "", False),
     "search/search.epochs": (1, 10 ** 7, True, "", False),

@@ -50,6 +50,7 @@ def _set_items(args):
     for key, section, value in (
         ("epochs", "train", args.epochs), ("steps_per_epoch", "train", args.steps_per_epoch),
         ("rate", "data", getattr(args, "rate", None)), ("cache", "data", getattr(args, "cache", None)),
+        ("tensorboard", "train", getattr(args, "tensorboard", None) or None),
     ):
         if value is not None:
             overrides.setdefault(section, {})[key] = value
@@ -130,7 +131,8 @@ def cmd_prior_fit(args):
     from kvae.training import fit_prior
 
     settings = parse_set(args.set, sections=("prior", "gmm", "train"))
-    for key, value in (("epochs", args.epochs), ("steps_per_epoch", args.steps_per_epoch)):
+    for key, value in (("epochs", args.epochs), ("steps_per_epoch", args.steps_per_epoch),
+                       ("tensorboard", args.tensorboard or None)):
         if value is not None:
             settings.setdefault("train", {})[key] = value
     start = time.perf_counter()
@@ -229,6 +231,9 @@ def build_parser():
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train data-parallel on N local processes (torch backend; runs torchrun "
                         "--nproc-per-node N -m kvae fit ...): one per GPU, or gloo on CPUs")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard events (scalars, audio, spectrograms) to RUN/tensorboard "
+                        "(train.tensorboard; audio every train.tensorboard_every epochs)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("sample", help="write samples of a trained model as WAV")
@@ -296,6 +301,8 @@ def build_parser():
     p.add_argument("--pieces", type=int, default=0, metavar="N",
                    help="also write N generated pieces to RUN/pieces/ (default 0)")
     p.add_argument("--piece-seconds", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard events (losses, generated pieces) to RUN/prior/tensorboard")
     p.set_defaults(func=cmd_prior_fit)
 
     p = sub.add_parser("generate", help="generate long pieces from a run, streamed to WAV")

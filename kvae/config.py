@@ -61,6 +61,8 @@ DEFAULTS = {
         "divergence_factor": 3.0,  # stop when val MR-STFT stays over this x its best for 3 epochs; 0: off
         "n_samples": 4,
         "gallery": True,  # write RUN/gallery/index.html at the end (kvae gallery)
+        "tensorboard": False,  # true: TensorBoard event files in RUN/tensorboard (kvae.training.tensorboard)
+        "tensorboard_every": 5,  # epochs between the reconstructions and samples written to TensorBoard
         "verbose": "auto",
         "precision": "float32",  # or mixed_bfloat16, mixed_float16 (Keras dtype policies; the loss stays float32)
         "distribution": "none",  # data_parallel: jax's keras.distribution.DataParallel (torch: launch with torchrun)

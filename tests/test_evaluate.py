@@ -22,8 +22,9 @@ TINY = {
     "train": {"epochs": 1, "n_samples": 0, "verbose": 0},
 }
 REALISM = {"c2st", "c2st_low", "c2st_high", "kid", "kid_low", "kid_high", "frechet_clip", "frechet_logmel",
-           "temporal_std", "silence", "flatness", "frechet_notes", "kid_notes", "verdict"}
-PAIRED = {"paired_c2st", "paired_c2st_low", "paired_c2st_high", "mrstft", "lsd_db", "si_sdr_db"}
+           "temporal_std", "silence", "flatness", "frechet_notes", "kid_notes", "frechet_music", "kid_music", "verdict"}
+PAIRED = {"paired_c2st", "paired_c2st_low", "paired_c2st_high", "mrstft", "lsd_db", "si_sdr_db",
+          "visqol", "visqol_low", "visqol_high", "visqol_clips"}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def run(fitted):
 
 def test_evaluate_rows_keys_and_references(run):
     model, _ = run
-    result = evaluate(model, n_clips=64, reference_rate=8000)
+    result = evaluate(model, n_clips=64, reference_rate=8000, visqol=False)  # ViSQOL: the CLI test below
     realism = result["realism"]
     assert list(realism) == ["samples", "reconstructions", *REFERENCE_ROWS]
     for name, row in realism.items():
@@ -137,6 +138,19 @@ def test_cli_evaluate_prints_and_writes_strict_json_and_the_plot(run, tmp_path, 
     assert saved["reconstruction"]["ref: silence"]["si_sdr_db"] is None
     assert saved["settings"]["n_clips"] == 32 and saved["model"]["sample_rate"] == 3000
     assert saved["rate_bps"] > 0 and saved["reconstruction"]["reconstructions"]["paired_c2st"] >= 0.5
+    from kvae.evaluation import music_embedding, visqol
+
+    if visqol.available()[0]:  # the eval extra: ViSQOL for the model and every ladder row (silence has none)
+        assert "ViSQOL MOS" in printed and saved["settings"]["visqol"].startswith("visqol-python")
+        recon = saved["reconstruction"]
+        assert all(1 <= row["visqol"] <= 5 for name, row in recon.items()
+                   if name != "ref: silence" and "note" not in row and name.startswith(("ladder", "recon", "ref: w")))
+    else:
+        assert "ViSQOL column: off: ViSQOL (visqol-python) is not installed" in printed
+    if music_embedding.available()[0]:
+        assert "Fréchet musicnn" in printed and saved["realism"]["ref: white noise"]["frechet_music"] > 0
+    else:
+        assert "music network columns: off: the music network (musicnn) is not installed" in printed
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
 

@@ -26,7 +26,9 @@ Each row gets a one-line verdict in plain words.
 The realism rows also get the view of a pretrained music model where it is
 installed (`kvae.evaluation.note_model`, basic-pitch): the Fréchet distance
 and KID of its pooled note features (`frechet_notes`, `kid_notes`; None
-where it is not installed, and the report says how to install it).
+where it is not installed, and the report says how to install it), and of a
+pretrained music tagger's embeddings (`kvae.evaluation.music_embedding`,
+musicnn rebuilt in keras.ops: `frechet_music`, `kid_music`; the same).
 
 **Reconstruction** (how close are reconstructions to their own inputs, and
 at what cost?): the model's information rate (`rate_bps`: its mean KL per
@@ -38,7 +40,8 @@ codec ladder (`kvae.evaluation.ladder`: the same held-out windows through
 noise, smearing, a low-pass, mu-law and Opus, judged the same way), silence,
 white noise and the data sent through the model's rate and back (what any
 model at that rate loses). The reconstructions' verdict names the nearest
-ladder row ("as detectable as Opus 6 kbit/s").
+ladder row ("as detectable as Opus 6 kbit/s"). Where visqol-python is
+installed every row also gets ViSQOL's MOS-LQO (`kvae.evaluation.visqol`).
 """
 
 import math
@@ -48,7 +51,8 @@ import numpy as np
 from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.evaluation import features as feats
-from kvae.evaluation import frechet, ladder, metrics, note_model, references
+from kvae.evaluation import frechet, ladder, metrics, music_embedding, note_model, references
+from kvae.evaluation import visqol as visqol_score
 from kvae.evaluation.report import REALISM_KEYS, format_report, reconstruction_verdict, verdicts, write_json
 from kvae.evaluation.two_sample import Standardizer, c2st, frechet_features, kid, paired_c2st
 
@@ -110,21 +114,23 @@ def windows(corpus, split, window, n, random, seed=0):
     return clips[np.sort(order)], (split if entries else "train")
 
 
-def realism_row(clips, reference, reference_features, scale, sample_rate, seed=0, notes=None):
+def realism_row(clips, reference, reference_features, scale, sample_rate, seed=0, notes=None, music=None):
     """The realism metrics of one clip set against the reference set.
 
     `notes` is `(reference note features, their Standardizer)` where the
-    note model is installed, else None (its columns are then None).
+    note model is installed, else None (its columns are then None); `music`
+    the same for the music network's embeddings (`music_embedding`).
     """
     clips = np.asarray(clips, np.float32)
     f = feats.clip_features(clips, sample_rate)
     test = c2st(reference_features, f, seed=seed)
     distance = kid(reference_features, f, scale, seed=seed)
-    note_columns = {"frechet_notes": None, "kid_notes": None}
-    if notes is not None:
-        g = note_model.note_features(clips, sample_rate)
-        note_columns = {"frechet_notes": frechet_features(notes[0], g, notes[1]),
-                        "kid_notes": kid(notes[0], g, notes[1], seed=seed)["value"]}
+    pretrained = {}
+    for name, given, features in (("notes", notes, note_model.note_features),
+                                  ("music", music, music_embedding.embeddings)):
+        g = None if given is None else features(clips, sample_rate)
+        pretrained[f"frechet_{name}"] = None if g is None else frechet_features(given[0], g, given[1])
+        pretrained[f"kid_{name}"] = None if g is None else kid(given[0], g, given[1], seed=seed)["value"]
     return {
         "c2st": test["accuracy"], "c2st_low": test["low"], "c2st_high": test["high"],
         "kid": distance["value"], "kid_low": distance["low"], "kid_high": distance["high"],
@@ -133,7 +139,7 @@ def realism_row(clips, reference, reference_features, scale, sample_rate, seed=0
         "temporal_std": float(np.mean(feats.temporal_std(f))),
         "silence": float(metrics.silence_fraction(clips, sample_rate)),
         "flatness": float(metrics.spectral_flatness(clips)),
-        **note_columns,
+        **pretrained,
     }
 
 
@@ -168,7 +174,7 @@ def reference_sets(corpus, window, sample_rate, n_clips, seed=0):
     return reference, rows, test, test_split
 
 
-def judge(sets, reference, sample_rate, seed=0, progress=None, notes=None):
+def judge(sets, reference, sample_rate, seed=0, progress=None, notes=None, music=None):
     """Realism rows (`realism_row`) of clip sets against the reference windows, each with its verdict.
 
     Args:
@@ -179,6 +185,9 @@ def judge(sets, reference, sample_rate, seed=0, progress=None, notes=None):
         progress: callable or None. Called with a short message per row.
         notes: bool or None. Add the note model's columns; None: where it
             is installed.
+        music: bool or None. Add the music network's columns
+            (`music_embedding`: `frechet_music`, `kid_music`); None: where
+            it is installed.
 
     Returns:
         dict of row name to metrics plus `verdict`.
@@ -186,29 +195,33 @@ def judge(sets, reference, sample_rate, seed=0, progress=None, notes=None):
     say = progress or (lambda message: None)
     reference_features = feats.clip_features(reference, sample_rate)
     scale = Standardizer(reference_features)
-    if notes is None:
-        notes = note_model.available()[0]
-    if notes:
-        reference_notes = note_model.note_features(reference, sample_rate)
-        notes = (reference_notes, Standardizer(reference_notes))
+    notes, music = (_optional(notes, note_model, str)[0] and note_model.note_features(reference, sample_rate),
+                    _optional(music, music_embedding, str)[0] and music_embedding.embeddings(reference, sample_rate))
+    notes, music = ((x, Standardizer(x)) if x is not False else None for x in (notes, music))
     realism = {}
     for name, clips in sets.items():
         say(f"judging {name}")
         realism[name] = realism_row(clips, reference, reference_features, scale, sample_rate, seed=seed,
-                                    notes=notes or None)
+                                    notes=notes, music=music)
     for name, text in verdicts(realism).items():
         realism[name]["verdict"] = text
     return realism
 
 
-def paired_row(inputs, input_features, outputs, sample_rate, seed=0):
-    """A reconstruction-table row: the paired C2ST of `outputs` against their `inputs`, and the distances."""
+def paired_row(inputs, input_features, outputs, sample_rate, seed=0, visqol=False):
+    """A reconstruction-table row: the paired C2ST of `outputs` against their `inputs`, and the distances.
+
+    With `visqol` the row gets ViSQOL's MOS-LQO (`kvae.evaluation.visqol.visqol_columns`); else those
+    columns are None.
+    """
     test = paired_c2st(input_features, feats.clip_features(outputs, sample_rate), seed=seed)
+    scored = (visqol_score.visqol_columns(inputs, outputs, sample_rate) if visqol else
+              dict.fromkeys(("visqol", "visqol_low", "visqol_high", "visqol_clips")))
     return {"paired_c2st": test["accuracy"], "paired_c2st_low": test["low"], "paired_c2st_high": test["high"],
-            **reconstruction_metrics(inputs, outputs, sample_rate)}
+            **reconstruction_metrics(inputs, outputs, sample_rate), **scored}
 
 
-def ladder_table(test, sample_rate, seed=0, progress=None, test_features=None):
+def ladder_table(test, sample_rate, seed=0, progress=None, test_features=None, visqol=False):
     """The codec ladder's rows (`kvae.evaluation.ladder`) of the held-out windows, as reconstruction-table rows.
 
     Returns:
@@ -223,11 +236,11 @@ def ladder_table(test, sample_rate, seed=0, progress=None, test_features=None):
     for name, (clips, info) in ladder.ladder_rows(test, sample_rate, seed=seed).items():
         say(f"ladder: {name}")
         rows[f"ladder: {name}"] = dict(info) if clips is None else {
-            **paired_row(test, test_features, clips, sample_rate, seed), **info}
+            **paired_row(test, test_features, clips, sample_rate, seed, visqol=visqol), **info}
     return rows
 
 
-def reconstruction_table(test, outputs, sample_rate, seed=0, progress=None, columns=None):
+def reconstruction_table(test, outputs, sample_rate, seed=0, progress=None, columns=None, visqol=None):
     """The reconstruction table of held-out windows, as `kvae evaluate` makes it, for any model's outputs.
 
     Each set of outputs is judged against the very windows it reconstructs
@@ -246,15 +259,20 @@ def reconstruction_table(test, outputs, sample_rate, seed=0, progress=None, colu
         progress: callable or None. Called with a short message per step.
         columns: dict or None. Row name to more columns of that row
             (`rate_bps`, from `information_rate`, or anything JSON-able).
+        visqol: bool or None. ViSQOL's MOS-LQO columns for every row
+            (`kvae.evaluation.visqol`); None: where visqol-python is
+            installed (else the columns are None).
 
     Returns:
         dict of row name to metrics: the `outputs` rows (with `verdict`),
         the `ladder: ` rows, `ref: silence` and `ref: white noise`.
 
     Raises:
-        KvaeError: an output's shape is not the windows' shape, or it is not finite.
+        KvaeError: an output's shape is not the windows' shape, or it is not finite; `visqol` is
+            true and visqol-python is not installed.
     """
     test = np.asarray(test, np.float32)
+    visqol = _optional(visqol, visqol_score, str)[0]
     columns = columns or {}
     for name, clips in outputs.items():
         shape = np.shape(clips)
@@ -263,18 +281,28 @@ def reconstruction_table(test, outputs, sample_rate, seed=0, progress=None, colu
         if not np.all(np.isfinite(clips)):
             raise KvaeError(f"{name}: outputs hold NaN or infinite samples")
     test_features = feats.clip_features(test, sample_rate)
-    rows = {name: {**paired_row(test, test_features, np.asarray(clips, np.float32), sample_rate, seed),
+    rows = {name: {**paired_row(test, test_features, np.asarray(clips, np.float32), sample_rate, seed, visqol),
                    **columns.get(name, {})} for name, clips in outputs.items()}
-    ladder_rows = ladder_table(test, sample_rate, seed=seed, progress=progress, test_features=test_features)
+    ladder_rows = ladder_table(test, sample_rate, seed=seed, progress=progress, test_features=test_features,
+                               visqol=visqol)
     noise = references.white_noise_like(test, seed=seed + 3)
     rows.update({
         **ladder_rows,
-        "ref: silence": paired_row(test, test_features, np.zeros_like(test), sample_rate, seed),
-        "ref: white noise": paired_row(test, test_features, noise, sample_rate, seed),
+        "ref: silence": paired_row(test, test_features, np.zeros_like(test), sample_rate, seed, visqol),
+        "ref: white noise": paired_row(test, test_features, noise, sample_rate, seed, visqol),
     })
     for name in outputs:
         rows[name]["verdict"] = reconstruction_verdict(rows, name)
     return rows
+
+
+def _optional(wanted, module, describe):
+    """`(on, settings text)` of a pretrained model's columns: on where asked, or (None) where installed."""
+    ok, why = module.available()
+    if wanted and not ok:
+        raise KvaeError(why)
+    on = ok if wanted is None else bool(wanted)
+    return on, describe() if on else (f"off: {why}" if not ok else "off")
 
 
 def _batched(fn, n, batch=64):
@@ -282,7 +310,7 @@ def _batched(fn, n, batch=64):
 
 
 def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, reference_rate=16000, progress=None,
-             notes=None):
+             notes=None, visqol=None, music=None):
     """Evaluate a model against real training windows and reference sets.
 
     Args:
@@ -296,6 +324,10 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
         progress: callable or None. Called with a short message per step.
         notes: bool or None. The note model's columns (`note_model`); None:
             where it is installed.
+        visqol: bool or None. ViSQOL's column of the reconstruction table
+            (`kvae.evaluation.visqol`); None: where it is installed.
+        music: bool or None. The music network's columns of the realism
+            table (`music_embedding`); None: where it is installed.
 
     Returns:
         A dict with `model`, `rate_bps` (the model's information rate on the
@@ -310,10 +342,10 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     n_clips = int(n_clips)
     if n_clips < 10:
         raise KvaeError(f"n_clips: at least 10 clips per set are needed, got {n_clips}")
-    notes_ok, notes_why = note_model.available()
-    if notes and not notes_ok:
-        raise KvaeError(notes_why)
-    notes = notes_ok if notes is None else bool(notes)
+    notes, notes_text = _optional(notes, note_model, lambda: "basic-pitch (ICASSP 2022, ONNX): Fréchet distance and "
+                                  f"KID of {len(note_model.NOTE_FEATURES)} pooled note features")
+    visqol, visqol_text = _optional(visqol, visqol_score, visqol_score.describe)
+    music, music_text = _optional(music, music_embedding, music_embedding.describe)
     rate, window = model.sample_rate, model.window
     corpus = prepare(data, rate=rate, cache_dir=cache)
     reference, reference_rows, test, test_split = reference_sets(corpus, window, rate, n_clips, seed)
@@ -323,13 +355,13 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     say(f"reconstructing {len(test)} held-out windows")
     recon = _batched(lambda i, k: model.reconstruct(test[i:i + k]), len(test))
     sets = {"samples": samples, "reconstructions": recon, **reference_rows}
-    realism = judge(sets, reference, rate, seed=seed, progress=say, notes=notes)
+    realism = judge(sets, reference, rate, seed=seed, progress=say, notes=notes, music=music)
     reference_features_count = len(feats.feature_names())
 
     say("information rate")
     rate_info = information_rate(model, test)
     reconstruction = reconstruction_table(test, {"reconstructions": recon}, rate, seed=seed, progress=say,
-                                          columns={"reconstructions": rate_info})
+                                          columns={"reconstructions": rate_info}, visqol=visqol)
     if reference_rate > rate:
         hi = prepare(data, rate=reference_rate, cache_dir=cache)
         hi_window = bounds.window_samples(reference_rate, model.window_seconds)
@@ -347,9 +379,7 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
                      "paired_c2st": "the same, folds drawn over (input, output) pairs",
                      "kid": "cubic polynomial kernel on standardised features, 100 half-size subsets",
                      "reference": "random training windows",
-                     "note_model": ("basic-pitch (ICASSP 2022, ONNX): Fréchet distance and KID of "
-                                    f"{len(note_model.NOTE_FEATURES)} pooled note features") if notes else
-                                   (f"off: {notes_why}" if not notes_ok else "off")},
+                     "note_model": notes_text, "visqol": visqol_text, "music_net": music_text},
         "data": {"reference_windows": n_clips, "held_out_split": test_split, "held_out_windows": int(len(test)),
                  "recordings": len(corpus.entries)},
         "realism": realism,

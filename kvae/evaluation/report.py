@@ -17,6 +17,8 @@ REALISM_KEYS = (
     ("flatness", "flatness", "{:.3f}"),
     ("frechet_notes", "Fréchet notes", "{:.1f}"),
     ("kid_notes", "KID notes", "{:.3f}"),
+    ("frechet_music", "Fréchet musicnn", "{:.1f}"),
+    ("kid_music", "KID musicnn", "{:.3f}"),
 )
 RECONSTRUCTION_KEYS = (
     ("paired_c2st", "paired C2ST [95% CI]", None),
@@ -24,6 +26,7 @@ RECONSTRUCTION_KEYS = (
     ("mrstft", "MR-STFT dist", "{:.3f}"),
     ("lsd_db", "LSD dB", "{:.2f}"),
     ("si_sdr_db", "SI-SDR dB", "{:.2f}"),
+    ("visqol", "ViSQOL MOS", "{:.2f}"),
 )
 HARD_TO_TELL = 0.6  # a row whose C2ST interval reaches below this is called hard to tell from the data
 LADDER = "ladder: "
@@ -149,11 +152,15 @@ def format_report(result):
     out += [""] + [f"{name}: {row['verdict']}" for name, row in result["realism"].items() if "verdict" in row]
     if not str(s.get("note_model", "")).startswith("basic-pitch"):
         out += [f"note model columns: {s.get('note_model', 'off')}"]
+    if not str(s.get("music_net", "")).startswith("musicnn"):
+        out += [f"music network columns: {s.get('music_net', 'off')}"]
     rows = result["reconstruction"]
     out += ["", "Reconstruction of held-out windows (paired C2ST: each output against its own input, 0.5 = "
                 "indistinguishable; the ladder: the same windows through known codecs and degradations)"]
     out += format_table(rows, RECONSTRUCTION_KEYS, "")
     out += [""] + [f"{name}: {row['note']}" for name, row in rows.items() if row.get("note")]
+    if not str(s.get("visqol", "")).startswith("visqol-python"):
+        out += [f"ViSQOL column: {s.get('visqol', 'off')}"]
     if "verdict" in rows.get("reconstructions", {}):
         out += [f"reconstructions: {rows['reconstructions']['verdict']}"]
     if result.get("rate_bps") is not None:

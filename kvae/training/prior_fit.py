@@ -60,6 +60,8 @@ PRIOR_DEFAULTS = {
         "seed": 0,
         "max_seconds": 3600.0,  # audio encoded for the prior, in all
         "keep_best": True,  # keep the weights of the epoch with the lowest validation loss
+        "tensorboard": False,  # true: TensorBoard event files in RUN/prior/tensorboard, with generated pieces
+        "tensorboard_every": 5,  # epochs between the pieces written to TensorBoard
         "verbose": "auto",
     },
 }
@@ -251,6 +253,10 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
             initial_value_threshold=_best_so_far(folder / "history.csv")))
     # kvae fit's stack: each epoch once in history.csv, the backup kept until prior.keras is saved
     cbs = resumable_callbacks(train_ds, None, folder, before_history=best) + list(callbacks or [])
+    if train_cfg["tensorboard"]:
+        from kvae.training.tensorboard import prior_logger
+
+        cbs.append(prior_logger(model, folder, every=train_cfg["tensorboard_every"], seed=train_cfg["seed"]))
     if verbose:
         print(f"prior:      {prior.kind}, {prior.count_params():,} parameters, {prior.context_length} frames of context "
               f"({prior.context_length / layout.frame_rate:.1f} s at {layout.frame_rate:.1f} frames/s), "

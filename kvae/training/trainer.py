@@ -16,7 +16,7 @@ from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, run_lock, save_error
-from kvae.training import distributed
+from kvae.training import distributed, next_steps, tensorboard
 from kvae.training.callbacks import (DivergenceGuard, InformationRate, KLSchedule, RunBackup, TimeBudget,
                                      resumable_callbacks)
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
@@ -229,7 +229,8 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     budget = TimeBudget(train["max_minutes"], group=group) if train["max_minutes"] > 0 else None
     guard = (DivergenceGuard(train["divergence_factor"], history=run_dir / "history.csv")
              if train["divergence_factor"] > 0 else None)
-    cbs += ([budget] if budget else []) + list(callbacks or []) + ([guard] if guard else [])
+    board = [tensorboard.fit_logger(cfg, run_dir, train_src.corpus)] if train["tensorboard"] and group.writes else []
+    cbs += ([budget] if budget else []) + list(callbacks or []) + ([guard] if guard else []) + board
     spent = RunBackup.spent(backup)  # a resumed run's budget and snapshots go on from the backup's clocks
     for cb in cbs:
         if hasattr(cb, "carry_over"):
@@ -283,7 +284,7 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
         raise save_error(exc, run_dir, "writing the loss curves and samples") from None
     shutil.rmtree(backup, ignore_errors=True)
     if verbose:
-        print(f"saved:      {model_path}")
+        print("\n".join([f"saved:      {model_path}", *next_steps.next_steps(run_dir, cfg)]))  # where to listen
     return model, history.history
 
 
@@ -346,7 +347,7 @@ def stage_note(config):
 
 
 RESUMABLE = {("train", "epochs"), ("train", "max_minutes"), ("train", "verbose"), ("train", "n_samples"),
-             ("train", "gallery"), ("train", "distributed_timeout"), ("data", "path"), ("data", "cache"),
+             ("train", "gallery"), ("train", "tensorboard"), ("train", "tensorboard_every"), ("train", "distributed_timeout"), ("data", "path"), ("data", "cache"),
              ("data", "workers")}
 """The settings a run may change when it resumes from its backup (how long, where the data is, what it prints)."""
 
