@@ -157,7 +157,9 @@ def main(argv=None):
                         help="linear codes as COMPONENTSxBITS (default 16x5 32x5 64x5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 32 windows, 8 Griffin-Lim iterations")
+    parser.add_argument("--no-visqol", action="store_true", help="leave out the ViSQOL column (minutes per table)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 32 windows, 8 Griffin-Lim iterations, no ViSQOL")
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args(argv)
     codes = []
@@ -214,7 +216,8 @@ def main(argv=None):
         outputs[name] = gl(linear_code(train_mag, true_mag, k, b, seed=args.seed))
         columns[name] = {"rate_bps": k * b * frames_per_second}
 
-    rows = reconstruction_table(test, outputs, rate, seed=args.seed, columns=columns)
+    rows = reconstruction_table(test, outputs, rate, seed=args.seed, columns=columns,
+                                visqol=False if args.no_visqol or args.quick else None)
     what = f"model {args.model}" if model else "no model"
     print(f"Oracle: {len(test)} {split} windows of {window} samples at {rate} Hz, {what}; STFT n_fft {args.n_fft}, "
           f"hop {args.hop}; Griffin-Lim {args.gl_iters} iterations, momentum {args.gl_momentum}")

@@ -125,6 +125,7 @@ def main(argv=None):
     parser.add_argument("--data", help="dataset root (default: the embedded corpus)")
     parser.add_argument("--n-clips", type=int, default=256, help="held-out windows (default 256)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-visqol", action="store_true", help="leave out the ViSQOL column (minutes per table)")
     parser.add_argument("--out", required=True, help="folder of the trained runs (and rd.json)")
     parser.add_argument("--plot", help="PNG of the curves")
     args = parser.parse_args(argv)
@@ -167,7 +168,8 @@ def main(argv=None):
         columns[f"Opus {kbps:g} kbit/s"] = {"rate_bps": float(kbps) * 1000, "coded_bps": bps}
     if not tools:
         print(ladder.OPUS_MISSING)
-    rows = reconstruction_table(test, outputs, rate, seed=args.seed, columns=columns)
+    rows = reconstruction_table(test, outputs, rate, seed=args.seed, columns=columns,
+                                visqol=False if args.no_visqol else None)
     print(f"Rate-distortion: {len(test)} {split} windows at {rate} Hz; models: "
           + ", ".join(f"{label} ({path})" for label, path in models))
     print("\n".join(format_table(rows, RECONSTRUCTION_KEYS, "")))
