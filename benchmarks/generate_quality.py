@@ -168,7 +168,7 @@ def main(argv=None):
     from kvae.evaluation.evaluate import judge, reference_sets
     from kvae.evaluation.report import format_table, write_json
     from kvae.evaluation.two_sample import Standardizer
-    from kvae.training.latents import LatentLayout
+    from kvae.inference.latents import LatentLayout
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-genq-"))
     out.mkdir(parents=True, exist_ok=True)

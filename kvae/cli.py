@@ -79,7 +79,8 @@ def cmd_fit(args):
 
 def cmd_sample(args):
     from kvae.paths import check_output_folder
-    from kvae.training import load, write_samples
+    from kvae.models.loading import load
+    from kvae.training import write_samples
 
     check_output_folder(args.out)
     model = load(args.model, compile=False)
@@ -91,11 +92,11 @@ def cmd_sample(args):
 
 def cmd_reconstruct(args):
     from kvae.paths import check_output_file
-    from kvae.training import load, reconstruct_file
+    from kvae.inference import load, reconstruct_file
 
     block_ms = 10.0 if args.block_ms is None else args.block_ms
     if args.stream:
-        from kvae.stream import block_samples, reconstruct_file_streamed
+        from kvae.inference.stream import block_samples, reconstruct_file_streamed
 
         block_samples(block_ms, 1000)  # its bound, before anything is loaded
     elif args.block_ms is not None:
@@ -143,7 +144,7 @@ def cmd_prior_fit(args):
 
 
 def cmd_generate(args):
-    from kvae.training import generate
+    from kvae.inference import generate
 
     generate(args.run, seconds=args.seconds, out=args.out, prior=args.prior, temperature=args.temperature,
              seed=args.seed, prime=args.prime, n=args.n, overwrite=args.overwrite, verbose=True)
@@ -245,7 +246,7 @@ def build_parser():
     p.add_argument("output", metavar="OUT.wav", help="WAV to write; never the input, nor a folder")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.wav if it exists")
     p.add_argument("--stream", action="store_true",
-                   help="process the input block by block with a fixed latency (kvae.stream; prints it)")
+                   help="process the input block by block with a fixed latency (kvae.inference.stream; prints it)")
     p.add_argument("--block-ms", type=float, metavar="MS", help="block length with --stream (default 10)")
     p.set_defaults(func=cmd_reconstruct)
 

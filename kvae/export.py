@@ -22,7 +22,7 @@ earlier export wrote; `kvae.paths.OwnedFolder`):
   The first frame pushed is the start frame (`start_frame` in the
   metadata), the states start at zero; each call's `state_i_out` is the next
   call's `state_i`. Frames become the decoder's window latents as in
-  `kvae.training.latents`: `frames_per_window` frames every `hop_frames`
+  `kvae.inference.latents`: `frames_per_window` frames every `hop_frames`
   frames, crossfaded every `frame_hop_samples` samples (in its metadata).
 
 The batch axis is dynamic. Each graph's `metadata_props` hold the
@@ -280,7 +280,7 @@ def export_onnx(run, out, prior=True, verbose=False):
 
 
 def _export_prior(prior, folder, meta, model):
-    from kvae.training.latents import LatentLayout
+    from kvae.inference.latents import LatentLayout
 
     layout = LatentLayout(model)
     module = prior_step_module(prior)
@@ -356,7 +356,7 @@ class OnnxVAE:
     """An exported folder run with onnxruntime, with the VAE's interface for inference.
 
     `encode`, `decode` and `reconstruct` take and return numpy arrays, so
-    `kvae.training.reconstruct_audio` and `kvae.stream` run it as they run
+    `kvae.inference.reconstruct_audio` and `kvae.inference.stream` run it as they run
     the Keras model.
 
     Args:

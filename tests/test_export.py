@@ -75,8 +75,8 @@ def test_onnx_graphs_compute_what_keras_computes(name, tmp_path):
 
 
 def test_streaming_through_onnxruntime_equals_keras_offline(tmp_path):
-    from kvae.stream import Reconstructor
-    from kvae.training.inference import reconstruct_audio
+    from kvae.inference.stream import Reconstructor
+    from kvae.inference import reconstruct_audio
 
     model = make("conv1d")
     export_onnx(model, tmp_path / "onnx")

@@ -3,7 +3,7 @@
 `encoded_latents` encodes long contiguous stretches of the training
 recordings (whole recordings, up to `train.max_seconds` of audio in all,
 each recording's share taken at a seeded offset) into frame sequences with
-`kvae.training.latents.LatentLayout`, plus every window's posterior mean
+`kvae.inference.latents.LatentLayout`, plus every window's posterior mean
 (for the latent mixture), and keeps them in `RUN/prior/latents.npz` while
 the model file and the settings are unchanged. `LatentCrops` serves random
 crops of them for teacher forcing.

@@ -194,8 +194,8 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     """`fit_prior` once the run folder is held."""
     from kvae.data import prepare
     from kvae.training.callbacks import resumable_callbacks
-    from kvae.training.inference import load
-    from kvae.training.latents import LatentLayout
+    from kvae.inference.latents import LatentLayout
+    from kvae.models.loading import load
     from kvae.training.trainer import seed_everything
 
     folder = Path(folder) if folder is not None else run / "prior"
@@ -299,7 +299,7 @@ def write_pieces(run, n=2, seconds=30.0, seed=0, prior="auto", folder=None, verb
 
     `folder` is the prior folder (default `RUN/prior`).
     """
-    from kvae.training.generation import generate
+    from kvae.inference.generation import generate
 
     folder = Path(folder) if folder is not None else Path(run) / "prior"
     source = folder / "model.keras" if (folder / "model.keras").is_file() else Path(run) / "model.keras"
