@@ -108,7 +108,7 @@ def fit_priors(args, run, out):
     """Fit one prior folder per kind; return `{kind: (folder, summary)}`."""
     import numpy as np
 
-    from kvae.evaluation.plots import read_history
+    from kvae.runs import read_history
 
     per_epoch = max(1, min(args.prior_steps, 50))
     priors = {}

@@ -61,10 +61,11 @@ def cmd_fit(args):
         from kvae.training.distributed import launch, strip_nproc
 
         return launch(args.nproc, strip_nproc(args.argv))
+    from kvae.runs import RunFolder
     from kvae.training import fit
 
     config = args.config
-    resuming = args.run is not None and Path(args.run, "config.json").is_file()
+    resuming = args.run is not None and RunFolder(args.run).config.is_file()
     if config is None and not resuming:
         config = "quickstart"
     start = time.perf_counter()
@@ -91,7 +92,7 @@ def cmd_sample(args):
 
 
 def cmd_reconstruct(args):
-    from kvae.paths import check_output_file
+    from kvae.runs import check_output_file
     from kvae.inference import load, reconstruct_file
 
     block_ms = 10.0 if args.block_ms is None else args.block_ms
@@ -156,11 +157,12 @@ def cmd_evaluate(args):
     from kvae.evaluation import evaluate as evaluation
     from kvae.evaluation.report import write_json
     from kvae.models.loading import load
-    from kvae.paths import check_output_file
+    from kvae.runs import check_output_file
+    from kvae.runs.folder import EVALUATION
 
     if args.plot is not None and not str(args.plot).lower().endswith(".png"):
         raise KvaeError(f"--plot: give a .png file name, got {args.plot}")
-    for out, example in ((args.out, "eval.json"), (args.plot, "rate.png")):  # before the work, not after it
+    for out, example in ((args.out, EVALUATION), (args.plot, "rate.png")):  # before the work, not after it
         if out:
             check_output_file(out, [args.model], example=example, overwrite=args.overwrite)
     model = load(args.model, compile=False)

@@ -235,13 +235,14 @@ def export_onnx(run, out, prior=True, verbose=False):
     ```
     """
     from kvae.models.loading import load
-    from kvae.paths import OwnedFolder, is_run_folder
+    from kvae.paths import OwnedFolder
+    from kvae.runs import RunFolder, is_run_folder
 
     ar_prior = prior if prior not in (True, False, None) else None
     if isinstance(run, (str, Path)):
         run = Path(run)
-        if prior is True and run.is_dir() and (run / "prior" / "prior.keras").is_file():
-            ar_prior = load(run / "prior" / "prior.keras", compile=False)
+        if prior is True and run.is_dir() and RunFolder(run).prior.prior_model.is_file():
+            ar_prior = load(RunFolder(run).prior.prior_model, compile=False)
         model = load(run, compile=False)
     else:
         model = run

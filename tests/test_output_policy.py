@@ -20,7 +20,8 @@ from audio import wav_file
 from kvae import bounds, cli
 from kvae.data import WavWriter, prepare, read_audio, write_wav
 from kvae.errors import KvaeError
-from kvae.paths import OwnedFolder, check_output_file, run_lock
+from kvae.paths import OwnedFolder
+from kvae.runs import check_output_file, run_lock
 from model_checks import StopAfter
 
 RATE = 3000
@@ -144,7 +145,7 @@ def test_owned_folder_refuses_a_file_it_did_not_write(tmp_path):
 
 LOCK_HOLDER = textwrap.dedent("""
     import sys, time
-    from kvae.paths import run_lock
+    from kvae.runs import run_lock
     with run_lock(sys.argv[1], "fit"):
         print("held", flush=True)
         time.sleep(60)
@@ -171,7 +172,7 @@ def test_a_second_process_on_a_run_folder_gets_one_line_naming_the_holder(embedd
 
 
 def test_prior_fit_killed_while_saving_resumes_without_retraining(trained, tmp_path, monkeypatch):
-    from kvae.training import prior_fit as prior_module
+    from kvae.training import loop as prior_module  # the skeleton's one atomic save
 
     run = copy_run(trained, tmp_path)
     real_save = prior_module.save_model_atomic

@@ -291,7 +291,7 @@ def test_history_starts_afresh_after_a_divergence(embedded, tmp_path):
 
 
 def test_loss_plot_reader_keeps_the_last_row_of_each_epoch(tmp_path):
-    from kvae.evaluation.plots import read_history
+    from kvae.runs import read_history
 
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss\n0,inf\n0,5\n1,4\n0,9\n1,3\n2,2\n")  # two resumes of an older kvae

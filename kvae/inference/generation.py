@@ -36,12 +36,14 @@ def run_normalize(run):
     """The `data.normalize` a run folder (or a model file in it or in its `prior/`) was trained with."""
     import json
 
+    from kvae.runs import RunFolder
+
     if not isinstance(run, (str, Path)):
         return "none"
     run = Path(run)
     for folder in (run, run.parent, run.parent.parent) if not run.is_dir() else (run,):
         try:  # a run's config has a data section (a prior folder's config.json does not)
-            data = json.loads((folder / "config.json").read_text()).get("data")
+            data = json.loads(RunFolder(folder).config.read_text()).get("data")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(data, dict):
@@ -52,6 +54,7 @@ def run_normalize(run):
 def _load_run(run, prior, ar_prior=None):
     """`(model, ar_prior or None, inputs)` for a run folder, a `.keras` file or a model."""
     from kvae.models.loading import load
+    from kvae.runs import RunFolder
 
     inputs = []
     if not isinstance(run, (str, Path)):
@@ -59,10 +62,10 @@ def _load_run(run, prior, ar_prior=None):
     else:
         run = Path(run)
         if run.is_dir():
-            with_gmm = run / "prior" / "model.keras"
-            model_path = with_gmm if with_gmm.is_file() else run / "model.keras"
-            if ar_prior is None and (run / "prior" / "prior.keras").is_file() and prior in ("auto", "ar"):
-                ar_prior = run / "prior" / "prior.keras"
+            folder = RunFolder(run)
+            model_path = folder.prior.model if folder.prior.model.is_file() else folder.model  # with its mixture
+            if ar_prior is None and folder.prior.prior_model.is_file() and prior in ("auto", "ar"):
+                ar_prior = folder.prior.prior_model
         else:
             model_path = run
         model = load(model_path, compile=False)
@@ -208,7 +211,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     ```
     """
     from kvae.data import WavWriter, read_audio, resample
-    from kvae.paths import check_free_space, check_output_file
+    from kvae.paths import check_free_space
+    from kvae.runs import check_output_file
 
     seconds, temperature = bounds.check("seconds", seconds), bounds.check("temperature", temperature)
     seed, n = bounds.check("seed", seed), bounds.check("pieces", n, "n")

@@ -97,7 +97,8 @@ def reconstruct_file(model, source, target, chunk_frames=64, overwrite=False):
             full disk: the output is left as it was).
     """
     from kvae.data import AudioReader, ResampledReader, WavWriter
-    from kvae.paths import check_output_file, save_error
+    from kvae.paths import save_error
+    from kvae.runs import check_output_file
 
     check_output_file(target, [source], overwrite=overwrite)
     signal = ResampledReader(AudioReader(source), model.sample_rate)

@@ -258,7 +258,8 @@ def reconstruct_file_streamed(model, source, target, block_ms=10.0, overwrite=Fa
         `(frames written, the Reconstructor)`.
     """
     from kvae.data import AudioReader, ResampledReader, WavWriter
-    from kvae.paths import check_output_file, save_error
+    from kvae.paths import save_error
+    from kvae.runs import check_output_file
 
     size = block_samples(block_ms, model.sample_rate)
     check_output_file(target, [source], overwrite=overwrite)

@@ -1,9 +1,10 @@
 """kvae.training: `kvae.fit`, its callbacks, and fitting a run's latent prior.
 
 - `trainer`: `fit`, config -> data -> model -> `model.fit` -> run folder.
+- `loop`: the skeleton every training in a run folder shares (`kvae fit`, `kvae prior fit`, search
+  trials): `seed_everything`, `compile_model`, `fit_in_folder`; and the samples a finished run writes.
 - `callbacks`: `WindowEpochs` (which epoch's windows), `KLSchedule` (KL warm-up), `EpochHistory`
   (history.csv, one row per epoch) and `RunBackup` (the backup a cut-short run resumes from).
-- `runs`: loss curves and samples written into a run folder.
 - `distributed`: data-parallel `fit` (torchrun's process group, jax's DataParallel, `kvae fit --nproc`).
 - `prior_fit`, `prior_data`: `fit_prior`, the latent mixture and autoregressive prior of a run, in `RUN/prior/`.
 
@@ -12,9 +13,9 @@ are importable from here too, as in kvae 0.1.
 """
 
 from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, WindowEpochs, truncate_history
-from kvae.training.trainer import build_model, compile_model, fit, make_datasets, seed_everything
+from kvae.training.loop import compile_model, finish_run, fit_in_folder, seed_everything, write_samples
+from kvae.training.trainer import build_model, fit, make_datasets
 from kvae.inference import generate, load, reconstruct_audio, reconstruct_blocks, reconstruct_file
-from kvae.training.runs import finish_run, write_samples
 from kvae.training.prior_fit import fit_prior, load_prior_config
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "compile_model",
     "finish_run",
     "fit",
+    "fit_in_folder",
     "fit_prior",
     "generate",
     "load",

@@ -2,7 +2,6 @@
 information rate, the history file and the backup a cut-short run resumes from. The time budget
 and the snapshots live in `kvae.training.time_budget` and are importable from here too."""
 
-import csv
 import errno
 import json
 import math
@@ -14,10 +13,12 @@ import numpy as np
 from kvae.errors import KvaeError
 from kvae.models.elbo import bits_per_second
 from kvae.paths import atomic_path, save_error
+from kvae.runs import RunFolder
+from kvae.runs.history import read_history, truncate_history
 from kvae.training.time_budget import _CLOCKS, Snapshots, TimeBudget, averaged_weights  # noqa: F401 (public here too)
 
 __all__ = ["RunBackup", "EpochHistory", "DivergenceGuard", "WindowEpochs", "KLSchedule", "InformationRate",
-           "TimeBudget", "Snapshots", "averaged_weights", "truncate_history", "resumable_callbacks"]
+           "TimeBudget", "Snapshots", "averaged_weights", "truncate_history", "resumable_callbacks", "kl_callbacks"]
 
 
 class RunBackup(keras.callbacks.BackupAndRestore):
@@ -109,40 +110,6 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         if needed > free:
             raise OSError(errno.ENOSPC, f"No space left on device (the backup needs about {needed / 2**20:,.1f} MiB, "
                                         f"{free / 2**20:,.1f} MiB free)")
-
-
-def truncate_history(path, epoch):
-    """Drop the rows of epoch `epoch` and later (and any cut-short row) from a CSVLogger file, atomically.
-
-    Returns:
-        The number of rows kept.
-    """
-    if not os.path.isfile(path):
-        return 0
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        rows = list(reader)
-    if not header or "epoch" not in header:
-        os.remove(path)
-        return 0
-    at = header.index("epoch")
-
-    def keep(row):
-        try:
-            return len(row) == len(header) and int(float(row[at])) < epoch
-        except ValueError:
-            return False
-
-    kept = [row for row in rows if keep(row)]
-    if not kept:
-        os.remove(path)
-    elif len(kept) != len(rows):
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(kept)
-    return len(kept)
 
 
 class EpochHistory(keras.callbacks.CSVLogger):
@@ -249,6 +216,13 @@ class KLSchedule(keras.callbacks.Callback):
             logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
 
 
+def kl_callbacks(train):
+    """The callbacks a config's `train` table asks for to warm the KL weight up: `[KLSchedule]` or `[]`."""
+    if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
+        return [KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"])]
+    return []
+
+
 class InformationRate(keras.callbacks.Callback):
     """Logs the model's information rate beside its KL: `rate_bps` (and `val_rate_bps`), bits per second.
 
@@ -312,25 +286,8 @@ class DivergenceGuard(keras.callbacks.Callback):
             return
         self._first = False
         if epoch > 0 and self.history is not None:
-            for _, value in self.read_history(self.history, before=epoch):
+            for value in read_history(self.history, before=epoch).get(self.monitor, []):
                 self._judge(value)
-
-    def read_history(self, path, before=math.inf):
-        """`(epoch, value)` of the watched value in the rows of a `history.csv` before epoch `before`;
-        nothing for a missing file or column."""
-        if not os.path.isfile(path):
-            return []
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        out = []
-        for row in rows:
-            try:
-                epoch, value = int(float(row["epoch"])), float(row[self.monitor])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if epoch < before:
-                out.append((epoch, value))
-        return out
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -367,16 +324,14 @@ def resumable_callbacks(dataset, source, folder, write=True, before_history=()):
     Args:
         dataset: the training dataset, for `WindowEpochs`.
         source: the training data's window source, for `WindowEpochs`.
-        folder: Path. The folder holding `history.csv` and `backup/`.
+        folder: Path or `kvae.runs.RunFolder`. The folder holding `history.csv` and `backup/`.
         write: bool. Write the history and backups (only rank 0 of a
             data-parallel run does; every rank restores).
         before_history: callbacks placed before the history file.
     """
-    from pathlib import Path
-
-    folder = Path(folder)
+    folder = RunFolder(folder)
     cbs = [WindowEpochs(dataset, source), keras.callbacks.TerminateOnNaN(), *before_history]
     if write:
-        cbs.append(EpochHistory(folder / "history.csv"))
-    cbs.append(RunBackup(folder / "backup", write=write))
+        cbs.append(EpochHistory(folder.history))
+    cbs.append(RunBackup(folder.backup, write=write))
     return cbs

@@ -60,8 +60,9 @@ def _unpack(flat, lengths):
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def encoded_latents(model, model_path, layout, corpus, data, cfg, folder, verbose=True):
-    """The run's training (and validation) frames, from `folder/latents.npz` when it matches, else encoded.
+def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=True):
+    """The run's training (and validation) frames, from `path` (a prior folder's `latents.npz`) when it
+    matches, else encoded and kept there.
 
     Returns:
         dict with `train` and `val` (lists of frame arrays) and `windows` (training window latents).
@@ -70,7 +71,7 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, folder, verbos
     key = json.dumps({"version": _LATENTS_VERSION, "model": [stat.st_size, stat.st_mtime_ns],
                       "data": data, "max_seconds": cfg["train"]["max_seconds"], "seed": cfg["train"]["seed"],
                       "layout": [layout.frames_per_window, layout.hop_frames, layout.hop_samples]}, sort_keys=True)
-    path = Path(folder) / "latents.npz"
+    path = Path(path)
     if path.is_file():
         try:
             with np.load(path) as saved:
