@@ -202,12 +202,12 @@ def main(argv=None):
               f"({speed[name]:.1f} audio-s/s)", flush=True)
 
     # -- real music, the same way: the first `seconds` of each training recording, in windows
-    corpus = prepare(args.data, rate=rate) if args.data or not (run / "config.json").is_file() else None
+    corpus = prepare(args.data, sample_rate=rate) if args.data or not (run / "config.json").is_file() else None
     if corpus is None:
         import json
 
         data = json.loads((run / "config.json").read_text())["data"]
-        corpus = prepare(data["path"] or None, rate=rate, cache_dir=data["cache"] or None,
+        corpus = prepare(data["path"] or None, sample_rate=rate, cache_dir=data["cache"] or None,
                          select=data["select"] or None)
     reference, reference_rows, _, _ = reference_sets(corpus, window, rate, args.n_clips, args.seed)
     real = []

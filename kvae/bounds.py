@@ -18,7 +18,7 @@ WINDOW_SAMPLES_MAX = 2 ** 20  # one training window; about 350 s at 3000 Hz, 24 
 
 # name: (lowest, highest, integer, unit, lowest excluded)
 BOUNDS = {
-    "data.rate": (1000, 192000, True, " Hz", False),
+    "data.sample_rate": (1000, 192000, True, " Hz", False),
     "data.window_seconds": (0.01, 600.0, False, " s", False),
     "data.batch_size": (1, 65536, True, "", False),
     "data.windows_per_recording": (1, 100000, True, "", False),
@@ -85,7 +85,7 @@ def check(name, value, label=None):
     """Return `value` (an int or a float) if it lies within `BOUNDS[name]`, else raise one line.
 
     Args:
-        name: str. A key of `BOUNDS` ("data.rate", "seconds", ...).
+        name: str. A key of `BOUNDS` ("data.sample_rate", "seconds", ...).
         value: the number given.
         label: str or None. The name in the message (`--seconds`, `n`); defaults to `name`.
 
@@ -148,7 +148,7 @@ def describe():
     for name, (low, high, integer, unit, open_low) in BOUNDS.items():
         kind = "whole number" if integer else "number"
         lines.append(f"{name}: {kind} {'>' if open_low else '>='} {low:g} and <= {high:g}{unit}")
-    lines.append(f"data.rate x data.window_seconds: at most {WINDOW_SAMPLES_MAX:,} samples per window")
+    lines.append(f"data.sample_rate x data.window_seconds: at most {WINDOW_SAMPLES_MAX:,} samples per window")
     return lines
 
 

@@ -10,14 +10,29 @@ import functools
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
 def _add_data_args(p, rate=True):
     p.add_argument("--data", metavar="ROOT", help="dataset root (MusicNet or any audio folder); default: the embedded dataset")
     if rate:
-        p.add_argument("--rate", type=int, metavar="HZ", help="target sample rate (default 3000, kvae.bounds.DEFAULT_RATE)")
+        p.add_argument("--sample-rate", type=int, metavar="HZ",
+                       help="target sample rate (default 3000, kvae.bounds.DEFAULT_RATE)")
+        p.add_argument("--rate", type=int, dest="old_rate", help=argparse.SUPPRESS)  # kvae 0.1's name
     p.add_argument("--cache", metavar="DIR", help="cache folder (default: under $KVAE_HOME/cache)")
+
+
+def _sample_rate(args):
+    """`--sample-rate`, or kvae 0.1's `--rate` (read as it, with one warning line); None when neither is given."""
+    if getattr(args, "old_rate", None) is not None:
+        from kvae._deprecated import renamed
+
+        renamed("--rate", "--sample-rate")
+        if args.sample_rate is None:
+            args.sample_rate = args.old_rate
+        args.old_rate = None
+    return getattr(args, "sample_rate", None)
 
 
 def _progress(done, total, key):
@@ -32,8 +47,9 @@ def cmd_prepare(args):
 
     select = {"ensemble": args.ensemble} if args.ensemble else None
     try:
-        corpus = prepare(args.data, rate=DEFAULT_RATE if args.rate is None else args.rate, cache_dir=args.cache, select=select,
-                         window_seconds=args.window, progress=_progress)
+        rate = _sample_rate(args)
+        corpus = prepare(args.data, sample_rate=DEFAULT_RATE if rate is None else rate, cache_dir=args.cache,
+                         select=select, window_seconds=args.window, progress=_progress)
     except Exception as exc:
         report = getattr(exc, "report", None)
         if report is not None:
@@ -49,7 +65,7 @@ def _set_items(args):
     overrides = parse_set(args.set)
     for key, section, value in (
         ("epochs", "train", args.epochs), ("steps_per_epoch", "train", args.steps_per_epoch),
-        ("rate", "data", getattr(args, "rate", None)), ("cache", "data", getattr(args, "cache", None)),
+        ("sample_rate", "data", _sample_rate(args)), ("cache", "data", getattr(args, "cache", None)),
     ):
         if value is not None:
             overrides.setdefault(section, {})[key] = value
@@ -328,6 +344,23 @@ def build_parser():
     return parser
 
 
+def _one_line_warnings():
+    """Within a `warnings.catch_warnings()` block: each of kvae's deprecation warnings (an old name read as
+    its new one) is printed once, on one line, as `kvae: warning: ...`; other warnings as Python prints them."""
+    shown, stock = set(), warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, FutureWarning):
+            return stock(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            print(f"kvae: warning: {text}", file=sys.stderr if file is None else file)
+
+    warnings.simplefilter("always", FutureWarning)
+    warnings.showwarning = show
+
+
 def main(argv=None):
     from kvae._env import configure
 
@@ -338,7 +371,9 @@ def main(argv=None):
     from kvae.errors import KvaeError
 
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            _one_line_warnings()
+            return args.func(args)
     except KvaeError as exc:
         if args.debug:
             raise

@@ -35,6 +35,7 @@ import operator
 import keras
 from keras import ops
 
+from kvae import bounds
 from kvae.dsp import ops as dsp_ops
 from kvae.dsp.filters import WINDOWS, mel_filterbank, scaled_fft_sizes
 from kvae.errors import KvaeError
@@ -389,8 +390,8 @@ class MultiScaleMelLoss(keras.losses.Loss):
         dtype: Dtype of the loss computation.
     """
 
-    def __init__(self, window_lengths=(32, 64, 128, 256, 512), n_mels=(5, 10, 20, 40, 80), sample_rate=3000,
-                 clamp_eps=1e-5, name=None, reduction="sum_over_batch_size", dtype=None):
+    def __init__(self, window_lengths=(32, 64, 128, 256, 512), n_mels=(5, 10, 20, 40, 80),
+                 sample_rate=bounds.DEFAULT_RATE, clamp_eps=1e-5, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.window_lengths = [_check_positive_int(w, "window_lengths") for w in window_lengths]
         self.n_mels = [_check_positive_int(m, "n_mels") for m in n_mels]

@@ -217,7 +217,7 @@ def rate_controlled_beta(epochs, warmup=0, target=1e9, gain=0.1):
     from kvae.models import FCVAE
 
     model = FCVAE(sample_rate=3000, window_seconds=0.1, hidden_layers=1, hidden_units=8, latent_dim=2, seed=0,
-                  rate_target=target, rate_gain=gain)
+                  bitrate_target=target, bitrate_gain=gain)
     model.compile(optimizer="adam")
     if warmup:
         model.set_kl_schedule("linear", warmup, 0.0)

@@ -18,7 +18,7 @@ from kvae.errors import KvaeError
 from model_checks import StopAfter
 
 RATE = 3000
-DATA = {"rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8}
+DATA = {"sample_rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8}
 TRAIN = {"epochs": 1, "steps_per_epoch": 2, "n_samples": 0, "verbose": 0}
 VAES = {
     "conv1d": {"data": DATA, "model": {"type": "conv1d", "channels": [8, 16], "latent_dim": 4}, "train": TRAIN},

@@ -131,7 +131,7 @@ def test_the_rate_controller_moves_beta_toward_the_target_rate():
 
 
 def test_a_rate_target_steers_beta_and_is_saved(tmp_path):
-    model = make("fc", rate_target=1e9, rate_gain=0.05, mel_weight=1.0)
+    model = make("fc", bitrate_target=1e9, bitrate_gain=0.05, mel_weight=1.0)
     model.compile(optimizer="adam")
     from kvae.training.callbacks import InformationRate
 
@@ -142,10 +142,10 @@ def test_a_rate_target_steers_beta_and_is_saved(tmp_path):
     assert np.isfinite(history.history["mel"][-1]) and history.history["mel"][-1] > 0
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert (loaded.rate_target, loaded.rate_gain, loaded.mel_weight) == (1e9, 0.05, 1.0)
+    assert (loaded.bitrate_target, loaded.bitrate_gain, loaded.mel_weight) == (1e9, 0.05, 1.0)
 
 
-@pytest.mark.parametrize("kwargs", [{"rate_target": -1.0}, {"rate_gain": 0.0}, {"mel_weight": -2.0}])
+@pytest.mark.parametrize("kwargs", [{"bitrate_target": -1.0}, {"bitrate_gain": 0.0}, {"mel_weight": -2.0}])
 def test_bad_rate_and_mel_settings_are_refused(kwargs):
-    with pytest.raises(KvaeError, match="rate_gain in"):
+    with pytest.raises(KvaeError, match="bitrate_gain in"):
         make("fc", **kwargs)

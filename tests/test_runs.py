@@ -12,7 +12,7 @@ from kvae.runs import RESUMABLE, RunFolder, read_history, resumable, truncate_hi
 
 PACKAGE = Path(kvae.__file__).resolve().parent
 RATE = 3000
-TINY = {"data": {"rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8},
+TINY = {"data": {"sample_rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8},
         "model": {"type": "fc", "hidden_layers": 1, "hidden_units": 16, "latent_dim": 4},
         "train": {"epochs": 1, "steps_per_epoch": 2, "n_samples": 0, "verbose": 0, "gallery": False}}
 

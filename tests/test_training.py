@@ -22,7 +22,7 @@ from model_checks import StopAfter
 
 TINY = {
     "name": "tiny",
-    "data": {"rate": 3000, "window_seconds": 0.25, "windows_per_recording": 4, "val_windows_per_recording": 2,
+    "data": {"sample_rate": 3000, "window_seconds": 0.25, "windows_per_recording": 4, "val_windows_per_recording": 2,
              "batch_size": 16},
     "model": {"type": "fc", "hidden_layers": 1, "hidden_units": 64, "latent_dim": 8},
     "train": {"epochs": 2, "n_samples": 2, "verbose": 0},
@@ -121,7 +121,7 @@ def test_cli_fit_sample_reconstruct(embedded, tmp_path, capsys):
 @pytest.mark.parametrize("items, word", [
     (["model.hidden_layerz=3"], "model.hidden_layerz"),
     (["train.epochs=three"], "train.epochs"),
-    (["data.rate=1.5"], "data.rate"),
+    (["data.sample_rate=1.5"], "data.sample_rate"),
     (["data.normalize=loud"], "data.normalize"),
     (["train.learning_rate=0"], "train.learning_rate"),
     (["bogus.key=1"], "bogus.key"),

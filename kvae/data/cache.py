@@ -38,6 +38,7 @@ import numpy as np
 from kvae.data.audio_io import AudioFileError, os_reason, read_audio, resample
 from kvae.data.sources import find_recordings
 from kvae import bounds
+from kvae._deprecated import renamed
 from kvae.errors import KvaeError
 from kvae.paths import atomic_path, kvae_home, remove_stale_temporaries
 
@@ -73,7 +74,7 @@ class PrepareReport:
     root: Path
     cache_dir: Path
     layout: str
-    rate: int
+    sample_rate: int
     found: int = 0
     built: int = 0
     reused: int = 0
@@ -85,13 +86,13 @@ class PrepareReport:
     short: list = field(default_factory=list)  # keys shorter than the window
     window_seconds: float = 0.0
     rebuilt: list = field(default_factory=list)  # (cache file, why it could not be reused)
-    upsampled: list = field(default_factory=list)  # (source path, its rate) of sources below `rate`
+    upsampled: list = field(default_factory=list)  # (source path, its rate) of sources below `sample_rate`
 
     def summary(self):
         """Return the report as printable lines."""
         lines = [
             f"data:       {self.root} ({self.layout} layout)",
-            f"cache:      {self.cache_dir} at {self.rate} Hz",
+            f"cache:      {self.cache_dir} at {self.sample_rate} Hz",
             f"recordings: {self.found} found, {self.built} built, {self.reused} reused, "
             f"{len(self.skipped)} skipped",
             f"audio:      {self.seconds_of_audio / 3600:.3f} hours ({self.seconds_of_audio:.1f} s)",
@@ -107,7 +108,7 @@ class PrepareReport:
             shown = ", ".join(f"{Path(p).name} ({r} Hz)" for p, r in self.upsampled[:3])
             more = f" and {len(self.upsampled) - 3} more" if len(self.upsampled) > 3 else ""
             lines.append(
-                f"upsampled:  {len(self.upsampled)} recording(s) have a lower sample rate than {self.rate} Hz "
+                f"upsampled:  {len(self.upsampled)} recording(s) have a lower sample rate than {self.sample_rate} Hz "
                 f"and are upsampled (nothing above half their rate): {shown}{more}"
             )
         for note in self.notes:
@@ -120,19 +121,25 @@ class PrepareReport:
 
 
 class Corpus:
-    """The cached recordings of one dataset at one rate, opened by memory map.
+    """The cached recordings of one dataset at one sample rate, opened by memory map.
 
     Args:
         entries: list of Entry.
-        rate: int. Sample rate of every entry.
+        sample_rate: int. Sample rate of every entry.
         report: PrepareReport or None. What built it.
     """
 
-    def __init__(self, entries, rate, report=None):
+    def __init__(self, entries, sample_rate, report=None):
         self.entries = list(entries)
-        self.rate = int(rate)
+        self.sample_rate = int(sample_rate)
         self.report = report
         self._arrays = {}
+
+    @property
+    def rate(self):
+        """kvae 0.1's name of `sample_rate` (deprecated)."""
+        renamed("Corpus.rate", "Corpus.sample_rate")
+        return self.sample_rate
 
     def split(self, name):
         """Return the entries of one split (`"train"` or `"test"`)."""
@@ -152,7 +159,7 @@ class Corpus:
     @property
     def seconds(self):
         """Total duration in seconds."""
-        return sum(e.frames for e in self.entries) / self.rate
+        return sum(e.frames for e in self.entries) / self.sample_rate
 
     def non_finite(self):
         """Return `(file, count)` for each cached file holding NaN or Inf samples (reads every file)."""
@@ -310,13 +317,14 @@ def _write_error(cache_dir, path, exc):
     return KvaeError(f"{cache_dir}: cannot write {where} to the cache ({os_reason(exc)})")
 
 
-def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, window_seconds=None, progress=None):
+def prepare(root=None, sample_rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, window_seconds=None, progress=None,
+            rate=None):
     """Decode, resample and cache every recording of a dataset.
 
     Args:
         root: str, Path or None. Dataset root (MusicNet in either layout, or
             any folder of audio). None means the embedded default dataset.
-        rate: int. Target sample rate in Hz. Defaults to 3000, the paper's.
+        sample_rate: int. Target sample rate in Hz. Defaults to 3000, the paper's.
         cache_dir: str, Path or None. Where to cache; defaults to a folder
             under `$KVAE_HOME/cache` named after the root and the rate.
         select: dict or None. MusicNet metadata filter, see `find_recordings`.
@@ -324,6 +332,7 @@ def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, wi
             shorter than it are counted in the report (they are zero-padded
             when windowed).
         progress: callable or None. Called as `progress(done, total, key)`.
+        rate: int or None. kvae 0.1's name of `sample_rate` (read as it, with a warning).
 
     Returns:
         A `Corpus` whose `report` says what was found, built, reused and skipped.
@@ -333,7 +342,10 @@ def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, wi
             audio, or the cache folder cannot be written (disk full says so).
     """
     start = time.perf_counter()
-    rate = bounds.check("data.rate", rate, "rate")
+    if rate is not None:
+        renamed("prepare(rate=...)", "prepare(sample_rate=...)")
+        sample_rate = rate
+    rate = bounds.check("data.sample_rate", sample_rate, "sample_rate")
     if root is None:
         from kvae.data.embedded import embedded_root
 
@@ -436,7 +448,7 @@ def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, wi
         raise _write_error(cache_dir, cache_dir / MANIFEST, exc) from None
     if window_seconds:
         report.window_seconds = float(window_seconds)
-        need = int(round(window_seconds * rate))
+        need = bounds.window_samples(rate, window_seconds)
         report.short = [e.key for e in entries if e.frames < need]
     report.wall_seconds = time.perf_counter() - start
     if not entries:

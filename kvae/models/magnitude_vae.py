@@ -70,7 +70,7 @@ class MagnitudeVAE(VAE):
     frames. Decoder: a transposed convolution back to the frame rate ->
     ConvNeXt blocks -> one log-magnitude per bin. The likelihood
     (`decoder_variance`, summed) is on the log-magnitude, in nats; with
-    `rate_target` the KL weight is steered to a bitrate, as `vocos-mel`'s is.
+    `bitrate_target` the KL weight is steered to a bitrate, as `vocos-mel`'s is.
     `to_audio` takes `exp`, removes the floor and runs fast Griffin-Lim from a
     fixed pseudo-random phase, so `sample` and `reconstruct` return
     waveforms `(n, window)` and are deterministic. The latent rate is

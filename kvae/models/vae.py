@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from kvae import bounds
+from kvae._deprecated import renamed
 from kvae._keras_private import OptimizerStepInLoss
 from kvae.errors import KvaeError
 from kvae.models import torch_step
@@ -51,10 +52,10 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
             RAVE's sizes to the sample rate.
         mel_weight: float. Weight of DAC's multi-scale mel loss on the audio
             (`kvae.losses.MultiScaleMelLoss`). Defaults to 0.0 (off).
-        rate_target: float. Bits per second a controller steers the KL
+        bitrate_target: float. Bits per second a controller steers the KL
             weight to while training, after any warm-up
             (`kvae.models.elbo.rate_controlled_beta`). Defaults to 0.0 (off).
-        rate_gain: float. Its largest log-step per training step (0.02).
+        bitrate_gain: float. Its largest log-step per training step (0.02).
         init_log_sigma: float. Initial log sigma of a learned variance.
             Defaults to -2.0.
         seed: int or None. Seed of the training-time latent noise.
@@ -70,8 +71,13 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
     def __init__(self, sample_rate=bounds.DEFAULT_RATE, window_seconds=1.0, latent_dim=64, decoder_variance="scalar",
                  reduction="sum", reconstruction_weight=1.0, beta=1.0, free_bits=0.0, stft_weight=0.0,
                  stft_fft_sizes=None, init_log_sigma=-2.0, seed=None, latent_gmm=None, adversarial=None,
-                 mel_weight=0.0, rate_target=0.0, rate_gain=0.02, **kwargs):
+                 mel_weight=0.0, bitrate_target=0.0, bitrate_gain=0.02, **kwargs):
         legacy = from_legacy(kwargs)  # a model saved by kvae 0.1, or built with its keywords
+        old = [key for key in ("rate_target", "rate_gain") if key in kwargs]  # kvae 0.1's names, in its saved configs
+        if old:
+            renamed(", ".join(old), ", ".join(f"bit{key}" for key in old), "model")
+            bitrate_target = kwargs.pop("rate_target", bitrate_target)
+            bitrate_gain = kwargs.pop("rate_gain", bitrate_gain)
         super().__init__(**kwargs)
         if decoder_variance not in DECODER_VARIANCES:
             raise KvaeError(f"decoder_variance: must be one of {', '.join(DECODER_VARIANCES)}, "
@@ -80,7 +86,7 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
             raise KvaeError(f"reduction: must be one of {', '.join(REDUCTIONS)}, got '{reduction}'")
         if int(latent_dim) <= 0:
             raise KvaeError(f"latent_dim: must be positive, got {latent_dim}")
-        self.sample_rate = bounds.check("data.rate", sample_rate, "sample_rate")  # the config's bounds, one table
+        self.sample_rate = bounds.check("data.sample_rate", sample_rate, "sample_rate")  # the config's bounds, one table
         self.window_seconds = float(bounds.check("data.window_seconds", window_seconds, "window_seconds"))
         self.window = bounds.check_window(self.sample_rate, self.window_seconds, "window_seconds")
         self.latent_dim = int(latent_dim)
@@ -91,10 +97,11 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
         self.free_bits = float(free_bits)
         self.stft_weight = float(stft_weight)
         self.stft_fft_sizes = list(stft_fft_sizes) if stft_fft_sizes else None
-        self.mel_weight, self.rate_target, self.rate_gain = float(mel_weight), float(rate_target), float(rate_gain)
-        if not (self.mel_weight >= 0 and self.rate_target >= 0 and 0 < self.rate_gain <= 1):
-            raise KvaeError(f"mel_weight and rate_target: must be >= 0 and rate_gain in (0, 1], got {mel_weight}, "
-                            f"{rate_target} and {rate_gain}")
+        self.mel_weight, self.bitrate_target = float(mel_weight), float(bitrate_target)
+        self.bitrate_gain = float(bitrate_gain)
+        if not (self.mel_weight >= 0 and self.bitrate_target >= 0 and 0 < self.bitrate_gain <= 1):
+            raise KvaeError(f"mel_weight and bitrate_target: must be >= 0 and bitrate_gain in (0, 1], got "
+                            f"{mel_weight}, {bitrate_target} and {bitrate_gain}")
         self.init_log_sigma = float(init_log_sigma)
         self.seed = seed
         self.adversarial = AdversarialStage.from_config(legacy if adversarial is None else adversarial)
@@ -221,11 +228,12 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
         return kl_warmup_weight(step, kind, steps, start, self.initial_beta)
 
     def _training_beta(self, kl):
-        """This step's KL weight, kept in `beta`: the warm-up's, then (with `rate_target`) the rate controller's."""
+        """This step's KL weight, kept in `beta`: the warm-up's, then (with `bitrate_target`) the rate controller's."""
         step = self.optimizer_step()
         beta = self.kl_weight(step)
-        if self.rate_target:
-            controlled = rate_controlled_beta(self.beta, kl, self.window_seconds, self.rate_target, self.rate_gain)
+        if self.bitrate_target:
+            controlled = rate_controlled_beta(self.beta, kl, self.window_seconds, self.bitrate_target,
+                                              self.bitrate_gain)
             beta = ops.where(step > self.kl_warmup[1], controlled, beta) if self.kl_warmup else controlled
         self.beta.assign(beta)
         return beta
@@ -237,7 +245,7 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
         reconstruction = ops.mean(self._reconstruction_nll(self.target(x), decoded))
         kl = self._kl(z_mean, z_log_var)
         beta = self.beta
-        if training and (self.kl_warmup or self.rate_target) and getattr(self, "optimizer", None) is not None:
+        if training and (self.kl_warmup or self.bitrate_target) and getattr(self, "optimizer", None) is not None:
             beta = self._training_beta(kl)
         total = reconstruction + beta * kl
         self.loss_tracker_reconstruction.update_state(reconstruction)
@@ -263,7 +271,8 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
                 "latent_dim": self.latent_dim, "decoder_variance": self.decoder_variance, "reduction": self.reduction,
                 "reconstruction_weight": self.reconstruction_weight, "beta": self.initial_beta,
                 "free_bits": self.free_bits, "stft_weight": self.stft_weight, "stft_fft_sizes": self.stft_fft_sizes,
-                "mel_weight": self.mel_weight, "rate_target": self.rate_target, "rate_gain": self.rate_gain,
+                "mel_weight": self.mel_weight, "bitrate_target": self.bitrate_target,
+                "bitrate_gain": self.bitrate_gain,
                 "init_log_sigma": self.init_log_sigma, "seed": self.seed,
                 "latent_gmm": None if self.latent_gmm is None else self.latent_gmm.get_config(),
                 "adversarial": None if self.adversarial is None else self.adversarial.get_config()}

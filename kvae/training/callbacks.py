@@ -230,14 +230,14 @@ class InformationRate(keras.callbacks.Callback):
     the window's seconds (`bits_per_second`): what the latent costs per second
     of audio, the number codec papers put beside a codec's bitrate. With
     `model.free_bits` > 0 the logged KL is the floored one the loss pays, an
-    upper bound of the true KL. With `model.rate_target` (a rate controller
+    upper bound of the true KL. With `model.bitrate_target` (a rate controller
     steering the KL weight) the epoch's last `beta` is logged too.
     """
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        if getattr(self.model, "rate_target", 0.0):
+        if getattr(self.model, "bitrate_target", 0.0):
             logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
         for prefix in ("", "val_"):
             if f"{prefix}kl" in logs:

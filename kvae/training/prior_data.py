@@ -29,7 +29,7 @@ def _stretches(corpus, split, seconds, seed):
     if not entries:
         return []
     rng = np.random.default_rng([seed, 7])
-    cap = max(int(seconds * corpus.rate / len(entries)), 1)
+    cap = max(int(seconds * corpus.sample_rate / len(entries)), 1)
     out = []
     for entry in entries:
         length = min(entry.frames, cap)

@@ -191,7 +191,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     model = load(model_path, compile=False)
     layout = LatentLayout(model)
     data_settings = _data_settings(run, model, data, cache)
-    corpus = prepare(data_settings["path"] or None, rate=model.sample_rate, cache_dir=data_settings["cache"] or None,
+    corpus = prepare(data_settings["path"] or None, sample_rate=model.sample_rate, cache_dir=data_settings["cache"] or None,
                      select=data_settings["select"] or None)
     latents = encoded_latents(model, model_path, layout, corpus, data_settings, cfg, folder.latents, verbose=verbose)
     train_cfg = cfg["train"]

@@ -28,7 +28,7 @@ def build_model(config):
     keras.config.set_dtype_policy(precision)  # the layers keep it; the global policy is put back
     try:
         return cls(
-            sample_rate=config["data"]["rate"],
+            sample_rate=config["data"]["sample_rate"],
             window_seconds=config["data"]["window_seconds"],
             seed=config["train"]["seed"],
             **model_cfg,
@@ -49,13 +49,13 @@ def make_datasets(config, corpus=None, verbose=True, shards=1, shard=0):
     data = config["data"]
     if corpus is None:
         corpus = prepare(
-            data["path"] or None, rate=data["rate"], cache_dir=data["cache"] or None,
+            data["path"] or None, sample_rate=data["sample_rate"], cache_dir=data["cache"] or None,
             select=data["select"] or None, window_seconds=data["window_seconds"],
         )
         if verbose:
             for line in corpus.report.summary():
                 print(line)
-    window = bounds.window_samples(data["rate"], data["window_seconds"])
+    window = bounds.window_samples(data["sample_rate"], data["window_seconds"])
     steps = config["train"]["steps_per_epoch"] or None
     common = dict(window=window, batch_size=data["batch_size"], seed=config["train"]["seed"],
                   normalize=data["normalize"], multiple_of=_devices(config))
@@ -97,7 +97,7 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
         settings: dict or None. Nested overrides, as `--set` gives them:
             `{"train": {"epochs": 2}, "model": {"hidden_layers": 3}}`.
         **overrides: config values, by section (`train={"epochs": 2}`) or by
-            name (`epochs=2`, `rate=8000`, `hidden_layers=3`).
+            name (`epochs=2`, `sample_rate=8000`, `hidden_layers=3`).
 
     Returns:
         `(model, history)`: the trained model and a dict of the logs of the

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvae.config import load_config, merge_config, read_config_file
+from kvae.config import load_config, merge_config, read_config_file, upgrade
 from kvae.errors import KvaeError
 from kvae.runs import RunFolder, comparable, run_lock
 from kvae.presets import find_preset
@@ -146,7 +146,7 @@ def _guard_folder(directory, tuner, space, cfg, role):
             raise KvaeError(f"{directory}: folder holds a search over another space (search.{name}: "
                             f"{describe(old.get('space', {}).get(name))} there, {describe(space.get(name))} here); "
                             "use another --dir")
-        diff = _first_difference(old.get("config", {}), record["config"])
+        diff = _first_difference(upgrade(old.get("config", {}), where=str(path)), record["config"])
         if diff:
             raise KvaeError(f"{directory}: folder holds a search with another config ({diff[0]}: "
                             f"{diff[1]!r} there, {diff[2]!r} here); use another --dir")

@@ -140,7 +140,7 @@ def _clip_data(config, model, n, seed, data, cache):
     cfg_data = (config or {}).get("data", {})
     root = data if data is not None else (cfg_data.get("path") or None)
     cache = cache if cache is not None else (cfg_data.get("cache") or None)
-    corpus = prepare(root, rate=model.sample_rate, cache_dir=cache, select=cfg_data.get("select") or None)
+    corpus = prepare(root, sample_rate=model.sample_rate, cache_dir=cache, select=cfg_data.get("select") or None)
     clips, split = windows(corpus, "test", model.window, n, random=False, seed=seed)
     return normalize_window(clips, cfg_data.get("normalize", "none")), split
 
