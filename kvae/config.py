@@ -29,6 +29,7 @@ from pathlib import Path
 from kvae import bounds
 from kvae._deprecated import renamed
 from kvae.errors import KvaeError
+from kvae.models.elbo import KL_SCHEDULES, KLWeight
 from kvae.presets import find_preset, preset_names
 
 DEFAULTS = {
@@ -57,9 +58,9 @@ DEFAULTS = {
                               # saved model (and every snapshot) holds the average
         "jit_compile": False,  # true: compile(jit_compile=True), torch.compile on torch; false: Keras's "auto"
         "seed": 0,
-        "kl_schedule": "constant",  # constant, linear, log
-        "kl_warmup_steps": 0,
-        "kl_start": 1e-6,
+        "kl_schedule": KLWeight.schedule,  # constant, linear, log (kvae.models.elbo.KLWeight)
+        "kl_warmup_steps": KLWeight.warmup_steps,
+        "kl_start": KLWeight.start,
         "max_minutes": 0.0,  # 0: no time limit; else stop after the epoch that passes it
         "divergence_factor": 3.0,  # stop when val MR-STFT stays over this x its best for 3 epochs; 0: off
         "n_samples": 4,
@@ -77,7 +78,7 @@ RENAMED = {("data", "rate"): "sample_rate", ("model", "rate_target"): "bitrate_t
 CHOICES = {
     ("data", "normalize"): ("none", "peak", "rms"),
     ("data", "frontend"): ("pydataset", "tf"),
-    ("train", "kl_schedule"): ("constant", "linear", "log"),
+    ("train", "kl_schedule"): KL_SCHEDULES,
     ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
     ("train", "distribution"): ("none", "data_parallel"),
 }
@@ -285,6 +286,8 @@ def validate(config):
             raise KvaeError(f"model.{key}: unknown argument for model type '{model.get('type', 'fc')}' "
                             f"(known: {', '.join(k for k in defaults if k not in ('sample_rate', 'window_seconds'))})")
         model[key] = _check_value(f"model.{key}", value, defaults[key])
+        if f"model.{key}" in bounds.BOUNDS:  # the KL weight's settings (kvae.models.elbo.KLWeight)
+            model[key] = bounds.check(f"model.{key}", model[key])
     bounds.check_window(config["data"]["sample_rate"], config["data"]["window_seconds"])
     return config
 

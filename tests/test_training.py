@@ -154,17 +154,17 @@ def test_config_files_compose_with_base(tmp_path):
 
 
 def test_kl_schedule_values():
-    from kvae.training import KLSchedule
+    from kvae.models.elbo import KLWeight
 
-    linear = KLSchedule(100, "linear", start=0.0)
-    assert linear.value(0, 1.0) == 0.0 and linear.value(50, 1.0) == pytest.approx(0.5)
-    assert linear.value(100, 1.0) == 1.0 and linear.value(10_000, 1.0) == 1.0
-    log = KLSchedule(20_000, "log", start=1e-6)  # RAVE v2: 1e-6 to 5e-2 over 20k steps
-    assert log.value(0, 5e-2) == pytest.approx(1e-6)
-    assert log.value(10_000, 5e-2) == pytest.approx(np.sqrt(1e-6 * 5e-2), rel=1e-6)
-    assert log.value(20_000, 5e-2) == pytest.approx(5e-2)
+    linear = KLWeight(1.0, "linear", 100, start=0.0)
+    assert linear.value(0) == 0.0 and linear.value(50) == pytest.approx(0.5)
+    assert linear.value(100) == 1.0 and linear.value(10_000) == 1.0
+    log = KLWeight(5e-2, "log", 20_000, start=1e-6)  # RAVE v2: 1e-6 to 5e-2 over 20k steps
+    assert log.value(0) == pytest.approx(1e-6)
+    assert log.value(10_000) == pytest.approx(np.sqrt(1e-6 * 5e-2), rel=1e-6)
+    assert log.value(20_000) == pytest.approx(5e-2)
     with pytest.raises(KvaeError, match="kl_schedule"):
-        KLSchedule(10, "cosine")
+        KLWeight(1.0, "cosine", 10)
 
 
 def test_kl_warmup_updates_saved_beta_and_survives_resume(embedded, tmp_path):

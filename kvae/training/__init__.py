@@ -3,8 +3,9 @@
 - `trainer`: `fit`, config -> data -> model -> `model.fit` -> run folder.
 - `loop`: the skeleton every training in a run folder shares (`kvae fit`, `kvae prior fit`, search
   trials): `seed_everything`, `compile_model`, `fit_in_folder`; and the samples a finished run writes.
-- `callbacks`: `WindowEpochs` (which epoch's windows), `KLSchedule` (KL warm-up), `EpochHistory`
-  (history.csv, one row per epoch) and `RunBackup` (the backup a cut-short run resumes from).
+- `callbacks`: `WindowEpochs` (which epoch's windows), `InformationRate` (bits per second and the KL
+  weight), `EpochHistory` (history.csv, one row per epoch) and `RunBackup` (the backup a cut-short run
+  resumes from). The KL weight's warm-up is the model's own (`kvae.models.elbo.KLWeight`).
 - `distributed`: data-parallel `fit` (torchrun's process group, jax's DataParallel, `kvae fit --nproc`).
 - `prior_fit`, `prior_data`: `fit_prior`, the latent mixture and autoregressive prior of a run, in `RUN/prior/`.
 
@@ -12,7 +13,7 @@ Using a trained model (`load`, `reconstruct_audio`, `generate`, streaming) is `k
 are importable from here too, as in kvae 0.1.
 """
 
-from kvae.training.callbacks import EpochHistory, KLSchedule, RunBackup, WindowEpochs, truncate_history
+from kvae.training.callbacks import EpochHistory, InformationRate, RunBackup, WindowEpochs, truncate_history
 from kvae.training.loop import compile_model, finish_run, fit_in_folder, seed_everything, write_samples
 from kvae.training.trainer import build_model, fit, make_datasets
 from kvae.inference import generate, load, reconstruct_audio, reconstruct_blocks, reconstruct_file
@@ -20,7 +21,7 @@ from kvae.training.prior_fit import fit_prior, load_prior_config
 
 __all__ = [
     "EpochHistory",
-    "KLSchedule",
+    "InformationRate",
     "RunBackup",
     "WindowEpochs",
     "build_model",

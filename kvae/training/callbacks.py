@@ -1,5 +1,5 @@
-"""Keras callbacks of kvae's training loop: the epoch of the window plan, the KL warm-up, the
-information rate, the history file and the backup a cut-short run resumes from. The time budget
+"""Keras callbacks of kvae's training loop: the epoch of the window plan, the information rate and KL
+weight, the history file and the backup a cut-short run resumes from. The time budget
 and the snapshots live in `kvae.training.time_budget` and are importable from here too."""
 
 import errno
@@ -17,8 +17,8 @@ from kvae.runs import RunFolder
 from kvae.runs.history import read_history, truncate_history
 from kvae.training.time_budget import _CLOCKS, Snapshots, TimeBudget, averaged_weights  # noqa: F401 (public here too)
 
-__all__ = ["RunBackup", "EpochHistory", "DivergenceGuard", "WindowEpochs", "KLSchedule", "InformationRate",
-           "TimeBudget", "Snapshots", "averaged_weights", "truncate_history", "resumable_callbacks", "kl_callbacks"]
+__all__ = ["RunBackup", "EpochHistory", "DivergenceGuard", "WindowEpochs", "InformationRate", "TimeBudget", "Snapshots",
+           "averaged_weights", "truncate_history", "resumable_callbacks"]
 
 
 class RunBackup(keras.callbacks.BackupAndRestore):
@@ -174,70 +174,23 @@ class WindowEpochs(keras.callbacks.Callback):
         self._first = False
 
 
-class KLSchedule(keras.callbacks.Callback):
-    """Warms the KL weight (`model.beta`) up from `start` to the model's beta over `steps` steps.
-
-    The weight is a function of `optimizer.iterations`, which BackupAndRestore
-    restores, computed inside each training step (`VAE.set_kl_schedule`, which
-    this callback calls when training begins): nothing is read back from the
-    device between steps. It is kept in `model.beta`, a non-trainable variable
-    saved with the model, so the schedule survives saving, loading and
-    resuming; each epoch's `beta` (the weight of its last step) is logged.
-
-    Args:
-        steps: int. Warm-up length in optimizer steps.
-        kind: str. `"linear"` or `"log"` (geometric, as RAVE v2). Defaults to "linear".
-        start: float. Weight at step 0 (log warm-up needs > 0). Defaults to 1e-6.
-    """
-
-    def __init__(self, steps, kind="linear", start=1e-6):
-        super().__init__()
-        if kind not in ("linear", "log"):
-            raise KvaeError(f"kl_schedule: must be constant, linear or log, got '{kind}'")
-        self.steps = max(int(steps), 1)
-        self.kind = kind
-        self.start = float(start)
-
-    def value(self, step, target):
-        """The KL weight at an optimizer step, as a float (the formula `VAE.kl_weight` uses in the step)."""
-        from kvae.models.vae import kl_warmup_weight
-
-        weight = kl_warmup_weight(step, self.kind, self.steps, self.start, target, dtype="float64")
-        return float(keras.ops.convert_to_numpy(weight))
-
-    def on_train_begin(self, logs=None):
-        self.model.set_kl_schedule(self.kind, self.steps, self.start)
-
-    def on_train_end(self, logs=None):
-        self.model.set_kl_schedule("constant")
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
-
-
-def kl_callbacks(train):
-    """The callbacks a config's `train` table asks for to warm the KL weight up: `[KLSchedule]` or `[]`."""
-    if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
-        return [KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"])]
-    return []
-
-
 class InformationRate(keras.callbacks.Callback):
-    """Logs the model's information rate beside its KL: `rate_bps` (and `val_rate_bps`), bits per second.
+    """Logs what the KL costs: `rate_bps` (and `val_rate_bps`), bits per second, and the KL weight `beta`.
 
     The rate is each epoch's logged KL per window (nats) in bits, divided by
     the window's seconds (`bits_per_second`): what the latent costs per second
     of audio, the number codec papers put beside a codec's bitrate. With
     `model.free_bits` > 0 the logged KL is the floored one the loss pays, an
-    upper bound of the true KL. With `model.bitrate_target` (a rate controller
-    steering the KL weight) the epoch's last `beta` is logged too.
+    upper bound of the true KL. When training moves the KL weight (a warm-up
+    or a rate controller: `model.kl_weight.moves`) the weight of the epoch's
+    last step, `beta`, is logged too; this is the one place it is logged.
     """
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        if getattr(self.model, "bitrate_target", 0.0):
+        kl_weight = getattr(self.model, "kl_weight", None)
+        if kl_weight is not None and kl_weight.moves:
             logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
         for prefix in ("", "val_"):
             if f"{prefix}kl" in logs:

@@ -11,28 +11,32 @@ from kvae.data import WindowSource, prepare
 from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.models import model_class
+from kvae.models.elbo import KLWeight
 from kvae.paths import save_error, write_text
 from kvae.runs import RunFolder
 from kvae.training import distributed
-from kvae.training.callbacks import DivergenceGuard, InformationRate, RunBackup, TimeBudget, kl_callbacks
+from kvae.training.callbacks import DivergenceGuard, InformationRate, RunBackup, TimeBudget
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
 from kvae.training.loop import compile_model, fit_in_folder, seed_everything, write_run_extras
 
 
 def build_model(config):
-    """Instantiate the model a resolved config describes (under its `train.precision` dtype policy)."""
+    """Instantiate the model a resolved config describes (under its `train.precision` dtype policy), with the
+    KL weight's warm-up of `train.kl_*` (`kvae.models.elbo.KLWeight.from_config`)."""
     model_cfg = dict(config["model"])
     cls = model_class(model_cfg.pop("type", "fc"))
     precision = config["train"].get("precision", "float32")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)  # the layers keep it; the global policy is put back
     try:
-        return cls(
+        model = cls(
             sample_rate=config["data"]["sample_rate"],
             window_seconds=config["data"]["window_seconds"],
             seed=config["train"]["seed"],
             **model_cfg,
         )
+        model.kl_weight = KLWeight.from_config(config, base=model.kl_weight)  # with the training's warm-up
+        return model
     finally:
         keras.config.set_dtype_policy(previous)
 
@@ -160,7 +164,7 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     # information rate are added before the history row is written, and the row is written before the
     # backup, so a kill between the two leaves a row the resumed run drops and writes again (never a
     # trained epoch without its row). Only rank 0 writes; every rank restores from the backup.
-    logs = [*kl_callbacks(train), InformationRate()]
+    logs = [InformationRate()]
     if group.world > 1:
         logs.append(AverageLogs(group))
     after = [_BroadcastState(group)] if group.world > 1 else []  # the ranks start from rank 0's restored state
@@ -252,10 +256,10 @@ def stage_note(config):
     """
     table = config["model"].get("adversarial") or {}
     after = table.get("after")
-    train = config["train"]
     if table.get("freeze_encoder") is False:  # the encoder keeps learning, the KL with it
         return None
-    warmup = train["kl_warmup_steps"] if train["kl_schedule"] != "constant" else 0
+    kl_weight = KLWeight.from_config(config)
+    warmup = kl_weight.warmup_steps if kl_weight.warms_up else 0
     if after is None or after >= warmup:
         return None
     return (f"model.adversarial.after = {after} freezes the encoder before the KL warm-up ends (step {warmup}); "

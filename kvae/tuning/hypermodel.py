@@ -11,7 +11,7 @@ from kvae.config import load_config
 from kvae.errors import KvaeError
 from kvae.runs import RunFolder, read_history
 from kvae.training import WindowEpochs, build_model, compile_model, fit_in_folder, seed_everything
-from kvae.training.callbacks import kl_callbacks
+from kvae.training.callbacks import InformationRate
 from kvae.tuning.space import OBJECTIVE, PARAMETERS, declare, parse_space
 
 
@@ -21,7 +21,7 @@ class FCVAEHyperModel(keras_tuner.HyperModel):
     `build(hp)` substitutes the searched values (hidden_layers, learning_rate
     and optionally hidden_units and latent_dim) into a kvae config and returns
     the compiled model `kvae.training.build_model`/`compile_model` make of it.
-    `fit` trains with kvae's callbacks (window epochs, NaN guard, KL warm-up;
+    `fit` trains with kvae's callbacks (window epochs, NaN guard, information rate;
     with a trial folder, the skeleton of `kvae fit`) and returns the metrics of
     the best epoch plus `seconds`, the training time, which keras-tuner records
     with the trial.
@@ -91,7 +91,7 @@ class FCVAEHyperModel(keras_tuner.HyperModel):
         tuner's to record, not an error.
         """
         train = self.config_for(dict(hp.values))["train"]
-        logs = kl_callbacks(train)
+        logs = [InformationRate()]  # the KL weight's warm-up is the model's (build_model sets it from the config)
         verbose = train["verbose"] if verbose else 0
         start = time.perf_counter()
         if trial_folder is not None:
