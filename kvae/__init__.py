@@ -4,7 +4,7 @@ The backend is chosen by whoever runs the program (the ``kvae`` command
 defaults it to torch); importing this package never sets it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def configure(default_backend="torch"):

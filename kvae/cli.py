@@ -139,6 +139,10 @@ def cmd_reconstruct(args):
 def cmd_export(args):
     from kvae.export import export_onnx
 
+    if args.format is not None:
+        warnings.warn("--format: kvae export writes ONNX, its only format; the flag is ignored since kvae 0.2 "
+                      "(drop it)", FutureWarning, stacklevel=2)
+
     export_onnx(args.run, args.out, prior=not args.no_prior, verbose=True)
     return 0
 
@@ -270,7 +274,7 @@ def build_parser():
 
     p = sub.add_parser("export", help="the encoder, decoder (and prior step) as ONNX graphs for onnxruntime")
     p.add_argument("run", metavar="RUN", help="run folder (its fitted prior is exported too) or model.keras")
-    p.add_argument("--format", default="onnx", choices=("onnx",), help="graph format (default onnx)")
+    p.add_argument("--format", choices=("onnx",), help=argparse.SUPPRESS)  # kvae 0.1's; ONNX is the only format
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder to write (new, empty, or written by kvae export before)")
     p.add_argument("--no-prior", action="store_true", help="skip the prior's one-step graph")

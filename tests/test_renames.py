@@ -83,3 +83,27 @@ def test_every_window_length_is_the_bounds_one_and_the_mel_loss_defaults_to_the_
     source = (P(kvae.__file__).parent / "data" / "cache.py").read_text()
     assert "bounds.window_samples(" in source and "round(window_seconds * rate)" not in source
     assert keras.backend.backend()  # the test module runs on every backend
+
+
+def test_the_export_format_flag_is_ignored_with_one_warning_line(tmp_path, capsys):
+    assert cli.main(["export", str(tmp_path / "none.keras"), "--format", "onnx", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("kvae: warning: --format: kvae export writes ONNX, its only format")
+    assert err[1].startswith("kvae: error: ") and len(err) == 2
+
+
+def test_version_0_2_with_a_changelog_of_every_rename_and_its_dependencies_declared():
+    import configparser
+
+    root = Path(kvae.__file__).resolve().parents[1]
+    assert kvae.__version__ == "0.2.0"
+    changelog = (root / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert changelog.startswith("# Changelog\n\n## 0.2.0")
+    for old in ("`data.rate`", "--rate", "`model.rate_target`", "`kvae.stream`", "`kvae.training.inference`",
+                "`kvae.training.latents`", "`kvae.training.generation`", "`kvae.training.runs`", "KLSchedule",
+                "prepare(rate=...)", "Corpus.rate", "--format", "read_history", "RESUMABLE", "check_output_file"):
+        assert old in changelog, old
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    requires = [line.split(">")[0].split("=")[0].strip() for line in setup["options"]["install_requires"].split("\n")]
+    assert "scikit-learn" in requires  # kvae.evaluation.two_sample imports sklearn

@@ -1,11 +1,8 @@
 """Decode and resample a dataset once, into an on-disk cache read by memory map.
 
-Longer than 400 lines because the cache's guarantees live together: the
-manifest, CRC-32 checks, atomic writes, disk-full handling and the report of
-what was built, reused, rebuilt and skipped.
-
 Training never decodes or resamples: `prepare` writes each recording, mono
-float32 at the target rate, as one ``.npy`` file, and `Corpus` opens them with
+float32 at the target rate, as one ``.npy`` file, and `Corpus`
+(`kvae.data.corpus`, importable from here too) opens them with
 ``np.load(mmap_mode="r")``, so memory does not grow with the corpus.
 
 ``manifest.json`` records the cache's settings (format version, rate,
@@ -36,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from kvae.data.audio_io import AudioFileError, os_reason, read_audio, resample
+from kvae.data.corpus import Corpus, Entry, count_non_finite
 from kvae.data.sources import find_recordings
 from kvae import bounds
 from kvae._deprecated import renamed
@@ -46,25 +44,6 @@ CACHE_FORMAT_VERSION = 2  # 2: the manifest holds each cached file's CRC-32
 RESAMPLER = "scipy.signal.resample_poly"
 MANIFEST = "manifest.json"
 MAX_PEAK = 1e4  # a decoded sample beyond this is not audio (float WAVs hold values near +-1)
-
-
-@dataclass
-class Entry:
-    """One cached recording.
-
-    Attributes:
-        key: str. The recording's id.
-        split: str. `"train"` or `"test"`.
-        file: Path. The cached `.npy` (mono float32 at the cache's rate).
-        frames: int. Its length in samples.
-        metadata: dict. Its metadata row, if any.
-    """
-
-    key: str
-    split: str
-    file: Path
-    frames: int
-    metadata: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -118,61 +97,6 @@ class PrepareReport:
         for path, reason in self.skipped:
             lines.append(f"skipped:    {path}: {reason}")
         return lines
-
-
-class Corpus:
-    """The cached recordings of one dataset at one sample rate, opened by memory map.
-
-    Args:
-        entries: list of Entry.
-        sample_rate: int. Sample rate of every entry.
-        report: PrepareReport or None. What built it.
-    """
-
-    def __init__(self, entries, sample_rate, report=None):
-        self.entries = list(entries)
-        self.sample_rate = int(sample_rate)
-        self.report = report
-        self._arrays = {}
-
-    @property
-    def rate(self):
-        """kvae 0.1's name of `sample_rate` (deprecated)."""
-        renamed("Corpus.rate", "Corpus.sample_rate")
-        return self.sample_rate
-
-    def split(self, name):
-        """Return the entries of one split (`"train"` or `"test"`)."""
-        return [e for e in self.entries if e.split == name]
-
-    def array(self, entry):
-        """Return an entry's samples as a read-only memory-mapped float32 array."""
-        arr = self._arrays.get(entry.file)
-        if arr is None:
-            try:
-                arr = np.load(entry.file, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise KvaeError(f"{entry.file}: unreadable cache file ({exc}); run `kvae prepare` again") from None
-            self._arrays[entry.file] = arr
-        return arr
-
-    @property
-    def seconds(self):
-        """Total duration in seconds."""
-        return sum(e.frames for e in self.entries) / self.sample_rate
-
-    def non_finite(self):
-        """Return `(file, count)` for each cached file holding NaN or Inf samples (reads every file)."""
-        bad = []
-        for entry in self.entries:
-            count = _count_non_finite(self.array(entry))
-            if count:
-                bad.append((entry.file, count))
-        return bad
-
-
-def _count_non_finite(array, chunk=1 << 22):
-    return sum(int(np.count_nonzero(~np.isfinite(array[i:i + chunk]))) for i in range(0, len(array), chunk))
 
 
 def default_cache_dir(root, rate):
@@ -270,7 +194,7 @@ def _damage(npy):
         return f"; its .npy header is unreadable ({str(exc).splitlines()[0][:80]})" if str(exc) else ""
     if array.dtype != np.float32 or array.ndim != 1:
         return f"; it holds {array.dtype} {array.shape} instead of float32 samples"
-    bad = _count_non_finite(array)
+    bad = count_non_finite(array)
     return f"; it holds {bad} NaN or Inf samples" if bad else ""
 
 
@@ -297,7 +221,7 @@ def _reuse_problem(record, source_stat, npy):
     if crc != record.get("crc32"):
         return f"cache file corrupted (its CRC-32 differs from the one recorded when it was written{_damage(npy)})"
     try:
-        bad = _count_non_finite(np.load(npy, mmap_mode="r"))
+        bad = count_non_finite(np.load(npy, mmap_mode="r"))
     except (OSError, ValueError) as exc:
         return f"cache file unreadable ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})"
     if bad:  # a valid CRC over values that cannot be music: rebuild, never train on it
@@ -404,7 +328,7 @@ def prepare(root=None, sample_rate=bounds.DEFAULT_RATE, cache_dir=None, select=N
                 records.pop(rec.key, None)
                 continue
             audio = resample(audio, source_rate, rate)
-            bad = _count_non_finite(audio)
+            bad = count_non_finite(audio)
             if bad:  # finite samples near the float32 limit can overflow in the resampling filter
                 report.skipped.append((str(rec.path), f"resampling {source_rate} -> {rate} Hz gives {bad} NaN or "
                                                       f"Inf samples (its peak, {peak:.3g}, is near the float32 limit)"))

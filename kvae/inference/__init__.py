@@ -7,6 +7,8 @@
 - `generation`: `generate`, long pieces streamed to WAV with or without a prior.
 - `stream`: block-by-block `Encoder`, `Decoder` and `Reconstructor` with a
   stated latency (`kvae reconstruct --stream`).
+- `onnx`: `OnnxVAE`, a model exported by `kvae export` run with onnxruntime
+  (every function above takes it as it takes a Keras model).
 
 Every path that puts windows back into a signal overlap-adds them with
 `kvae.dsp.OverlapAdd`. Loading is `kvae.models.loading.load` (`kvae.load`).
@@ -17,12 +19,14 @@ from kvae.inference.reconstruct import reconstruct_audio, reconstruct_blocks, re
 from kvae.inference.latents import FrameWindows, LatentLayout, StreamDecoder
 from kvae.inference.generation import generate
 from kvae.inference.stream import Decoder, Encoder, Reconstructor, block_samples, reconstruct_file_streamed
+from kvae.inference.onnx import OnnxVAE
 
 __all__ = [
     "Decoder",
     "Encoder",
     "FrameWindows",
     "LatentLayout",
+    "OnnxVAE",
     "Reconstructor",
     "StreamDecoder",
     "block_samples",

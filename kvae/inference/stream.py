@@ -24,7 +24,7 @@ same computation as the audio arrives:
 
 The latency is the algorithmic one; a sound card delivering blocks of B
 samples adds B - 1 more. Each class takes a kvae VAE or an
-`kvae.export.OnnxVAE` (the exported graphs in onnxruntime).
+`kvae.inference.OnnxVAE` (the exported graphs in onnxruntime).
 
 Example:
 ```python

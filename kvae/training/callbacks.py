@@ -10,6 +10,7 @@ import os
 import keras
 import numpy as np
 
+from kvae._keras_private import BackupSaveHook
 from kvae.errors import KvaeError
 from kvae.models.elbo import bits_per_second
 from kvae.paths import atomic_path, save_error
@@ -21,7 +22,7 @@ __all__ = ["RunBackup", "EpochHistory", "DivergenceGuard", "WindowEpochs", "Info
            "averaged_weights", "truncate_history", "resumable_callbacks"]
 
 
-class RunBackup(keras.callbacks.BackupAndRestore):
+class RunBackup(BackupSaveHook, keras.callbacks.BackupAndRestore):
     """Keras's `BackupAndRestore` as kvae's run folders need it.
 
     - The backup is kept when training ends (`delete_checkpoint=False`):
@@ -69,28 +70,23 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             raise KvaeError(f"{self.backup_dir}: cannot resume from this backup ({type(exc).__name__}: {first}); "
                             "delete the folder to train the run again from its start") from None
 
-    def _save_model(self):
-        # keras internal: BackupAndRestore._save_model (called at each epoch end) and the attributes it
-        # writes from: _weights_path, _training_metadata_path, _current_epoch, _last_batch_seen;
-        # checked on keras 3.15.1. Another Keras falls back to its own (non-atomic) save.
-        names = ("_weights_path", "_training_metadata_path", "_current_epoch", "_last_batch_seen")
+    def save_backup(self, state):
+        """Write the backup of an epoch's end atomically: the weights, then the epoch count and clocks."""
         if not self.write:
             return
         try:
-            if not all(hasattr(self, name) for name in names):
-                return super()._save_model()
+            if state is None:  # another Keras: its own (non-atomic) save
+                return self.stock_save()
             os.makedirs(self.backup_dir, exist_ok=True)
             self._check_room()
-            with atomic_path(self._weights_path, durable=True) as tmp:
+            with atomic_path(state.weights_path, durable=True) as tmp:
                 self.model.save_weights(str(tmp), overwrite=True)
-            with atomic_path(self._training_metadata_path, durable=True) as tmp:
+            with atomic_path(state.metadata_path, durable=True) as tmp:
                 spent = {name: clock() - self._clock_start[name] for name, clock in _CLOCKS.items()
                          if name in self._clock_start}
-                tmp.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen,
-                                           "spent": spent}))
+                tmp.write_text(json.dumps({"epoch": state.epoch, "batch": state.batch, "spent": spent}))
         except OSError as exc:
             raise save_error(exc, self.backup_dir, "backing up the run") from None
-
 
     def _check_room(self):
         """Refuse a backup that will not fit on the disk before h5py starts writing it.
@@ -200,14 +196,12 @@ class InformationRate(keras.callbacks.Callback):
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops a run whose validation MR-STFT distance has blown up, instead of training a broken model on.
 
-    A model whose loss jumps without becoming NaN (rave-3k at learning rate
-    1e-3 on real music: its validation MR-STFT went from 2.1 to 21 and stayed
-    there, the latent collapsed to 0 bit/s, and the run trained on to the end
-    of its hour) passes `TerminateOnNaN`. The likelihood can be negative, so
-    the loss itself has no scale to compare with; the MR-STFT term
-    (`val_stft`, logged by every model with `stft_weight` > 0) does. Healthy
-    runs of every preset stayed within 1.11 times their best so far
-    (`docs/guides/reliability.md#divergence`). When the term is over `factor`
+    A model whose loss jumps without becoming NaN passes `TerminateOnNaN`
+    and trains on, broken (a measured case, and how far healthy runs stray
+    from their best: `docs/guides/reliability.md#divergence`). The likelihood
+    can be negative, so the loss itself has no scale to compare with; the
+    MR-STFT term (`val_stft`, logged by every model with `stft_weight` > 0)
+    does. When the term is over `factor`
     times its best for `patience` epochs in a row, training stops after the
     epoch and `kvae.fit` raises a one-line error. Models without the term are
     not watched. A resumed run first replays the epochs its `history.csv`

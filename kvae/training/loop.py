@@ -27,8 +27,8 @@ def seed_everything(seed, frontend="pydataset"):
     """Seed Python, NumPy, the backend and Keras's global seed generator.
 
     `keras.utils.set_random_seed` also seeds TensorFlow, which imports it
-    (about 350 MB and a second or two) even on the torch backend; only the
-    tf.data front end needs that.
+    even on the torch backend (what that costs: docs/benchmarks.md#import-time);
+    only the tf.data front end needs that.
     """
     if frontend == "tf":
         keras.utils.set_random_seed(seed)
