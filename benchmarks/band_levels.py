@@ -44,7 +44,7 @@ def main(argv=None):
     rate, window = models[0].sample_rate, models[0].window
     if any((m.sample_rate, m.window) != (rate, window) for m in models):
         raise SystemExit("band_levels.py: every model must have the same sample rate and window")
-    clips, split = windows(prepare(args.data, rate=rate), "test", window, args.n_clips, random=False)
+    clips, split = windows(prepare(args.data, sample_rate=rate), "test", window, args.n_clips, random=False)
     edges = [e for e in EDGES_HZ if e < rate / 2]
     reference = band_power(clips, rate, edges)
     labels = [f"{lo}-{hi}" for lo, hi in zip(edges, edges[1:] + [rate // 2])]

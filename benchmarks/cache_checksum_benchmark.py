@@ -105,10 +105,10 @@ def main():
         for rate in (3000, 16000):
             cache = work / f"cache-{rate}"
             t = time.perf_counter()
-            corpus = prepare(data, rate=rate, cache_dir=cache)
+            corpus = prepare(data, sample_rate=rate, cache_dir=cache)
             build = time.perf_counter() - t
             assert corpus.report.built == files
-            reuse, again = best_of(3, lambda: prepare(data, rate=rate, cache_dir=cache))
+            reuse, again = best_of(3, lambda: prepare(data, sample_rate=rate, cache_dir=cache))
             assert again.report.reused == files
             crc, _ = best_of(3, lambda: [file_crc32(e.file) for e in corpus.entries])
             mb = corpus.report.cache_bytes / 1e6

@@ -269,7 +269,7 @@ def part_windows(say, work, args):
     rows = []
     for rate, win_s in ((3000, 1.0), (16000, 5.0)):
         t = time.perf_counter()
-        corpus = prepare(work / "p2", rate=rate, cache_dir=work / f"p2-cache-{rate}")
+        corpus = prepare(work / "p2", sample_rate=rate, cache_dir=work / f"p2-cache-{rate}")
         prep_s = time.perf_counter() - t
         window = int(round(win_s * rate))
         for front in ("PyDataset", "tf.data"):
@@ -367,7 +367,7 @@ def child_prepare_memory(root, cache, rate):
 
     before = proc_status()
     t = time.perf_counter()
-    corpus = prepare(root, rate=rate, cache_dir=cache)
+    corpus = prepare(root, sample_rate=rate, cache_dir=cache)
     wall = time.perf_counter() - t
     rep = corpus.report
     return {"wall_s": wall, "audio_s": rep.seconds_of_audio, "files": rep.found, "built": rep.built,
@@ -383,7 +383,7 @@ def child_iterate_memory(root, cache, rate, front, window_s, epochs):
         import tensorflow as tf  # noqa: F401
     from kvae.data import WindowSource, prepare
 
-    corpus = prepare(root, rate=rate, cache_dir=cache)  # everything reused: opens the cache
+    corpus = prepare(root, sample_rate=rate, cache_dir=cache)  # everything reused: opens the cache
     window = int(round(window_s * rate))
     longest = max(e.frames for e in corpus.entries)
     wpr = max(1, math.ceil(longest / window))  # an epoch reads about the whole corpus

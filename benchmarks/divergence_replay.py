@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kvae.errors import KvaeError  # noqa: E402
+from kvae.runs import RunFolder  # noqa: E402
 
 
 class _Model:
@@ -31,12 +32,14 @@ class _Model:
 def replay(path, factor, patience, monitor):
     """`(epochs, worst ratio to the best so far, the guard's trip or None)` for one history file; None without
     the watched column."""
+    from kvae.runs import read_history
     from kvae.training.callbacks import DivergenceGuard
 
     guard = DivergenceGuard(factor, patience=patience, monitor=monitor)
     guard.set_model(_Model())
     guard.on_train_begin()
-    values = guard.read_history(path)
+    history = read_history(path)
+    values = [(int(e), v) for e, v in zip(history.get("epoch", []), history.get(monitor, [])) if math.isfinite(e)]
     if not values:
         return None
     best, worst = math.inf, 0.0
@@ -57,7 +60,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         for run in args.runs:
-            path = Path(run) / "history.csv" if Path(run).is_dir() else Path(run)
+            path = RunFolder(run).history if Path(run).is_dir() else Path(run)
             if not path.is_file():
                 print(f"{run}: no history.csv (skipped)")
                 continue

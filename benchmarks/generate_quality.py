@@ -113,7 +113,7 @@ def fit_priors(args, run, out):
     """Fit one prior folder per kind; return `{kind: (folder, summary)}`."""
     import numpy as np
 
-    from kvae.evaluation.plots import read_history
+    from kvae.runs import read_history
 
     per_epoch = max(1, min(args.prior_steps, 50))
     priors = {}
@@ -173,7 +173,7 @@ def main(argv=None):
     from kvae.evaluation.evaluate import judge, reference_sets
     from kvae.evaluation.report import format_table, write_json
     from kvae.evaluation.two_sample import Standardizer
-    from kvae.training.latents import LatentLayout
+    from kvae.inference.latents import LatentLayout
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-genq-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -207,12 +207,12 @@ def main(argv=None):
               f"({speed[name]:.1f} audio-s/s)", flush=True)
 
     # -- real music, the same way: the first `seconds` of each training recording, in windows
-    corpus = prepare(args.data, rate=rate) if args.data or not (run / "config.json").is_file() else None
+    corpus = prepare(args.data, sample_rate=rate) if args.data or not (run / "config.json").is_file() else None
     if corpus is None:
         import json
 
         data = json.loads((run / "config.json").read_text())["data"]
-        corpus = prepare(data["path"] or None, rate=rate, cache_dir=data["cache"] or None,
+        corpus = prepare(data["path"] or None, sample_rate=rate, cache_dir=data["cache"] or None,
                          select=data["select"] or None)
     reference, reference_rows, test, _ = reference_sets(corpus, window, rate, args.n_clips, args.seed)
     # The decoder's share: its reconstructions of training windows that are not in the reference set (the

@@ -19,7 +19,7 @@ and the model build (the case's own memory):
 - reconstruct, all at once: `read_audio` the whole file, `resample` it, frame
   every window at once, overlap-add (kvae's code before issue 14, kept below
   as `reconstruct_all_at_once`), `write_wav`.
-- reconstruct, streamed: `kvae.training.reconstruct_file` (the WAV read,
+- reconstruct, streamed: `kvae.inference.reconstruct_file` (the WAV read,
   resampled and reconstructed 64 windows at a time, written as it goes).
 
 The input WAV (mono int16 at 44.1 kHz, a tone plus noise) is written to a

@@ -122,7 +122,7 @@ def resolve_config(variant, window_seconds=None):
     else:
         cfg = load_config({"model": {"type": variant}})
         source = "constructor defaults"
-    cfg["data"]["rate"] = RATE
+    cfg["data"]["sample_rate"] = RATE
     if window_seconds is not None:
         cfg["data"]["window_seconds"] = float(window_seconds)
     return cfg, source
@@ -270,7 +270,7 @@ def prepare_windows(work, windows_s, n_windows):
     """Prepare the embedded dataset at 16 kHz and write `n_windows` windows per length to .npy files."""
     from kvae.data import WindowSource, prepare
 
-    corpus = prepare(None, rate=RATE, cache_dir=work / "cache-16000")
+    corpus = prepare(None, sample_rate=RATE, cache_dir=work / "cache-16000")
     paths = {}
     for w in windows_s:
         window = int(round(w * RATE))

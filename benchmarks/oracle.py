@@ -187,7 +187,7 @@ def main(argv=None):
     model = kvae.load(args.model) if args.model else None
     rate = model.sample_rate if model else args.rate
     window = model.window if model else bounds.window_samples(rate, args.window_seconds)
-    corpus = prepare(args.data, rate=rate, cache_dir=args.cache)
+    corpus = prepare(args.data, sample_rate=rate, cache_dir=args.cache)
     test, split = windows(corpus, "test", window, args.n_clips, random=False, seed=args.seed)
     train, _ = windows(corpus, "train", window, args.n_clips, random=True, seed=args.seed + 7)
     true_mag, true_phase = stft(test, args.n_fft, args.hop)

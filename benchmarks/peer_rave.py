@@ -286,7 +286,7 @@ def write_training_audio(corpus, folder):
     for entry in entries:
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", entry.key) + ".wav"
         if not (folder / name).is_file():
-            write_wav(folder / name, corpus.array(entry), corpus.rate)
+            write_wav(folder / name, corpus.array(entry), corpus.sample_rate)
     return [e.key for e in entries]
 
 
@@ -441,7 +441,7 @@ def kvae_rate_and_window(args):
     from kvae.config import load_config
 
     data = load_config(args.kvae)["data"]
-    return data["rate"], bounds.window_samples(data["rate"], data["window_seconds"])
+    return data["sample_rate"], bounds.window_samples(data["sample_rate"], data["window_seconds"])
 
 
 # --------------------------------------------------------------------------- main
@@ -520,7 +520,7 @@ def main(argv=None):
         n_signal = args.n_signal or 2 ** math.ceil(math.log2(5 * rate))
         if n_signal % args.compression:
             raise StepFailed(f"--n-signal {n_signal} is not a multiple of the compression {args.compression}")
-        corpus = prepare(args.data, rate=rate)
+        corpus = prepare(args.data, sample_rate=rate)
         audio = out / "rave" / f"audio-{rate}hz"
         keys = write_training_audio(corpus, audio)
         seconds = sum(e.frames for e in (corpus.split("train") or corpus.entries)) / rate

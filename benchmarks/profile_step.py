@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 from _common import load_line, machine_lines, table  # noqa: E402
 
 PHASES = ("forward", "loss", "backward", "clip", "update", "metrics", "other")
-FC_PAPER_LIKE = {"name": "fc-paper-like", "data": {"rate": 3000, "window_seconds": 1.0, "batch_size": 64},
+FC_PAPER_LIKE = {"name": "fc-paper-like", "data": {"sample_rate": 3000, "window_seconds": 1.0, "batch_size": 64},
                  "model": {"type": "fc", "hidden_layers": 2, "hidden_units": 512, "latent_dim": 64}}
 VARIANTS = {"fc": FC_PAPER_LIKE, "conv1d": "conv1d", "transformer-3k": "transformer-3k", "rave-3k": "rave-3k",
             "vocos-mel": "vocos-mel", "magnitude": "magnitude"}

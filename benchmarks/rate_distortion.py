@@ -1,7 +1,7 @@
 """A rate-distortion curve, the way codecs are compared: one model trained at several bitrates beside Opus.
 
 Trains one config at each `--rates` target (kbit/s; the VAE's rate
-controller, `model.rate_target`, steers its KL there) for the same CPU budget
+controller, `model.bitrate_target`, steers its KL there) for the same CPU budget
 with `benchmarks/quality.py` (one model after the other, 1 thread; a rerun
 resumes), then judges every model's reconstructions of the same held-out
 windows, and Opus at `--opus-rates`, with kvae evaluate's reconstruction
@@ -38,7 +38,7 @@ DEFAULT_OPUS = (6, 8, 10, 12, 16, 24)
 
 
 def rate_configs(config, rates, folder):
-    """Config files `<name>-<rate>k.toml` in `folder`, each `config` with `model.rate_target` at one rate."""
+    """Config files `<name>-<rate>k.toml` in `folder`, each `config` with `model.bitrate_target` at one rate."""
     folder.mkdir(parents=True, exist_ok=True)
     base = str(Path(config).resolve()) if Path(config).is_file() else config
     stem = Path(config).stem
@@ -46,7 +46,7 @@ def rate_configs(config, rates, folder):
     for kbps in rates:
         name = f"{stem}-{kbps:g}k"
         path = folder / f"{name}.toml"
-        text = f'name = "{name}"\nbase = "{base}"\n\n[model]\nrate_target = {float(kbps) * 1000:.1f}\n'
+        text = f'name = "{name}"\nbase = "{base}"\n\n[model]\nbitrate_target = {float(kbps) * 1000:.1f}\n'
         if not path.is_file() or path.read_text() != text:
             path.write_text(text)
         files.append(path)
@@ -154,7 +154,8 @@ def main(argv=None):
         raise SystemExit(f"rate_distortion.py: no trained model in {out} (train first, without --no-train)")
     loaded = [(label, kvae.load(path)) for label, path in models]
     rate, window = loaded[0][1].sample_rate, loaded[0][1].window
-    test, split = windows(prepare(args.data, rate=rate), "test", window, args.n_clips, random=False, seed=args.seed)
+    corpus = prepare(args.data, sample_rate=rate)
+    test, split = windows(corpus, "test", window, args.n_clips, random=False, seed=args.seed)
     outputs, columns = {}, {}
     for label, model in loaded:
         if (model.sample_rate, model.window) != (rate, window):

@@ -116,7 +116,7 @@ def main(argv=None):
     print(f"{len(train)} training and {len(test)} held-out tracks in {out}")
     print("held out: " + ", ".join(Path(n).stem for n in test))
     if args.rate:
-        corpus = prepare(out, rate=args.rate)
+        corpus = prepare(out, sample_rate=args.rate)
         print(corpus.report.summary())
     return 0
 

@@ -10,7 +10,7 @@ does not depend on the weights; N(0, 0.01) noise is added to them so that
 zero-initialised layers do not make the ONNX comparison trivial), exported with `kvae.export.export_onnx`,
 and a noise signal of `--seconds` (at least 4 windows) is reconstructed four
 ways: offline (`reconstruct_audio`: windows at half-window hops, batches of
-64) and streamed (`kvae.stream.Reconstructor`, blocks of `--block-ms`), each
+64) and streamed (`kvae.inference.stream.Reconstructor`, blocks of `--block-ms`), each
 in Keras (torch backend, `torch.set_num_threads(1)`) and through
 onnxruntime (`kvae.export.OnnxVAE`, `intra_op_num_threads=1`). A warm-up
 call comes first. The figure is audio seconds / CPU seconds of this process
@@ -48,7 +48,7 @@ def cpu_rtf(fn, seconds):
 
 
 def streamed(model, signal, block):
-    from kvae.stream import Reconstructor
+    from kvae.inference.stream import Reconstructor
 
     stream = Reconstructor(model)
     for i in range(0, len(signal), block):
@@ -63,9 +63,9 @@ def measure(name, seconds, block_ms, work):
     from kvae.config import load_config
     from kvae.errors import KvaeError
     from kvae.export import OnnxVAE, export_onnx
-    from kvae.stream import Reconstructor, block_samples
+    from kvae.inference.stream import Reconstructor, block_samples
     from kvae.training import build_model
-    from kvae.training.inference import reconstruct_audio
+    from kvae.inference import reconstruct_audio
 
     model = build_model(load_config(name))
     rng = np.random.default_rng(0)

@@ -328,7 +328,7 @@ def _config(args, cache=None, fused=True):
         return load_config(args.preset, {"data": data, "train": train})
     return load_config({
         "name": "train-benchmark",
-        "data": {"rate": args.rate, "window_seconds": args.window_seconds, **data},
+        "data": {"sample_rate": args.rate, "window_seconds": args.window_seconds, **data},
         "model": {"type": "fc", "hidden_layers": args.layers, "hidden_units": args.units, "latent_dim": args.latent},
         "train": train,
     })
@@ -367,7 +367,7 @@ def child_keras(args):
         elif args.child == "keras-pydataset":
             from kvae.data import WindowSource, prepare
 
-            corpus = prepare(None, rate=args.rate, cache_dir=args.cache)
+            corpus = prepare(None, sample_rate=args.rate, cache_dir=args.cache)
             src = WindowSource(corpus, "train", window=int(round(args.rate * args.window_seconds)),
                                batch_size=args.batch, windows_per_recording=1, random=True, seed=0,
                                batches_per_epoch=n_batches(args.warmup, args.steps))
@@ -425,7 +425,7 @@ def prepare_windows(work, rate, window_seconds, batch, n_batches):
     from kvae.data import WindowSource, prepare
 
     cache = work / f"cache-{rate}"
-    corpus = prepare(None, rate=rate, cache_dir=cache)
+    corpus = prepare(None, sample_rate=rate, cache_dir=cache)
     window = int(round(rate * window_seconds))
     src = WindowSource(corpus, "train", window=window, batch_size=batch, windows_per_recording=1, random=True,
                        seed=0, batches_per_epoch=n_batches)
@@ -466,7 +466,7 @@ def resolve_size(name, args):
         from kvae.config import load_config
 
         cfg = load_config(preset)
-        rate, wsec, batch = cfg["data"]["rate"], cfg["data"]["window_seconds"], cfg["data"]["batch_size"]
+        rate, wsec, batch = cfg["data"]["sample_rate"], cfg["data"]["window_seconds"], cfg["data"]["batch_size"]
     return rate, wsec, layers, units, latent, steps, warmup, preset, batch
 
 

@@ -4,7 +4,7 @@ The backend is chosen by whoever runs the program (the ``kvae`` command
 defaults it to torch); importing this package never sets it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def configure(default_backend="torch"):
@@ -24,8 +24,8 @@ def fit(config=None, data=None, **overrides):
 
 
 def load(path, compile=True):
-    """Load a saved kvae model (``.keras`` file or run folder); see `kvae.training.load`."""
-    from kvae.training import load as _load
+    """Load a saved kvae model (``.keras`` file or run folder); see `kvae.models.loading.load`."""
+    from kvae.models.loading import load as _load
 
     return _load(path, compile=compile)
 
@@ -38,8 +38,8 @@ def fit_prior(run, config=None, **kwargs):
 
 
 def generate(run, seconds=30.0, out=None, **kwargs):
-    """Generate long pieces from a trained run, streamed to WAV; see `kvae.training.generate`."""
-    from kvae.training import generate as _generate
+    """Generate long pieces from a trained run, streamed to WAV; see `kvae.inference.generate`."""
+    from kvae.inference import generate as _generate
 
     return _generate(run, seconds=seconds, out=out, **kwargs)
 

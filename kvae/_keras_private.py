@@ -1,12 +1,13 @@
 """Every reach of kvae into Keras's private internals (`keras.src`, underscored names), fenced and version-checked.
 
-kvae is written against Keras's public API. Three things it needs have no
+kvae is written against Keras's public API. Four things it needs have no
 public form in Keras 3.15; each is here, with why, so that a Keras upgrade
-means checking this one file:
+means checking this one file (tests/test_keras_private.py fails on any
+Keras-private name used elsewhere in kvae):
 
 - `set_global_seed`: seed Keras's global `SeedGenerator` without
-  `keras.utils.set_random_seed`, which imports TensorFlow (about 350 MB and a
-  second or two) even on the torch backend.
+  `keras.utils.set_random_seed`, which imports TensorFlow even on the torch
+  backend.
 - `adam_internals`: the torch fast path of Adam (`kvae.training.fast_adam`)
   replaces two methods of one optimizer instance and updates its moment
   variables in place.
@@ -14,13 +15,16 @@ means checking this one file:
   `compute_loss` (the KL warm-up) on jax, whose trainer traces the step with
   the optimizer's variables as arguments and hands them only to
   `JAXTrainer.compute_loss_and_updates`.
+- `BackupSaveHook`: `BackupAndRestore` saves its backup at each epoch end
+  through a private method; kvae's `RunBackup` saves it atomically instead.
 
 Each checks `SUPPORTED` (the Keras minor version it was checked against):
-on another version the first two fall back to the stock, slower path, and
-the third raises a one-line `KvaeError` where it would be needed.
+on another version the first, second and fourth fall back to the stock
+path, and the third raises a one-line `KvaeError` where it would be needed.
 """
 
 import contextvars
+from typing import NamedTuple
 
 import keras
 
@@ -136,3 +140,41 @@ class OptimizerStepInLoss:
             if ref is self.optimizer.iterations:
                 return value
         raise _unsupported("the KL warm-up on jax")
+
+
+# -- the backup's save at each epoch end -------------------------------------------------------------------
+
+# keras.callbacks.BackupAndRestore (keras/src/callbacks/backup_and_restore.py in 3.15) saves at each epoch end
+# through its private `_save_model()`, from its attributes `_weights_path`, `_training_metadata_path`,
+# `_current_epoch` and `_last_batch_seen`; checked on keras 3.15.1.
+_BACKUP_STATE = ("_weights_path", "_training_metadata_path", "_current_epoch", "_last_batch_seen")
+
+
+class BackupState(NamedTuple):
+    """What `BackupAndRestore` saves at an epoch's end, and where."""
+
+    weights_path: str
+    metadata_path: str
+    epoch: int
+    batch: int
+
+
+class BackupSaveHook:
+    """Mixin for a `keras.callbacks.BackupAndRestore`: its save at each epoch end calls `save_backup(state)`.
+
+    `state` is a `BackupState`, or None on a Keras other than the checked one,
+    where `stock_save()` is Keras's own (non-atomic) save.
+    """
+
+    def _save_model(self):  # keras internal: BackupAndRestore._save_model, called at each epoch end
+        if not supported() or not all(hasattr(self, name) for name in _BACKUP_STATE):
+            return self.save_backup(None)
+        return self.save_backup(BackupState(*(getattr(self, name) for name in _BACKUP_STATE)))
+
+    def stock_save(self):
+        """Keras's own save of the backup."""
+        return super()._save_model()
+
+    def save_backup(self, state):
+        """Save the backup described by `state` (see the class docstring); to be provided."""
+        raise NotImplementedError

@@ -18,12 +18,15 @@ WINDOW_SAMPLES_MAX = 2 ** 20  # one training window; about 350 s at 3000 Hz, 24 
 
 # name: (lowest, highest, integer, unit, lowest excluded)
 BOUNDS = {
-    "data.rate": (1000, 192000, True, " Hz", False),
+    "data.sample_rate": (1000, 192000, True, " Hz", False),
     "data.window_seconds": (0.01, 600.0, False, " s", False),
     "data.batch_size": (1, 65536, True, "", False),
     "data.windows_per_recording": (1, 100000, True, "", False),
     "data.val_windows_per_recording": (1, 100000, True, "", False),
     "data.workers": (0, 64, True, "", False),
+    "model.beta": (0.0, 1e6, False, "", False),
+    "model.bitrate_target": (0.0, 1e12, False, " bit/s", False),
+    "model.bitrate_gain": (0.0, 1.0, False, "", True),
     "train.epochs": (1, 10 ** 7, True, "", False),
     "train.steps_per_epoch": (0, 10 ** 9, True, "", False),
     "train.learning_rate": (0.0, 10.0, False, "", True),
@@ -51,6 +54,7 @@ BOUNDS = {
     "prior/train.sequence_frames": (0, 10 ** 7, True, "", False),
     "prior/train.learning_rate": (0.0, 10.0, False, "", True),
     "prior/train.clipnorm": (0.0, 1e6, False, "", False),
+    "prior/train.ema_momentum": (0.0, 0.99999, False, "", False),
     "prior/train.seed": (0, SEED_MAX, True, "", False),
     "prior/train.max_seconds": (0.0, 10 ** 7, False, " s", True),
     "prior/train.tensorboard_every": (1, 10 ** 7, True, "", False),
@@ -86,7 +90,7 @@ def check(name, value, label=None):
     """Return `value` (an int or a float) if it lies within `BOUNDS[name]`, else raise one line.
 
     Args:
-        name: str. A key of `BOUNDS` ("data.rate", "seconds", ...).
+        name: str. A key of `BOUNDS` ("data.sample_rate", "seconds", ...).
         value: the number given.
         label: str or None. The name in the message (`--seconds`, `n`); defaults to `name`.
 
@@ -149,7 +153,7 @@ def describe():
     for name, (low, high, integer, unit, open_low) in BOUNDS.items():
         kind = "whole number" if integer else "number"
         lines.append(f"{name}: {kind} {'>' if open_low else '>='} {low:g} and <= {high:g}{unit}")
-    lines.append(f"data.rate x data.window_seconds: at most {WINDOW_SAMPLES_MAX:,} samples per window")
+    lines.append(f"data.sample_rate x data.window_seconds: at most {WINDOW_SAMPLES_MAX:,} samples per window")
     return lines
 
 

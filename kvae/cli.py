@@ -10,14 +10,29 @@ import functools
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
 def _add_data_args(p, rate=True):
     p.add_argument("--data", metavar="ROOT", help="dataset root (MusicNet or any audio folder); default: the embedded dataset")
     if rate:
-        p.add_argument("--rate", type=int, metavar="HZ", help="target sample rate (default 3000, kvae.bounds.DEFAULT_RATE)")
+        p.add_argument("--sample-rate", type=int, metavar="HZ",
+                       help="target sample rate (default 3000, kvae.bounds.DEFAULT_RATE)")
+        p.add_argument("--rate", type=int, dest="old_rate", help=argparse.SUPPRESS)  # kvae 0.1's name
     p.add_argument("--cache", metavar="DIR", help="cache folder (default: under $KVAE_HOME/cache)")
+
+
+def _sample_rate(args):
+    """`--sample-rate`, or kvae 0.1's `--rate` (read as it, with one warning line); None when neither is given."""
+    if getattr(args, "old_rate", None) is not None:
+        from kvae._deprecated import renamed
+
+        renamed("--rate", "--sample-rate")
+        if args.sample_rate is None:
+            args.sample_rate = args.old_rate
+        args.old_rate = None
+    return getattr(args, "sample_rate", None)
 
 
 def _progress(done, total, key):
@@ -32,8 +47,9 @@ def cmd_prepare(args):
 
     select = {"ensemble": args.ensemble} if args.ensemble else None
     try:
-        corpus = prepare(args.data, rate=DEFAULT_RATE if args.rate is None else args.rate, cache_dir=args.cache, select=select,
-                         window_seconds=args.window, progress=_progress)
+        rate = _sample_rate(args)
+        corpus = prepare(args.data, sample_rate=DEFAULT_RATE if rate is None else rate, cache_dir=args.cache,
+                         select=select, window_seconds=args.window, progress=_progress)
     except Exception as exc:
         report = getattr(exc, "report", None)
         if report is not None:
@@ -49,7 +65,7 @@ def _set_items(args):
     overrides = parse_set(args.set)
     for key, section, value in (
         ("epochs", "train", args.epochs), ("steps_per_epoch", "train", args.steps_per_epoch),
-        ("rate", "data", getattr(args, "rate", None)), ("cache", "data", getattr(args, "cache", None)),
+        ("sample_rate", "data", _sample_rate(args)), ("cache", "data", getattr(args, "cache", None)),
         ("tensorboard", "train", getattr(args, "tensorboard", None) or None),
     ):
         if value is not None:
@@ -62,10 +78,11 @@ def cmd_fit(args):
         from kvae.training.distributed import launch, strip_nproc
 
         return launch(args.nproc, strip_nproc(args.argv))
+    from kvae.runs import RunFolder
     from kvae.training import fit
 
     config = args.config
-    resuming = args.run is not None and Path(args.run, "config.json").is_file()
+    resuming = args.run is not None and RunFolder(args.run).config.is_file()
     if config is None and not resuming:
         config = "quickstart"
     start = time.perf_counter()
@@ -80,7 +97,8 @@ def cmd_fit(args):
 
 def cmd_sample(args):
     from kvae.paths import check_output_folder
-    from kvae.training import load, write_samples
+    from kvae.models.loading import load
+    from kvae.training import write_samples
 
     check_output_folder(args.out)
     model = load(args.model, compile=False)
@@ -91,12 +109,12 @@ def cmd_sample(args):
 
 
 def cmd_reconstruct(args):
-    from kvae.paths import check_output_file
-    from kvae.training import load, reconstruct_file
+    from kvae.runs import check_output_file
+    from kvae.inference import load, reconstruct_file
 
     block_ms = 10.0 if args.block_ms is None else args.block_ms
     if args.stream:
-        from kvae.stream import block_samples, reconstruct_file_streamed
+        from kvae.inference.stream import block_samples, reconstruct_file_streamed
 
         block_samples(block_ms, 1000)  # its bound, before anything is loaded
     elif args.block_ms is not None:
@@ -122,6 +140,10 @@ def cmd_reconstruct(args):
 def cmd_export(args):
     from kvae.export import export_onnx
 
+    if args.format is not None:
+        warnings.warn("--format: kvae export writes ONNX, its only format; the flag is ignored since kvae 0.2 "
+                      "(drop it)", FutureWarning, stacklevel=2)
+
     export_onnx(args.run, args.out, prior=not args.no_prior, verbose=True)
     return 0
 
@@ -145,7 +167,7 @@ def cmd_prior_fit(args):
 
 
 def cmd_generate(args):
-    from kvae.training import generate
+    from kvae.inference import generate
 
     generate(args.run, seconds=args.seconds, out=args.out, prior=args.prior, temperature=args.temperature,
              seed=args.seed, prime=args.prime, n=args.n, overwrite=args.overwrite, verbose=True)
@@ -157,11 +179,12 @@ def cmd_evaluate(args):
     from kvae.evaluation import evaluate as evaluation
     from kvae.evaluation.report import write_json
     from kvae.models.loading import load
-    from kvae.paths import check_output_file
+    from kvae.runs import check_output_file
+    from kvae.runs.folder import EVALUATION
 
     if args.plot is not None and not str(args.plot).lower().endswith(".png"):
         raise KvaeError(f"--plot: give a .png file name, got {args.plot}")
-    for out, example in ((args.out, "eval.json"), (args.plot, "rate.png")):  # before the work, not after it
+    for out, example in ((args.out, EVALUATION), (args.plot, "rate.png")):  # before the work, not after it
         if out:
             check_output_file(out, [args.model], example=example, overwrite=args.overwrite)
     model = load(args.model, compile=False)
@@ -250,13 +273,13 @@ def build_parser():
     p.add_argument("output", metavar="OUT.wav", help="WAV to write; never the input, nor a folder")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.wav if it exists")
     p.add_argument("--stream", action="store_true",
-                   help="process the input block by block with a fixed latency (kvae.stream; prints it)")
+                   help="process the input block by block with a fixed latency (kvae.inference.stream; prints it)")
     p.add_argument("--block-ms", type=float, metavar="MS", help="block length with --stream (default 10)")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("export", help="the encoder, decoder (and prior step) as ONNX graphs for onnxruntime")
     p.add_argument("run", metavar="RUN", help="run folder (its fitted prior is exported too) or model.keras")
-    p.add_argument("--format", default="onnx", choices=("onnx",), help="graph format (default onnx)")
+    p.add_argument("--format", choices=("onnx",), help=argparse.SUPPRESS)  # kvae 0.1's; ONNX is the only format
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder to write (new, empty, or written by kvae export before)")
     p.add_argument("--no-prior", action="store_true", help="skip the prior's one-step graph")
@@ -332,6 +355,23 @@ def build_parser():
     return parser
 
 
+def _one_line_warnings():
+    """Within a `warnings.catch_warnings()` block: each of kvae's deprecation warnings (an old name read as
+    its new one) is printed once, on one line, as `kvae: warning: ...`; other warnings as Python prints them."""
+    shown, stock = set(), warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, FutureWarning):
+            return stock(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            print(f"kvae: warning: {text}", file=sys.stderr if file is None else file)
+
+    warnings.simplefilter("always", FutureWarning)
+    warnings.showwarning = show
+
+
 def main(argv=None):
     from kvae._env import configure
 
@@ -342,7 +382,9 @@ def main(argv=None):
     from kvae.errors import KvaeError
 
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            _one_line_warnings()
+            return args.func(args)
     except KvaeError as exc:
         if args.debug:
             raise

@@ -7,7 +7,9 @@ constructor arguments, so they are checked against its signature, except the
 (`kvae.models.adversarial.AdversarialStage`). An unknown key or a value of the
 wrong type is a one-line `KvaeError` naming the key. kvae 0.1's flat
 adversarial keys (`adversarial_after`, `disc_capacity`, ...) are read into
-the table, with a one-line `FutureWarning` saying so.
+the table, and its renamed keys (`data.rate`, `model.rate_target`,
+`model.rate_gain`: `RENAMED`) under their new names, each with a one-line
+`FutureWarning` saying so.
 
 Files may set `base = "other.toml"` (relative to the file) to start from
 another config and change a few keys, as RAVE's configs compose. A bare name
@@ -25,7 +27,9 @@ import warnings
 from pathlib import Path
 
 from kvae import bounds
+from kvae._deprecated import renamed
 from kvae.errors import KvaeError
+from kvae.models.elbo import KL_SCHEDULES, KLWeight
 from kvae.presets import find_preset, preset_names
 
 DEFAULTS = {
@@ -34,7 +38,7 @@ DEFAULTS = {
         "path": "",  # empty: the embedded dataset
         "cache": "",  # empty: under $KVAE_HOME/cache
         "select": {},  # MusicNet metadata filter, e.g. {ensemble = "Solo Piano"}
-        "rate": bounds.DEFAULT_RATE,
+        "sample_rate": bounds.DEFAULT_RATE,
         "window_seconds": 1.0,
         "windows_per_recording": 1,
         "val_windows_per_recording": 4,
@@ -54,9 +58,9 @@ DEFAULTS = {
                               # saved model (and every snapshot) holds the average
         "jit_compile": False,  # true: compile(jit_compile=True), torch.compile on torch; false: Keras's "auto"
         "seed": 0,
-        "kl_schedule": "constant",  # constant, linear, log
-        "kl_warmup_steps": 0,
-        "kl_start": 1e-6,
+        "kl_schedule": KLWeight.schedule,  # constant, linear, log (kvae.models.elbo.KLWeight)
+        "kl_warmup_steps": KLWeight.warmup_steps,
+        "kl_start": KLWeight.start,
         "max_minutes": 0.0,  # 0: no time limit; else stop after the epoch that passes it
         "divergence_factor": 3.0,  # stop when val MR-STFT stays over this x its best for 3 epochs; 0: off
         "n_samples": 4,
@@ -70,10 +74,13 @@ DEFAULTS = {
     },
 }
 SECTIONS = ("data", "model", "train")
+RENAMED = {("data", "rate"): "sample_rate", ("model", "rate_target"): "bitrate_target",
+           ("model", "rate_gain"): "bitrate_gain"}
+"""kvae 0.1's config keys renamed in 0.2, `(section, old key)`: new key. Read as the new key, one warning line each."""
 CHOICES = {
     ("data", "normalize"): ("none", "peak", "rms"),
     ("data", "frontend"): ("pydataset", "tf"),
-    ("train", "kl_schedule"): ("constant", "linear", "log"),
+    ("train", "kl_schedule"): KL_SCHEDULES,
     ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
     ("train", "distribution"): ("none", "data_parallel"),
 }
@@ -116,6 +123,7 @@ def read_config_file(path, seen=(), kind="config"):
         raise KvaeError(f"{path}: not a valid config file ({exc})") from None
     except OSError as exc:
         raise KvaeError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    data = upgrade(data, where=str(path))
     base = data.pop("base", None)
     if base:
         beside = path.parent / base
@@ -125,6 +133,28 @@ def read_config_file(path, seen=(), kind="config"):
         base_path = beside if beside.is_file() else Path(Path(base).name)
         data = merge_config(read_config_file(base_path, seen + (path.resolve(),), kind), data)
     return data
+
+
+def upgrade(config, where=""):
+    """A copy of a config (or of overrides) with kvae 0.1's renamed keys (`RENAMED`) under their new names.
+
+    Each old key read says so on one line (a `FutureWarning`); kvae 0.1's flat
+    adversarial keys are read by `validate`.
+
+    Raises:
+        KvaeError: a section gives a setting under both its old and its new name.
+    """
+    out = copy.deepcopy(config)
+    for (section, old), new in RENAMED.items():
+        table = out.get(section)
+        if not isinstance(table, dict) or old not in table:
+            continue
+        if new in table:
+            raise KvaeError(f"{section}.{old} and {section}.{new}: one setting given twice ({old} is its kvae 0.1 "
+                            f"name); keep {section}.{new}")
+        table[new] = table.pop(old)
+        renamed(f"{section}.{old}", f"{section}.{new}", where, stacklevel=4)
+    return out
 
 
 def _type_name(value):
@@ -253,12 +283,14 @@ def validate(config):
         if key == "type" or key == "adversarial":
             continue
         if key in ("sample_rate", "window_seconds"):
-            raise KvaeError(f"model.{key}: set data.{'rate' if key == 'sample_rate' else key} instead")
+            raise KvaeError(f"model.{key}: set data.{key} instead")
         if key not in defaults:
             raise KvaeError(f"model.{key}: unknown argument for model type '{model.get('type', 'fc')}' "
                             f"(known: {', '.join(k for k in defaults if k not in ('sample_rate', 'window_seconds'))})")
         model[key] = _check_value(f"model.{key}", value, defaults[key])
-    bounds.check_window(config["data"]["rate"], config["data"]["window_seconds"])
+        if f"model.{key}" in bounds.BOUNDS:  # the KL weight's settings (kvae.models.elbo.KLWeight)
+            model[key] = bounds.check(f"model.{key}", model[key])
+    bounds.check_window(config["data"]["sample_rate"], config["data"]["window_seconds"])
     return config
 
 
@@ -309,7 +341,7 @@ def parse_set(items, sections=SECTIONS):
             continue
         if len(parts) != 2 or parts[0] not in sections:
             if tuple(sections) == SECTIONS:
-                raise KvaeError(f"--set {key}: keys look like data.rate, model.hidden_layers or train.epochs")
+                raise KvaeError(f"--set {key}: keys look like data.sample_rate, model.hidden_layers or train.epochs")
             raise KvaeError(f"--set {key}: keys look like section.key, the section one of {', '.join(sections)}")
         out.setdefault(parts[0], {})[parts[1]] = value
     return out
@@ -330,12 +362,12 @@ def load_config(config=None, overrides=None):
     if config is None:
         loaded = {}
     elif isinstance(config, dict):
-        loaded = config
+        loaded = upgrade(config)
     elif isinstance(config, (str, os.PathLike)):
         loaded = read_config_file(config)
     else:
         raise KvaeError(f"config: expected a config file, a preset name (such as quickstart) or a dict, got {config!r}")
-    resolved = merge_config(merge_config(DEFAULTS, loaded), overrides or {})
+    resolved = merge_config(merge_config(DEFAULTS, loaded), upgrade(overrides or {}))
     return validate(resolved)
 
 
@@ -343,7 +375,7 @@ def split_overrides(overrides):
     """Turn `kvae.fit(**overrides)` keywords into nested overrides.
 
     Accepts section dicts (`train={"epochs": 2}`), dotted-free names that
-    exist in exactly one section (`epochs=2`, `rate=8000`) and model
+    exist in exactly one section (`epochs=2`, `sample_rate=8000`) and model
     arguments (`hidden_layers=3`).
     """
     out = {}
@@ -353,6 +385,6 @@ def split_overrides(overrides):
         elif key == "name":
             out["name"] = value
         else:
-            section = next((s for s in ("data", "train") if key in DEFAULTS[s]), "model")
+            section = next((s for s in ("data", "train") if key in DEFAULTS[s] or (s, key) in RENAMED), "model")
             out.setdefault(section, {})[key] = value
     return out

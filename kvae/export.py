@@ -1,9 +1,5 @@
 """Taking a model out of Keras: ONNX graphs of the encoder, the decoder and the prior's one-step function.
 
-Longer than 400 lines because the graphs, their documented signature, the
-prior's cached step and `OnnxVAE`, the runner that reads them back, are one
-contract and change together.
-
 `export_onnx(run, out)` writes into the folder `out` (new, empty, or one an
 earlier export wrote; `kvae.paths.OwnedFolder`):
 
@@ -22,7 +18,7 @@ earlier export wrote; `kvae.paths.OwnedFolder`):
   The first frame pushed is the start frame (`start_frame` in the
   metadata), the states start at zero; each call's `state_i_out` is the next
   call's `state_i`. Frames become the decoder's window latents as in
-  `kvae.training.latents`: `frames_per_window` frames every `hop_frames`
+  `kvae.inference.latents`: `frames_per_window` frames every `hop_frames`
   frames, crossfaded every `frame_hop_samples` samples (in its metadata).
 
 The batch axis is dynamic. Each graph's `metadata_props` hold the
@@ -41,7 +37,8 @@ inputs nor outputs; torch's newer dynamo exporter needs onnxscript, whose
 releases need ml_dtypes >= 0.5 where tensorflow-cpu 2.17 (a kvae
 dependency) pins ml_dtypes < 0.5. Models whose graphs use complex FFTs (the
 mel VAE's STFT and Griffin-Lim) are refused with one line naming the reason.
-`OnnxVAE` runs an exported folder with onnxruntime.
+`kvae.inference.onnx.OnnxVAE` (importable from here too) runs an exported
+folder with onnxruntime; the format's name and file names are its.
 """
 
 import contextlib
@@ -53,10 +50,9 @@ from pathlib import Path
 import numpy as np
 
 from kvae.errors import KvaeError
+from kvae.inference.onnx import DECODER_FILE, ENCODER_FILE, FORMAT, PRIOR_FILE, OnnxVAE, tolerance  # noqa: F401
 
-FORMAT = "kvae-onnx-1"
 OPSET = 18
-ENCODER_FILE, DECODER_FILE, PRIOR_FILE = "encoder.onnx", "decoder.onnx", "prior_step.onnx"
 
 NOT_EXPORTABLE = {
     "MelVAE": "its log-mel STFT and its Griffin-Lim decoder are complex FFTs (torch.stft, irfft), which torch's "
@@ -235,13 +231,14 @@ def export_onnx(run, out, prior=True, verbose=False):
     ```
     """
     from kvae.models.loading import load
-    from kvae.paths import OwnedFolder, is_run_folder
+    from kvae.paths import OwnedFolder
+    from kvae.runs import RunFolder, is_run_folder
 
     ar_prior = prior if prior not in (True, False, None) else None
     if isinstance(run, (str, Path)):
         run = Path(run)
-        if prior is True and run.is_dir() and (run / "prior" / "prior.keras").is_file():
-            ar_prior = load(run / "prior" / "prior.keras", compile=False)
+        if prior is True and run.is_dir() and RunFolder(run).prior.prior_model.is_file():
+            ar_prior = load(RunFolder(run).prior.prior_model, compile=False)
         model = load(run, compile=False)
     else:
         model = run
@@ -280,7 +277,7 @@ def export_onnx(run, out, prior=True, verbose=False):
 
 
 def _export_prior(prior, folder, meta, model):
-    from kvae.training.latents import LatentLayout
+    from kvae.inference.latents import LatentLayout
 
     layout = LatentLayout(model)
     module = prior_step_module(prior)
@@ -350,65 +347,3 @@ def prior_step_module(prior):
             return (weights, means, torch.exp(log_scales) * self.std, *new_states)
 
     return PriorStep()
-
-
-class OnnxVAE:
-    """An exported folder run with onnxruntime, with the VAE's interface for inference.
-
-    `encode`, `decode` and `reconstruct` take and return numpy arrays, so
-    `kvae.training.reconstruct_audio` and `kvae.stream` run it as they run
-    the Keras model.
-
-    Args:
-        folder: str or Path. A folder written by `export_onnx`.
-        threads: int. onnxruntime's intra-op threads (0: its default). Defaults to 0.
-
-    Raises:
-        KvaeError: onnxruntime is not installed, or the folder holds no exported graphs.
-    """
-
-    def __init__(self, folder, threads=0):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise KvaeError('OnnxVAE: needs onnxruntime: pip install "kvae[export]"') from None
-        folder = Path(folder)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        sessions = []
-        for name in (ENCODER_FILE, DECODER_FILE):
-            if not (folder / name).is_file():
-                raise KvaeError(f"{folder}: no {name}; run `kvae export RUN --out {folder}` first")
-            sessions.append(onnxruntime.InferenceSession(str(folder / name), options,
-                                                         providers=["CPUExecutionProvider"]))
-        self.encoder, self.decoder = sessions
-        meta = self.decoder.get_modelmeta().custom_metadata_map
-        if meta.get("format") != FORMAT:
-            raise KvaeError(f"{folder}: {DECODER_FILE} is not a kvae export ({FORMAT})")
-        self.metadata = dict(meta)
-        self.sample_rate = int(meta["sample_rate"])
-        self.window = int(meta["window"])
-        self.hop = int(meta["hop"])
-        self.latent_shape = tuple(json.loads(meta["latent_shape"]))
-
-    def encode(self, x):
-        """`(z_mean, z_scale)` of windows `(n, window)`."""
-        return tuple(self.encoder.run(None, {"audio": np.asarray(x, np.float32)}))
-
-    def decode(self, z):
-        """Audio `(n, window)` of latents `(n, *latent_shape)`."""
-        return self.decoder.run(None, {"z": np.asarray(z, np.float32)})[0]
-
-    def reconstruct(self, x):
-        """Windows `(n, window)` through the posterior mean, as `VAE.reconstruct`."""
-        x = np.asarray(x, np.float32)
-        if x.ndim != 2 or x.shape[1] != self.window:
-            raise KvaeError(f"reconstruct: expected windows of shape (n, {self.window}), got {x.shape}")
-        return self.decode(self.encode(x)[0])
-
-
-def tolerance(reference):
-    """The agreement the tests and the benchmark ask of an exported graph: 1e-4 of the reference's peak."""
-    return 1e-4 * float(np.max(np.abs(reference))) + 1e-7 if np.size(reference) else 0.0
-

@@ -1,4 +1,4 @@
-"""Where kvae keeps what it builds (``$KVAE_HOME``, else ``~/.cache/kvae``), and kvae's one output policy.
+"""Where kvae keeps what it builds (``$KVAE_HOME``, else ``~/.cache/kvae``), and how it writes a file.
 
 Every file kvae writes goes through `atomic_path`: it is written under a
 temporary name in the same folder and renamed over the destination only
@@ -6,18 +6,18 @@ when complete, so an interrupted or failed write (a kill, a full disk)
 leaves the old file or none, never half of one; the new file gets the
 permissions the umask gives (not a temporary file's 0600).
 
-What a command may write is decided here, in one place:
+What a command may write is decided in two places: here for any folder, in
+`kvae.runs` for a run folder and its files:
 
-- `check_output_file`: an output file is never a folder, never one of the
-  command's inputs, never a model (`*.keras`) nor a run's own file
-  (`config.json`, `history.csv`, ... in a run folder), and never an
-  existing file unless the caller says `overwrite`;
 - `check_output_folder`: an output folder is not a file;
 - `OwnedFolder`: a folder a command fills (the gallery) is written only if
   the command created it or it holds the command's marker, and only the
   files the marker lists as written by it are replaced or deleted;
-- `run_lock`: one process at a time works in a run folder (fit, prior fit,
-  tune); the second gets one line naming the first's PID.
+- `kvae.runs.check_output_file`: an output file is never a folder, never
+  one of the command's inputs, never a model nor a run's own file, and never
+  an existing file unless the caller says `overwrite`;
+- `kvae.runs.run_lock`: one process at a time works in a run folder (fit,
+  prior fit, tune); the second gets one line naming the first's PID.
 """
 
 import contextlib
@@ -77,8 +77,8 @@ def atomic_path(path, durable=False):
 
     Example:
     ```python
-    with atomic_path(run / "model.keras") as tmp:
-        model.save(tmp)
+    with atomic_path(folder / "piece.npy") as tmp:
+        np.save(tmp, piece)
     ```
     """
     path = Path(path)
@@ -122,63 +122,6 @@ def save_error(exc, where, what, then="rerun the same command to resume"):
     text = str(exc)
     reason = getattr(exc, "strerror", None) or (text.strip().splitlines() or [type(exc).__name__])[0][:160]
     return KvaeError(f"{where}: cannot write while {what} ({reason}); fix that and {then}")
-
-
-def _same_file(a, b):
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-RUN_FILES = frozenset({"config.json", "model.keras", "prior.keras", "history.csv", "latents.npz",
-                       "loss_curves.png", "best.weights.h5"})
-"""The files a run folder (or its `prior/` folder) owns: no other output may take their place."""
-
-
-def is_run_folder(folder):
-    """True for a folder `kvae fit` or `kvae prior fit` wrote: a `config.json` beside a model, backup or history."""
-    folder = Path(folder)
-    return (folder / "config.json").is_file() and any(
-        (folder / name).exists() for name in ("model.keras", "prior.keras", "backup", "history.csv", "latents.npz"))
-
-
-def check_output_file(path, inputs=(), example="out.wav", overwrite=False):
-    """Refuse an output file that would replace something it must not (one line each).
-
-    Args:
-        path: str or Path. The output file.
-        inputs: iterable of str or Path. The command's input files; a run
-            folder among them stands for its `model.keras`.
-        example: str. A file name suggested in the message.
-        overwrite: bool. Allow replacing an existing file that is neither an
-            input, nor a model, nor a run's own file. Defaults to False.
-
-    Raises:
-        KvaeError: `path` is a folder (or ends with a separator), is one of
-            `inputs` (the same file, a symbolic or a hard link to it), is a
-            `.keras` model or a run's own file, or exists and `overwrite` is
-            false.
-    """
-    text = str(path)
-    path = Path(path)
-    if path.is_dir() or text.endswith((os.sep, "/")):
-        raise KvaeError(f"{text}: is a folder; give a file name such as {example}")
-    for other in inputs:
-        if other is None:
-            continue
-        other = Path(other)
-        candidates = [other, other / "model.keras"] if other.is_dir() else [other]
-        if path.exists() and any(_same_file(path, c) for c in candidates):
-            raise KvaeError(f"{text}: is an input of this command ({other}); choose another output file")
-    if path.name in RUN_FILES and is_run_folder(path.parent):
-        raise KvaeError(f"{text}: is a file of the run folder {path.parent}; choose another output file")
-    if not path.exists():
-        return
-    if path.name.endswith(".keras"):
-        raise KvaeError(f"{text}: is a model; kvae never writes over one; choose another output file")
-    if not overwrite:
-        raise KvaeError(f"{text}: exists; choose another output file (or pass --overwrite)")
 
 
 def check_output_folder(path):
@@ -261,46 +204,6 @@ class OwnedFolder:
         """The recorded files directly inside `folder` (relative to this folder), as relative paths."""
         prefix = f"{Path(folder).as_posix()}/" if folder else ""
         return sorted(r for r in self.written if r.startswith(prefix) and "/" not in r[len(prefix):])
-
-
-LOCK_FILE = ".kvae.lock"
-
-
-@contextlib.contextmanager
-def run_lock(folder, command):
-    """Hold an advisory lock on a run (or search) folder for as long as the block runs.
-
-    The lock is `fcntl.flock` on `<folder>/.kvae.lock`, released by the
-    operating system when the process ends however it ends (no stale lock
-    after a kill). The file keeps the holder's PID and command, for the
-    second process's message. On systems without `fcntl` it does nothing.
-
-    Raises:
-        KvaeError: another process holds the folder ("in use by process PID (kvae fit)").
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no advisory locks
-        yield
-        return
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise save_error(exc, folder, "creating the run folder", then="run the command again") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            raise KvaeError(f"{folder}: in use by {holder}; wait for it to end or choose another folder") from None
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"process {os.getpid()} (kvae {command})".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def write_text(path, text, durable=False):

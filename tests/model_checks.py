@@ -4,6 +4,7 @@ fresh model; the parts are usable alone; `check_saved_models_on_backend` loads s
 another Keras backend and compares what they compute.
 """
 
+import dataclasses
 import json
 import sys
 
@@ -205,7 +206,7 @@ def kl_warmup_beta(epochs, steps=10):
 
     model = FCVAE(sample_rate=3000, window_seconds=0.1, hidden_layers=1, hidden_units=8, latent_dim=2, seed=0)
     model.compile(optimizer="adam")
-    model.set_kl_schedule("linear", steps, 0.0)
+    model.kl_weight = dataclasses.replace(model.kl_weight, schedule="linear", warmup_steps=steps, start=0.0)
     x = np.random.default_rng(0).normal(0, 0.1, (4, model.window)).astype("float32")
     model.fit(x, batch_size=4, epochs=epochs, verbose=0)
     return {"beta": float(_np(model.beta)), "iterations": int(_np(model.optimizer.iterations))}
@@ -217,10 +218,10 @@ def rate_controlled_beta(epochs, warmup=0, target=1e9, gain=0.1):
     from kvae.models import FCVAE
 
     model = FCVAE(sample_rate=3000, window_seconds=0.1, hidden_layers=1, hidden_units=8, latent_dim=2, seed=0,
-                  rate_target=target, rate_gain=gain)
+                  bitrate_target=target, bitrate_gain=gain)
     model.compile(optimizer="adam")
     if warmup:
-        model.set_kl_schedule("linear", warmup, 0.0)
+        model.kl_weight = dataclasses.replace(model.kl_weight, schedule="linear", warmup_steps=warmup, start=0.0)
     x = np.random.default_rng(0).normal(0, 0.1, (4, model.window)).astype("float32")
     history = model.fit(x, batch_size=4, epochs=epochs, verbose=0)
     return {"beta": float(_np(model.beta)), "kl": [float(v) for v in history.history["kl"]]}

@@ -125,7 +125,7 @@ def stage_note_for(table):
 
 def test_resume_across_the_switch_then_save_load_and_sample(embedded, tmp_path):
     model_cfg = {k: v for k, v in TINY.items() if k not in ("sample_rate", "window_seconds", "seed")}
-    config = {"name": "adv", "data": {"rate": RATE, "window_seconds": 0.25, "batch_size": 2,
+    config = {"name": "adv", "data": {"sample_rate": RATE, "window_seconds": 0.25, "batch_size": 2,
                                       "val_windows_per_recording": 1},
               "model": {"type": "rave", **model_cfg},
               "train": {"epochs": 3, "steps_per_epoch": 1, "n_samples": 1, "verbose": 0}}

@@ -61,7 +61,7 @@ def _add_bad_files(root):
 def test_bad_files_are_skipped_and_listed(tmp_path):
     root = _good_folder(tmp_path / "data", n=2)
     expected = _add_bad_files(root)
-    corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
+    corpus = prepare(root, sample_rate=RATE, cache_dir=tmp_path / "cache")
     report = corpus.report
     assert report.found == 2 + len(expected)
     assert report.built == 2 and report.reused == 0
@@ -82,7 +82,7 @@ def test_all_bad_files_is_an_error_with_report(tmp_path):
     root.mkdir()
     expected = _add_bad_files(root)
     with pytest.raises(KvaeError) as err:
-        prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
+        prepare(root, sample_rate=RATE, cache_dir=tmp_path / "cache")
     text = _one_line(err.value)
     assert str(root) in text and "no usable audio" in text
     report = err.value.report
@@ -97,7 +97,7 @@ def test_short_recording_counted_and_zero_padded(tmp_path):
     root = tmp_path / "data"
     tone_wav(root / "long.wav", 2.0, rate=SR)
     tone_wav(root / "short.wav", 0.4, rate=SR)
-    corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache", window_seconds=1.0)
+    corpus = prepare(root, sample_rate=RATE, cache_dir=tmp_path / "cache", window_seconds=1.0)
     assert corpus.report.short == ["short"]
     assert any(line.startswith("short:") and "short" in line for line in corpus.report.summary())
     entry = {e.key: e for e in corpus.entries}["short"]
@@ -122,10 +122,10 @@ def test_short_recording_counted_and_zero_padded(tmp_path):
 def test_second_prepare_reuses_everything(tmp_path):
     root = _good_folder(tmp_path / "data", n=3)
     cache = tmp_path / "cache"
-    first = prepare(root, rate=RATE, cache_dir=cache)
+    first = prepare(root, sample_rate=RATE, cache_dir=cache)
     assert (first.report.built, first.report.reused) == (3, 0)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (cache / "audio").iterdir()}
-    second = prepare(root, rate=RATE, cache_dir=cache)
+    second = prepare(root, sample_rate=RATE, cache_dir=cache)
     assert (second.report.built, second.report.reused) == (0, 3)
     assert {p.name: p.stat().st_mtime_ns for p in (cache / "audio").iterdir()} == mtimes
     for a, b in zip(first.entries, second.entries):
@@ -138,61 +138,61 @@ def test_second_prepare_reuses_everything(tmp_path):
 def test_changed_source_is_rebuilt_alone(tmp_path):
     root = _good_folder(tmp_path / "data", n=3)
     cache = tmp_path / "cache"
-    prepare(root, rate=RATE, cache_dir=cache)
+    prepare(root, sample_rate=RATE, cache_dir=cache)
     changed = root / "good1.wav"
     tone_wav(changed, 1.5, freq=440.0, rate=SR)
     later = time.time() + 10
     os.utime(changed, (later, later))
-    corpus = prepare(root, rate=RATE, cache_dir=cache)
+    corpus = prepare(root, sample_rate=RATE, cache_dir=cache)
     assert (corpus.report.built, corpus.report.reused) == (1, 2)
     entry = {e.key: e for e in corpus.entries}["good1"]
     assert entry.frames == 4500
     audio, rate = read_audio(changed)
     np.testing.assert_array_equal(corpus.array(entry), resample(audio, rate, RATE))
-    again = prepare(root, rate=RATE, cache_dir=cache)
+    again = prepare(root, sample_rate=RATE, cache_dir=cache)
     assert (again.report.built, again.report.reused) == (0, 3)
 
 
 def test_deleted_cache_file_is_rebuilt(tmp_path):
     root = _good_folder(tmp_path / "data", n=2)
     cache = tmp_path / "cache"
-    corpus = prepare(root, rate=RATE, cache_dir=cache)
+    corpus = prepare(root, sample_rate=RATE, cache_dir=cache)
     corpus.entries[0].file.unlink()
-    again = prepare(root, rate=RATE, cache_dir=cache)
+    again = prepare(root, sample_rate=RATE, cache_dir=cache)
     assert (again.report.built, again.report.reused) == (1, 1)
 
 
 def test_garbage_manifest_is_noted_and_rebuilt(tmp_path):
     root = _good_folder(tmp_path / "data", n=2)
     cache = tmp_path / "cache"
-    prepare(root, rate=RATE, cache_dir=cache)
+    prepare(root, sample_rate=RATE, cache_dir=cache)
     (cache / MANIFEST).write_text("{not json at all")
-    corpus = prepare(root, rate=RATE, cache_dir=cache)
+    corpus = prepare(root, sample_rate=RATE, cache_dir=cache)
     assert corpus.report.built == 2 and corpus.report.reused == 0
     assert any("unreadable cache manifest" in n for n in corpus.report.notes)
     assert all("\n" not in n for n in corpus.report.notes)
     json.loads((cache / MANIFEST).read_text())  # rewritten as valid JSON
-    assert prepare(root, rate=RATE, cache_dir=cache).report.reused == 2
+    assert prepare(root, sample_rate=RATE, cache_dir=cache).report.reused == 2
 
 
 def test_cache_dir_used_at_another_rate_is_rebuilt(tmp_path):
     root = _good_folder(tmp_path / "data", n=2)
     cache = tmp_path / "cache"
-    prepare(root, rate=RATE, cache_dir=cache)
-    corpus = prepare(root, rate=4000, cache_dir=cache)
+    prepare(root, sample_rate=RATE, cache_dir=cache)
+    corpus = prepare(root, sample_rate=4000, cache_dir=cache)
     assert corpus.report.built == 2 and corpus.report.reused == 0
     notes = [n for n in corpus.report.notes if "rate" in n]
     assert len(notes) == 1 and "3000" in notes[0] and "4000" in notes[0]
-    assert corpus.rate == 4000 and all(e.frames == 4000 for e in corpus.entries)
+    assert corpus.sample_rate == 4000 and all(e.frames == 4000 for e in corpus.entries)
     for e in corpus.entries:
         assert len(corpus.array(e)) == 4000
-    again = prepare(root, rate=4000, cache_dir=cache)
+    again = prepare(root, sample_rate=4000, cache_dir=cache)
     assert (again.report.built, again.report.reused) == (0, 2) and again.report.notes == []
 
 
 def test_default_cache_dir_under_kvae_home(tmp_path, kvae_home):
     root = _good_folder(tmp_path / "data", n=1)
-    corpus = prepare(root, rate=RATE)
+    corpus = prepare(root, sample_rate=RATE)
     assert corpus.report.cache_dir.is_relative_to(kvae_home / "cache")
     assert corpus.report.cache_dir.name == f"{RATE}hz"
     assert corpus.entries[0].file.is_relative_to(corpus.report.cache_dir)
@@ -204,7 +204,7 @@ def test_cache_under_a_regular_file_is_an_error(tmp_path):
     blocker.write_text("x")
     cache = blocker / "cache"
     with pytest.raises(KvaeError) as err:
-        prepare(root, rate=RATE, cache_dir=cache)
+        prepare(root, sample_rate=RATE, cache_dir=cache)
     text = _one_line(err.value)
     assert str(cache) in text and "not writable" in text
 
@@ -218,7 +218,7 @@ def test_read_only_cache_folder_is_an_error(tmp_path):
         if os.access(cache, os.W_OK):
             pytest.skip("chmod does not stop this user writing (root)")
         with pytest.raises(KvaeError) as err:
-            prepare(root, rate=RATE, cache_dir=cache)
+            prepare(root, sample_rate=RATE, cache_dir=cache)
         assert str(cache) in _one_line(err.value)
     finally:
         cache.chmod(0o700)
@@ -229,7 +229,7 @@ def test_read_only_cache_folder_is_an_error(tmp_path):
 
 def test_corpus_arrays_are_read_only_memory_maps(tmp_path):
     root = _good_folder(tmp_path / "data", n=2)
-    corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
+    corpus = prepare(root, sample_rate=RATE, cache_dir=tmp_path / "cache")
     assert isinstance(corpus, Corpus)
     for entry in corpus.entries:
         arr = corpus.array(entry)
@@ -246,7 +246,7 @@ def test_cached_data_equals_resampled_decoded_audio(tmp_path):
     rng = np.random.default_rng(1)
     wav_file(root / "hi.wav", (0.2 * rng.standard_normal(44100 + 123)).astype(np.float32), 44100)
     wav_file(root / "test" / "i16.wav", (rng.standard_normal(30000) * 3000).astype(np.int16), 22050)
-    corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
+    corpus = prepare(root, sample_rate=RATE, cache_dir=tmp_path / "cache")
     by_key = {e.key: e for e in corpus.entries}
     assert by_key["hi"].split == "train" and by_key["test/i16"].split == "test"
     assert [e.key for e in corpus.split("test")] == ["test/i16"]
@@ -261,7 +261,7 @@ def test_cached_data_equals_resampled_decoded_audio(tmp_path):
 def test_unknown_rate_is_an_error(tmp_path):
     root = _good_folder(tmp_path / "data", n=1)
     with pytest.raises(KvaeError) as err:
-        prepare(root, rate=0, cache_dir=tmp_path / "cache")
+        prepare(root, sample_rate=0, cache_dir=tmp_path / "cache")
     assert "rate" in _one_line(err.value)
 
 
@@ -269,33 +269,33 @@ def test_same_stem_different_suffix_kept_apart(tmp_path):
     root = tmp_path / "data"
     tone_wav(root / "a.wav", 1.0, freq=200.0, rate=SR)
     tone_wav(root / "a.wave", 2.0, freq=300.0, rate=SR)
-    corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
+    corpus = prepare(root, sample_rate=RATE, cache_dir=tmp_path / "cache")
     assert len({e.key for e in corpus.entries}) == 2
     assert len({e.file for e in corpus.entries}) == 2
-    again = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
+    again = prepare(root, sample_rate=RATE, cache_dir=tmp_path / "cache")
     assert again.report.reused == 2
 
 
 def test_manifest_with_wrong_entry_types_is_rebuilt(tmp_path):
     root = _good_folder(tmp_path / "data", n=1)
     cache = tmp_path / "cache"
-    prepare(root, rate=RATE, cache_dir=cache)
+    prepare(root, sample_rate=RATE, cache_dir=cache)
     manifest = json.loads((cache / MANIFEST).read_text())
     manifest["entries"] = {"good0": "not a record"}
     (cache / MANIFEST).write_text(json.dumps(manifest))
-    corpus = prepare(root, rate=RATE, cache_dir=cache)
+    corpus = prepare(root, sample_rate=RATE, cache_dir=cache)
     assert corpus.report.built == 1
     assert any("unreadable cache manifest" in n for n in corpus.report.notes)
 
 
 def test_embedded_default_dataset(tmp_path, embedded):
-    corpus = prepare(embedded, rate=RATE, cache_dir=tmp_path / "cache", window_seconds=1.0)
+    corpus = prepare(embedded, sample_rate=RATE, cache_dir=tmp_path / "cache", window_seconds=1.0)
     report = corpus.report
     assert report.layout == "musicnet" and report.skipped == [] and report.short == []
     assert report.found == len(corpus.entries) > 0
     assert corpus.split("train") and corpus.split("test")
     assert all(e.metadata.get("ensemble") for e in corpus.entries)
-    default = prepare(None, rate=RATE, cache_dir=tmp_path / "cache")  # None means the embedded dataset
+    default = prepare(None, sample_rate=RATE, cache_dir=tmp_path / "cache")  # None means the embedded dataset
     assert default.report.root == report.root and default.report.reused == report.found
 
 
@@ -307,7 +307,7 @@ def test_embedded_default_dataset(tmp_path, embedded):
 def test_corrupted_cache_file_of_the_same_size_is_rebuilt(tmp_path, damage, words):
     root = _good_folder(tmp_path / "data", n=2)
     cache = tmp_path / "cache"
-    npy = prepare(root, rate=RATE, cache_dir=cache).entries[0].file
+    npy = prepare(root, sample_rate=RATE, cache_dir=cache).entries[0].file
     raw = bytearray(npy.read_bytes())
     if damage == "nan":
         raw[-16:] = np.full(4, np.nan, np.float32).tobytes()
@@ -316,7 +316,7 @@ def test_corrupted_cache_file_of_the_same_size_is_rebuilt(tmp_path, damage, word
     size = npy.stat().st_size
     npy.write_bytes(bytes(raw))
     assert npy.stat().st_size == size
-    corpus = prepare(root, rate=RATE, cache_dir=cache)
+    corpus = prepare(root, sample_rate=RATE, cache_dir=cache)
     report = corpus.report
     assert (report.built, report.reused) == (1, 1)
     [(path, reason)] = report.rebuilt
@@ -324,7 +324,7 @@ def test_corrupted_cache_file_of_the_same_size_is_rebuilt(tmp_path, damage, word
     assert f"rebuilt:    {npy}: {reason}" in report.summary()
     audio, rate = read_audio(root / "good0.wav")
     np.testing.assert_array_equal(corpus.array(corpus.entries[0]), resample(audio, rate, RATE))
-    again = prepare(root, rate=RATE, cache_dir=cache).report
+    again = prepare(root, sample_rate=RATE, cache_dir=cache).report
     assert (again.built, again.reused, again.rebuilt) == (0, 2, [])
 
 
@@ -334,7 +334,7 @@ def test_a_source_beyond_the_sample_bound_is_skipped_with_its_peak(tmp_path, pea
     # and fit would blame the learning rate), or simply far beyond +-1.
     root = _good_folder(tmp_path / "data", n=1)
     wav_file(root / "loud.wav", np.where(np.arange(SR) % 400 < 200, peak, -peak).astype(np.float32), SR)
-    corpus = prepare(root, rate=RATE, cache_dir=tmp_path / "cache")
+    corpus = prepare(root, sample_rate=RATE, cache_dir=tmp_path / "cache")
     assert [e.key for e in corpus.entries] == ["good0"]
     [(path, reason)] = corpus.report.skipped
     assert path == str(root / "loud.wav")
@@ -344,7 +344,7 @@ def test_a_source_beyond_the_sample_bound_is_skipped_with_its_peak(tmp_path, pea
 def test_a_cached_file_holding_nan_with_a_valid_crc_is_rebuilt(tmp_path):
     root = _good_folder(tmp_path / "data", n=1)
     cache = tmp_path / "cache"
-    corpus = prepare(root, rate=RATE, cache_dir=cache)
+    corpus = prepare(root, sample_rate=RATE, cache_dir=cache)
     npy = corpus.entries[0].file
     audio = np.load(npy)
     audio[10:13] = np.nan
@@ -352,7 +352,7 @@ def test_a_cached_file_holding_nan_with_a_valid_crc_is_rebuilt(tmp_path):
     manifest = json.loads((cache / "manifest.json").read_text())
     manifest["entries"]["good0"]["crc32"] = file_crc32(npy)
     (cache / "manifest.json").write_text(json.dumps(manifest))
-    report = prepare(root, rate=RATE, cache_dir=cache).report
+    report = prepare(root, sample_rate=RATE, cache_dir=cache).report
     assert report.rebuilt == [(str(npy), "cache file holds 3 NaN or Inf samples")]
     assert np.isfinite(np.load(npy)).all()
 
@@ -360,7 +360,7 @@ def test_a_cached_file_holding_nan_with_a_valid_crc_is_rebuilt(tmp_path):
 def test_links_that_lead_nowhere_are_in_the_report(tmp_path):
     root = _good_folder(tmp_path / "data", n=1)
     (root / "loop.wav").symlink_to("loop.wav")
-    report = prepare(root, rate=RATE, cache_dir=tmp_path / "cache").report
+    report = prepare(root, sample_rate=RATE, cache_dir=tmp_path / "cache").report
     assert report.skipped == [(str(root / "loop.wav"), "symlink loop (the link leads back to itself)")]
     assert (report.found, report.built) == (2, 1)
     assert f"skipped:    {root / 'loop.wav'}: symlink loop (the link leads back to itself)" in report.summary()
@@ -387,7 +387,7 @@ def test_disk_full_is_one_line_error_simulated(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np.lib.format, "write_array", write_array)
     with pytest.raises(KvaeError) as err:
-        prepare(root, rate=RATE, cache_dir=cache)
+        prepare(root, sample_rate=RATE, cache_dir=cache)
     _assert_disk_full(err, cache)
     assert sorted(json.loads((cache / MANIFEST).read_text())["entries"]) == ["good0"]  # kept for the rerun
 
@@ -414,11 +414,11 @@ def test_disk_full_on_a_real_small_disk(tmp_path, small_disk):
     root = _good_folder(tmp_path / "data", n=3, seconds=6.4)  # 205 kB each cached at 8 kHz: two fit in 512 KiB
     cache = small_disk / "cache"
     with pytest.raises(KvaeError) as err:
-        prepare(root, rate=SR, cache_dir=cache)
+        prepare(root, sample_rate=SR, cache_dir=cache)
     _assert_disk_full(err, cache)
     assert sorted(json.loads((cache / MANIFEST).read_text())["entries"]) == ["good0", "good1"]
     subprocess.run(["mount", "-o", "remount,size=2m", str(small_disk)], check=True, timeout=30)  # space freed
-    report = prepare(root, rate=SR, cache_dir=cache).report
+    report = prepare(root, sample_rate=SR, cache_dir=cache).report
     assert (report.built, report.reused) == (1, 2)
 
 
@@ -441,7 +441,7 @@ def test_fit_names_a_cache_file_that_turns_nan(tmp_path):
                 del samples
 
     config = {
-        "name": "nan", "data": {"rate": RATE, "window_seconds": 0.25, "batch_size": 4, "cache": str(cache)},
+        "name": "nan", "data": {"sample_rate": RATE, "window_seconds": 0.25, "batch_size": 4, "cache": str(cache)},
         "model": {"type": "fc", "hidden_layers": 1, "hidden_units": 16, "latent_dim": 4},
         "train": {"epochs": 1, "steps_per_epoch": 2, "n_samples": 1, "verbose": 0},
     }

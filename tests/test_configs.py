@@ -27,7 +27,7 @@ def test_config_trains_saves_reloads_and_samples(path, embedded, tmp_path):
     assert np.isfinite(history["loss"][-1])
     loaded = kvae.load(tmp_path / "run" / "model.keras")
     assert type(loaded) is type(model)
-    assert loaded.sample_rate == config["data"]["rate"]
+    assert loaded.sample_rate == config["data"]["sample_rate"]
     clips = loaded.sample(1, seed=0)
     assert clips.shape == (1, model.window) and np.isfinite(clips).all()
     np.testing.assert_allclose(clips, model.sample(1, seed=0), atol=1e-5)

@@ -23,7 +23,7 @@ torch_only = pytest.mark.skipif(current_backend() != "torch", reason="torch.dist
 
 EQUIVALENCE = {
     "name": "ddp",
-    "data": {"rate": 3000, "window_seconds": 0.25, "windows_per_recording": 1, "val_windows_per_recording": 1,
+    "data": {"sample_rate": 3000, "window_seconds": 0.25, "windows_per_recording": 1, "val_windows_per_recording": 1,
              "batch_size": 4},
     "model": {"type": "fc", "hidden_layers": 1, "hidden_units": 32, "latent_dim": 8},
     "train": {"epochs": 2, "steps_per_epoch": 3, "n_samples": 0, "gallery": False, "verbose": 0,
@@ -56,7 +56,7 @@ def _weights(path):
 def test_shards_split_every_global_batch_between_the_ranks(embedded):
     from kvae.data import WindowSource, prepare
 
-    corpus = prepare(embedded, rate=3000, window_seconds=0.25)
+    corpus = prepare(embedded, sample_rate=3000, window_seconds=0.25)
     common = dict(window=750, seed=3, batches_per_epoch=5, random=True)
     whole = WindowSource(corpus, "train", batch_size=8, **common)
     ranks = [WindowSource(corpus, "train", batch_size=4, shards=2, shard=r, **common) for r in (0, 1)]

@@ -17,7 +17,7 @@ from kvae.evaluation.report import format_report, verdicts, write_json
 from kvae.training.callbacks import InformationRate
 
 TINY = {
-    "data": {"rate": 3000, "window_seconds": 0.5, "windows_per_recording": 4, "batch_size": 16},
+    "data": {"sample_rate": 3000, "window_seconds": 0.5, "windows_per_recording": 4, "batch_size": 16},
     "model": {"type": "fc", "hidden_layers": 1, "hidden_units": 32, "latent_dim": 4},
     "train": {"epochs": 1, "n_samples": 0, "verbose": 0},
 }
@@ -77,7 +77,7 @@ def test_rate_is_the_kl_in_bits_per_second(fitted):
     from kvae.data import prepare
     from kvae.evaluation.evaluate import windows
 
-    clips, _ = windows(prepare(None, rate=model.sample_rate), "test", model.window, 32, random=False)
+    clips, _ = windows(prepare(None, sample_rate=model.sample_rate), "test", model.window, 32, random=False)
     z_mean, z_log_var = model.encode(ops.convert_to_tensor(clips))
     kl = float(ops.convert_to_numpy(model._kl(z_mean, z_log_var)))  # the loss's KL term, nats per window
     rate = information_rate(model, clips)

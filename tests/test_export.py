@@ -75,8 +75,8 @@ def test_onnx_graphs_compute_what_keras_computes(name, tmp_path):
 
 
 def test_streaming_through_onnxruntime_equals_keras_offline(tmp_path):
-    from kvae.stream import Reconstructor
-    from kvae.training.inference import reconstruct_audio
+    from kvae.inference.stream import Reconstructor
+    from kvae.inference import reconstruct_audio
 
     model = make("conv1d")
     export_onnx(model, tmp_path / "onnx")
@@ -89,7 +89,7 @@ def test_streaming_through_onnxruntime_equals_keras_offline(tmp_path):
 def test_mel_export_is_refused_on_one_line(tmp_path, capsys):
     model = MelVAE(sample_rate=RATE, window_seconds=0.25, channels=[4, 8], latent_dim=4, n_mels=16)
     model.save(tmp_path / "mel.keras")
-    assert cli.main(["export", str(tmp_path / "mel.keras"), "--format", "onnx", "--out", str(tmp_path / "out")]) == 2
+    assert cli.main(["export", str(tmp_path / "mel.keras"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kvae: error: kvae export: MelVAE cannot be exported to ONNX: ") and "\n" not in err
     assert "complex FFTs" in err and "Griffin-Lim" in err

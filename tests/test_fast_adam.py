@@ -15,7 +15,7 @@ from kvae.training import build_model, compile_model
 pytestmark = pytest.mark.skipif(current_backend() != "torch", reason="a torch-only fast path")
 
 CONFIG = {
-    "data": {"rate": 3000, "window_seconds": 0.25, "batch_size": 16},
+    "data": {"sample_rate": 3000, "window_seconds": 0.25, "batch_size": 16},
     "model": {"type": "fc", "hidden_layers": 2, "hidden_units": 64, "latent_dim": 8},
 }
 

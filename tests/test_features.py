@@ -17,7 +17,7 @@ def music(embedded):
     """512 random 1-s training windows and 256 held-out ones at 3 kHz, with the reference's features."""
     from kvae.data import prepare
 
-    corpus = prepare(None, rate=RATE)
+    corpus = prepare(None, sample_rate=RATE)
     train, _ = windows(corpus, "train", RATE, 512, random=True, seed=0)
     order = np.random.default_rng(0).permutation(len(train))
     reference, other = train[order[:256]], train[order[256:]]

@@ -22,7 +22,7 @@ from kvae.evaluation.report import REALISM_KEYS, RECONSTRUCTION_KEYS, verdicts
 
 TINY = {
     "name": "tiny",
-    "data": {"rate": 3000, "window_seconds": 0.25, "windows_per_recording": 2, "val_windows_per_recording": 1,
+    "data": {"sample_rate": 3000, "window_seconds": 0.25, "windows_per_recording": 2, "val_windows_per_recording": 1,
              "batch_size": 8},
     "model": {"type": "fc", "hidden_layers": 1, "hidden_units": 16, "latent_dim": 4},
     "train": {"epochs": 1, "steps_per_epoch": 1, "n_samples": 2, "verbose": 0},

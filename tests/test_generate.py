@@ -18,7 +18,7 @@ from kvae.errors import KvaeError
 from model_checks import StopAfter
 
 RATE = 3000
-DATA = {"rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8}
+DATA = {"sample_rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8}
 TRAIN = {"epochs": 1, "steps_per_epoch": 2, "n_samples": 0, "verbose": 0}
 VAES = {
     "conv1d": {"data": DATA, "model": {"type": "conv1d", "channels": [8, 16], "latent_dim": 4}, "train": TRAIN},
@@ -62,7 +62,7 @@ def fresh_run(vae_runs, tmp_path, name="conv1d"):
 
 def test_layout_streams_back_what_reconstruct_audio_gives(runs):
     from kvae.training import reconstruct_audio
-    from kvae.training.latents import FrameWindows, LatentLayout, StreamDecoder
+    from kvae.inference.latents import FrameWindows, LatentLayout, StreamDecoder
 
     audio = sine(220, 2.0, RATE, 0.3)
     for name in VAES:
@@ -198,7 +198,7 @@ def _peak_bytes(function):
 
 
 def test_a_long_piece_streams_within_bounded_memory(runs, tmp_path):
-    from kvae.training.generation import _load_run, stream_pieces
+    from kvae.inference.generation import _load_run, stream_pieces
 
     model, prior, _ = _load_run(runs / "fc", "ar")
 
@@ -221,7 +221,7 @@ def test_a_long_piece_streams_within_bounded_memory(runs, tmp_path):
 
 def test_generation_holds_the_same_buffers_at_every_step(runs):
     """A sequence model with the autoregressive prior: what the generator holds never grows."""
-    from kvae.training.generation import _load_run, stream_pieces
+    from kvae.inference.generation import _load_run, stream_pieces
 
     model, prior, _ = _load_run(runs / "conv1d", "ar")
 

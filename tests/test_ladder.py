@@ -19,7 +19,7 @@ def held_out(embedded):
     """128 held-out 1-s windows of the embedded corpus at 3 kHz (the evaluation's test split)."""
     from kvae.data import prepare
 
-    clips, split = windows(prepare(None, rate=RATE), "test", RATE, 128, random=False, seed=0)
+    clips, split = windows(prepare(None, sample_rate=RATE), "test", RATE, 128, random=False, seed=0)
     assert split == "test"
     return clips
 

@@ -95,7 +95,7 @@ def test_cli_fit_magnitude_then_sample_reconstruct_fit_a_prior_and_generate(embe
         args += ["--set", item]
     assert cli.main(args) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["type"] == "magnitude" and config["model"]["rate_target"] == 6000.0
+    assert config["model"]["type"] == "magnitude" and config["model"]["bitrate_target"] == 6000.0
     out = tmp_path / "samples"
     assert cli.main(["sample", str(run), "-n", "2", "--seed", "0", "--out", str(out)]) == 0
     assert len(list(out.glob("*.wav"))) == 2

@@ -131,7 +131,7 @@ def test_the_rate_controller_moves_beta_toward_the_target_rate():
 
 
 def test_a_rate_target_steers_beta_and_is_saved(tmp_path):
-    model = make("fc", rate_target=1e9, rate_gain=0.05, mel_weight=1.0)
+    model = make("fc", bitrate_target=1e9, bitrate_gain=0.05, mel_weight=1.0)
     model.compile(optimizer="adam")
     from kvae.training.callbacks import InformationRate
 
@@ -142,10 +142,51 @@ def test_a_rate_target_steers_beta_and_is_saved(tmp_path):
     assert np.isfinite(history.history["mel"][-1]) and history.history["mel"][-1] > 0
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert (loaded.rate_target, loaded.rate_gain, loaded.mel_weight) == (1e9, 0.05, 1.0)
+    assert (loaded.bitrate_target, loaded.bitrate_gain, loaded.mel_weight) == (1e9, 0.05, 1.0)
 
 
-@pytest.mark.parametrize("kwargs", [{"rate_target": -1.0}, {"rate_gain": 0.0}, {"mel_weight": -2.0}])
-def test_bad_rate_and_mel_settings_are_refused(kwargs):
-    with pytest.raises(KvaeError, match="rate_gain in"):
+@pytest.mark.parametrize("kwargs, message", [
+    ({"bitrate_target": -1.0}, "model.bitrate_target: must be from 0"),
+    ({"bitrate_gain": 0.0}, "model.bitrate_gain: must be above 0 to 1"),
+    ({"bitrate_gain": 1.5}, "model.bitrate_gain: must be above 0 to 1"),
+    ({"beta": -0.5}, "model.beta: must be from 0"),
+    ({"mel_weight": -2.0}, "mel_weight: must be >= 0"),
+])
+def test_bad_kl_weight_rate_and_mel_settings_are_refused(kwargs, message):
+    with pytest.raises(KvaeError, match=message):
         make("fc", **kwargs)
+
+
+def test_the_kl_weight_is_one_object_built_from_one_table_with_one_default_each():
+    import dataclasses
+
+    from kvae.config import DEFAULTS, load_config
+    from kvae.models.elbo import KL_CONFIG, KLWeight
+    from kvae.training import build_model, callbacks
+
+    defaults = KLWeight()
+    for field, (section, key) in KL_CONFIG.items():  # the config's defaults are the KL weight's own
+        if section == "train":
+            assert DEFAULTS["train"][key] == getattr(defaults, field)
+    cfg = load_config("quickstart", {"train": {"kl_schedule": "log", "kl_warmup_steps": 30, "kl_start": 1e-4},
+                                     "model": {"beta": 0.25, "bitrate_target": 800.0}})
+    model = build_model(cfg)
+    assert model.kl_weight == KLWeight(0.25, "log", 30, 1e-4, 800.0, 0.02) == KLWeight.from_config(cfg)
+    assert model.kl_weight.moves and dataclasses.replace(model.kl_weight, warmup_steps=0, bitrate_target=0).moves is False
+    assert not hasattr(callbacks, "KLSchedule") and not hasattr(model, "set_kl_schedule")
+    with pytest.raises(KvaeError, match=r"^model.beta: must be from 0 to 1e\+06, got -1.0$"):
+        load_config("quickstart", {"model": {"beta": -1.0}})  # refused with the config, before any model is built
+
+
+def test_beta_is_logged_once_whether_a_warmup_or_a_controller_moves_it():
+    from kvae.models.elbo import KLWeight
+    from kvae.training.callbacks import InformationRate
+
+    model = make("fc", bitrate_target=500.0)
+    model.kl_weight = KLWeight(1.0, "linear", 3, 0.0, 500.0, 0.05)
+    model.compile(optimizer="adam")
+    history = model.fit(tones(), batch_size=8, epochs=2, verbose=0, callbacks=[InformationRate()]).history
+    assert len(history["beta"]) == 2 and "rate_bps" in history
+    still = make("fc")
+    still.compile(optimizer="adam")
+    assert "beta" not in still.fit(tones(), batch_size=8, epochs=1, verbose=0, callbacks=[InformationRate()]).history

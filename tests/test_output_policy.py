@@ -20,11 +20,12 @@ from audio import wav_file
 from kvae import bounds, cli
 from kvae.data import WavWriter, prepare, read_audio, write_wav
 from kvae.errors import KvaeError
-from kvae.paths import OwnedFolder, check_output_file, run_lock
+from kvae.paths import OwnedFolder
+from kvae.runs import check_output_file, run_lock
 from model_checks import StopAfter
 
 RATE = 3000
-DATA = {"rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8}
+DATA = {"sample_rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8}
 TRAIN = {"epochs": 1, "steps_per_epoch": 2, "n_samples": 2, "verbose": 0, "gallery": False}
 TINY = {"data": DATA, "model": {"type": "fc", "hidden_layers": 1, "hidden_units": 16, "latent_dim": 4},
         "train": TRAIN}
@@ -144,7 +145,7 @@ def test_owned_folder_refuses_a_file_it_did_not_write(tmp_path):
 
 LOCK_HOLDER = textwrap.dedent("""
     import sys, time
-    from kvae.paths import run_lock
+    from kvae.runs import run_lock
     with run_lock(sys.argv[1], "fit"):
         print("held", flush=True)
         time.sleep(60)
@@ -171,7 +172,7 @@ def test_a_second_process_on_a_run_folder_gets_one_line_naming_the_holder(embedd
 
 
 def test_prior_fit_killed_while_saving_resumes_without_retraining(trained, tmp_path, monkeypatch):
-    from kvae.training import prior_fit as prior_module
+    from kvae.training import loop as prior_module  # the skeleton's one atomic save
 
     run = copy_run(trained, tmp_path)
     real_save = prior_module.save_model_atomic
@@ -214,7 +215,7 @@ KILL_AT_THIRD = textwrap.dedent("""
     def progress(done, total, key):
         if done == 3:
             os.kill(os.getpid(), signal.SIGKILL)
-    prepare(sys.argv[1], rate=3000, cache_dir=sys.argv[2], progress=progress)
+    prepare(sys.argv[1], sample_rate=3000, cache_dir=sys.argv[2], progress=progress)
 """)
 
 
@@ -227,7 +228,7 @@ def test_prepare_killed_midway_keeps_what_it_cached_and_sweeps_its_temporaries(t
     assert done.returncode == -signal.SIGKILL
     (cache / "audio" / ".tmp-abc123.npy").write_bytes(b"half")  # what a kill during a write leaves
     (cache / "audio" / ".r9.npy.123-0123abcd.tmp.npy").write_bytes(b"half")
-    report = prepare(root, rate=RATE, cache_dir=cache).report
+    report = prepare(root, sample_rate=RATE, cache_dir=cache).report
     assert (report.reused, report.built) == (3, 2)
     assert not [p.name for p in (cache / "audio").iterdir() if "tmp" in p.name]
 
@@ -278,7 +279,7 @@ def test_generate_bounds_are_one_line(trained, tmp_path, capsys, args, word):
 
 
 @pytest.mark.parametrize("setting, word", [
-    ("data.window_seconds=100000", "data.window_seconds"), ("data.rate=1000000000", "data.rate"),
+    ("data.window_seconds=100000", "data.window_seconds"), ("data.sample_rate=1000000000", "data.sample_rate"),
     ("train.learning_rate=nan", "train.learning_rate: must be a finite number"),
     ("train.learning_rate=inf", "train.learning_rate: must be a finite number"),
     ("data.window_seconds=500", "samples per window"),
@@ -291,7 +292,7 @@ def test_fit_bounds_fail_at_once(embedded, tmp_path, capsys, setting, word):
 
 @pytest.mark.parametrize("rate", ["0", "-5", "1000000000"])
 def test_prepare_rate_out_of_bounds(embedded, capsys, rate):
-    assert cli.main(["prepare", "--rate", rate]) == 2
+    assert cli.main(["prepare", "--sample-rate", rate]) == 2
     one_line_error(capsys, "rate: must be from 1000 to 192000 Hz")
 
 
@@ -300,7 +301,7 @@ def test_the_bounds_table_is_checked_and_described():
     for bad in (float("nan"), True, "x", 1e9):
         with pytest.raises(KvaeError, match="^seconds: "):
             bounds.check("seconds", bad)
-    assert any(line.startswith("data.rate: whole number >= 1000") for line in bounds.describe())
+    assert any(line.startswith("data.sample_rate: whole number >= 1000") for line in bounds.describe())
 
 
 def test_python_api_errors_are_kvae_errors(trained, tmp_path):

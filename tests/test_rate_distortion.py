@@ -18,13 +18,13 @@ def rd():
     return module
 
 
-def test_one_config_per_rate_target_on_the_base_config(rd, tmp_path):
+def test_one_config_per_bitrate_target_on_the_base_config(rd, tmp_path):
     from kvae.config import load_config
 
     files = rd.rate_configs("magnitude", [1.5, 12], tmp_path)
     assert [f.name for f in files] == ["magnitude-1.5k.toml", "magnitude-12k.toml"]
     config = load_config(str(files[0]))
-    assert config["name"] == "magnitude-1.5k" and config["model"]["rate_target"] == 1500.0
+    assert config["name"] == "magnitude-1.5k" and config["model"]["bitrate_target"] == 1500.0
     assert config["model"]["type"] == "magnitude" and config["model"]["n_fft"] == 256
     assert rd.rate_configs("magnitude", [1.5, 12], tmp_path) == files  # a rerun keeps them
 

@@ -124,7 +124,7 @@ def test_cli_fit_rave_3k_then_sample_and_reconstruct(embedded, tmp_path):
         args += ["--set", item]
     assert cli.main(args) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["type"] == "rave" and config["data"]["rate"] == 3000
+    assert config["model"]["type"] == "rave" and config["data"]["sample_rate"] == 3000
     out = tmp_path / "samples"
     assert cli.main(["sample", str(run), "-n", "2", "--seed", "0", "--out", str(out)]) == 0
     assert len(list(out.glob("*.wav"))) == 2

@@ -1,4 +1,4 @@
-"""kvae.stream: block-by-block reconstruction equals the offline one after the stated latency."""
+"""kvae.inference.stream: block-by-block reconstruction equals the offline one after the stated latency."""
 
 import keras
 import numpy as np
@@ -9,8 +9,8 @@ from kvae import cli
 from kvae.data import read_audio
 from kvae.errors import KvaeError
 from kvae.models import Conv1DVAE, FCVAE
-from kvae.stream import Decoder, Encoder, Reconstructor
-from kvae.training.inference import reconstruct_audio
+from kvae.inference.stream import Decoder, Encoder, Reconstructor
+from kvae.inference import reconstruct_audio
 
 RATE = 3000
 TOLERANCE = 1e-5  # of the offline output's peak: float rounding of differently batched model calls

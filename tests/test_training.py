@@ -22,7 +22,7 @@ from model_checks import StopAfter
 
 TINY = {
     "name": "tiny",
-    "data": {"rate": 3000, "window_seconds": 0.25, "windows_per_recording": 4, "val_windows_per_recording": 2,
+    "data": {"sample_rate": 3000, "window_seconds": 0.25, "windows_per_recording": 4, "val_windows_per_recording": 2,
              "batch_size": 16},
     "model": {"type": "fc", "hidden_layers": 1, "hidden_units": 64, "latent_dim": 8},
     "train": {"epochs": 2, "n_samples": 2, "verbose": 0},
@@ -121,7 +121,7 @@ def test_cli_fit_sample_reconstruct(embedded, tmp_path, capsys):
 @pytest.mark.parametrize("items, word", [
     (["model.hidden_layerz=3"], "model.hidden_layerz"),
     (["train.epochs=three"], "train.epochs"),
-    (["data.rate=1.5"], "data.rate"),
+    (["data.sample_rate=1.5"], "data.sample_rate"),
     (["data.normalize=loud"], "data.normalize"),
     (["train.learning_rate=0"], "train.learning_rate"),
     (["bogus.key=1"], "bogus.key"),
@@ -154,17 +154,17 @@ def test_config_files_compose_with_base(tmp_path):
 
 
 def test_kl_schedule_values():
-    from kvae.training import KLSchedule
+    from kvae.models.elbo import KLWeight
 
-    linear = KLSchedule(100, "linear", start=0.0)
-    assert linear.value(0, 1.0) == 0.0 and linear.value(50, 1.0) == pytest.approx(0.5)
-    assert linear.value(100, 1.0) == 1.0 and linear.value(10_000, 1.0) == 1.0
-    log = KLSchedule(20_000, "log", start=1e-6)  # RAVE v2: 1e-6 to 5e-2 over 20k steps
-    assert log.value(0, 5e-2) == pytest.approx(1e-6)
-    assert log.value(10_000, 5e-2) == pytest.approx(np.sqrt(1e-6 * 5e-2), rel=1e-6)
-    assert log.value(20_000, 5e-2) == pytest.approx(5e-2)
+    linear = KLWeight(1.0, "linear", 100, start=0.0)
+    assert linear.value(0) == 0.0 and linear.value(50) == pytest.approx(0.5)
+    assert linear.value(100) == 1.0 and linear.value(10_000) == 1.0
+    log = KLWeight(5e-2, "log", 20_000, start=1e-6)  # RAVE v2: 1e-6 to 5e-2 over 20k steps
+    assert log.value(0) == pytest.approx(1e-6)
+    assert log.value(10_000) == pytest.approx(np.sqrt(1e-6 * 5e-2), rel=1e-6)
+    assert log.value(20_000) == pytest.approx(5e-2)
     with pytest.raises(KvaeError, match="kl_schedule"):
-        KLSchedule(10, "cosine")
+        KLWeight(1.0, "cosine", 10)
 
 
 def test_kl_warmup_updates_saved_beta_and_survives_resume(embedded, tmp_path):
@@ -291,7 +291,7 @@ def test_history_starts_afresh_after_a_divergence(embedded, tmp_path):
 
 
 def test_loss_plot_reader_keeps_the_last_row_of_each_epoch(tmp_path):
-    from kvae.evaluation.plots import read_history
+    from kvae.runs import read_history
 
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss\n0,inf\n0,5\n1,4\n0,9\n1,3\n2,2\n")  # two resumes of an older kvae

@@ -298,7 +298,7 @@ def test_a_trial_cut_short_resumes_from_its_last_epoch_on_the_shared_stack(tones
     # kvae fit's resumable callbacks (kvae.training.callbacks.resumable_callbacks) in the trial's own folder
     import keras
 
-    import kvae.tuning.hypermodel as hypermodel
+    import kvae.training.loop as hypermodel  # the skeleton whose stack a trial trains on
     from kvae.config import read_config_file
     from kvae.tuning import search
 

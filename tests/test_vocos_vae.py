@@ -35,7 +35,7 @@ def test_model_checks(tmp_path):
 def test_an_uncompiled_model_gives_its_loss_in_a_plain_loop():
     # a custom loop (benchmarks/train_benchmark.py's plain PyTorch row) calls compute_loss without compile:
     # the rate controller and the warm-up need an optimizer step, so the saved beta is used
-    model = VocosVAE(**{**TINY, "reconstruction_weight": 0.0, "mel_weight": 1.0, "rate_target": 500.0})
+    model = VocosVAE(**{**TINY, "reconstruction_weight": 0.0, "mel_weight": 1.0, "bitrate_target": 500.0})
     x = keras.ops.convert_to_tensor(tones(4))
     loss = model.compute_loss(x=x, y_pred=model(x, training=True), training=True)
     assert np.isfinite(float(keras.ops.convert_to_numpy(loss)))
@@ -88,7 +88,7 @@ def test_cli_fit_vocos_then_sample_reconstruct_fit_a_prior_and_generate(preset, 
         args += ["--set", item]
     assert cli.main(args) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["type"] == "vocos" and config["data"]["rate"] == 3000
+    assert config["model"]["type"] == "vocos" and config["data"]["sample_rate"] == 3000
     out = tmp_path / "samples"
     assert cli.main(["sample", str(run), "-n", "2", "--seed", "0", "--out", str(out)]) == 0
     assert len(list(out.glob("*.wav"))) == 2

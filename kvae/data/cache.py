@@ -1,11 +1,8 @@
 """Decode and resample a dataset once, into an on-disk cache read by memory map.
 
-Longer than 400 lines because the cache's guarantees live together: the
-manifest, CRC-32 checks, atomic writes, disk-full handling and the report of
-what was built, reused, rebuilt and skipped.
-
 Training never decodes or resamples: `prepare` writes each recording, mono
-float32 at the target rate, as one ``.npy`` file, and `Corpus` opens them with
+float32 at the target rate, as one ``.npy`` file, and `Corpus`
+(`kvae.data.corpus`, importable from here too) opens them with
 ``np.load(mmap_mode="r")``, so memory does not grow with the corpus.
 
 ``manifest.json`` records the cache's settings (format version, rate,
@@ -36,8 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from kvae.data.audio_io import AudioFileError, os_reason, read_audio, resample
+from kvae.data.corpus import Corpus, Entry, count_non_finite
 from kvae.data.sources import find_recordings
 from kvae import bounds
+from kvae._deprecated import renamed
 from kvae.errors import KvaeError
 from kvae.paths import atomic_path, kvae_home, remove_stale_temporaries
 
@@ -48,32 +47,13 @@ MAX_PEAK = 1e4  # a decoded sample beyond this is not audio (float WAVs hold val
 
 
 @dataclass
-class Entry:
-    """One cached recording.
-
-    Attributes:
-        key: str. The recording's id.
-        split: str. `"train"` or `"test"`.
-        file: Path. The cached `.npy` (mono float32 at the cache's rate).
-        frames: int. Its length in samples.
-        metadata: dict. Its metadata row, if any.
-    """
-
-    key: str
-    split: str
-    file: Path
-    frames: int
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
 class PrepareReport:
     """What `prepare` found and did; `summary()` prints it for people."""
 
     root: Path
     cache_dir: Path
     layout: str
-    rate: int
+    sample_rate: int
     found: int = 0
     built: int = 0
     reused: int = 0
@@ -85,13 +65,13 @@ class PrepareReport:
     short: list = field(default_factory=list)  # keys shorter than the window
     window_seconds: float = 0.0
     rebuilt: list = field(default_factory=list)  # (cache file, why it could not be reused)
-    upsampled: list = field(default_factory=list)  # (source path, its rate) of sources below `rate`
+    upsampled: list = field(default_factory=list)  # (source path, its rate) of sources below `sample_rate`
 
     def summary(self):
         """Return the report as printable lines."""
         lines = [
             f"data:       {self.root} ({self.layout} layout)",
-            f"cache:      {self.cache_dir} at {self.rate} Hz",
+            f"cache:      {self.cache_dir} at {self.sample_rate} Hz",
             f"recordings: {self.found} found, {self.built} built, {self.reused} reused, "
             f"{len(self.skipped)} skipped",
             f"audio:      {self.seconds_of_audio / 3600:.3f} hours ({self.seconds_of_audio:.1f} s)",
@@ -107,7 +87,7 @@ class PrepareReport:
             shown = ", ".join(f"{Path(p).name} ({r} Hz)" for p, r in self.upsampled[:3])
             more = f" and {len(self.upsampled) - 3} more" if len(self.upsampled) > 3 else ""
             lines.append(
-                f"upsampled:  {len(self.upsampled)} recording(s) have a lower sample rate than {self.rate} Hz "
+                f"upsampled:  {len(self.upsampled)} recording(s) have a lower sample rate than {self.sample_rate} Hz "
                 f"and are upsampled (nothing above half their rate): {shown}{more}"
             )
         for note in self.notes:
@@ -117,55 +97,6 @@ class PrepareReport:
         for path, reason in self.skipped:
             lines.append(f"skipped:    {path}: {reason}")
         return lines
-
-
-class Corpus:
-    """The cached recordings of one dataset at one rate, opened by memory map.
-
-    Args:
-        entries: list of Entry.
-        rate: int. Sample rate of every entry.
-        report: PrepareReport or None. What built it.
-    """
-
-    def __init__(self, entries, rate, report=None):
-        self.entries = list(entries)
-        self.rate = int(rate)
-        self.report = report
-        self._arrays = {}
-
-    def split(self, name):
-        """Return the entries of one split (`"train"` or `"test"`)."""
-        return [e for e in self.entries if e.split == name]
-
-    def array(self, entry):
-        """Return an entry's samples as a read-only memory-mapped float32 array."""
-        arr = self._arrays.get(entry.file)
-        if arr is None:
-            try:
-                arr = np.load(entry.file, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise KvaeError(f"{entry.file}: unreadable cache file ({exc}); run `kvae prepare` again") from None
-            self._arrays[entry.file] = arr
-        return arr
-
-    @property
-    def seconds(self):
-        """Total duration in seconds."""
-        return sum(e.frames for e in self.entries) / self.rate
-
-    def non_finite(self):
-        """Return `(file, count)` for each cached file holding NaN or Inf samples (reads every file)."""
-        bad = []
-        for entry in self.entries:
-            count = _count_non_finite(self.array(entry))
-            if count:
-                bad.append((entry.file, count))
-        return bad
-
-
-def _count_non_finite(array, chunk=1 << 22):
-    return sum(int(np.count_nonzero(~np.isfinite(array[i:i + chunk]))) for i in range(0, len(array), chunk))
 
 
 def default_cache_dir(root, rate):
@@ -263,7 +194,7 @@ def _damage(npy):
         return f"; its .npy header is unreadable ({str(exc).splitlines()[0][:80]})" if str(exc) else ""
     if array.dtype != np.float32 or array.ndim != 1:
         return f"; it holds {array.dtype} {array.shape} instead of float32 samples"
-    bad = _count_non_finite(array)
+    bad = count_non_finite(array)
     return f"; it holds {bad} NaN or Inf samples" if bad else ""
 
 
@@ -290,7 +221,7 @@ def _reuse_problem(record, source_stat, npy):
     if crc != record.get("crc32"):
         return f"cache file corrupted (its CRC-32 differs from the one recorded when it was written{_damage(npy)})"
     try:
-        bad = _count_non_finite(np.load(npy, mmap_mode="r"))
+        bad = count_non_finite(np.load(npy, mmap_mode="r"))
     except (OSError, ValueError) as exc:
         return f"cache file unreadable ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})"
     if bad:  # a valid CRC over values that cannot be music: rebuild, never train on it
@@ -310,13 +241,14 @@ def _write_error(cache_dir, path, exc):
     return KvaeError(f"{cache_dir}: cannot write {where} to the cache ({os_reason(exc)})")
 
 
-def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, window_seconds=None, progress=None):
+def prepare(root=None, sample_rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, window_seconds=None, progress=None,
+            rate=None):
     """Decode, resample and cache every recording of a dataset.
 
     Args:
         root: str, Path or None. Dataset root (MusicNet in either layout, or
             any folder of audio). None means the embedded default dataset.
-        rate: int. Target sample rate in Hz. Defaults to 3000, the paper's.
+        sample_rate: int. Target sample rate in Hz. Defaults to 3000, the paper's.
         cache_dir: str, Path or None. Where to cache; defaults to a folder
             under `$KVAE_HOME/cache` named after the root and the rate.
         select: dict or None. MusicNet metadata filter, see `find_recordings`.
@@ -324,6 +256,7 @@ def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, wi
             shorter than it are counted in the report (they are zero-padded
             when windowed).
         progress: callable or None. Called as `progress(done, total, key)`.
+        rate: int or None. kvae 0.1's name of `sample_rate` (read as it, with a warning).
 
     Returns:
         A `Corpus` whose `report` says what was found, built, reused and skipped.
@@ -333,7 +266,10 @@ def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, wi
             audio, or the cache folder cannot be written (disk full says so).
     """
     start = time.perf_counter()
-    rate = bounds.check("data.rate", rate, "rate")
+    if rate is not None:
+        renamed("prepare(rate=...)", "prepare(sample_rate=...)")
+        sample_rate = rate
+    rate = bounds.check("data.sample_rate", sample_rate, "sample_rate")
     if root is None:
         from kvae.data.embedded import embedded_root
 
@@ -392,7 +328,7 @@ def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, wi
                 records.pop(rec.key, None)
                 continue
             audio = resample(audio, source_rate, rate)
-            bad = _count_non_finite(audio)
+            bad = count_non_finite(audio)
             if bad:  # finite samples near the float32 limit can overflow in the resampling filter
                 report.skipped.append((str(rec.path), f"resampling {source_rate} -> {rate} Hz gives {bad} NaN or "
                                                       f"Inf samples (its peak, {peak:.3g}, is near the float32 limit)"))
@@ -436,7 +372,7 @@ def prepare(root=None, rate=bounds.DEFAULT_RATE, cache_dir=None, select=None, wi
         raise _write_error(cache_dir, cache_dir / MANIFEST, exc) from None
     if window_seconds:
         report.window_seconds = float(window_seconds)
-        need = int(round(window_seconds * rate))
+        need = bounds.window_samples(rate, window_seconds)
         report.short = [e.key for e in entries if e.frames < need]
     report.wall_seconds = time.perf_counter() - start
     if not entries:

@@ -6,7 +6,7 @@ it is written under a temporary name beside the destination
 (`kvae.paths.atomic_path`) and renamed into place only when complete; an
 error, a kill or a full disk leaves no half file and no temporary file
 behind; it never replaces one of the command's inputs, a model or a run's
-own file (`kvae.paths.check_output_file`); memory does not grow with the
+own file (`kvae.runs.check_output_file`); memory does not grow with the
 length of the audio.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from kvae.errors import KvaeError
-from kvae.paths import atomic_path, check_output_file, save_error
+from kvae.paths import atomic_path, save_error
+from kvae.runs import check_output_file
 
 _FORMATS = {32: 3, 16: 1}  # bits -> WAVE format tag: IEEE float, PCM
 

@@ -13,6 +13,8 @@ as `torch.stft(..., center=True)` and `keras.ops.stft(..., center=True)` do.
 - `kvae.dsp.pqmf` (numpy; scipy when a bank is designed): the PQMF
   multiband filterbank of RAVE-style models, with numpy reference analysis
   and synthesis.
+- `kvae.dsp.overlap_add` (numpy): `OverlapAdd`, tapered frames back into a
+  signal, the one overlap-add of every reconstruction, stream and piece.
 - `kvae.dsp.ops` (`keras.ops`, any backend, differentiable): STFT, its
   least-squares inverse and Griffin-Lim, for models and losses.
 
@@ -30,10 +32,13 @@ from kvae.dsp.filters import (
     periodic_window,
     scaled_fft_sizes,
 )
+from kvae.dsp.overlap_add import NORM_FLOOR, OverlapAdd
 from kvae.dsp.pqmf import pqmf_analysis, pqmf_bank, pqmf_prototype, pqmf_synthesis
 from kvae.dsp.spectral import autocorrelation, band_power, centred_frames, power_spectrogram, stft
 
 __all__ = [
+    "NORM_FLOOR",
+    "OverlapAdd",
     "autocorrelation",
     "band_power",
     "centred_frame_count",

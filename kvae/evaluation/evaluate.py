@@ -347,7 +347,7 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     visqol, visqol_text = _optional(visqol, visqol_score, visqol_score.describe)
     music, music_text = _optional(music, music_embedding, music_embedding.describe)
     rate, window = model.sample_rate, model.window
-    corpus = prepare(data, rate=rate, cache_dir=cache)
+    corpus = prepare(data, sample_rate=rate, cache_dir=cache)
     reference, reference_rows, test, test_split = reference_sets(corpus, window, rate, n_clips, seed)
 
     say(f"sampling {n_clips} clips")
@@ -363,7 +363,7 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     reconstruction = reconstruction_table(test, {"reconstructions": recon}, rate, seed=seed, progress=say,
                                           columns={"reconstructions": rate_info}, visqol=visqol)
     if reference_rate > rate:
-        hi = prepare(data, rate=reference_rate, cache_dir=cache)
+        hi = prepare(data, sample_rate=reference_rate, cache_dir=cache)
         hi_window = bounds.window_samples(reference_rate, model.window_seconds)
         hi_test, _ = windows(hi, "test", hi_window, min(n_clips, 64), random=False, seed=seed)
         through = np.stack([resample(resample(w, reference_rate, rate), rate, reference_rate)[: w.shape[0]]

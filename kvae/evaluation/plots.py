@@ -1,9 +1,10 @@
 """Figures for run folders: loss curves and waveform-plus-spectrogram views (matplotlib, no screen)."""
 
-import csv
 from pathlib import Path
 
 import numpy as np
+
+from kvae.runs.history import read_history  # noqa: F401  (kvae 0.1's kvae.evaluation.plots.read_history)
 
 
 def _pyplot():
@@ -24,35 +25,6 @@ def _save(fig, path, **kwargs):
             fig.savefig(tmp, **kwargs)
     finally:
         _pyplot().close(fig)
-
-
-def read_history(path):
-    """Read a Keras CSVLogger file into `{column: [floats]}`, one row per epoch.
-
-    A file that lists an epoch twice (written by an older kvae that appended
-    after a resume or a divergence) gives that epoch's last row; rows come
-    in epoch order.
-    """
-    rows = {}
-    with open(path, newline="") as f:
-        for i, row in enumerate(csv.DictReader(f)):
-            try:
-                key = int(float(row.get("epoch")))
-            except (TypeError, ValueError):
-                key = ("row", i)  # no epoch column: keep every row
-            rows.pop(key, None)
-            rows[key] = row
-    ordered = sorted(rows.items(), key=lambda item: (0, item[0]) if isinstance(item[0], int) else (1, item[0][1]))
-    columns = {}
-    for _, row in ordered:
-        for key, value in row.items():
-            if key is None:  # a ragged row's extra fields
-                continue
-            try:
-                columns.setdefault(key, []).append(float(value))
-            except (TypeError, ValueError):
-                columns.setdefault(key, []).append(float("nan"))
-    return columns
 
 
 def plot_history(history, path, title=None, titles=None):

@@ -194,9 +194,11 @@ def write_json(path, result, refuse=(), overwrite=True):
             file, or exists and `overwrite` is false; it cannot be written
             (a full disk: one line).
     """
-    from kvae.paths import check_output_file, save_error, write_text
+    from kvae.paths import save_error, write_text
+    from kvae.runs import check_output_file
+    from kvae.runs.folder import EVALUATION
 
-    check_output_file(path, refuse, example="eval.json", overwrite=overwrite)
+    check_output_file(path, refuse, example=EVALUATION, overwrite=overwrite)
     try:
         return write_text(path, json.dumps(_strict(result), indent=2, allow_nan=False) + "\n")
     except OSError as exc:

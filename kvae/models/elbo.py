@@ -1,14 +1,17 @@
-"""The terms of a VAE's loss, in `keras.ops`: the Gaussian likelihood, the KL, its weight's warm-up and rate
-controller, and the spectral losses added on the audio.
+"""The terms of a VAE's loss, in `keras.ops`: the Gaussian likelihood, the KL and its weight (`KLWeight`: the
+warm-up and the rate controller), and the spectral losses added on the audio.
 
 `kvae.models.VAE.compute_loss` adds them up with the model's settings.
 """
 
+import dataclasses
 import math
 
 import keras
 from keras import ops
 
+from kvae import bounds
+from kvae.errors import KvaeError
 from kvae.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, scaled_fft_sizes
 
 DECODER_VARIANCES = ("fixed", "scalar", "diagonal", "optimal")
@@ -59,8 +62,7 @@ def kl_warmup_weight(step, kind, steps, start, target, dtype="float32"):
 
     `kind` is `"constant"` (always `target`), `"linear"` or `"log"` (geometric,
     as RAVE v2). Computed with `keras.ops`, so `step` may be the optimizer's
-    step count inside a training step (`VAE.kl_weight`) or a Python int
-    (`kvae.training.KLSchedule.value`).
+    step count inside a training step or a Python int (`KLWeight.value`).
     """
     if kind == "constant":
         return ops.convert_to_tensor(target, dtype)
@@ -94,6 +96,97 @@ def rate_controlled_beta(beta, kl_nats, window_seconds, target_bps, gain):
     rate = ops.convert_to_tensor(kl_nats, "float32") / math.log(2.0) / float(window_seconds)
     error = ops.clip((rate - float(target_bps)) / float(target_bps), -1.0, 1.0)
     return ops.stop_gradient(ops.clip(beta * ops.exp(float(gain) * error), 1e-8, 1e4))
+
+
+KL_SCHEDULES = ("constant", "linear", "log")
+
+KL_CONFIG = {"beta": ("model", "beta"), "schedule": ("train", "kl_schedule"),
+             "warmup_steps": ("train", "kl_warmup_steps"), "start": ("train", "kl_start"),
+             "bitrate_target": ("model", "bitrate_target"), "bitrate_gain": ("model", "bitrate_gain")}
+"""Where a config keeps each `KLWeight` setting, `(section, key)`: the one table `KLWeight.from_config` reads."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KLWeight:
+    """The weight of a VAE's KL term (beta): its value, its warm-up and its rate controller, in one place.
+
+    At optimizer step `t` the weight warms up from `start` to `beta` over
+    `warmup_steps` steps (`schedule` "linear", or "log": geometric, as RAVE
+    v2; "constant": `beta` from the first step), then, with `bitrate_target`
+    > 0, a rate controller takes it over (`rate_controlled_beta`): it steers
+    the model's information rate to `bitrate_target` bits per second, moving
+    the weight by at most a factor `exp(bitrate_gain)` a step. The VAE owns
+    one (`VAE.kl_weight`), computes the weight inside each training step from
+    the optimizer's step count (no host read, which would wait for a GPU) and
+    keeps it in its `beta` variable, saved, so it survives saving, loading and
+    resuming. A config describes it in the rows of `KL_CONFIG`; `beta`,
+    `bitrate_target` and `bitrate_gain` are the model's (saved with it), the
+    warm-up is the training's.
+
+    Args:
+        beta: float. The weight (the warm-up's target). Defaults to 1.0.
+        schedule: str. `"constant"`, `"linear"` or `"log"`. Defaults to "constant".
+        warmup_steps: int. Warm-up length in optimizer steps (0: none). Defaults to 0.
+        start: float. The weight at step 0 of a warm-up. Defaults to 1e-6.
+        bitrate_target: float. Bits per second the rate controller steers to
+            (0: off). Defaults to 0.0.
+        bitrate_gain: float. The controller's largest log-step a training step. Defaults to 0.02.
+
+    Raises:
+        KvaeError: a setting outside its row of `kvae.bounds` (a negative
+            beta, a gain outside (0, 1], ...) or an unknown schedule.
+    """
+
+    beta: float = 1.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    start: float = 1e-6
+    bitrate_target: float = 0.0
+    bitrate_gain: float = 0.02
+
+    def __post_init__(self):
+        if self.schedule not in KL_SCHEDULES:
+            raise KvaeError(f"train.kl_schedule: must be one of {', '.join(KL_SCHEDULES)}, got {self.schedule!r}")
+        for field, (section, key) in KL_CONFIG.items():
+            if field != "schedule":
+                value = bounds.check(f"{section}.{key}", getattr(self, field), f"{section}.{key}")
+                object.__setattr__(self, field, int(value) if field == "warmup_steps" else float(value))
+
+    @classmethod
+    def from_config(cls, config, base=None):
+        """The `KLWeight` of a resolved config: each setting from its `KL_CONFIG` row where the config has it,
+        else from `base` (a model's own), else the default."""
+        given = {field: config[section][key] for field, (section, key) in KL_CONFIG.items()
+                 if key in config.get(section, {})}
+        return dataclasses.replace(base, **given) if base is not None else cls(**given)
+
+    @property
+    def warms_up(self):
+        """Whether there is a warm-up (a schedule other than constant, over at least one step)."""
+        return self.schedule != "constant" and self.warmup_steps > 0
+
+    @property
+    def moves(self):
+        """Whether training changes the weight (a warm-up or a rate controller): then each epoch logs it."""
+        return self.warms_up or self.bitrate_target > 0
+
+    def warmed(self, step, dtype="float32"):
+        """The warm-up's weight at optimizer step `step` (a tensor or an int), as a tensor."""
+        if not self.warms_up:
+            return kl_warmup_weight(step, "constant", 1, self.beta, self.beta, dtype)
+        return kl_warmup_weight(step, self.schedule, self.warmup_steps, self.start, self.beta, dtype)
+
+    def value(self, step):
+        """The warm-up's weight at optimizer step `step`, as a float."""
+        return float(ops.convert_to_numpy(self.warmed(step, "float64")))
+
+    def __call__(self, step, beta, kl, window_seconds):
+        """The weight of a training step: the warm-up's, then the rate controller's from the current `beta`."""
+        weight = self.warmed(step)
+        if self.bitrate_target:
+            controlled = rate_controlled_beta(beta, kl, window_seconds, self.bitrate_target, self.bitrate_gain)
+            weight = ops.where(step > self.warmup_steps, controlled, weight) if self.warms_up else controlled
+        return weight
 
 
 class SpectralTerms:

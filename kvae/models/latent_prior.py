@@ -2,7 +2,7 @@
 
 Decoding independent N(0, I) draws ties nothing in one moment of a piece to
 the next. Like RAVE's prior, `LatentPrior` is a causal model over the
-sequence of latent frames of contiguous audio (`kvae.training.latents`):
+sequence of latent frames of contiguous audio (`kvae.inference.latents`):
 from the frames so far it predicts the distribution of the next one, and a
 piece is generated frame by frame.
 

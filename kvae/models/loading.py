@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from kvae.errors import KvaeError
+from kvae.runs import RunFolder
 
 MAX_CONFIG_BYTES = 16 * 2 ** 20  # config.json, metadata.json: a kvae model's are a few kB
 MAX_WEIGHTS_BYTES = 4 * 2 ** 30  # the largest preset's weights are well under 100 MB
@@ -36,7 +37,7 @@ def check_archive(path):
     except OSError as exc:
         raise KvaeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     names = {m.filename for m in members}
-    if "config.json" not in names:
+    if "config.json" not in names:  # the archive's own member (Keras's format), not a run folder's file
         raise KvaeError(f"{path}: not a Keras model archive (it has no config.json)")
     for m in members:
         if m.filename.endswith(".json") and m.file_size > MAX_CONFIG_BYTES:
@@ -85,7 +86,7 @@ def load(path, compile=True):
     importlib.import_module("kvae.models")  # registers the classes for deserialisation
     path = Path(path)
     if path.is_dir():
-        path = path / "model.keras"
+        path = RunFolder(path).model
     if not path.is_file():
         raise KvaeError(f"{path}: no such model file")
     check_archive(path)

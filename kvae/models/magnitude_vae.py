@@ -2,9 +2,8 @@
 
 The oracle of `benchmarks/oracle.py` says where a spectral VAE loses on the
 paired test: with the input's true STFT magnitude, plain Griffin-Lim phase
-is already told apart less often than Opus at 12 kbit/s, while a model's
-magnitude is as wrong as a 4-frame temporal smear whatever phase it gets.
-So this model spends all of its capacity and all of its loss on the
+is already good, while a model's magnitude is wrong whatever phase it gets
+(the figures: docs/results.md#the-oracle). So this model spends all of its capacity and all of its loss on the
 magnitude: its target is the log-magnitude of a centred STFT at a fine hop
 (32 samples, 10.7 ms at 3000 Hz), its likelihood is on that target, and the
 phase is made afterwards by fast Griffin-Lim (`kvae.dsp.ops.griffin_lim`),
@@ -70,7 +69,7 @@ class MagnitudeVAE(VAE):
     frames. Decoder: a transposed convolution back to the frame rate ->
     ConvNeXt blocks -> one log-magnitude per bin. The likelihood
     (`decoder_variance`, summed) is on the log-magnitude, in nats; with
-    `rate_target` the KL weight is steered to a bitrate, as `vocos-mel`'s is.
+    `bitrate_target` the KL weight is steered to a bitrate, as `vocos-mel`'s is.
     `to_audio` takes `exp`, removes the floor and runs fast Griffin-Lim from a
     fixed pseudo-random phase, so `sample` and `reconstruct` return
     waveforms `(n, window)` and are deterministic. The latent rate is

@@ -5,12 +5,12 @@ import numpy as np
 from keras import ops
 
 from kvae import bounds
+from kvae._deprecated import renamed
 from kvae._keras_private import OptimizerStepInLoss
 from kvae.errors import KvaeError
 from kvae.models import torch_step
 from kvae.models.adversarial import AdversarialStage, check_backend, from_legacy
-from kvae.models.elbo import (DECODER_VARIANCES, REDUCTIONS, SpectralTerms, gaussian_nll, kl_divergence,
-                              kl_warmup_weight, rate_controlled_beta)
+from kvae.models.elbo import DECODER_VARIANCES, REDUCTIONS, KLWeight, SpectralTerms, gaussian_nll, kl_divergence
 from kvae.models.noise import TorchNoise
 from kvae.models.sampling import Sampling
 
@@ -28,7 +28,10 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
 
     The loss is the negative ELBO of `kvae.models.elbo`: the Gaussian negative
     log-likelihood of the target, summed over an example's samples and
-    averaged over the batch, plus `beta` times the KL (and the STFT loss).
+    averaged over the batch, plus the KL weight times the KL (and the STFT
+    loss). The KL weight is the model's `kl_weight` (`kvae.models.elbo.KLWeight`:
+    `beta`, `bitrate_target` and `bitrate_gain` below, plus a training's
+    warm-up, which `kvae.fit` sets from the config's `train.kl_*`).
 
     Args:
         sample_rate: int. Sample rate of the audio in Hz. Defaults to 3000.
@@ -41,8 +44,9 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
             kept to reproduce its silent decoder). Defaults to `"sum"`.
         reconstruction_weight: float. Weight of the reconstruction term.
             Defaults to 1.0.
-        beta: float. Weight of the KL term (the warm-up's target); a
-            non-trainable variable, saved and resumed. Defaults to 1.0.
+        beta: float. Weight of the KL term, at least 0 (the warm-up's
+            target). The weight of each training step is kept in the
+            non-trainable variable `beta`, saved and resumed. Defaults to 1.0.
         free_bits: float. Per-latent-dimension KL floor in nats (batch
             averaged). Defaults to 0.0 (off).
         stft_weight: float. Weight of a multi-resolution STFT loss on the
@@ -51,10 +55,11 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
             RAVE's sizes to the sample rate.
         mel_weight: float. Weight of DAC's multi-scale mel loss on the audio
             (`kvae.losses.MultiScaleMelLoss`). Defaults to 0.0 (off).
-        rate_target: float. Bits per second a controller steers the KL
+        bitrate_target: float. Bits per second a controller steers the KL
             weight to while training, after any warm-up
             (`kvae.models.elbo.rate_controlled_beta`). Defaults to 0.0 (off).
-        rate_gain: float. Its largest log-step per training step (0.02).
+        bitrate_gain: float. Its largest log-step per training step, in
+            (0, 1]. Defaults to 0.02.
         init_log_sigma: float. Initial log sigma of a learned variance.
             Defaults to -2.0.
         seed: int or None. Seed of the training-time latent noise.
@@ -70,8 +75,13 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
     def __init__(self, sample_rate=bounds.DEFAULT_RATE, window_seconds=1.0, latent_dim=64, decoder_variance="scalar",
                  reduction="sum", reconstruction_weight=1.0, beta=1.0, free_bits=0.0, stft_weight=0.0,
                  stft_fft_sizes=None, init_log_sigma=-2.0, seed=None, latent_gmm=None, adversarial=None,
-                 mel_weight=0.0, rate_target=0.0, rate_gain=0.02, **kwargs):
+                 mel_weight=0.0, bitrate_target=0.0, bitrate_gain=0.02, **kwargs):
         legacy = from_legacy(kwargs)  # a model saved by kvae 0.1, or built with its keywords
+        old = [key for key in ("rate_target", "rate_gain") if key in kwargs]  # kvae 0.1's names, in its saved configs
+        if old:
+            renamed(", ".join(old), ", ".join(f"bit{key}" for key in old), "model")
+            bitrate_target = kwargs.pop("rate_target", bitrate_target)
+            bitrate_gain = kwargs.pop("rate_gain", bitrate_gain)
         super().__init__(**kwargs)
         if decoder_variance not in DECODER_VARIANCES:
             raise KvaeError(f"decoder_variance: must be one of {', '.join(DECODER_VARIANCES)}, "
@@ -80,33 +90,31 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
             raise KvaeError(f"reduction: must be one of {', '.join(REDUCTIONS)}, got '{reduction}'")
         if int(latent_dim) <= 0:
             raise KvaeError(f"latent_dim: must be positive, got {latent_dim}")
-        self.sample_rate = bounds.check("data.rate", sample_rate, "sample_rate")  # the config's bounds, one table
+        self.sample_rate = bounds.check("data.sample_rate", sample_rate, "sample_rate")  # the config's bounds, one table
         self.window_seconds = float(bounds.check("data.window_seconds", window_seconds, "window_seconds"))
         self.window = bounds.check_window(self.sample_rate, self.window_seconds, "window_seconds")
         self.latent_dim = int(latent_dim)
         self.decoder_variance = decoder_variance
         self.reduction = reduction
         self.reconstruction_weight = float(reconstruction_weight)
-        self.initial_beta = float(beta)
+        self.kl_weight = KLWeight(beta=beta, bitrate_target=bitrate_target, bitrate_gain=bitrate_gain)
         self.free_bits = float(free_bits)
         self.stft_weight = float(stft_weight)
         self.stft_fft_sizes = list(stft_fft_sizes) if stft_fft_sizes else None
-        self.mel_weight, self.rate_target, self.rate_gain = float(mel_weight), float(rate_target), float(rate_gain)
-        if not (self.mel_weight >= 0 and self.rate_target >= 0 and 0 < self.rate_gain <= 1):
-            raise KvaeError(f"mel_weight and rate_target: must be >= 0 and rate_gain in (0, 1], got {mel_weight}, "
-                            f"{rate_target} and {rate_gain}")
+        self.mel_weight = float(mel_weight)
+        if not self.mel_weight >= 0:
+            raise KvaeError(f"mel_weight: must be >= 0, got {mel_weight}")
         self.init_log_sigma = float(init_log_sigma)
         self.seed = seed
         self.adversarial = AdversarialStage.from_config(legacy if adversarial is None else adversarial)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.latent_gmm = None
         self._initial_gmm = latent_gmm  # attached in _finish_build, once the variant knows its latent shape
-        # Host-side state, plain attributes, not saved: the KL warm-up, the torch noise and step state.
-        self.kl_warmup = None
+        # Host-side state, plain attributes, not saved: the torch noise and step state.
         self.torch_noise = TorchNoise(seed)
         torch_step.new_fit(self)
-        self.beta = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial_beta),
-                                    trainable=False, name="beta")
+        self.beta = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.kl_weight.beta),
+                                    trainable=False, name="beta")  # the KL weight of the last training step
         self.loss_tracker_reconstruction = keras.metrics.Mean(name="reconstruction")
         self.loss_tracker_kl = keras.metrics.Mean(name="kl")
         self.spectral = SpectralTerms(self, self.stft_weight, self.stft_fft_sizes, self.mel_weight)
@@ -209,26 +217,15 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
         """KL(q(z|x) || N(0, I)), batch averaged, with the free-bits floor."""
         return kl_divergence(z_mean, z_log_var, self.free_bits)
 
-    def set_kl_schedule(self, kind="constant", steps=0, start=1e-6):
-        """Warm the KL weight up from `start` over `steps` optimizer steps (`kind` "linear" or "log"; "constant"
-        or 0 steps: none), inside the loss: each step computes it from the optimizer's step count (no host read,
-        which would wait for a GPU) and keeps it in `beta`, saved. `kvae.training.KLSchedule` sets it."""
-        self.kl_warmup = None if kind == "constant" or steps <= 0 else (kind, max(int(steps), 1), float(start))
+    @property
+    def bitrate_target(self):
+        """The rate controller's target in bits per second (`kl_weight.bitrate_target`; 0: off)."""
+        return self.kl_weight.bitrate_target
 
-    def kl_weight(self, step):
-        """The KL weight at optimizer step `step` (a tensor) under the schedule set by `set_kl_schedule`."""
-        kind, steps, start = self.kl_warmup or ("constant", 1, self.initial_beta)
-        return kl_warmup_weight(step, kind, steps, start, self.initial_beta)
-
-    def _training_beta(self, kl):
-        """This step's KL weight, kept in `beta`: the warm-up's, then (with `rate_target`) the rate controller's."""
-        step = self.optimizer_step()
-        beta = self.kl_weight(step)
-        if self.rate_target:
-            controlled = rate_controlled_beta(self.beta, kl, self.window_seconds, self.rate_target, self.rate_gain)
-            beta = ops.where(step > self.kl_warmup[1], controlled, beta) if self.kl_warmup else controlled
-        self.beta.assign(beta)
-        return beta
+    @property
+    def bitrate_gain(self):
+        """The rate controller's largest log-step a training step (`kl_weight.bitrate_gain`)."""
+        return self.kl_weight.bitrate_gain
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # Under a mixed precision policy the layers compute in (b)float16; the loss stays in float32.
@@ -237,8 +234,9 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
         reconstruction = ops.mean(self._reconstruction_nll(self.target(x), decoded))
         kl = self._kl(z_mean, z_log_var)
         beta = self.beta
-        if training and (self.kl_warmup or self.rate_target) and getattr(self, "optimizer", None) is not None:
-            beta = self._training_beta(kl)
+        if training and self.kl_weight.moves and getattr(self, "optimizer", None) is not None:
+            beta = self.kl_weight(self.optimizer_step(), self.beta, kl, self.window_seconds)
+            self.beta.assign(beta)
         total = reconstruction + beta * kl
         self.loss_tracker_reconstruction.update_state(reconstruction)
         self.loss_tracker_kl.update_state(kl)
@@ -261,9 +259,10 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
     def get_config(self):
         return {**super().get_config(), "sample_rate": self.sample_rate, "window_seconds": self.window_seconds,
                 "latent_dim": self.latent_dim, "decoder_variance": self.decoder_variance, "reduction": self.reduction,
-                "reconstruction_weight": self.reconstruction_weight, "beta": self.initial_beta,
+                "reconstruction_weight": self.reconstruction_weight, "beta": self.kl_weight.beta,
                 "free_bits": self.free_bits, "stft_weight": self.stft_weight, "stft_fft_sizes": self.stft_fft_sizes,
-                "mel_weight": self.mel_weight, "rate_target": self.rate_target, "rate_gain": self.rate_gain,
+                "mel_weight": self.mel_weight, "bitrate_target": self.kl_weight.bitrate_target,
+                "bitrate_gain": self.kl_weight.bitrate_gain,
                 "init_log_sigma": self.init_log_sigma, "seed": self.seed,
                 "latent_gmm": None if self.latent_gmm is None else self.latent_gmm.get_config(),
                 "adversarial": None if self.adversarial is None else self.adversarial.get_config()}

@@ -1,8 +1,7 @@
-"""Keras callbacks of kvae's training loop: the epoch of the window plan, the KL warm-up, the
-information rate, the history file and the backup a cut-short run resumes from. The time budget
+"""Keras callbacks of kvae's training loop: the epoch of the window plan, the information rate and KL
+weight, the history file and the backup a cut-short run resumes from. The time budget
 and the snapshots live in `kvae.training.time_budget` and are importable from here too."""
 
-import csv
 import errno
 import json
 import math
@@ -11,16 +10,19 @@ import os
 import keras
 import numpy as np
 
+from kvae._keras_private import BackupSaveHook
 from kvae.errors import KvaeError
 from kvae.models.elbo import bits_per_second
 from kvae.paths import atomic_path, save_error
+from kvae.runs import RunFolder
+from kvae.runs.history import read_history, truncate_history
 from kvae.training.time_budget import _CLOCKS, Snapshots, TimeBudget, averaged_weights  # noqa: F401 (public here too)
 
-__all__ = ["RunBackup", "EpochHistory", "DivergenceGuard", "WindowEpochs", "KLSchedule", "InformationRate",
-           "TimeBudget", "Snapshots", "averaged_weights", "truncate_history", "resumable_callbacks"]
+__all__ = ["RunBackup", "EpochHistory", "DivergenceGuard", "WindowEpochs", "InformationRate", "TimeBudget", "Snapshots",
+           "averaged_weights", "truncate_history", "resumable_callbacks"]
 
 
-class RunBackup(keras.callbacks.BackupAndRestore):
+class RunBackup(BackupSaveHook, keras.callbacks.BackupAndRestore):
     """Keras's `BackupAndRestore` as kvae's run folders need it.
 
     - The backup is kept when training ends (`delete_checkpoint=False`):
@@ -68,28 +70,23 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             raise KvaeError(f"{self.backup_dir}: cannot resume from this backup ({type(exc).__name__}: {first}); "
                             "delete the folder to train the run again from its start") from None
 
-    def _save_model(self):
-        # keras internal: BackupAndRestore._save_model (called at each epoch end) and the attributes it
-        # writes from: _weights_path, _training_metadata_path, _current_epoch, _last_batch_seen;
-        # checked on keras 3.15.1. Another Keras falls back to its own (non-atomic) save.
-        names = ("_weights_path", "_training_metadata_path", "_current_epoch", "_last_batch_seen")
+    def save_backup(self, state):
+        """Write the backup of an epoch's end atomically: the weights, then the epoch count and clocks."""
         if not self.write:
             return
         try:
-            if not all(hasattr(self, name) for name in names):
-                return super()._save_model()
+            if state is None:  # another Keras: its own (non-atomic) save
+                return self.stock_save()
             os.makedirs(self.backup_dir, exist_ok=True)
             self._check_room()
-            with atomic_path(self._weights_path, durable=True) as tmp:
+            with atomic_path(state.weights_path, durable=True) as tmp:
                 self.model.save_weights(str(tmp), overwrite=True)
-            with atomic_path(self._training_metadata_path, durable=True) as tmp:
+            with atomic_path(state.metadata_path, durable=True) as tmp:
                 spent = {name: clock() - self._clock_start[name] for name, clock in _CLOCKS.items()
                          if name in self._clock_start}
-                tmp.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen,
-                                           "spent": spent}))
+                tmp.write_text(json.dumps({"epoch": state.epoch, "batch": state.batch, "spent": spent}))
         except OSError as exc:
             raise save_error(exc, self.backup_dir, "backing up the run") from None
-
 
     def _check_room(self):
         """Refuse a backup that will not fit on the disk before h5py starts writing it.
@@ -109,40 +106,6 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         if needed > free:
             raise OSError(errno.ENOSPC, f"No space left on device (the backup needs about {needed / 2**20:,.1f} MiB, "
                                         f"{free / 2**20:,.1f} MiB free)")
-
-
-def truncate_history(path, epoch):
-    """Drop the rows of epoch `epoch` and later (and any cut-short row) from a CSVLogger file, atomically.
-
-    Returns:
-        The number of rows kept.
-    """
-    if not os.path.isfile(path):
-        return 0
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        rows = list(reader)
-    if not header or "epoch" not in header:
-        os.remove(path)
-        return 0
-    at = header.index("epoch")
-
-    def keep(row):
-        try:
-            return len(row) == len(header) and int(float(row[at])) < epoch
-        except ValueError:
-            return False
-
-    kept = [row for row in rows if keep(row)]
-    if not kept:
-        os.remove(path)
-    elif len(kept) != len(rows):
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(kept)
-    return len(kept)
 
 
 class EpochHistory(keras.callbacks.CSVLogger):
@@ -207,63 +170,23 @@ class WindowEpochs(keras.callbacks.Callback):
         self._first = False
 
 
-class KLSchedule(keras.callbacks.Callback):
-    """Warms the KL weight (`model.beta`) up from `start` to the model's beta over `steps` steps.
-
-    The weight is a function of `optimizer.iterations`, which BackupAndRestore
-    restores, computed inside each training step (`VAE.set_kl_schedule`, which
-    this callback calls when training begins): nothing is read back from the
-    device between steps. It is kept in `model.beta`, a non-trainable variable
-    saved with the model, so the schedule survives saving, loading and
-    resuming; each epoch's `beta` (the weight of its last step) is logged.
-
-    Args:
-        steps: int. Warm-up length in optimizer steps.
-        kind: str. `"linear"` or `"log"` (geometric, as RAVE v2). Defaults to "linear".
-        start: float. Weight at step 0 (log warm-up needs > 0). Defaults to 1e-6.
-    """
-
-    def __init__(self, steps, kind="linear", start=1e-6):
-        super().__init__()
-        if kind not in ("linear", "log"):
-            raise KvaeError(f"kl_schedule: must be constant, linear or log, got '{kind}'")
-        self.steps = max(int(steps), 1)
-        self.kind = kind
-        self.start = float(start)
-
-    def value(self, step, target):
-        """The KL weight at an optimizer step, as a float (the formula `VAE.kl_weight` uses in the step)."""
-        from kvae.models.vae import kl_warmup_weight
-
-        weight = kl_warmup_weight(step, self.kind, self.steps, self.start, target, dtype="float64")
-        return float(keras.ops.convert_to_numpy(weight))
-
-    def on_train_begin(self, logs=None):
-        self.model.set_kl_schedule(self.kind, self.steps, self.start)
-
-    def on_train_end(self, logs=None):
-        self.model.set_kl_schedule("constant")
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
-
-
 class InformationRate(keras.callbacks.Callback):
-    """Logs the model's information rate beside its KL: `rate_bps` (and `val_rate_bps`), bits per second.
+    """Logs what the KL costs: `rate_bps` (and `val_rate_bps`), bits per second, and the KL weight `beta`.
 
     The rate is each epoch's logged KL per window (nats) in bits, divided by
     the window's seconds (`bits_per_second`): what the latent costs per second
     of audio, the number codec papers put beside a codec's bitrate. With
     `model.free_bits` > 0 the logged KL is the floored one the loss pays, an
-    upper bound of the true KL. With `model.rate_target` (a rate controller
-    steering the KL weight) the epoch's last `beta` is logged too.
+    upper bound of the true KL. When training moves the KL weight (a warm-up
+    or a rate controller: `model.kl_weight.moves`) the weight of the epoch's
+    last step, `beta`, is logged too; this is the one place it is logged.
     """
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        if getattr(self.model, "rate_target", 0.0):
+        kl_weight = getattr(self.model, "kl_weight", None)
+        if kl_weight is not None and kl_weight.moves:
             logs["beta"] = float(keras.ops.convert_to_numpy(self.model.beta))
         for prefix in ("", "val_"):
             if f"{prefix}kl" in logs:
@@ -273,14 +196,12 @@ class InformationRate(keras.callbacks.Callback):
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops a run whose validation MR-STFT distance has blown up, instead of training a broken model on.
 
-    A model whose loss jumps without becoming NaN (rave-3k at learning rate
-    1e-3 on real music: its validation MR-STFT went from 2.1 to 21 and stayed
-    there, the latent collapsed to 0 bit/s, and the run trained on to the end
-    of its hour) passes `TerminateOnNaN`. The likelihood can be negative, so
-    the loss itself has no scale to compare with; the MR-STFT term
-    (`val_stft`, logged by every model with `stft_weight` > 0) does. Healthy
-    runs of every preset stayed within 1.11 times their best so far
-    (`docs/guides/reliability.md#divergence`). When the term is over `factor`
+    A model whose loss jumps without becoming NaN passes `TerminateOnNaN`
+    and trains on, broken (a measured case, and how far healthy runs stray
+    from their best: `docs/guides/reliability.md#divergence`). The likelihood
+    can be negative, so the loss itself has no scale to compare with; the
+    MR-STFT term (`val_stft`, logged by every model with `stft_weight` > 0)
+    does. When the term is over `factor`
     times its best for `patience` epochs in a row, training stops after the
     epoch and `kvae.fit` raises a one-line error. Models without the term are
     not watched. A resumed run first replays the epochs its `history.csv`
@@ -312,25 +233,8 @@ class DivergenceGuard(keras.callbacks.Callback):
             return
         self._first = False
         if epoch > 0 and self.history is not None:
-            for _, value in self.read_history(self.history, before=epoch):
+            for value in read_history(self.history, before=epoch).get(self.monitor, []):
                 self._judge(value)
-
-    def read_history(self, path, before=math.inf):
-        """`(epoch, value)` of the watched value in the rows of a `history.csv` before epoch `before`;
-        nothing for a missing file or column."""
-        if not os.path.isfile(path):
-            return []
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        out = []
-        for row in rows:
-            try:
-                epoch, value = int(float(row["epoch"])), float(row[self.monitor])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if epoch < before:
-                out.append((epoch, value))
-        return out
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -367,16 +271,14 @@ def resumable_callbacks(dataset, source, folder, write=True, before_history=()):
     Args:
         dataset: the training dataset, for `WindowEpochs`.
         source: the training data's window source, for `WindowEpochs`.
-        folder: Path. The folder holding `history.csv` and `backup/`.
+        folder: Path or `kvae.runs.RunFolder`. The folder holding `history.csv` and `backup/`.
         write: bool. Write the history and backups (only rank 0 of a
             data-parallel run does; every rank restores).
         before_history: callbacks placed before the history file.
     """
-    from pathlib import Path
-
-    folder = Path(folder)
+    folder = RunFolder(folder)
     cbs = [WindowEpochs(dataset, source), keras.callbacks.TerminateOnNaN(), *before_history]
     if write:
-        cbs.append(EpochHistory(folder / "history.csv"))
-    cbs.append(RunBackup(folder / "backup", write=write))
+        cbs.append(EpochHistory(folder.history))
+    cbs.append(RunBackup(folder.backup, write=write))
     return cbs

@@ -2,8 +2,9 @@
 
 Keras's Adam on the torch backend updates with `torch._foreach_*` ops that
 allocate five parameter-sized temporaries a step, and its `clipnorm` runs six
-ops per weight. On a CPU, where a step of a small model is memory-bound, that was
-more than half of a training step (`benchmarks/profile_step.py`). `fuse_adam`
+ops per weight. On a CPU, where a step of a small model is memory-bound, that is
+a large share of a training step (`benchmarks/profile_step.py` measures it; the
+figures are in docs/benchmarks.md). `fuse_adam`
 swaps, on one optimizer instance, those two methods for:
 
 - the clipping as four in-place `torch._foreach_*` ops over all gradients
@@ -62,7 +63,7 @@ def fuse_adam(optimizer):
         return False
     stock_clip, stock_update = internals.stock_clip, internals.stock_update
 
-    def _clip_gradients(grads):
+    def clip(grads):
         clipnorm = optimizer.clipnorm
         if not clipnorm or _compiling() or not all(isinstance(g, torch.Tensor) for g in grads):
             return stock_clip(grads)
@@ -73,7 +74,7 @@ def fuse_adam(optimizer):
             torch._foreach_mul_(grads, float(clipnorm))
         return grads
 
-    def _parallel_update_step(grads, variables, learning_rate):
+    def update(grads, variables, learning_rate):
         params = [v.value for v in variables]
         if _compiling() or not all(p.device.type == "cpu" and p.dtype == torch.float32 and g.dtype == torch.float32
                    for p, g in zip(params, grads)):
@@ -86,5 +87,5 @@ def fuse_adam(optimizer):
                            lr=float(learning_rate), beta1=float(optimizer.beta_1), beta2=float(optimizer.beta_2),
                            weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
-    internals.install(_clip_gradients, _parallel_update_step)
+    internals.install(clip, update)
     return True

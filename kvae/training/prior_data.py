@@ -3,7 +3,7 @@
 `encoded_latents` encodes long contiguous stretches of the training
 recordings (whole recordings, up to `train.max_seconds` of audio in all,
 each recording's share taken at a seeded offset) into frame sequences with
-`kvae.training.latents.LatentLayout`, plus every window's posterior mean
+`kvae.inference.latents.LatentLayout`, plus every window's posterior mean
 (for the latent mixture), and keeps them in `RUN/prior/latents.npz` while
 the model file and the settings are unchanged. `LatentCrops` serves random
 crops of them for teacher forcing.
@@ -29,7 +29,7 @@ def _stretches(corpus, split, seconds, seed):
     if not entries:
         return []
     rng = np.random.default_rng([seed, 7])
-    cap = max(int(seconds * corpus.rate / len(entries)), 1)
+    cap = max(int(seconds * corpus.sample_rate / len(entries)), 1)
     out = []
     for entry in entries:
         length = min(entry.frames, cap)
@@ -60,8 +60,9 @@ def _unpack(flat, lengths):
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def encoded_latents(model, model_path, layout, corpus, data, cfg, folder, verbose=True):
-    """The run's training (and validation) frames, from `folder/latents.npz` when it matches, else encoded.
+def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=True):
+    """The run's training (and validation) frames, from `path` (a prior folder's `latents.npz`) when it
+    matches, else encoded and kept there.
 
     Returns:
         dict with `train` and `val` (lists of frame arrays) and `windows` (training window latents).
@@ -70,7 +71,7 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, folder, verbos
     key = json.dumps({"version": _LATENTS_VERSION, "model": [stat.st_size, stat.st_mtime_ns],
                       "data": data, "max_seconds": cfg["train"]["max_seconds"], "seed": cfg["train"]["seed"],
                       "layout": [layout.frames_per_window, layout.hop_frames, layout.hop_samples]}, sort_keys=True)
-    path = Path(folder) / "latents.npz"
+    path = Path(path)
     if path.is_file():
         try:
             with np.load(path) as saved:

@@ -27,7 +27,6 @@ The folder holds::
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import keras
@@ -35,7 +34,9 @@ import numpy as np
 
 from kvae.config import Schema, merge_config, read_config_file
 from kvae.errors import KvaeError
-from kvae.paths import atomic_path, remove_stale_temporaries, run_lock, save_error, write_text
+from kvae.paths import save_error, write_text
+from kvae.runs import RunFolder, read_history
+from kvae.training.loop import compile_model, fit_in_folder, save_model_atomic, seed_everything
 from kvae.training.prior_data import LatentCrops, encoded_latents
 
 PRIOR_SECTIONS = ("prior", "gmm", "train")
@@ -57,6 +58,8 @@ PRIOR_DEFAULTS = {
         "sequence_frames": 0,  # 0: twice the prior's context, at most the shortest training sequence
         "learning_rate": 1e-3,
         "clipnorm": 1.0,
+        "fused_adam": True,  # torch backend: fused clipping + Adam kernels, as kvae fit (kvae.training.compile_model)
+        "ema_momentum": 0.0,  # 0: off; else the saved prior holds the weights' exponential moving average
         "seed": 0,
         "max_seconds": 3600.0,  # audio encoded for the prior, in all
         "keep_best": True,  # keep the weights of the epoch with the lowest validation loss
@@ -94,36 +97,22 @@ def load_prior_config(config=None, overrides=None):
 # ----------------------------------------------------------------------------- files
 
 
-def _write_json(path, data):
-    write_text(path, json.dumps(data, indent=2))
-
-
-def save_model_atomic(model, path):
-    """`model.save(path)` through `atomic_path` (durable: it costs training to redo); return the path."""
-    with atomic_path(path, durable=True) as tmp:
-        model.save(tmp)
-    return Path(path)
-
-
 def _run_model_path(run):
-    run = Path(run)
-    path = run / "model.keras"
-    if not run.is_dir():
-        raise KvaeError(f"{run}: not a run folder (give the folder `kvae fit` wrote)")
-    if not path.is_file():
-        raise KvaeError(f"{run}: no model.keras (the run has not finished: `kvae fit --run {run}` resumes it)")
-    return path
+    run = RunFolder(run)
+    if not run.path.is_dir():
+        raise KvaeError(f"{run.path}: not a run folder (give the folder `kvae fit` wrote)")
+    if not run.model.is_file():
+        raise KvaeError(f"{run.path}: no {run.model.name} (the run has not finished: `kvae fit --run {run.path}` "
+                        "resumes it)")
+    return run.model
 
 
 def _data_settings(run, model, data=None, cache=None):
     """Where the run's data is: its config.json's data section, with `data` / `cache` overriding."""
-    saved = Path(run) / "config.json"
     settings = {"path": "", "cache": "", "select": {}, "normalize": "none"}
-    if saved.is_file():
-        try:
-            settings.update({k: v for k, v in json.loads(saved.read_text()).get("data", {}).items() if k in settings})
-        except (OSError, ValueError) as exc:
-            raise KvaeError(f"{saved}: unreadable run config ({exc})") from None
+    saved = RunFolder(run).read_config()
+    if saved is not None:
+        settings.update({k: v for k, v in saved.get("data", {}).items() if k in settings})
     if data is not None:
         settings["path"], settings["select"] = str(data), {}
     if cache is not None:
@@ -148,13 +137,8 @@ def build_prior(cfg, layout):
 
 
 def _resolve(folder, config, overrides):
-    saved = folder / "config.json"
-    if saved.is_file() and config is None:
-        try:
-            return load_prior_config(json.loads(saved.read_text()), overrides)
-        except ValueError as exc:
-            raise KvaeError(f"{saved}: unreadable prior config ({exc})") from None
-    return load_prior_config(config, overrides)
+    saved = folder.read_config("prior config") if config is None else None
+    return load_prior_config(saved if saved is not None else config, overrides)
 
 
 def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=True, callbacks=None, pieces=0,
@@ -184,49 +168,46 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
     nested = merge_config(settings or {}, _split(overrides))
     run = Path(run)
     model_path = _run_model_path(run)  # before the lock, which would create a folder for a wrong path
-    with run_lock(run, "prior fit"):
+    with RunFolder(run).lock("prior fit"):
         try:
             return _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks, pieces,
                               piece_seconds, folder)
         except OSError as exc:
-            raise save_error(exc, Path(folder) if folder is not None else run / "prior", "fitting the prior") from None
+            where = Path(folder) if folder is not None else RunFolder(run).prior.path
+            raise save_error(exc, where, "fitting the prior") from None
 
 
 def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks, pieces, piece_seconds, folder):
     """`fit_prior` once the run folder is held."""
     from kvae.data import prepare
-    from kvae.training.callbacks import resumable_callbacks
-    from kvae.training.inference import load
-    from kvae.training.latents import LatentLayout
-    from kvae.training.trainer import seed_everything
+    from kvae.inference.latents import LatentLayout
+    from kvae.models.loading import load
 
-    folder = Path(folder) if folder is not None else run / "prior"
-    if (folder / "prior.keras").is_file() and not (folder / "backup").exists():
-        raise KvaeError(f"{folder}: already holds a fitted prior; delete that folder to fit it again")
+    folder = RunFolder(folder) if folder is not None else RunFolder(run).prior
+    if folder.prior_model.is_file() and not folder.backup.exists():
+        raise KvaeError(f"{folder.path}: already holds a fitted prior; delete that folder to fit it again")
     cfg = _resolve(folder, config, nested)
-    for stale in (folder, folder / "backup"):  # half-written files of a killed fit
-        remove_stale_temporaries(stale)
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / "config.json", cfg)
+    folder.sweep()  # half-written files of a killed fit
+    write_text(folder.config, json.dumps(cfg, indent=2))
 
     model = load(model_path, compile=False)
     layout = LatentLayout(model)
     data_settings = _data_settings(run, model, data, cache)
-    corpus = prepare(data_settings["path"] or None, rate=model.sample_rate, cache_dir=data_settings["cache"] or None,
+    corpus = prepare(data_settings["path"] or None, sample_rate=model.sample_rate, cache_dir=data_settings["cache"] or None,
                      select=data_settings["select"] or None)
-    latents = encoded_latents(model, model_path, layout, corpus, data_settings, cfg, folder, verbose=verbose)
+    latents = encoded_latents(model, model_path, layout, corpus, data_settings, cfg, folder.latents, verbose=verbose)
     train_cfg = cfg["train"]
 
-    if not (folder / "model.keras").is_file():
+    if not folder.model.is_file():
         from kvae.models.gmm import LatentGMM
 
         gmm = LatentGMM.fit(latents["windows"], cfg["gmm"]["components"], cfg["gmm"]["covariance"],
                             seed=train_cfg["seed"])
         model.set_latent_gmm(gmm)
-        save_model_atomic(model, folder / "model.keras")
+        save_model_atomic(model, folder.model)
         if verbose:
             print(f"gmm:        {gmm.components} components ({gmm.covariance_type}) over {len(latents['windows'])} "
-                  f"window latents of {gmm.dim} dimensions -> {folder / 'model.keras'}")
+                  f"window latents of {gmm.dim} dimensions -> {folder.model}")
 
     seed_everything(train_cfg["seed"])
     prior = build_prior(cfg, layout)
@@ -243,61 +224,50 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     val_ds = None
     if any(len(s) >= length for s in val_seqs):
         val_ds = LatentCrops(val_seqs, length, train_cfg["batch_size"], random=False)
-    prior.compile(optimizer=keras.optimizers.Adam(train_cfg["learning_rate"], clipnorm=train_cfg["clipnorm"] or None))
+    compile_model(prior, cfg)
 
-    best_path = folder / "best.weights.h5"
     best = []
     if train_cfg["keep_best"] and val_ds is not None:
         best.append(keras.callbacks.ModelCheckpoint(
-            str(best_path), monitor="val_loss", save_best_only=True, save_weights_only=True,
-            initial_value_threshold=_best_so_far(folder / "history.csv")))
-    # kvae fit's stack: each epoch once in history.csv, the backup kept until prior.keras is saved
-    cbs = resumable_callbacks(train_ds, None, folder, before_history=best) + list(callbacks or [])
+            str(folder.best_weights), monitor="val_loss", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=_best_so_far(folder.history)))
+    extra = list(callbacks or [])
     if train_cfg["tensorboard"]:
         from kvae.training.tensorboard import prior_logger
 
-        cbs.append(prior_logger(model, folder, every=train_cfg["tensorboard_every"], seed=train_cfg["seed"]))
+        extra.append(prior_logger(model, folder.path, every=train_cfg["tensorboard_every"], seed=train_cfg["seed"]))
     if verbose:
         print(f"prior:      {prior.kind}, {prior.count_params():,} parameters, {prior.context_length} frames of context "
               f"({prior.context_length / layout.frame_rate:.1f} s at {layout.frame_rate:.1f} frames/s), "
               f"{prior.components} mixture components, crops of {length} frames, backend {keras.backend.backend()}")
-    history = prior.fit(train_ds, validation_data=val_ds, epochs=train_cfg["epochs"], callbacks=cbs,
-                        verbose=train_cfg["verbose"] if verbose else 0)
-    if not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
-        raise KvaeError("prior training diverged (loss is NaN or Inf); lower train.learning_rate")
-    kept = ""
-    if best_path.is_file():  # the prior overfits small corpora: keep the epoch that generalised best
-        prior.load_weights(best_path)
-        best = _best_so_far(folder / "history.csv")
-        kept = f" (the weights of the epoch with the lowest val_loss, {best:.4g})" if best is not None else ""
-    save_model_atomic(prior, folder / "prior.keras")
-    _plot(folder)
-    best_path.unlink(missing_ok=True)
-    shutil.rmtree(folder / "backup", ignore_errors=True)  # only now: a fit cut short while saving resumes
+    kept = []
+
+    def keep_best(trained):  # the prior overfits small corpora: keep the epoch that generalised best
+        if folder.best_weights.is_file():
+            trained.load_weights(folder.best_weights)
+            lowest = _best_so_far(folder.history)
+            kept.append(f" (the weights of the epoch with the lowest val_loss, {lowest:.4g})" if lowest is not None
+                        else "")
+
+    # kvae fit's skeleton: each epoch once in history.csv, the backup kept until prior.keras is saved
+    history = fit_in_folder(
+        prior, folder, train_ds, before_history=best, callbacks=extra,
+        nan_message=lambda: "prior training diverged (loss is NaN or Inf); lower train.learning_rate",
+        before_save=keep_best, save=folder.prior_model,
+        curves={"title": "latent prior", "titles": {"loss": "negative log-likelihood (nats per frame)"}},
+        after_save=lambda trained: folder.best_weights.unlink(missing_ok=True),
+        validation_data=val_ds, epochs=train_cfg["epochs"], verbose=train_cfg["verbose"] if verbose else 0)
     if verbose:
-        print(f"saved:      {folder / 'prior.keras'}{kept}")
+        print(f"saved:      {folder.prior_model}{''.join(kept)}")
     if pieces:
-        write_pieces(run, int(pieces), piece_seconds, folder=folder, verbose=verbose)
+        write_pieces(run, int(pieces), piece_seconds, folder=folder.path, verbose=verbose)
     return prior, history.history
 
 
 def _best_so_far(history_csv):
     """The lowest val_loss of the epochs already run (resuming), or None."""
-    if not history_csv.is_file():
-        return None
-    from kvae.evaluation.plots import read_history
-
     values = [v for v in read_history(history_csv).get("val_loss", []) if np.isfinite(v)]
     return min(values) if values else None
-
-
-def _plot(folder):
-    from kvae.evaluation.plots import plot_history, read_history
-
-    history_csv = folder / "history.csv"
-    if history_csv.is_file():
-        plot_history(read_history(history_csv), folder / "loss_curves.png", title="latent prior",
-                     titles={"loss": "negative log-likelihood (nats per frame)"})
 
 
 def write_pieces(run, n=2, seconds=30.0, seed=0, prior="auto", folder=None, verbose=True):
@@ -305,12 +275,12 @@ def write_pieces(run, n=2, seconds=30.0, seed=0, prior="auto", folder=None, verb
 
     `folder` is the prior folder (default `RUN/prior`).
     """
-    from kvae.training.generation import generate
+    from kvae.inference.generation import generate
 
-    folder = Path(folder) if folder is not None else Path(run) / "prior"
-    source = folder / "model.keras" if (folder / "model.keras").is_file() else Path(run) / "model.keras"
-    ar_prior = folder / "prior.keras" if (folder / "prior.keras").is_file() and prior in ("auto", "ar") else None
-    out = Path(run) / "pieces" / ("piece_0.wav" if n == 1 else "piece.wav")
+    folder = RunFolder(folder) if folder is not None else RunFolder(run).prior
+    source = folder.model if folder.model.is_file() else RunFolder(run).model
+    ar_prior = folder.prior_model if folder.prior_model.is_file() and prior in ("auto", "ar") else None
+    out = RunFolder(run).pieces / ("piece_0.wav" if n == 1 else "piece.wav")
     return generate(source, seconds=seconds, out=out, prior=prior, seed=seed, n=n, ar_prior=ar_prior,
                     verbose=verbose)
 

@@ -19,7 +19,7 @@ epoch, the `train` folder gets, at that epoch as step:
 - once, at the first such epoch: `input/<i>` and `input_spectrogram/<i>`,
   the held-out windows themselves;
 - for the prior: `piece/<i>`, short pieces generated with the prior as it is
-  (`kvae.training.generation.stream_pieces`).
+  (`kvae.inference.generation.stream_pieces`).
 
 The writer is PyTorch's `torch.utils.tensorboard.SummaryWriter` (torch is a
 kvae dependency; the files are TensorBoard's own format), so it needs no
@@ -173,7 +173,7 @@ def prior_logger(model, folder, every=DEFAULT_EVERY, n=2, seconds=PIECE_SECONDS,
         seconds: float. Length of each piece. Defaults to 4.
         seed: int. Seed of the pieces (the same every time).
     """
-    from kvae.training.generation import stream_pieces
+    from kvae.inference.generation import stream_pieces
 
     def audio(prior):
         parts = list(stream_pieces(model, seconds, n=n, prior="ar", ar_prior=prior, seed=seed))

@@ -1,94 +1,44 @@
 """`kvae.fit`: resolve the config, prepare the data, build and compile the model, train, write the run folder."""
 
 import json
-import shutil
 import time
-import zipfile
 from pathlib import Path
 
 import keras
-import numpy as np
 
-from kvae._keras_private import set_global_seed
 from kvae.config import load_config, merge_config, split_overrides
 from kvae.data import WindowSource, prepare
 from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.models import model_class
-from kvae.paths import atomic_path, disk_full, remove_stale_temporaries, run_lock, save_error
+from kvae.models.elbo import KLWeight
+from kvae.paths import save_error, write_text
+from kvae.runs import RunFolder
 from kvae.training import distributed, next_steps, tensorboard
-from kvae.training.callbacks import (DivergenceGuard, InformationRate, KLSchedule, RunBackup, TimeBudget,
-                                     resumable_callbacks)
+from kvae.training.callbacks import DivergenceGuard, InformationRate, RunBackup, TimeBudget
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
-from kvae.training.runs import finish_run
-
-
-def seed_everything(seed, frontend="pydataset"):
-    """Seed Python, NumPy, the backend and Keras's global seed generator.
-
-    `keras.utils.set_random_seed` also seeds TensorFlow, which imports it
-    (about 350 MB and a second or two) even on the torch backend; only the
-    tf.data front end needs that.
-    """
-    if frontend == "tf":
-        keras.utils.set_random_seed(seed)
-        return
-    import random
-
-    if not set_global_seed(seed):  # another Keras version: pay for the TensorFlow import
-        keras.utils.set_random_seed(seed)
-        return
-    random.seed(seed)
-    np.random.seed(seed)
-    if keras.backend.backend() == "torch":
-        import torch
-
-        torch.manual_seed(seed)
+from kvae.training.loop import compile_model, fit_in_folder, seed_everything, write_run_extras
 
 
 def build_model(config):
-    """Instantiate the model a resolved config describes (under its `train.precision` dtype policy)."""
+    """Instantiate the model a resolved config describes (under its `train.precision` dtype policy), with the
+    KL weight's warm-up of `train.kl_*` (`kvae.models.elbo.KLWeight.from_config`)."""
     model_cfg = dict(config["model"])
     cls = model_class(model_cfg.pop("type", "fc"))
     precision = config["train"].get("precision", "float32")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)  # the layers keep it; the global policy is put back
     try:
-        return cls(
-            sample_rate=config["data"]["rate"],
+        model = cls(
+            sample_rate=config["data"]["sample_rate"],
             window_seconds=config["data"]["window_seconds"],
             seed=config["train"]["seed"],
             **model_cfg,
         )
+        model.kl_weight = KLWeight.from_config(config, base=model.kl_weight)  # with the training's warm-up
+        return model
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def compile_model(model, config):
-    """Compile with Adam at the config's learning rate and gradient clipping (and weight EMA).
-
-    With `train.ema_momentum` > 0 Adam keeps an exponential moving average
-    of the weights (Keras's `use_ema`); `fit` ends by writing the average
-    into the model, so `model.keras` holds it, and `Snapshots` save it too.
-
-    On the torch backend with `train.fused_adam` (the default) the optimizer
-    clips and updates with fused kernels (`kvae.training.fast_adam`): the
-    same update, class and saved form as `keras.optimizers.Adam`, about half
-    the time of a small model's step on a CPU. Other backends get the stock
-    optimizer. `train.jit_compile = true` asks Keras for `torch.compile` on
-    torch (slower than eager for kvae's models on a CPU: see docs/benchmarks.md).
-    """
-    train = config["train"]
-    clipnorm = train["clipnorm"] or None
-    ema = {"use_ema": True, "ema_momentum": train["ema_momentum"]} if train["ema_momentum"] > 0 else {}
-    optimizer = keras.optimizers.Adam(train["learning_rate"], clipnorm=clipnorm, **ema)
-    if train["fused_adam"] and keras.backend.backend() == "torch":
-        from kvae.training.fast_adam import fuse_adam
-
-        fuse_adam(optimizer)
-    # jit_compile false keeps Keras's "auto" (XLA on jax and tensorflow, eager on torch)
-    model.compile(optimizer=optimizer, **({"jit_compile": True} if train["jit_compile"] else {}))
-    return model
 
 
 def make_datasets(config, corpus=None, verbose=True, shards=1, shard=0):
@@ -103,13 +53,13 @@ def make_datasets(config, corpus=None, verbose=True, shards=1, shard=0):
     data = config["data"]
     if corpus is None:
         corpus = prepare(
-            data["path"] or None, rate=data["rate"], cache_dir=data["cache"] or None,
+            data["path"] or None, sample_rate=data["sample_rate"], cache_dir=data["cache"] or None,
             select=data["select"] or None, window_seconds=data["window_seconds"],
         )
         if verbose:
             for line in corpus.report.summary():
                 print(line)
-    window = bounds.window_samples(data["rate"], data["window_seconds"])
+    window = bounds.window_samples(data["sample_rate"], data["window_seconds"])
     steps = config["train"]["steps_per_epoch"] or None
     common = dict(window=window, batch_size=data["batch_size"], seed=config["train"]["seed"],
                   normalize=data["normalize"], multiple_of=_devices(config))
@@ -126,7 +76,7 @@ def make_datasets(config, corpus=None, verbose=True, shards=1, shard=0):
 
 def _resolve_run(config, overrides, run):
     """Pick the run folder and config; a folder with a saved config resumes with it."""
-    saved = Path(run) / "config.json" if run is not None else None
+    saved = RunFolder(run).config if run is not None else None
     if saved is not None and saved.is_file() and config is None:
         return load_config(saved, overrides), Path(run)
     cfg = load_config(config, overrides)
@@ -151,7 +101,7 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
         settings: dict or None. Nested overrides, as `--set` gives them:
             `{"train": {"epochs": 2}, "model": {"hidden_layers": 3}}`.
         **overrides: config values, by section (`train={"epochs": 2}`) or by
-            name (`epochs=2`, `rate=8000`, `hidden_layers=3`).
+            name (`epochs=2`, `sample_rate=8000`, `hidden_layers=3`).
 
     Returns:
         `(model, history)`: the trained model and a dict of the logs of the
@@ -182,7 +132,7 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
         run_dir = broadcast_object(group, run_dir)
         if not group.writes:  # rank 0 holds the run folder for the group
             return _fit(cfg, run_dir, group, verbose, callbacks)
-        with run_lock(run_dir, "fit"):
+        with RunFolder(run_dir).lock("fit"):
             return _fit(cfg, run_dir, group, verbose, callbacks)
     finally:
         distributed.teardown(group)
@@ -190,18 +140,15 @@ def fit(config=None, data=None, run=None, verbose=True, callbacks=None, settings
 
 def _fit(cfg, run_dir, group, verbose, callbacks):
     """`fit` once the config, the run folder and the process group are settled."""
-    model_path, backup = run_dir / "model.keras", run_dir / "backup"
+    folder = RunFolder(run_dir)
     verbose = verbose and group.writes
-    _check_run_folder(run_dir, model_path, backup)
-    _check_resume(run_dir, cfg, backup)
+    folder.check_model()
+    folder.check_resume(cfg)
     _check_batch(cfg)
     if group.writes:
-        for folder in (run_dir, backup, run_dir / "samples"):  # half-written files of a killed run
-            remove_stale_temporaries(folder)
+        folder.sweep()  # half-written files of a killed run
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(run_dir / "config.json") as tmp:
-                tmp.write_text(json.dumps(cfg, indent=2))
+            write_text(folder.config, json.dumps(cfg, indent=2))
         except OSError as exc:
             raise save_error(exc, run_dir, "writing the run folder") from None
 
@@ -213,29 +160,20 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
         barrier(group)
     model = compile_model(build_model(cfg), cfg)
     train = cfg["train"]
-    # Order matters at an epoch's end: AverageLogs makes the logs the group's means and KLSchedule adds
-    # `beta` before the history row is written, and the row is written before the backup, so a kill
-    # between the two leaves a row the resumed run drops and writes again (never a trained epoch
-    # without its row). Only rank 0 writes; every rank restores from the backup.
-    logs = []
-    if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
-        logs.append(KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
-    logs.append(InformationRate())  # rate_bps beside the KL, before the history row is written
+    # Order matters at an epoch's end: AverageLogs makes the logs the group's means and the KL weight and
+    # information rate are added before the history row is written, and the row is written before the
+    # backup, so a kill between the two leaves a row the resumed run drops and writes again (never a
+    # trained epoch without its row). Only rank 0 writes; every rank restores from the backup.
+    logs = [InformationRate()]
     if group.world > 1:
         logs.append(AverageLogs(group))
-    cbs = resumable_callbacks(train_ds, train_src, run_dir, write=group.writes, before_history=logs)
-    if group.world > 1:
-        cbs.append(_BroadcastState(group))  # after RunBackup: the ranks start from rank 0's (restored) state
+    after = [_BroadcastState(group)] if group.world > 1 else []  # the ranks start from rank 0's restored state
     budget = TimeBudget(train["max_minutes"], group=group) if train["max_minutes"] > 0 else None
-    guard = (DivergenceGuard(train["divergence_factor"], history=run_dir / "history.csv")
-             if train["divergence_factor"] > 0 else None)
+    guard = DivergenceGuard(train["divergence_factor"], history=folder.history) if train["divergence_factor"] > 0 else None
     board = [tensorboard.fit_logger(cfg, run_dir, train_src.corpus)] if train["tensorboard"] and group.writes else []
-    cbs += ([budget] if budget else []) + list(callbacks or []) + ([guard] if guard else []) + board
-    spent = RunBackup.spent(backup)  # a resumed run's budget and snapshots go on from the backup's clocks
-    for cb in cbs:
-        if hasattr(cb, "carry_over"):
-            cb.carry_over(spent)
+    after += ([budget] if budget else []) + list(callbacks or []) + ([guard] if guard else []) + board
     if verbose:
+        spent = RunBackup.spent(folder.backup)
         print(f"run:        {run_dir}")
         print(f"model:      {type(model).__name__}, {model.count_params():,} parameters, "
               f"{model.window} samples per window at {model.sample_rate} Hz, backend {keras.backend.backend()}"
@@ -247,44 +185,27 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
         note = stage_note(cfg)
         if note:
             print(f"note:       {note}")
-    try:
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=train["epochs"], steps_per_epoch=steps,
-            callbacks=cbs, verbose=train["verbose"] if verbose else 0,
-            shuffle=False,  # WindowSource already shuffles, reproducibly from the seed and epoch
-        )
-    except OSError as exc:
-        if not disk_full(exc):
-            raise
-        raise save_error(exc, run_dir, "training") from None
+
+    def nan_message():
+        for path, count in train_src.corpus.non_finite():  # bad data, not a bad learning rate
+            return (f"{path}: cached audio holds {count} NaN or Inf samples; run `kvae prepare` again "
+                    "(it rebuilds such files)")
+        return "training diverged (loss is NaN or Inf); lower train.learning_rate"
+
+    # The backup stays until the model and the rest of the folder are written: a run cut short
+    # there resumes from it (and, with every epoch done, only saves again).
+    history = fit_in_folder(
+        model, folder, train_ds, source=train_src, before_history=logs, callbacks=after, write=group.writes,
+        nan_message=nan_message, save=folder.model, curves={"title": cfg["name"]},
+        after_save=lambda trained: write_run_extras(trained, run_dir, cfg),
+        validation_data=val_ds, epochs=train["epochs"], steps_per_epoch=steps,
+        verbose=train["verbose"] if verbose else 0,
+        shuffle=False,  # WindowSource already shuffles, reproducibly from the seed and epoch
+    )
     if verbose and budget is not None and budget.stopped_at is not None:
         print(f"time:       train.max_minutes = {train['max_minutes']:g} spent; stopped after step {budget.stopped_at:,}")
-    blown_up = guard is not None and guard.tripped is not None
-    if blown_up or not np.isfinite(history.history.get("loss", [0.0])[-1:]).all():
-        if group.writes:
-            shutil.rmtree(backup, ignore_errors=True)  # it holds the diverged weights: a rerun starts afresh
-        if blown_up:
-            raise KvaeError(guard.message())
-        for path, count in train_src.corpus.non_finite():  # bad data, not a bad learning rate
-            raise KvaeError(f"{path}: cached audio holds {count} NaN or Inf samples; run `kvae prepare` again "
-                           "(it rebuilds such files)")
-        raise KvaeError("training diverged (loss is NaN or Inf); lower train.learning_rate")
-    if not group.writes:
-        return model, history.history
-    # The backup stays until the model and the rest of the folder are written: a run cut short
-    # here resumes from it (and, with every epoch done, only saves again).
-    try:
-        with atomic_path(model_path, durable=True) as tmp:
-            model.save(tmp)
-    except OSError as exc:
-        raise save_error(exc, model_path, "saving the model") from None
-    try:
-        finish_run(model, run_dir, cfg)
-    except OSError as exc:
-        raise save_error(exc, run_dir, "writing the loss curves and samples") from None
-    shutil.rmtree(backup, ignore_errors=True)
-    if verbose:
-        print("\n".join([f"saved:      {model_path}", *next_steps.next_steps(run_dir, cfg)]))  # where to listen
+    if verbose and group.writes:
+        print("\n".join([f"saved:      {folder.model}", *next_steps.next_steps(run_dir, cfg)]))  # where to listen
     return model, history.history
 
 
@@ -336,64 +257,11 @@ def stage_note(config):
     """
     table = config["model"].get("adversarial") or {}
     after = table.get("after")
-    train = config["train"]
     if table.get("freeze_encoder") is False:  # the encoder keeps learning, the KL with it
         return None
-    warmup = train["kl_warmup_steps"] if train["kl_schedule"] != "constant" else 0
+    kl_weight = KLWeight.from_config(config)
+    warmup = kl_weight.warmup_steps if kl_weight.warms_up else 0
     if after is None or after >= warmup:
         return None
     return (f"model.adversarial.after = {after} freezes the encoder before the KL warm-up ends (step {warmup}); "
             "prior samples will not sound like the data (reconstructions are unaffected)")
-
-
-RESUMABLE = {("train", "epochs"), ("train", "max_minutes"), ("train", "verbose"), ("train", "n_samples"),
-             ("train", "gallery"), ("train", "tensorboard"), ("train", "tensorboard_every"), ("train", "distributed_timeout"), ("data", "path"), ("data", "cache"),
-             ("data", "workers")}
-"""The settings a run may change when it resumes from its backup (how long, where the data is, what it prints)."""
-
-
-def _check_resume(run_dir, cfg, backup):
-    """Refuse to resume a backup with settings it was not trained with, before anything is written.
-
-    The saved `config.json` stays as it was, so the plain `kvae fit --run DIR` still resumes.
-    """
-    saved = run_dir / "config.json"
-    if not backup.exists() or not saved.is_file():
-        return
-    try:
-        before = json.loads(saved.read_text())
-    except (OSError, ValueError):
-        return  # unreadable: the backup decides (RunBackup says what to do)
-    changed = []
-    for section in ("data", "model", "train"):
-        old, new = before.get(section), cfg.get(section)
-        if not isinstance(old, dict) or not isinstance(new, dict):
-            continue
-        for key in sorted(set(old) & set(new)):  # a key only one side knows is a default of another version
-            if (section, key) not in RESUMABLE and old[key] != new[key]:
-                changed.append(f"{section}.{key} {old.get(key)!r} -> {new.get(key)!r}")
-    if changed:
-        raise KvaeError(f"{run_dir}: an interrupted run resumes with the settings it was trained with, but "
-                        f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}; drop those --set "
-                        "(only train.epochs, train.max_minutes and where the data is may change) or choose another --run")
-
-
-def _readable_model(path):
-    """True when `path` looks like a complete `.keras` archive (a zip holding config.json and weights)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
-    return "config.json" in names and any(n.endswith(".h5") for n in names)
-
-
-def _check_run_folder(run_dir, model_path, backup):
-    """Refuse a finished run, and a run whose model is unreadable with no backup to resume from."""
-    if model_path.exists() and not backup.exists():
-        if model_path.is_dir():
-            raise KvaeError(f"{model_path}: is a folder; move it away or choose another --run")
-        if _readable_model(model_path):
-            raise KvaeError(f"{run_dir}: run folder already holds a finished model; choose another --run")
-        raise KvaeError(f"{model_path}: unreadable model (a save cut short?) and no backup/ to resume from; "
-                        "delete it and rerun the same command to train the run again")

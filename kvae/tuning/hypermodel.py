@@ -1,9 +1,7 @@
 """The keras-tuner hypermodel of the FC VAE, and the metrics it reports for each trial."""
 
 import copy
-import shutil
 import time
-from pathlib import Path
 
 import keras
 import keras_tuner
@@ -11,9 +9,9 @@ import numpy as np
 
 from kvae.config import load_config
 from kvae.errors import KvaeError
-from kvae.evaluation.plots import read_history
-from kvae.training import KLSchedule, WindowEpochs, build_model, compile_model
-from kvae.training.callbacks import resumable_callbacks
+from kvae.runs import RunFolder, read_history
+from kvae.training import WindowEpochs, build_model, compile_model, fit_in_folder, seed_everything
+from kvae.training.callbacks import InformationRate
 from kvae.tuning.space import OBJECTIVE, PARAMETERS, declare, parse_space
 
 
@@ -23,9 +21,10 @@ class FCVAEHyperModel(keras_tuner.HyperModel):
     `build(hp)` substitutes the searched values (hidden_layers, learning_rate
     and optionally hidden_units and latent_dim) into a kvae config and returns
     the compiled model `kvae.training.build_model`/`compile_model` make of it.
-    `fit` trains with kvae's callbacks (window epochs, NaN guard, KL warm-up;
-    with a trial folder, the resumable stack of `kvae fit`) and returns the metrics of the best epoch plus `seconds`, the training
-    time, which keras-tuner records with the trial.
+    `fit` trains with kvae's callbacks (window epochs, NaN guard, information rate;
+    with a trial folder, the skeleton of `kvae fit`) and returns the metrics of
+    the best epoch plus `seconds`, the training time, which keras-tuner records
+    with the trial.
 
     Args:
         config: dict, str or Path. A kvae config (resolved or not); its
@@ -77,38 +76,38 @@ class FCVAEHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         cfg = self.config_for(hp)
-        keras.utils.set_random_seed(cfg["train"]["seed"])
+        seed_everything(cfg["train"]["seed"], cfg["data"]["frontend"])
         return compile_model(build_model(cfg), cfg)
 
     def fit(self, hp, model, *args, callbacks=None, verbose=1, trial_folder=None, **kwargs):
         """Train one trial's model; return the best epoch's metrics and `seconds`.
 
         With `trial_folder` (kvae's tuners pass each trial's own folder) the
-        trial trains on the callback stack of `kvae fit` and `kvae prior fit`
-        (`kvae.training.callbacks.resumable_callbacks`): `history.csv` and a
-        backup there, so a trial cut short resumes from its last epoch when
-        the search is run again, and the best epoch is read from all of its
-        epochs. The backup is deleted once the trial has ended.
+        trial trains through the skeleton of `kvae fit` and `kvae prior fit`
+        (`kvae.training.fit_in_folder`): `history.csv` and a backup there, so
+        a trial cut short resumes from its last epoch when the search is run
+        again, and the best epoch is read from all of its epochs. The backup
+        is deleted once the trial has ended. A loss that ends NaN is the
+        tuner's to record, not an error.
         """
         train = self.config_for(dict(hp.values))["train"]
-        x = args[0] if args else kwargs.get("x")
-        logs = []
-        if train["kl_schedule"] != "constant" and train["kl_warmup_steps"] > 0:
-            logs.append(KLSchedule(train["kl_warmup_steps"], train["kl_schedule"], train["kl_start"]))
+        logs = [InformationRate()]  # the KL weight's warm-up is the model's (build_model sets it from the config)
+        verbose = train["verbose"] if verbose else 0
+        start = time.perf_counter()
         if trial_folder is not None:
-            stack = resumable_callbacks(x, self.train_source, Path(trial_folder), before_history=logs)
+            folder = RunFolder(trial_folder)
+            x = args[0] if args else kwargs.pop("x")
+            kwargs.update(zip(("y", "batch_size", "epochs"), args[1:]))
+            history = fit_in_folder(model, folder, x, source=self.train_source, before_history=logs,
+                                    callbacks=list(callbacks or []), verbose=verbose, **kwargs).history
+            history = {k: v for k, v in read_history(folder.history).items() if k != "epoch"} or history
         else:
+            x = args[0] if args else kwargs.get("x")
             stack = logs + [keras.callbacks.TerminateOnNaN()]
             if hasattr(x, "set_epoch") or self.train_source is not None:
                 stack.insert(0, WindowEpochs(x, self.train_source))
-        start = time.perf_counter()
-        history = model.fit(*args, callbacks=stack + list(callbacks or []),
-                            verbose=train["verbose"] if verbose else 0, **kwargs).history
-        seconds = time.perf_counter() - start
-        if trial_folder is not None and (Path(trial_folder) / "history.csv").is_file():  # every epoch, resumed too
-            history = {k: v for k, v in read_history(Path(trial_folder) / "history.csv").items() if k != "epoch"}
-            shutil.rmtree(Path(trial_folder) / "backup", ignore_errors=True)
-        return best_epoch_metrics(history, seconds)
+            history = model.fit(*args, callbacks=stack + list(callbacks or []), verbose=verbose, **kwargs).history
+        return best_epoch_metrics(history, time.perf_counter() - start)
 
 
 def best_epoch_metrics(history, seconds):

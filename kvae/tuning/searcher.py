@@ -13,9 +13,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvae.config import load_config, merge_config, read_config_file
+from kvae.config import load_config, merge_config, read_config_file, upgrade
 from kvae.errors import KvaeError
-from kvae.paths import run_lock
+from kvae.runs import RunFolder, comparable, run_lock
 from kvae.presets import find_preset
 from kvae.training import make_datasets
 from kvae.tuning import _keras_tuner
@@ -23,8 +23,6 @@ from kvae.tuning.hypermodel import FCVAEHyperModel
 from kvae.tuning.report import format_table, last_line, plot_trials, trial_rows, write_table
 from kvae.tuning.space import (DEFAULT_SEARCH_CONFIG, DEFAULT_SETTINGS, PARAMETERS, SPACE_FILE, check_settings,
                                describe, parse_space, split_search_table, write_json)
-
-_IGNORED_FOR_RESUME = (("data", "cache"), ("train", "verbose"), ("train", "n_samples"), ("train", "gallery"))
 
 
 def read_search_config(config=None):
@@ -113,11 +111,8 @@ def _role():
 
 
 def _fingerprint(cfg):
-    out = copy.deepcopy(cfg)
-    out.pop("name", None)
-    for section, key in _IGNORED_FOR_RESUME:
-        out.get(section, {}).pop(key, None)
-    return json.loads(json.dumps(out))
+    """The config as a resumed search compares it: without what a search may change (`kvae.runs.RESUMABLE`)."""
+    return comparable(cfg, "search")
 
 
 def _first_difference(old, new, prefix=""):
@@ -151,7 +146,7 @@ def _guard_folder(directory, tuner, space, cfg, role):
             raise KvaeError(f"{directory}: folder holds a search over another space (search.{name}: "
                             f"{describe(old.get('space', {}).get(name))} there, {describe(space.get(name))} here); "
                             "use another --dir")
-        diff = _first_difference(old.get("config", {}), record["config"])
+        diff = _first_difference(upgrade(old.get("config", {}), where=str(path)), record["config"])
         if diff:
             raise KvaeError(f"{directory}: folder holds a search with another config ({diff[0]}: "
                             f"{diff[1]!r} there, {diff[2]!r} here); use another --dir")
@@ -169,16 +164,16 @@ def _retrain_best(best_cfg, best_dir, verbose):
     """Train the best configuration from scratch into `best_dir` (a kvae run folder), unless it is there."""
     from kvae.training import fit
 
-    saved = best_dir / "config.json"
-    if saved.is_file():
+    best = RunFolder(best_dir)
+    if best.config.is_file():
         try:
-            same = _fingerprint(json.loads(saved.read_text())) == _fingerprint(load_config(best_cfg))
+            same = _fingerprint(json.loads(best.config.read_text())) == _fingerprint(load_config(best_cfg))
         except (OSError, json.JSONDecodeError):
             same = False
-        if same and (best_dir / "model.keras").is_file():
+        if same and best.model.is_file():
             if verbose:
-                print(f"best model up to date: {best_dir / 'model.keras'}")
-            return best_dir / "model.keras"
+                print(f"best model up to date: {best.model}")
+            return best.model
         if not same:  # the best trial changed (the search went on): start the folder afresh
             shutil.rmtree(best_dir)
     elif best_dir.exists() and any(best_dir.iterdir()):
@@ -186,7 +181,7 @@ def _retrain_best(best_cfg, best_dir, verbose):
     if verbose:
         print(f"retraining the best hyperparameters from scratch for {best_cfg['train']['epochs']} epochs")
     fit(config=best_cfg, run=best_dir, verbose=verbose)
-    return best_dir / "model.keras"
+    return best.model
 
 
 def _write_outputs(result, tuner, hypermodel, cfg, directory, retrain, verbose):

@@ -37,6 +37,7 @@ from pathlib import Path
 from kvae.errors import KvaeError
 from kvae.evaluation.gallery.files import make_run_files, png_size, read_run, write_text
 from kvae.paths import OwnedFolder, save_error
+from kvae.runs import RunFolder
 from kvae.evaluation.gallery.page import render_page
 
 DEFAULT_EXAMPLES = 4  # test windows, reconstructions and samples shown per run
@@ -110,7 +111,7 @@ def write_gallery(runs, out=None, n=DEFAULT_EXAMPLES, evaluate=False, n_clips=DE
     if out is None:
         if len(runs) > 1:
             raise KvaeError("--out: needed for several runs (one run defaults to RUN/gallery)")
-        out = runs[0] / "gallery"
+        out = RunFolder(runs[0]).gallery
     out = Path(out)
     say = progress or (lambda message: None)
     infos, taken = [], set()
@@ -162,7 +163,7 @@ def fit_gallery(model, run_dir, config):
     if not config.get("train", {}).get("gallery", True):
         return None
     try:
-        return write_gallery([run_dir], Path(run_dir) / "gallery", n=FIT_EXAMPLES, seed=config["train"]["seed"],
+        return write_gallery([run_dir], RunFolder(run_dir).gallery, n=FIT_EXAMPLES, seed=config["train"]["seed"],
                              models={run_dir: model})
     except KvaeError as exc:
         print(f"kvae: warning: gallery not written: {exc}", file=sys.stderr)

@@ -15,6 +15,8 @@ import numpy as np
 
 from kvae.errors import KvaeError
 from kvae.paths import atomic_path
+from kvae.runs import RunFolder, read_history
+from kvae.runs.folder import CURVES, HISTORY, MODEL
 
 CLIP_FIGURE = dict(figsize=(4.8, 3.0), dpi=80)  # 384 x 240 pixels
 CLIP_FILE = re.compile(r"(real|recon|sample|piece)_\d+\.(wav|png)")
@@ -97,34 +99,33 @@ def read_run(run):
             `config.json` nor `model.keras`, or its config.json is unreadable.
     """
     path = Path(run)
+    folder = RunFolder(path)
     if not path.exists():
         raise KvaeError(f"{path}: no such run folder")
     if not path.is_dir():
         raise KvaeError(f"{path}: not a folder; give a run folder such as runs/quickstart-<time>")
-    if not (path / "config.json").is_file() and not (path / "model.keras").is_file():
-        raise KvaeError(f"{path}: not a run folder (no config.json or model.keras)")
-    config, why = _read_json(path / "config.json")
+    if not folder.config.is_file() and not folder.model.is_file():
+        raise KvaeError(f"{path}: not a run folder (no {folder.config.name} or {folder.model.name})")
+    config, why = _read_json(folder.config)
     if why:
         raise KvaeError(why)
     notes = []
-    evaluation, why = _read_json(path / "eval.json")
+    evaluation, why = _read_json(folder.evaluation)
     if why:
         notes.append(why)
     elif evaluation is not None and not isinstance(evaluation.get("realism"), dict):
-        notes.append(f"{path / 'eval.json'}: not a kvae evaluate report (no realism rows)")
+        notes.append(f"{folder.evaluation}: not a kvae evaluate report (no realism rows)")
         evaluation = None
     history = None
-    if (path / "history.csv").is_file():
-        from kvae.evaluation.plots import read_history
-
+    if folder.history.is_file():
         try:
-            history = read_history(path / "history.csv") or None
+            history = read_history(folder.history) or None
         except (OSError, UnicodeDecodeError) as exc:
-            notes.append(f"{path / 'history.csv'}: cannot be read ({exc})")
-    samples = sorted((path / "samples").glob("*.wav"), key=_index) if (path / "samples").is_dir() else []
-    pieces = sorted((path / "pieces").glob("*.wav"), key=_index) if (path / "pieces").is_dir() else []
+            notes.append(f"{folder.history}: cannot be read ({exc})")
+    samples = sorted(folder.samples.glob("*.wav"), key=_index) if folder.samples.is_dir() else []
+    pieces = sorted(folder.pieces.glob("*.wav"), key=_index) if folder.pieces.is_dir() else []
     return {"path": path, "config": config, "history": history, "eval": evaluation, "notes": notes,
-            "model_file": path / "model.keras" if (path / "model.keras").is_file() else None,
+            "model_file": folder.model if folder.model.is_file() else None,
             "samples": samples, "pieces": pieces}
 
 
@@ -139,7 +140,7 @@ def _clip_data(config, model, n, seed, data, cache):
     cfg_data = (config or {}).get("data", {})
     root = data if data is not None else (cfg_data.get("path") or None)
     cache = cache if cache is not None else (cfg_data.get("cache") or None)
-    corpus = prepare(root, rate=model.sample_rate, cache_dir=cache, select=cfg_data.get("select") or None)
+    corpus = prepare(root, sample_rate=model.sample_rate, cache_dir=cache, select=cfg_data.get("select") or None)
     clips, split = windows(corpus, "test", model.window, n, random=False, seed=seed)
     return normalize_window(clips, cfg_data.get("normalize", "none")), split
 
@@ -176,18 +177,18 @@ def make_run_files(info, owned, n, seed, model, evaluate, n_clips, data, cache, 
              "pieces": [], "pieces_note": None, "eval": info["eval"], "eval_note": None, "model": None}
 
     # loss curves: the run's PNG, else drawn from history.csv
-    curves = info["path"] / "loss_curves.png"
+    curves = RunFolder(info["path"]).curves
     if curves.is_file():
-        _atomic(owned.file(f"{slug}/loss_curves.png"), lambda tmp: shutil.copyfile(curves, tmp))
-        shown["loss"] = (_href(slug, "loss_curves.png"), png_size(folder / "loss_curves.png"))
+        _atomic(owned.file(f"{slug}/{CURVES}"), lambda tmp: shutil.copyfile(curves, tmp))
+        shown["loss"] = (_href(slug, CURVES), png_size(folder / CURVES))
     elif info["history"]:
         from kvae.evaluation.plots import plot_history
 
         try:
-            _atomic(owned.file(f"{slug}/loss_curves.png"), lambda tmp: plot_history(info["history"], tmp, title=name))
-            shown["loss"] = (_href(slug, "loss_curves.png"), png_size(folder / "loss_curves.png"))
+            _atomic(owned.file(f"{slug}/{CURVES}"), lambda tmp: plot_history(info["history"], tmp, title=name))
+            shown["loss"] = (_href(slug, CURVES), png_size(folder / CURVES))
         except (KeyError, IndexError, ValueError) as exc:
-            info["notes"].append(f"history.csv: cannot be plotted ({exc})")
+            info["notes"].append(f"{HISTORY}: cannot be plotted ({exc})")
 
     # the model, if there is one
     why_no_model = None
@@ -198,7 +199,7 @@ def make_run_files(info, owned, n, seed, model, evaluate, n_clips, data, cache, 
         except KvaeError as exc:
             why_no_model = str(exc)
     elif info["model_file"] is None and model is None:
-        why_no_model = "no model.keras in the run folder (training has not finished)"
+        why_no_model = f"no {MODEL} in the run folder (training has not finished)"
     if model is not None:
         shown["model"] = {"class": type(model).__name__, "sample_rate": model.sample_rate, "window": model.window,
                           "parameters": int(model.count_params())}

@@ -143,7 +143,8 @@ def _config_html(info, shown):
                                  f"{m['sample_rate']} Hz"))
     data = config.get("data", {})
     if data:
-        items.append(("data", f"{data.get('path') or 'embedded corpus'} at {data.get('rate')} Hz, "
+        rate = data.get("sample_rate", data.get("rate"))  # a run of kvae 0.1 saved its config with data.rate
+        items.append(("data", f"{data.get('path') or 'embedded corpus'} at {rate} Hz, "
                               f"{data.get('window_seconds')} s windows, batch {data.get('batch_size')}"))
     train = config.get("train", {})
     if train:

@@ -1,8 +1,4 @@
-"""Spectral reconstruction losses for raw audio, written in ``keras.ops`` only.
-
-The module is longer than 400 lines because each loss carries its exact
-reference definition (auraloss's, DAC's) beside its code, and the three
-share their checks and signal handling here.
+"""The multi-resolution STFT loss (auraloss's), written in ``keras.ops`` only.
 
 The losses here run unchanged on the torch, tensorflow and jax backends and are
 differentiable. Their definitions follow ``auraloss.freq`` (Steinmetz & Reiss)
@@ -30,61 +26,15 @@ is one signal. The signal must be longer than ``fft_size // 2`` samples
 (reflect padding needs it).
 """
 
-import operator
-
 import keras
 from keras import ops
 
 from kvae.dsp import ops as dsp_ops
-from kvae.dsp.filters import WINDOWS, mel_filterbank, scaled_fft_sizes
+from kvae.dsp.filters import WINDOWS, scaled_fft_sizes
 from kvae.errors import KvaeError
+from kvae.losses.signals import as_signals, check_positive_int, safe_sqrt
 
-__all__ = [
-    "STFTLoss",
-    "MultiResolutionSTFTLoss",
-    "MultiScaleMelLoss",
-    "scaled_fft_sizes",
-]
-
-
-def _check_positive_int(value, name):
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        result = operator.index(value)
-    except TypeError:
-        raise KvaeError(f"{name} must be a positive integer, got {value!r}") from None
-    if result <= 0:
-        raise KvaeError(f"{name} must be a positive integer, got {value!r}")
-    return int(result)
-
-
-def _as_signals(x):
-    """Returns ``(signals, channels)`` with signals ``(n, samples)``, n = batch * channels."""
-    rank = len(x.shape)
-    if rank == 1:
-        return ops.expand_dims(x, 0), 1
-    if rank == 2:
-        return x, 1
-    if rank == 3:
-        channels = x.shape[-1]
-        if channels == 1:
-            return ops.squeeze(x, axis=-1), 1
-        if channels is None:
-            raise KvaeError("a 3-D audio batch needs a known number of channels")
-        samples = x.shape[1]
-        x = ops.transpose(x, (0, 2, 1))
-        return ops.reshape(x, (-1, samples)), channels
-    raise KvaeError(
-        f"audio must be (batch, samples) or (batch, samples, channels), got shape {tuple(x.shape)}"
-    )
-
-
-def _safe_sqrt(s):
-    """sqrt with a zero (not NaN) gradient at 0, so ``loss(x, x)`` has finite gradients."""
-    positive = s > 0
-    root = ops.sqrt(ops.where(positive, s, ops.ones_like(s)))
-    return ops.where(positive, root, ops.zeros_like(s))
+__all__ = ["STFTLoss", "MultiResolutionSTFTLoss", "scaled_fft_sizes"]
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -130,11 +80,11 @@ class STFTLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.fft_size = _check_positive_int(fft_size, "fft_size")
-        self.hop_size = _check_positive_int(
+        self.fft_size = check_positive_int(fft_size, "fft_size")
+        self.hop_size = check_positive_int(
             max(self.fft_size // 4, 1) if hop_size is None else hop_size, "hop_size"
         )
-        self.win_length = _check_positive_int(
+        self.win_length = check_positive_int(
             self.fft_size if win_length is None else win_length, "win_length"
         )
         if self.win_length > self.fft_size:
@@ -156,8 +106,8 @@ class STFTLoss(keras.losses.Loss):
         true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
         if true_shape != pred_shape and None not in true_shape + pred_shape:
             raise KvaeError(f"y_true and y_pred shapes differ: {true_shape} vs {pred_shape}")
-        target, channels = _as_signals(y_true)
-        pred, _ = _as_signals(y_pred)
+        target, channels = as_signals(y_true)
+        pred, _ = as_signals(y_pred)
         samples = target.shape[-1]
         if samples is not None and samples <= self.fft_size // 2:
             raise KvaeError(
@@ -176,7 +126,7 @@ class STFTLoss(keras.losses.Loss):
         y_mag, x_mag, _ = self._magnitudes(y_true, y_pred)
         loss = 0.0
         if self.w_sc:
-            num = _safe_sqrt(ops.sum(ops.square(y_mag - x_mag)))
+            num = safe_sqrt(ops.sum(ops.square(y_mag - x_mag)))
             den = ops.sqrt(ops.sum(ops.square(y_mag)))
             loss = loss + self.w_sc * (num / den)
         if self.w_log_mag:
@@ -203,7 +153,7 @@ class STFTLoss(keras.losses.Loss):
         y_mag, x_mag, channels = self._magnitudes(y_true, y_pred)
         loss = 0.0
         if self.w_sc:
-            num = _safe_sqrt(ops.sum(ops.square(y_mag - x_mag), axis=(1, 2)))
+            num = safe_sqrt(ops.sum(ops.square(y_mag - x_mag), axis=(1, 2)))
             den = ops.sqrt(ops.sum(ops.square(y_mag), axis=(1, 2)))
             loss = loss + self.w_sc * (num / den)
         if self.w_log_mag:
@@ -362,79 +312,3 @@ class MultiResolutionSTFTLoss(keras.losses.Loss):
             eps=self.eps,
         )
         return config
-
-
-@keras.saving.register_keras_serializable(package="kvae")
-class MultiScaleMelLoss(keras.losses.Loss):
-    """DAC's multi-scale mel loss: L1 between log10 mel magnitudes at several window sizes, summed over scales.
-
-    Follows ``dac.nn.loss.MelSpectrogramLoss`` as DAC's training config sets
-    it (``mag_weight 0``, ``log_weight 1``, ``pow 1``, ``clamp_eps 1e-5``): per
-    scale, the mel magnitudes ``M = |STFT| @ filterbank`` (hop a quarter of the
-    window, centred frames, a Hann window) give ``mean(|log10 max(M_true, eps)
-    - log10 max(M_pred, eps)|)``; the loss is the sum over scales. DAC uses
-    windows 32 ... 2048 with 5 ... 320 mels at 44.1 kHz; `for_sample_rate`
-    keeps its mels-per-window ratio with the windows that fit a kvae window.
-    The filters are `kvae.dsp.filters.mel_filterbank`'s (HTK, peak 1), not
-    librosa's area-normalised Slaney ones, so values differ from DAC's by a
-    per-band scale the L1 of logs cancels.
-
-    Args:
-        window_lengths: Window (and FFT) sizes in samples.
-        n_mels: Mel filters per scale, one per window length.
-        sample_rate: Sample rate in Hz (places the mel filters).
-        clamp_eps: Floor on the mel magnitude before the log.
-        name: Name of the loss.
-        reduction: Keras reduction (the loss is already a scalar, so it changes nothing).
-        dtype: Dtype of the loss computation.
-    """
-
-    def __init__(self, window_lengths=(32, 64, 128, 256, 512), n_mels=(5, 10, 20, 40, 80), sample_rate=3000,
-                 clamp_eps=1e-5, name=None, reduction="sum_over_batch_size", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.window_lengths = [_check_positive_int(w, "window_lengths") for w in window_lengths]
-        self.n_mels = [_check_positive_int(m, "n_mels") for m in n_mels]
-        if not self.window_lengths or len(self.window_lengths) != len(self.n_mels):
-            raise KvaeError(f"window_lengths and n_mels must be non-empty and of one length, got "
-                            f"{len(self.window_lengths)} and {len(self.n_mels)}")
-        self.sample_rate = _check_positive_int(sample_rate, "sample_rate")
-        self.clamp_eps = float(clamp_eps)
-        if not self.clamp_eps > 0:
-            raise KvaeError(f"clamp_eps must be positive, got {clamp_eps!r}")
-        # (bins, mels) matrices, constants of the graph.
-        self._filterbanks = [mel_filterbank(self.sample_rate, w, m).T.astype("float32")
-                             for w, m in zip(self.window_lengths, self.n_mels)]
-
-    @classmethod
-    def for_sample_rate(cls, sample_rate, samples, **kwargs):
-        """DAC's scales (window 32 with 5 mels, doubling both) up to the largest window below `samples` // 2."""
-        windows = [w for w in (32, 64, 128, 256, 512, 1024, 2048) if w // 2 < samples]
-        return cls(window_lengths=windows, n_mels=[5 * w // 32 for w in windows], sample_rate=sample_rate, **kwargs)
-
-    def _log_mel(self, signals, window, filterbank):
-        re, im = dsp_ops.stft(signals, window, max(window // 4, 1))
-        magnitude = _safe_sqrt(ops.square(re) + ops.square(im))  # a finite gradient on silent frames too
-        mel = ops.matmul(magnitude, ops.convert_to_tensor(filterbank, dtype=signals.dtype))
-        return ops.log10(ops.maximum(mel, self.clamp_eps))
-
-    def per_example(self, y_true, y_pred):
-        """Loss of each example, shape ``(batch,)`` (its batch mean is the loss)."""
-        target, channels = _as_signals(ops.convert_to_tensor(y_true, dtype=self.dtype))
-        pred, _ = _as_signals(ops.convert_to_tensor(y_pred, dtype=self.dtype))
-        if target.shape[-1] is not None and target.shape[-1] <= min(self.window_lengths) // 2:
-            raise KvaeError(f"audio of {target.shape[-1]} samples is too short for window {min(self.window_lengths)}")
-        loss = 0.0
-        for window, filterbank in zip(self.window_lengths, self._filterbanks):
-            diff = self._log_mel(target, window, filterbank) - self._log_mel(pred, window, filterbank)
-            loss = loss + ops.mean(ops.abs(diff), axis=(1, 2))
-        if channels > 1:
-            loss = ops.mean(ops.reshape(loss, (-1, channels)), axis=1)
-        return loss
-
-    def call(self, y_true, y_pred):
-        """Returns the scalar loss of the batch."""
-        return ops.mean(self.per_example(y_true, y_pred))
-
-    def get_config(self):
-        return {**super().get_config(), "window_lengths": self.window_lengths, "n_mels": self.n_mels,
-                "sample_rate": self.sample_rate, "clamp_eps": self.clamp_eps}
