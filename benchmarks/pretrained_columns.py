@@ -117,7 +117,7 @@ def cost(n=256):
 
     print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; OMP_NUM_THREADS "
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    test, _ = windows(prepare(None, rate=RATE), "test", RATE, n, random=False)
+    test, _ = windows(prepare(None, sample_rate=RATE), "test", RATE, n, random=False)
     rows = {"copy": test, **{k: v for k, (v, _) in ladder.ladder_rows(test, RATE).items() if v is not None},
             "silence": np.zeros_like(test), "white noise": references.white_noise_like(test)}
     visqol.scores(test[:1], test[:1], RATE)  # numba's compilation (cached after the first run)

@@ -57,7 +57,7 @@ def test_real_music_scores_near_itself_and_far_from_noise_and_silence(embedded):
     from kvae.evaluation.evaluate import reference_sets
     from kvae.evaluation.two_sample import Standardizer, frechet_features
 
-    reference, rows, _, _ = reference_sets(prepare(None, rate=RATE), RATE, RATE, 32)
+    reference, rows, _, _ = reference_sets(prepare(None, sample_rate=RATE), RATE, RATE, 32)
     ref = me.embeddings(reference, RATE)
     scale = Standardizer(ref)
     distance = {name: frechet_features(ref, me.embeddings(clips, RATE), scale) for name, clips in rows.items()}

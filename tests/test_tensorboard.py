@@ -9,7 +9,7 @@ import pytest
 from kvae import cli
 from kvae.training.tensorboard import spectrogram_image
 
-CONFIG = {"data": {"rate": 3000, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8},
+CONFIG = {"data": {"sample_rate": 3000, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8},
           "model": {"type": "conv1d", "channels": [8, 16], "latent_dim": 4},
           "train": {"epochs": 2, "steps_per_epoch": 2, "n_samples": 0, "verbose": 0, "tensorboard_every": 1}}
 PRIOR = {"prior": {"context_seconds": 0.2, "width": 8, "components": 2}, "gmm": {"components": 2},

@@ -152,13 +152,13 @@ def fit_logger(config, run_dir, corpus, n=CLIPS):
     from kvae.evaluation.evaluate import windows
 
     data, seed = config["data"], int(config["train"]["seed"])
-    window = bounds.window_samples(data["rate"], data["window_seconds"])
+    window = bounds.window_samples(data["sample_rate"], data["window_seconds"])
     held_out, _ = windows(corpus, "test", window, n, random=False, seed=seed)
 
     def audio(model):
         return {"reconstruction": model.reconstruct(held_out), "sample": model.sample(n, seed=seed)}
 
-    return TensorBoardLogger(run_dir / FOLDER, data["rate"], audio=audio, inputs=held_out,
+    return TensorBoardLogger(run_dir / FOLDER, data["sample_rate"], audio=audio, inputs=held_out,
                              every=config["train"]["tensorboard_every"])
 
 
