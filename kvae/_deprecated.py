@@ -2,7 +2,8 @@
 
 - `alias`: an old module path is the new module (the same object), with a `DeprecationWarning`.
 - `renamed`: an old name read as its new one (a config key, a model argument, a flag), with a
-  one-line `FutureWarning` (the `kvae` command prints it as `kvae: warning: ...`).
+  one-line `FutureWarning` (the `kvae` command prints it as `kvae: warning: ...`, through
+  `one_line_warnings`).
 
 Every rename is listed in CHANGELOG.md.
 """
@@ -23,3 +24,20 @@ def renamed(old, new, where="", stacklevel=3):
     place = f"{where}: " if where else ""
     warnings.warn(f"{place}{old}: renamed {new} in kvae 0.2; read as such (update it)", FutureWarning,
                   stacklevel=stacklevel)
+
+
+def one_line_warnings():
+    """Within a `warnings.catch_warnings()` block: each of kvae's deprecation warnings (an old name read as
+    its new one) is printed once, on one line, as `kvae: warning: ...`; other warnings as Python prints them."""
+    shown, stock = set(), warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, FutureWarning):
+            return stock(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            print(f"kvae: warning: {text}", file=sys.stderr if file is None else file)
+
+    warnings.simplefilter("always", FutureWarning)
+    warnings.showwarning = show

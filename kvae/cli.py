@@ -355,23 +355,6 @@ def build_parser():
     return parser
 
 
-def _one_line_warnings():
-    """Within a `warnings.catch_warnings()` block: each of kvae's deprecation warnings (an old name read as
-    its new one) is printed once, on one line, as `kvae: warning: ...`; other warnings as Python prints them."""
-    shown, stock = set(), warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if not issubclass(category, FutureWarning):
-            return stock(message, category, filename, lineno, file, line)
-        text = " ".join(str(message).split())
-        if text not in shown:
-            shown.add(text)
-            print(f"kvae: warning: {text}", file=sys.stderr if file is None else file)
-
-    warnings.simplefilter("always", FutureWarning)
-    warnings.showwarning = show
-
-
 def main(argv=None):
     from kvae._env import configure
 
@@ -383,7 +366,9 @@ def main(argv=None):
 
     try:
         with warnings.catch_warnings():
-            _one_line_warnings()
+            from kvae._deprecated import one_line_warnings
+
+            one_line_warnings()
             return args.func(args)
     except KvaeError as exc:
         if args.debug:
