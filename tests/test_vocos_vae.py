@@ -13,7 +13,7 @@ from kvae import cli
 from kvae.dsp import ops as dsp
 from kvae.errors import KvaeError
 from kvae.models import VocosVAE
-from kvae.models.vocos_vae import ISTFTHead
+from kvae.models.blocks import ISTFTHead
 from model_checks import check_saved_models_on_backend, run_model_checks
 
 RATE = 3000
@@ -140,3 +140,23 @@ def test_vocos_mel_resumes_with_its_rate_controller_where_it_stopped(embedded, t
     assert first.at_epoch_end[0] != first.at_begin  # the controller moved it
     assert again.at_begin == first.at_epoch_end[0]  # and the resumed run goes on from there
     assert len(history["loss"]) == 2 and int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6
+
+
+def test_a_kvae_0_1_vocos_file_loads_and_its_blocks_are_shared_by_every_decoder():
+    from pathlib import Path
+
+    import kvae
+    from kvae.models import blocks, magnitude_vae, vocos_vae
+
+    assert vocos_vae.ConvNeXtBlock is blocks.ConvNeXtBlock is magnitude_vae.ConvNeXtBlock  # the 0.1 path too
+    assert vocos_vae.ISTFTHead is blocks.ISTFTHead
+    assert [keras.saving.get_registered_name(c) for c in (blocks.ConvNeXtBlock, blocks.ISTFTHead)] == [
+        "kvae>ConvNeXtBlock", "kvae>ISTFTHead"]  # the names saved models hold
+    data = Path(__file__).parent / "data"  # vocos_0.1.0.keras: saved by kvae 0.1.0, blocks in vocos_vae.py
+    with pytest.warns(FutureWarning, match="rate_target, rate_gain: renamed"):  # its 0.1 keys, read
+        model = kvae.load(data / "vocos_0.1.0.keras", compile=False)
+    saved = np.load(data / "vocos_0.1.0.npz")
+    np.testing.assert_allclose(model.reconstruct(saved["x"]), saved["reconstruction"], atol=1e-6)
+    head = blocks.ISTFTHead(n_fft=32, hop=8, length=64)  # any frame-rate decoder can end in it
+    frames = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(2, 9, 12)).astype("float32"))
+    assert tuple(head(frames).shape) == (2, 64)

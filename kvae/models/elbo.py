@@ -23,7 +23,8 @@ def gaussian_nll(target, decoded, decoder_variance, log_sigma=None, reduction="s
     """Per-example Gaussian negative log-likelihood of `target` under mean `decoded`, shape `(batch,)`.
 
     Args:
-        target, decoded: tensors of one shape, batch first.
+        target: tensor. The reconstruction target, batch first.
+        decoded: tensor. The decoder's mean, of the target's shape.
         decoder_variance: str. `"fixed"`: the squared error alone (unit
             variance up to constants); `"scalar"` or `"diagonal"`: the learned
             `log_sigma` (a scalar, or one per target element); `"optimal"`:

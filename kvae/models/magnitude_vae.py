@@ -22,8 +22,8 @@ from keras import layers, ops
 from kvae.dsp import ops as dsp
 from kvae.dsp.filters import centred_frame_count
 from kvae.errors import KvaeError
+from kvae.models.blocks import ConvNeXtBlock
 from kvae.models.vae import VAE
-from kvae.models.vocos_vae import ConvNeXtBlock
 
 _INPUT_SCALE = 0.2  # the encoder sees the log-magnitude times this (it spans about 10 nats)
 _MAX_LOG_MAGNITUDE = 8.0  # decoded log-magnitudes are clipped here before exp() (x3000)

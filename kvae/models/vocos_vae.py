@@ -5,7 +5,8 @@ there is no upsampling stack, which is what makes Vocos (Siuzdenko et al.
 2023) an order of magnitude cheaper than sample-rate decoders at the same
 quality. The decoder predicts each frame's log-magnitude and phase; the
 waveform is their inverse STFT (`kvae.dsp.ops.istft`, the least-squares
-inverse of the STFT every kvae loss uses).
+inverse of the STFT every kvae loss uses). Its ConvNeXt blocks and iSTFT head
+are `kvae.models.blocks`', where any decoder can use them.
 """
 
 import math
@@ -16,52 +17,8 @@ from keras import layers, ops
 from kvae.dsp import ops as dsp
 from kvae.dsp.filters import centred_frame_count
 from kvae.errors import KvaeError
+from kvae.models.blocks import ConvNeXtBlock, ISTFTHead  # noqa: F401  (kvae.models.vocos_vae.ConvNeXtBlock, as in 0.1)
 from kvae.models.vae import VAE
-
-
-@keras.saving.register_keras_serializable(package="kvae")
-class ConvNeXtBlock(layers.Layer):
-    """Vocos's ConvNeXt block over frames: depthwise conv, LayerNorm, a 1x1 MLP, layer scale, a skip.
-
-    Args:
-        channels: int. Channels in and out (the last axis).
-        kernel_size: int. Kernel of the depthwise convolution. Defaults to 7.
-        expansion: int. Width of the MLP, in multiples of `channels`. Defaults to 3.
-        layer_scale: float. Initial scale of the block's output. Defaults to 0.1.
-    """
-
-    def __init__(self, channels, kernel_size=7, expansion=3, layer_scale=0.1, **kwargs):
-        super().__init__(**kwargs)
-        self.channels = int(channels)
-        self.kernel_size = int(kernel_size)
-        self.expansion = int(expansion)
-        self.layer_scale = float(layer_scale)
-        self.depthwise = layers.DepthwiseConv1D(self.kernel_size, padding="same", name="depthwise")
-        self.norm = layers.LayerNormalization(epsilon=1e-6, name="norm")
-        self.expand = layers.Dense(self.channels * self.expansion, name="expand")
-        self.project = layers.Dense(self.channels, name="project")
-
-    def build(self, input_shape):
-        if int(input_shape[-1]) != self.channels:
-            raise KvaeError(f"ConvNeXtBlock: expected {self.channels} channels, got {input_shape[-1]}")
-        self.depthwise.build(input_shape)
-        self.norm.build(input_shape)
-        self.expand.build(input_shape)
-        self.project.build(tuple(input_shape[:-1]) + (self.channels * self.expansion,))
-        self.gamma = self.add_weight(shape=(self.channels,), name="gamma",
-                                     initializer=keras.initializers.Constant(self.layer_scale))
-        self.built = True
-
-    def call(self, x):
-        h = self.project(ops.gelu(self.expand(self.norm(self.depthwise(x)))))
-        return x + self.gamma * h
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "kernel_size": self.kernel_size,
-                "expansion": self.expansion, "layer_scale": self.layer_scale}
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -89,49 +46,6 @@ class STFTFeatures(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "n_fft": self.n_fft, "hop": self.hop}
-
-
-@keras.saving.register_keras_serializable(package="kvae")
-class ISTFTHead(layers.Layer):
-    """Frames of features to audio: log-magnitude and phase per bin, then the inverse STFT (Vocos's head).
-
-    Args:
-        n_fft: int. FFT size.
-        hop: int. Hop in samples.
-        length: int. Samples of the output.
-        initial_log_magnitude: float. Initial log-magnitude of every bin (a
-            quiet start, not full-scale noise). Defaults to -5.0.
-        max_log_magnitude: float. Log-magnitudes are clipped here. Defaults to 4.6 (x100).
-    """
-
-    def __init__(self, n_fft, hop, length, initial_log_magnitude=-5.0, max_log_magnitude=4.6, **kwargs):
-        super().__init__(**kwargs)
-        self.n_fft = int(n_fft)
-        self.hop = int(hop)
-        self.length = int(length)
-        self.initial_log_magnitude = float(initial_log_magnitude)
-        self.max_log_magnitude = float(max_log_magnitude)
-        bins = self.n_fft // 2 + 1
-        self.log_magnitude = layers.Dense(bins, name="log_magnitude",
-                                          bias_initializer=keras.initializers.Constant(self.initial_log_magnitude))
-        self.phase = layers.Dense(bins, name="phase")
-
-    def build(self, input_shape):
-        self.log_magnitude.build(input_shape)
-        self.phase.build(input_shape)
-        self.built = True
-
-    def call(self, h):
-        mag = ops.exp(ops.minimum(self.log_magnitude(h), self.max_log_magnitude))
-        phase = self.phase(h)
-        return dsp.istft(mag * ops.cos(phase), mag * ops.sin(phase), self.n_fft, self.hop, self.length)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.length)
-
-    def get_config(self):
-        return {**super().get_config(), "n_fft": self.n_fft, "hop": self.hop, "length": self.length,
-                "initial_log_magnitude": self.initial_log_magnitude, "max_log_magnitude": self.max_log_magnitude}
 
 
 @keras.saving.register_keras_serializable(package="kvae")
