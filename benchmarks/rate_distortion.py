@@ -99,11 +99,16 @@ def plot(rows, path):
     for name in ("ref: white noise", "ladder: noise 30 dB SNR"):
         if name in rows and rows[name].get("paired_c2st") is not None:
             axes[0].axhline(rows[name]["paired_c2st"], color="grey", lw=0.8, ls=":")
-            axes[0].annotate(name, (axes[0].get_xlim()[0], rows[name]["paired_c2st"]), fontsize=7, color="grey")
+            axes[0].annotate(name, (1.0, rows[name]["paired_c2st"]), xycoords=("axes fraction", "data"), ha="right",
+                             va="bottom", fontsize=7, color="grey")
     axes[0].set_ylabel("paired C2ST (0.5 = indistinguishable)")
     axes[1].set_ylabel("log-spectral distance, dB")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     for ax in axes:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("kbit/s")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
