@@ -133,11 +133,13 @@ def model_summary(model):
     out = {"params": int(model.count_params()), "window": int(model.window),
            "latent_shape": list(model.latent_shape)}
     for attr in ("hidden_layers", "hidden_units", "channels", "strides", "tokens", "frame_size", "num_heads",
-                 "num_layers", "n_mels", "griffin_lim_iters", "latent_dim", "stft_weight", "capacity", "ratios",
+                 "num_layers", "n_mels", "griffin_lim_iters", "latent_dim", "capacity", "ratios",
                  "n_bands", "compression"):
         value = getattr(model, attr, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[attr] = value
+    if getattr(model, "loss_weights", {}).get("stft"):
+        out["stft_weight"] = model.loss_weights["stft"]
         elif isinstance(value, (list, tuple)):
             out[attr] = [int(v) for v in value]
     if getattr(model, "stft_loss", None) is not None:
@@ -457,13 +459,13 @@ def main(argv=None):
                                       "num_heads", "num_layers", "n_mels", "griffin_lim_iters", "capacity",
                                       "ratios", "n_bands", "compression") if k in info}
         if info.get("stft_weight"):
-            extra["stft_weight"] = f"{info['stft_weight']:g}"
-        rows.append([CLASS_NAMES[v], source, f"{cfg['data']['rate']} Hz", f"{defaults[v]:g} s", f"{info['params']:,}",
+            extra["loss_weights.stft"] = f"{info['stft_weight']:g}"
+        rows.append([CLASS_NAMES[v], source, f"{cfg['data']['sample_rate']} Hz", f"{defaults[v]:g} s", f"{info['params']:,}",
                      "x".join(str(d) for d in info["latent_shape"]),
                      ", ".join(f"{k}={val}" for k, val in extra.items()).replace(" ", "") or "-"])
         del model
-    say("", f"variants at their default config, built at {RATE} Hz (a config's data.rate is overridden) and its",
-        "default window (data.window_seconds; the VAE default 1 s without a config); stft_weight > 0 adds the",
+    say("", f"variants at their default config, built at {RATE} Hz (a config's data.sample_rate is overridden) and",
+        "its default window (data.window_seconds; the VAE default 1 s without a config); loss_weights.stft > 0 adds the",
         "multi-resolution STFT loss to every training step:", *table(
             ["variant", "config", "rate", "window", "params", "latent", "notes"], rows,
             align=["l", "l", "r", "r", "r", "r", "l"]))

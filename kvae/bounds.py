@@ -25,6 +25,7 @@ BOUNDS = {
     "data.val_windows_per_recording": (1, 100000, True, "", False),
     "data.workers": (0, 64, True, "", False),
     "model.beta": (0.0, 1e6, False, "", False),
+    "model.loss_weights": (0.0, 1e6, False, "", False),
     "model.bitrate_target": (0.0, 1e12, False, " bit/s", False),
     "model.bitrate_gain": (0.0, 1.0, False, "", True),
     "train.epochs": (1, 10 ** 7, True, "", False),

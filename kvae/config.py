@@ -2,14 +2,16 @@
 
 A config has three sections, `data`, `model` and `train`, plus a `name`.
 `model.type` picks the variant; the other `model` keys are that class's
-constructor arguments, so they are checked against its signature, except the
-`model.adversarial` table, whose keys the adversarial stage owns
+constructor arguments, so they are checked against its signature; two of
+them are tables with keys of their own: `model.loss_weights`, keyed by the
+logged names of the loss terms (`kvae.models.elbo.LOSS_WEIGHTS`), and
+`model.adversarial`, whose keys the adversarial stage owns
 (`kvae.models.adversarial.AdversarialStage`). An unknown key or a value of the
 wrong type is a one-line `KvaeError` naming the key. kvae 0.1's flat
 adversarial keys (`adversarial_after`, `disc_capacity`, ...) are read into
 the table, and its renamed keys (`data.rate`, `model.rate_target`,
-`model.rate_gain`: `RENAMED`) under their new names, each with a one-line
-`FutureWarning` saying so.
+`model.stft_weight`, ...: `RENAMED`) under their new names, each with a
+one-line `FutureWarning` saying so.
 
 Files may set `base = "other.toml"` (relative to the file) to start from
 another config and change a few keys, as RAVE's configs compose. A bare name
@@ -29,7 +31,7 @@ from pathlib import Path
 from kvae import bounds
 from kvae._deprecated import renamed
 from kvae.errors import KvaeError
-from kvae.models.elbo import KL_SCHEDULES, KLWeight
+from kvae.models.elbo import KL_SCHEDULES, KLWeight, loss_weights
 from kvae.presets import find_preset, preset_names
 
 DEFAULTS = {
@@ -75,8 +77,12 @@ DEFAULTS = {
 }
 SECTIONS = ("data", "model", "train")
 RENAMED = {("data", "rate"): "sample_rate", ("model", "rate_target"): "bitrate_target",
-           ("model", "rate_gain"): "bitrate_gain"}
-"""kvae 0.1's config keys renamed in 0.2, `(section, old key)`: new key. Read as the new key, one warning line each."""
+           ("model", "rate_gain"): "bitrate_gain", ("model", "reconstruction_weight"): "loss_weights.reconstruction",
+           ("model", "stft_weight"): "loss_weights.stft", ("model", "mel_weight"): "loss_weights.mel"}
+"""kvae 0.1's config keys renamed in 0.2, `(section, old key)`: new key (`table.key` for a key of a table of
+the section). Read as the new key, one warning line each."""
+TABLES = ("adversarial", "loss_weights")
+"""The model's settings that are tables (`--set model.<table>.<key>=...`)."""
 CHOICES = {
     ("data", "normalize"): ("none", "peak", "rms"),
     ("data", "frontend"): ("pydataset", "tf"),
@@ -149,10 +155,12 @@ def upgrade(config, where=""):
         table = out.get(section)
         if not isinstance(table, dict) or old not in table:
             continue
-        if new in table:
+        inner, _, key = new.rpartition(".")
+        target = table.setdefault(inner, {}) if inner else table
+        if not isinstance(target, dict) or key in target:
             raise KvaeError(f"{section}.{old} and {section}.{new}: one setting given twice ({old} is its kvae 0.1 "
                             f"name); keep {section}.{new}")
-        table[new] = table.pop(old)
+        target[key] = table.pop(old)
         renamed(f"{section}.{old}", f"{section}.{new}", where, stacklevel=4)
     return out
 
@@ -282,6 +290,10 @@ def validate(config):
     for key, value in model.items():
         if key == "type" or key == "adversarial":
             continue
+        if key == "loss_weights":  # its own table, keyed by the logged names (kvae.models.elbo.LOSS_WEIGHTS)
+            checked = loss_weights(value)
+            model[key] = {name: checked[name] for name in value}
+            continue
         if key in ("sample_rate", "window_seconds"):
             raise KvaeError(f"model.{key}: set data.{key} instead")
         if key not in defaults:
@@ -336,8 +348,8 @@ def parse_set(items, sections=SECTIONS):
         if parts[0] == "name" and len(parts) == 1:
             out["name"] = str(value)
             continue
-        if parts[:2] == ["model", "adversarial"] and len(parts) == 3:  # the adversarial stage's table
-            out.setdefault("model", {}).setdefault("adversarial", {})[parts[2]] = value
+        if parts[0] == "model" and len(parts) == 3 and parts[1] in TABLES:  # a key of one of the model's tables
+            out.setdefault("model", {}).setdefault(parts[1], {})[parts[2]] = value
             continue
         if len(parts) != 2 or parts[0] not in sections:
             if tuple(sections) == SECTIONS:

@@ -74,7 +74,7 @@ def child_fit(args):
                            "gallery": False, "verbose": 0, "precision": args.precision},
                  "data": {"val_windows_per_recording": 1, "workers": args.workers}}
     if args.no_stft:
-        overrides["model"] = {"stft_weight": 0.0}
+        overrides["model"] = {"loss_weights": {"stft": 0.0}}
         overrides["train"].update(kl_schedule="constant")
     cfg = load_config(args.config, overrides)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as run:

@@ -61,7 +61,7 @@ def check_fit_step(model, x, val, batch_size=8):
     for key in ("loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl"):
         assert np.isfinite(logs[key]), key
     beta = float(_np(model.beta))
-    expected = logs["val_reconstruction"] + beta * logs["val_kl"] + model.stft_weight * logs.get("val_stft", 0.0)
+    expected = logs["val_reconstruction"] + beta * logs["val_kl"] + model.loss_weights["stft"] * logs.get("val_stft", 0.0)
     # equal up to the running-mean bookkeeping
     assert logs["val_loss"] == pytest.approx(expected, rel=1e-4, abs=1e-3)
     return logs

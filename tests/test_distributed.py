@@ -289,7 +289,7 @@ def test_no_host_read_from_a_batch_start_to_the_end_of_its_training_step(embedde
         return result
 
     monkeypatch.setattr(VAE, "make_train_function", make_train_function)
-    config = dict(EQUIVALENCE, model=dict(EQUIVALENCE["model"], stft_weight=10.0, free_bits=0.01),
+    config = dict(EQUIVALENCE, model=dict(EQUIVALENCE["model"], loss_weights={"stft": 10.0}, free_bits=0.01),
                   train=dict(EQUIVALENCE["train"], epochs=1, steps_per_epoch=4, kl_schedule="log", kl_start=1e-4,
                              # The fused Adam (kvae.training.fast_adam) runs only where the weights are CPU
                              # tensors and reads the step count there (free: no device); on a GPU it leaves
@@ -321,7 +321,7 @@ def test_jax_data_parallel_over_two_host_devices_trains_as_one_device(embedded, 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_computes_in_half_and_keeps_the_loss_in_float32(embedded, tmp_path, precision):
-    config = dict(EQUIVALENCE, model=dict(EQUIVALENCE["model"], stft_weight=10.0),
+    config = dict(EQUIVALENCE, model=dict(EQUIVALENCE["model"], loss_weights={"stft": 10.0}),
                   train=dict(EQUIVALENCE["train"], epochs=1, precision=precision))
     model, history = kvae.fit(config, run=tmp_path / "run", verbose=False)
     half = precision.split("_")[1]

@@ -97,7 +97,7 @@ def test_beta_is_a_saved_non_trainable_variable(tmp_path):
 
 
 def test_stft_loss_term_is_logged():
-    model = make("fc", stft_weight=1.0)
+    model = make("fc", loss_weights={"stft": 1.0})
     model.compile(optimizer="adam")
     history = model.fit(tones(), batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["stft"][-1]) and history.history["stft"][-1] > 0
@@ -131,7 +131,7 @@ def test_the_rate_controller_moves_beta_toward_the_target_rate():
 
 
 def test_a_rate_target_steers_beta_and_is_saved(tmp_path):
-    model = make("fc", bitrate_target=1e9, bitrate_gain=0.05, mel_weight=1.0)
+    model = make("fc", bitrate_target=1e9, bitrate_gain=0.05, loss_weights={"mel": 1.0})
     model.compile(optimizer="adam")
     from kvae.training.callbacks import InformationRate
 
@@ -142,7 +142,7 @@ def test_a_rate_target_steers_beta_and_is_saved(tmp_path):
     assert np.isfinite(history.history["mel"][-1]) and history.history["mel"][-1] > 0
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert (loaded.bitrate_target, loaded.bitrate_gain, loaded.mel_weight) == (1e9, 0.05, 1.0)
+    assert (loaded.bitrate_target, loaded.bitrate_gain, loaded.loss_weights["mel"]) == (1e9, 0.05, 1.0)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -150,7 +150,8 @@ def test_a_rate_target_steers_beta_and_is_saved(tmp_path):
     ({"bitrate_gain": 0.0}, "model.bitrate_gain: must be above 0 to 1"),
     ({"bitrate_gain": 1.5}, "model.bitrate_gain: must be above 0 to 1"),
     ({"beta": -0.5}, "model.beta: must be from 0"),
-    ({"mel_weight": -2.0}, "mel_weight: must be >= 0"),
+    ({"loss_weights": {"mel": -2.0}}, "model.loss_weights.mel: must be from 0"),
+    ({"loss_weights": {"kl": 1.0}}, "model.loss_weights.kl: unknown loss term"),
 ])
 def test_bad_kl_weight_rate_and_mel_settings_are_refused(kwargs, message):
     with pytest.raises(KvaeError, match=message):

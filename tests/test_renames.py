@@ -25,6 +25,11 @@ def test_an_old_config_key_is_read_as_its_new_name_with_one_warning():
     assert cfg["model"]["bitrate_target"] == 900.0
     with pytest.warns(FutureWarning):  # a keyword of kvae.fit(**overrides) too
         assert load_config(None, {"data": {"rate": 4000}})["data"]["sample_rate"] == 4000
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config("fc", {"model": {"stft_weight": 5.0, "mel_weight": 1.0}})  # over the preset's table
+    assert [str(w.message).split(" in kvae")[0] for w in caught] == [
+        "model.stft_weight: renamed model.loss_weights.stft", "model.mel_weight: renamed model.loss_weights.mel"]
+    assert cfg["model"]["loss_weights"] == {"stft": 5.0, "mel": 1.0}
     with pytest.raises(KvaeError, match="data.rate and data.sample_rate: one setting given twice"):
         load_config({"data": {"rate": 8000, "sample_rate": 8000}})
 
@@ -56,12 +61,17 @@ def test_the_old_rate_flag_trains_with_one_warning_line(embedded, tmp_path, caps
 
 
 def test_an_old_model_file_loads_with_its_rate_controller_under_the_new_names():
-    with pytest.warns(FutureWarning, match=r"rate_target, rate_gain: renamed bitrate_target, bitrate_gain"):
+    with pytest.warns(FutureWarning, match=r"^model: rate_target, rate_gain, reconstruction_weight, stft_weight, "
+                      r"mel_weight: renamed bitrate_target, bitrate_gain, loss_weights.reconstruction, "
+                      r"loss_weights.stft, loss_weights.mel in kvae 0.2") as caught:
         model = kvae.load(OLD / "fc_rate_target_0.1.0.keras", compile=False)
+    assert len(caught) == 1  # one line for every old name the file holds
     assert (model.bitrate_target, model.bitrate_gain) == (500.0, 0.05)
+    assert model.loss_weights == {"reconstruction": 1.0, "stft": 0.0, "mel": 0.0}
     saved = np.load(OLD / "fc_rate_target_0.1.0.npz")
     np.testing.assert_allclose(model.reconstruct(saved["x"]), saved["reconstruction"], atol=1e-6)
     assert "rate_target" not in model.get_config() and model.get_config()["bitrate_target"] == 500.0
+    assert "stft_weight" not in model.get_config() and model.get_config()["loss_weights"]["reconstruction"] == 1.0
 
 
 def test_prepare_and_the_corpus_take_the_old_rate_name_too(embedded):

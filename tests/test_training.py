@@ -583,7 +583,7 @@ def test_divergence_guard_trips_on_a_sustained_blow_up_only():
 
 
 def test_a_resumed_run_judges_a_blow_up_against_the_best_of_the_whole_run(embedded, tmp_path):
-    config = load_config(TINY, {"model": {"stft_weight": 1.0}, "train": {"epochs": 8, "steps_per_epoch": 1}})
+    config = load_config(TINY, {"model": {"loss_weights": {"stft": 1.0}}, "train": {"epochs": 8, "steps_per_epoch": 1}})
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         kvae.fit(config, run=run, callbacks=[StopAfter(1)], verbose=False)
@@ -631,14 +631,14 @@ class _BlowUp(keras.callbacks.Callback):
 
 
 def test_a_blown_up_run_stops_with_one_line_and_keeps_its_history(embedded, tmp_path):
-    config = load_config(TINY, {"model": {"stft_weight": 1.0}, "train": {"epochs": 8, "steps_per_epoch": 1}})
+    config = load_config(TINY, {"model": {"loss_weights": {"stft": 1.0}}, "train": {"epochs": 8, "steps_per_epoch": 1}})
     run = tmp_path / "run"
     blown_up = r"training diverged at epoch 4: val_stft .* for 3 epochs; lower train.learning_rate"
     with pytest.raises(KvaeError, match=blown_up):
         kvae.fit(config, run=run, callbacks=[_BlowUp(2)], verbose=False)
     assert [int(r["epoch"]) for r in rows(run / "history.csv")] == [0, 1, 2, 3, 4]  # stopped after epoch 4
     assert not (run / "backup").exists() and not (run / "model.keras").exists()
-    off = load_config(TINY, {"model": {"stft_weight": 1.0},
+    off = load_config(TINY, {"model": {"loss_weights": {"stft": 1.0}},
                              "train": {"epochs": 6, "steps_per_epoch": 1, "divergence_factor": 0}})
     kvae.fit(off, run=tmp_path / "off", callbacks=[_BlowUp(2)], verbose=False)  # the check turned off
     assert (tmp_path / "off" / "model.keras").is_file()

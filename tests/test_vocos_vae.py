@@ -35,14 +35,14 @@ def test_model_checks(tmp_path):
 def test_an_uncompiled_model_gives_its_loss_in_a_plain_loop():
     # a custom loop (benchmarks/train_benchmark.py's plain PyTorch row) calls compute_loss without compile:
     # the rate controller and the warm-up need an optimizer step, so the saved beta is used
-    model = VocosVAE(**{**TINY, "reconstruction_weight": 0.0, "mel_weight": 1.0, "bitrate_target": 500.0})
+    model = VocosVAE(**{**TINY, "loss_weights": {"reconstruction": 0.0, "mel": 1.0}, "bitrate_target": 500.0})
     x = keras.ops.convert_to_tensor(tones(4))
     loss = model.compute_loss(x=x, y_pred=model(x, training=True), training=True)
     assert np.isfinite(float(keras.ops.convert_to_numpy(loss)))
 
 
 def test_a_fresh_decoder_is_quiet_not_full_scale_noise():
-    model = VocosVAE(**{**TINY, "stft_weight": 1.0})
+    model = VocosVAE(**{**TINY, "loss_weights": {"stft": 1.0}})
     audio_out = model.sample(4, seed=0)
     rms = float(np.sqrt(np.mean(np.square(audio_out))))
     assert 0 < rms < 0.05, rms
@@ -153,7 +153,7 @@ def test_a_kvae_0_1_vocos_file_loads_and_its_blocks_are_shared_by_every_decoder(
     assert [keras.saving.get_registered_name(c) for c in (blocks.ConvNeXtBlock, blocks.ISTFTHead)] == [
         "kvae>ConvNeXtBlock", "kvae>ISTFTHead"]  # the names saved models hold
     data = Path(__file__).parent / "data"  # vocos_0.1.0.keras: saved by kvae 0.1.0, blocks in vocos_vae.py
-    with pytest.warns(FutureWarning, match="rate_target, rate_gain: renamed"):  # its 0.1 keys, read
+    with pytest.warns(FutureWarning, match="rate_target, rate_gain, reconstruction_weight"):  # its 0.1 keys, read
         model = kvae.load(data / "vocos_0.1.0.keras", compile=False)
     saved = np.load(data / "vocos_0.1.0.npz")
     np.testing.assert_allclose(model.reconstruct(saved["x"]), saved["reconstruction"], atol=1e-6)

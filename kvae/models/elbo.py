@@ -15,8 +15,33 @@ from kvae.errors import KvaeError
 from kvae.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, scaled_fft_sizes
 
 DECODER_VARIANCES = ("fixed", "scalar", "diagonal", "optimal")
+LOSS_WEIGHTS = {"reconstruction": 1.0, "stft": 0.0, "mel": 0.0}
+"""The default weights of a VAE's loss terms, keyed by the names the terms are logged under (as DAC's
+`lambdas`): the likelihood (`reconstruction`), the multi-resolution STFT loss (`stft`) and DAC's multi-scale
+mel loss (`mel`); 0 turns a spectral term off. The KL's weight is `KLWeight`'s."""
+RENAMED_WEIGHTS = {"reconstruction_weight": "reconstruction", "stft_weight": "stft", "mel_weight": "mel"}
+"""kvae 0.1's model arguments for the weights, and their keys in the table."""
 REDUCTIONS = ("sum", "mean")
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+def loss_weights(table=None):
+    """The full, checked table of loss weights: `LOSS_WEIGHTS` updated by `table` (a dict or None).
+
+    Raises:
+        KvaeError: not a table, an unknown term, or a weight outside its row of `kvae.bounds` (0 to 10^6).
+    """
+    out = dict(LOSS_WEIGHTS)
+    if table is None:
+        return out
+    if not isinstance(table, dict):
+        raise KvaeError(f"model.loss_weights: expected a table such as {{ stft = 1.0 }}, got {table!r}")
+    for name, value in table.items():
+        if name not in LOSS_WEIGHTS:
+            raise KvaeError(f"model.loss_weights.{name}: unknown loss term (known: {', '.join(LOSS_WEIGHTS)}; "
+                            "the KL's weight is model.beta)")
+        out[name] = float(bounds.check("model.loss_weights", value, f"model.loss_weights.{name}"))
+    return out
 
 
 def gaussian_nll(target, decoded, decoder_variance, log_sigma=None, reduction="sum"):
@@ -191,22 +216,22 @@ class KLWeight:
 
 
 class SpectralTerms:
-    """The losses a VAE adds on its audio, each weighted and logged: the multi-resolution STFT loss (`stft`) and
-    DAC's multi-scale mel loss (`mel`). False when both weights are 0.
+    """The losses a VAE adds on its audio, each weighted (`VAE.loss_weights`) and logged: the multi-resolution
+    STFT loss (`stft`) and DAC's multi-scale mel loss (`mel`). False when both weights are 0.
 
     Their metrics are set on the model as `loss_tracker_<name>`, where Keras tracks them (as the adversarial
     stage does); `model.stft_loss` is the STFT loss or None.
     """
 
-    def __init__(self, model, stft_weight, stft_fft_sizes, mel_weight):
+    def __init__(self, model, weights, stft_fft_sizes):
         self.terms = []
         model.stft_loss = None
-        if stft_weight:
+        if weights["stft"]:
             sizes = stft_fft_sizes or scaled_fft_sizes(model.sample_rate)
             model.stft_loss = MultiResolutionSTFTLoss(fft_sizes=[s for s in sizes if s <= model.window] or [min(sizes)])
-            self.terms.append(("stft", float(stft_weight), model.stft_loss))
-        if mel_weight:
-            self.terms.append(("mel", float(mel_weight), MultiScaleMelLoss.for_sample_rate(model.sample_rate,
+            self.terms.append(("stft", weights["stft"], model.stft_loss))
+        if weights["mel"]:
+            self.terms.append(("mel", weights["mel"], MultiScaleMelLoss.for_sample_rate(model.sample_rate,
                                                                                             model.window)))
         for name, _, _ in self.terms:
             setattr(model, f"loss_tracker_{name}", keras.metrics.Mean(name=name))

@@ -75,7 +75,7 @@ class MagnitudeVAE(VAE):
     waveforms `(n, window)` and are deterministic. The latent rate is
     `sample_rate / (hop * downsample)` frames of `latent_dim` per second.
 
-    Losses on audio (`stft_weight`, `mel_weight`) are refused: they would run
+    Losses on audio (`loss_weights` `stft`, `mel`) are refused: they would run
     Griffin-Lim inside every training step.
 
     Args:
@@ -100,12 +100,11 @@ class MagnitudeVAE(VAE):
     ```
     """
 
+    refused_losses = dict.fromkeys(("stft", "mel"), "has no loss on audio (it would run Griffin-Lim in every "
+                                   "training step); its likelihood is already on the log-magnitude")
+
     def __init__(self, n_fft=256, hop=32, log_floor=1e-3, width=128, encoder_blocks=3, decoder_blocks=6,
                  downsample=2, kernel_size=7, griffin_lim_iters=64, griffin_lim_momentum=0.99, **kwargs):
-        for name in ("stft_weight", "mel_weight"):
-            if float(kwargs.get(name) or 0.0) > 0:
-                raise KvaeError(f"{name}: MagnitudeVAE has no loss on audio (it would run Griffin-Lim in every "
-                                "training step); its likelihood is already on the log-magnitude. Set it to 0")
         kwargs.setdefault("init_log_sigma", 0.0)  # the target is in nats of log-magnitude, not in samples
         super().__init__(**kwargs)
         for name, value in (("n_fft", n_fft), ("hop", hop), ("width", width), ("downsample", downsample),

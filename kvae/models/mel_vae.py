@@ -119,8 +119,8 @@ class MelVAE(VAE):
     initial error would otherwise blow up the first steps). The encoder sees
     the log-mel times 0.1 and the decoder's last convolution is scaled by 10,
     so the networks work near unit scale and the decoder reaches the data's
-    level (around -5 nats for quiet music) in few steps. `stft_weight > 0` is
-    refused: that loss would run Griffin-Lim inside every training step.
+    level (around -5 nats for quiet music) in few steps. `loss_weights.stft >
+    0` is refused: that loss would run Griffin-Lim inside every training step.
 
     Args:
         n_fft: int or None. FFT size. None picks the next power of two of
@@ -158,14 +158,12 @@ class MelVAE(VAE):
     ```
     """
 
+    refused_losses = {"stft": "does not support the STFT loss (it would run Griffin-Lim in every training step); "
+                              "its reconstruction loss is already spectral (log-mel)"}
+
     def __init__(self, n_fft=None, hop_length=None, n_mels=64, fmin=0.0, fmax=None, log_floor=1e-5,
                  channels=(32, 64, 128), kernel_size=3, activation="gelu", griffin_lim_iters=32,
                  griffin_lim_momentum=0.99, **kwargs):
-        if float(kwargs.get("stft_weight") or 0.0) > 0:
-            raise KvaeError(
-                "stft_weight: MelVAE does not support the STFT loss (it would run Griffin-Lim in every "
-                "training step); its reconstruction loss is already spectral (log-mel). Set it to 0"
-            )
         kwargs.setdefault("init_log_sigma", 0.0)
         super().__init__(**kwargs)
         channels = [int(c) for c in channels]

@@ -10,9 +10,14 @@ from kvae._keras_private import OptimizerStepInLoss
 from kvae.errors import KvaeError
 from kvae.models import torch_step
 from kvae.models.adversarial import AdversarialStage, check_backend, from_legacy
-from kvae.models.elbo import DECODER_VARIANCES, REDUCTIONS, KLWeight, SpectralTerms, gaussian_nll, kl_divergence
+from kvae.models import elbo
+from kvae.models.elbo import (DECODER_VARIANCES, REDUCTIONS, RENAMED_WEIGHTS, KLWeight, SpectralTerms, gaussian_nll,
+                              kl_divergence)
 from kvae.models.noise import TorchNoise
 from kvae.models.sampling import Sampling
+
+
+_RENAMED = {"rate_target": "bitrate_target", "rate_gain": "bitrate_gain"}  # kvae 0.1's names of VAE arguments
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -42,19 +47,20 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
             `"diagonal"` or `"optimal"` (sigma-VAE). Defaults to `"scalar"`.
         reduction: str. `"sum"` over samples or `"mean"` (the paper's MSE,
             kept to reproduce its silent decoder). Defaults to `"sum"`.
-        reconstruction_weight: float. Weight of the reconstruction term.
-            Defaults to 1.0.
+        loss_weights: dict or None. The weights of the loss terms, keyed by
+            the names they are logged under (`kvae.models.elbo.LOSS_WEIGHTS`):
+            `reconstruction` (the likelihood, 1.0), `stft` (a multi-resolution
+            STFT loss on the audio, 0.0: off) and `mel` (DAC's multi-scale mel
+            loss, `kvae.losses.MultiScaleMelLoss`, 0.0: off); the terms not
+            given keep their defaults. kvae 0.1's `reconstruction_weight`,
+            `stft_weight` and `mel_weight` are read into it.
         beta: float. Weight of the KL term, at least 0 (the warm-up's
             target). The weight of each training step is kept in the
             non-trainable variable `beta`, saved and resumed. Defaults to 1.0.
         free_bits: float. Per-latent-dimension KL floor in nats (batch
             averaged). Defaults to 0.0 (off).
-        stft_weight: float. Weight of a multi-resolution STFT loss on the
-            audio, added to the likelihood. Defaults to 0.0 (off).
-        stft_fft_sizes: list of int or None. Its FFT sizes; None scales
-            RAVE's sizes to the sample rate.
-        mel_weight: float. Weight of DAC's multi-scale mel loss on the audio
-            (`kvae.losses.MultiScaleMelLoss`). Defaults to 0.0 (off).
+        stft_fft_sizes: list of int or None. The STFT loss's FFT sizes; None
+            scales RAVE's sizes to the sample rate.
         bitrate_target: float. Bits per second a controller steers the KL
             weight to while training, after any warm-up
             (`kvae.models.elbo.rate_controlled_beta`). Defaults to 0.0 (off).
@@ -72,16 +78,22 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
             read into it.
     """
 
+    refused_losses = {}
+    """Loss terms a variant cannot train with, and why: `{name: reason}` (a weight > 0 is refused)."""
+
     def __init__(self, sample_rate=bounds.DEFAULT_RATE, window_seconds=1.0, latent_dim=64, decoder_variance="scalar",
-                 reduction="sum", reconstruction_weight=1.0, beta=1.0, free_bits=0.0, stft_weight=0.0,
-                 stft_fft_sizes=None, init_log_sigma=-2.0, seed=None, latent_gmm=None, adversarial=None,
-                 mel_weight=0.0, bitrate_target=0.0, bitrate_gain=0.02, **kwargs):
+                 reduction="sum", loss_weights=None, beta=1.0, free_bits=0.0, stft_fft_sizes=None,
+                 init_log_sigma=-2.0, seed=None, latent_gmm=None, adversarial=None, bitrate_target=0.0,
+                 bitrate_gain=0.02, **kwargs):
         legacy = from_legacy(kwargs)  # a model saved by kvae 0.1, or built with its keywords
-        old = [key for key in ("rate_target", "rate_gain") if key in kwargs]  # kvae 0.1's names, in its saved configs
+        old = [key for key in (*_RENAMED, *RENAMED_WEIGHTS) if key in kwargs]  # kvae 0.1's names, as it saved them
         if old:
-            renamed(", ".join(old), ", ".join(f"bit{key}" for key in old), "model")
+            renamed(", ".join(old), ", ".join(_RENAMED.get(key) or f"loss_weights.{RENAMED_WEIGHTS[key]}"
+                                              for key in old), "model")
             bitrate_target = kwargs.pop("rate_target", bitrate_target)
             bitrate_gain = kwargs.pop("rate_gain", bitrate_gain)
+            loss_weights = {**{RENAMED_WEIGHTS[key]: kwargs.pop(key) for key in old if key in RENAMED_WEIGHTS},
+                            **(loss_weights or {})}
         super().__init__(**kwargs)
         if decoder_variance not in DECODER_VARIANCES:
             raise KvaeError(f"decoder_variance: must be one of {', '.join(DECODER_VARIANCES)}, "
@@ -90,20 +102,19 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
             raise KvaeError(f"reduction: must be one of {', '.join(REDUCTIONS)}, got '{reduction}'")
         if int(latent_dim) <= 0:
             raise KvaeError(f"latent_dim: must be positive, got {latent_dim}")
-        self.sample_rate = bounds.check("data.sample_rate", sample_rate, "sample_rate")  # the config's bounds, one table
+        self.sample_rate = bounds.check("data.sample_rate", sample_rate, "sample_rate")  # the config's bounds
         self.window_seconds = float(bounds.check("data.window_seconds", window_seconds, "window_seconds"))
         self.window = bounds.check_window(self.sample_rate, self.window_seconds, "window_seconds")
         self.latent_dim = int(latent_dim)
         self.decoder_variance = decoder_variance
         self.reduction = reduction
-        self.reconstruction_weight = float(reconstruction_weight)
+        self.loss_weights = elbo.loss_weights(loss_weights)
+        for name, why in self.refused_losses.items():
+            if self.loss_weights[name] > 0:
+                raise KvaeError(f"model.loss_weights.{name}: {type(self).__name__} {why}; set it to 0")
         self.kl_weight = KLWeight(beta=beta, bitrate_target=bitrate_target, bitrate_gain=bitrate_gain)
         self.free_bits = float(free_bits)
-        self.stft_weight = float(stft_weight)
         self.stft_fft_sizes = list(stft_fft_sizes) if stft_fft_sizes else None
-        self.mel_weight = float(mel_weight)
-        if not self.mel_weight >= 0:
-            raise KvaeError(f"mel_weight: must be >= 0, got {mel_weight}")
         self.init_log_sigma = float(init_log_sigma)
         self.seed = seed
         self.adversarial = AdversarialStage.from_config(legacy if adversarial is None else adversarial)
@@ -117,7 +128,7 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
                                     trainable=False, name="beta")  # the KL weight of the last training step
         self.loss_tracker_reconstruction = keras.metrics.Mean(name="reconstruction")
         self.loss_tracker_kl = keras.metrics.Mean(name="kl")
-        self.spectral = SpectralTerms(self, self.stft_weight, self.stft_fft_sizes, self.mel_weight)
+        self.spectral = SpectralTerms(self, self.loss_weights, self.stft_fft_sizes)
 
     # -- to be provided by variants -------------------------------------------------
 
@@ -210,8 +221,8 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
 
     def _reconstruction_nll(self, target, decoded):
         """Per-example reconstruction term, shape `(batch,)` (`kvae.models.elbo.gaussian_nll`, weighted)."""
-        return self.reconstruction_weight * gaussian_nll(target, decoded, self.decoder_variance, self.log_sigma,
-                                                         self.reduction)
+        nll = gaussian_nll(target, decoded, self.decoder_variance, self.log_sigma, self.reduction)
+        return self.loss_weights["reconstruction"] * nll
 
     def _kl(self, z_mean, z_log_var):
         """KL(q(z|x) || N(0, I)), batch averaged, with the free-bits floor."""
@@ -259,9 +270,9 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
     def get_config(self):
         return {**super().get_config(), "sample_rate": self.sample_rate, "window_seconds": self.window_seconds,
                 "latent_dim": self.latent_dim, "decoder_variance": self.decoder_variance, "reduction": self.reduction,
-                "reconstruction_weight": self.reconstruction_weight, "beta": self.kl_weight.beta,
-                "free_bits": self.free_bits, "stft_weight": self.stft_weight, "stft_fft_sizes": self.stft_fft_sizes,
-                "mel_weight": self.mel_weight, "bitrate_target": self.kl_weight.bitrate_target,
+                "loss_weights": dict(self.loss_weights), "beta": self.kl_weight.beta,
+                "free_bits": self.free_bits, "stft_fft_sizes": self.stft_fft_sizes,
+                "bitrate_target": self.kl_weight.bitrate_target,
                 "bitrate_gain": self.kl_weight.bitrate_gain,
                 "init_log_sigma": self.init_log_sigma, "seed": self.seed,
                 "latent_gmm": None if self.latent_gmm is None else self.latent_gmm.get_config(),

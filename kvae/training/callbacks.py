@@ -200,7 +200,7 @@ class DivergenceGuard(keras.callbacks.Callback):
     and trains on, broken (a measured case, and how far healthy runs stray
     from their best: `docs/guides/reliability.md#divergence`). The likelihood
     can be negative, so the loss itself has no scale to compare with; the
-    MR-STFT term (`val_stft`, logged by every model with `stft_weight` > 0)
+    MR-STFT term (`val_stft`, logged by every model with `loss_weights.stft` > 0)
     does. When the term is over `factor`
     times its best for `patience` epochs in a row, training stops after the
     epoch and `kvae.fit` raises a one-line error. Models without the term are
