@@ -66,7 +66,8 @@ def test_bad_arguments_are_one_line_errors():
     for kwargs, word in ((dict(hop=0), "hop"), (dict(n_fft=16, hop=16), "n_fft, hop"), (dict(width=0), "width"),
                          (dict(n_fft=4096), "n_fft, hop"), (dict(log_floor=0.0), "log_floor"),
                          (dict(griffin_lim_momentum=1.0), "griffin_lim_momentum"),
-                         (dict(stft_weight=1.0), "stft_weight"), (dict(mel_weight=1.0), "mel_weight")):
+                         (dict(loss_weights={"stft": 1.0}), "loss_weights.stft"),
+                         (dict(loss_weights={"mel": 1.0}), "loss_weights.mel")):
         with pytest.raises(KvaeError, match=word) as info:
             MagnitudeVAE(**{**TINY, **kwargs})
         assert "\n" not in str(info.value)
