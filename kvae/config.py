@@ -60,15 +60,13 @@ DEFAULTS = {
                               # saved model (and every snapshot) holds the average
         "jit_compile": False,  # true: compile(jit_compile=True), torch.compile on torch; false: Keras's "auto"
         "seed": 0,
-        "kl_schedule": KLWeight.schedule,  # constant, linear, log (kvae.models.elbo.KLWeight)
-        "kl_warmup_steps": KLWeight.warmup_steps,
-        "kl_start": KLWeight.start,
+        # the KL weight's warm-up: constant, linear or log over kl_warmup_steps from kl_start (models.elbo.KLWeight)
+        "kl_schedule": KLWeight.schedule, "kl_warmup_steps": KLWeight.warmup_steps, "kl_start": KLWeight.start,
         "max_minutes": 0.0,  # 0: no time limit; else stop after the epoch that passes it
         "divergence_factor": 3.0,  # stop when val MR-STFT stays over this x its best for 3 epochs; 0: off
         "n_samples": 4,
         "gallery": True,  # write RUN/gallery/index.html at the end (kvae gallery)
-        "tensorboard": False,  # true: TensorBoard event files in RUN/tensorboard (kvae.training.tensorboard)
-        "tensorboard_every": 5,  # epochs between the reconstructions and samples written to TensorBoard
+        "tensorboard": False, "tensorboard_every": 5,  # true: events in RUN/tensorboard, audio every N epochs
         "verbose": "auto",
         "precision": "float32",  # or mixed_bfloat16, mixed_float16 (Keras dtype policies; the loss stays float32)
         "distribution": "none",  # data_parallel: jax's keras.distribution.DataParallel (torch: launch with torchrun)

@@ -37,7 +37,7 @@ from kvae.errors import KvaeError
 from kvae.paths import save_error, write_text
 from kvae.runs import RunFolder, read_history
 from kvae.training.loop import compile_model, fit_in_folder, save_model_atomic, seed_everything
-from kvae.training.prior_data import LatentCrops, encoded_latents
+from kvae.inference.prior_data import LatentCrops, encoded_latents
 
 PRIOR_SECTIONS = ("prior", "gmm", "train")
 PRIOR_DEFAULTS = {

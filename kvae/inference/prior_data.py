@@ -1,0 +1,157 @@
+"""The data of a latent prior: the run's recordings encoded to latent frames (cached), and training crops.
+
+`encoded_latents` encodes long contiguous stretches of the training
+recordings (whole recordings, up to `train.max_seconds` of audio in all,
+each recording's share taken at a seeded offset) into frame sequences with
+`kvae.inference.latents.LatentLayout`, plus every window's posterior mean
+(for the latent mixture), and keeps them in `RUN/prior/latents.npz` while
+the model file and the settings are unchanged. `LatentCrops` serves random
+crops of them for teacher forcing.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kvae.errors import KvaeError
+from kvae.paths import atomic_path
+
+_LATENTS_VERSION = 1
+
+
+def _stretches(corpus, split, seconds, seed):
+    """`(entry, start, length)` of contiguous stretches of a split, at most `seconds` of audio in all."""
+    entries = corpus.split(split)
+    if not entries:
+        return []
+    rng = np.random.default_rng([seed, 7])
+    cap = max(int(seconds * corpus.sample_rate / len(entries)), 1)
+    out = []
+    for entry in entries:
+        length = min(entry.frames, cap)
+        start = int(rng.integers(0, entry.frames - length + 1)) if entry.frames > length else 0
+        out.append((entry, start, length))
+    return out
+
+
+def encode_split(model, layout, corpus, split, seconds, seed=0, normalize="none"):
+    """Encode stretches of a split: `(sequences, window_latents)`, a frame array per stretch and every window."""
+    sequences, windows = [], []
+    for entry, start, length in _stretches(corpus, split, seconds, seed):
+        audio = corpus.array(entry)[start:start + length]
+        latents, frames = layout.encode(model, audio, normalize=normalize)
+        sequences.append(frames)
+        windows.append(latents)
+    return sequences, windows
+
+
+def _pack(sequences):
+    lengths = np.array([len(s) for s in sequences], np.int64)
+    flat = np.concatenate(sequences) if sequences else np.zeros((0, 1), np.float32)
+    return flat, lengths
+
+
+def _unpack(flat, lengths):
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=True):
+    """The run's training (and validation) frames, from `path` (a prior folder's `latents.npz`) when it
+    matches, else encoded and kept there.
+
+    Returns:
+        dict with `train` and `val` (lists of frame arrays) and `windows` (training window latents).
+    """
+    stat = Path(model_path).stat()
+    key = json.dumps({"version": _LATENTS_VERSION, "model": [stat.st_size, stat.st_mtime_ns],
+                      "data": data, "max_seconds": cfg["train"]["max_seconds"], "seed": cfg["train"]["seed"],
+                      "layout": [layout.frames_per_window, layout.hop_frames, layout.hop_samples]}, sort_keys=True)
+    path = Path(path)
+    if path.is_file():
+        try:
+            with np.load(path) as saved:
+                if str(saved["key"]) == key:
+                    return {"train": _unpack(saved["train"], saved["train_lengths"]),
+                            "val": _unpack(saved["val"], saved["val_lengths"]), "windows": saved["windows"]}
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or from other settings: encode again
+    start = time.perf_counter()
+    seconds = cfg["train"]["max_seconds"]
+    seed = cfg["train"]["seed"]
+    mode = data.get("normalize", "none")
+    train, windows = encode_split(model, layout, corpus, "train", seconds, seed, mode)
+    if not train:  # a folder without splits: everything is "train"
+        train, windows = encode_split(model, layout, corpus, "test", seconds, seed, mode)
+    val, _ = encode_split(model, layout, corpus, "test", seconds / 4, seed, mode) if corpus.split("train") else ([], [])
+    if not val:  # hold out the last tenth of each training sequence
+        cut = [max(1, len(s) - max(len(s) // 10, 1)) for s in train]
+        val = [s[c:] for s, c in zip(train, cut) if c < len(s)]
+        train = [s[:c] for s, c in zip(train, cut)]
+    windows = np.concatenate(windows)
+    flat_train, train_lengths = _pack(train)
+    flat_val, val_lengths = _pack(val)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, key=np.array(key), train=flat_train, train_lengths=train_lengths, val=flat_val,
+                 val_lengths=val_lengths, windows=windows)
+    if verbose:
+        frames = int(train_lengths.sum())
+        print(f"latents:    {len(train)} training sequences, {frames} frames ({frames / layout.frame_rate:.0f} s), "
+              f"{int(val_lengths.sum())} validation frames, {len(windows)} windows; "
+              f"encoded in {time.perf_counter() - start:.1f} s")
+    return {"train": train, "val": val, "windows": windows}
+
+
+# ----------------------------------------------------------------------------- training data
+
+
+class LatentCrops(keras.utils.PyDataset):
+    """Batches of `(inputs, targets)` crops of normalised frame sequences for teacher forcing.
+
+    Each sequence gets a zero start frame in front; a crop is `length + 1`
+    consecutive frames of it: the first `length` are the inputs, the last
+    `length` the targets. Random crops (training) are drawn from
+    `(seed, epoch, batch)`, sequences weighted by their number of crops;
+    fixed crops (validation) are evenly spaced.
+    """
+
+    def __init__(self, sequences, length, batch_size, batches=None, seed=0, random=True, **kwargs):
+        super().__init__(**kwargs)
+        self.length = int(length)
+        self.batch_size = int(batch_size)
+        self.sequences = [np.concatenate([np.zeros_like(s[:1]), s]) for s in sequences if len(s) >= self.length]
+        if not self.sequences:
+            raise KvaeError(f"prior: no latent sequence has the {self.length} frames a training crop needs")
+        self.random = bool(random)
+        self.seed = int(seed)
+        self.epoch = 0
+        room = np.array([len(s) - self.length for s in self.sequences])
+        if self.random:
+            self.weights = room / room.sum() if room.sum() else np.full(len(room), 1.0 / len(room))
+            self.batches = int(batches)
+        else:
+            per = max(1, math.ceil(64 / len(self.sequences)))
+            self.rows = [(i, int(r * (k + 0.5) / per)) for i, r in enumerate(room) for k in range(per)]
+            self.batches = math.ceil(len(self.rows) / self.batch_size)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return self.batches
+
+    def __getitem__(self, index):
+        if self.random:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            which = rng.choice(len(self.sequences), size=self.batch_size, p=self.weights)
+            rows = [(i, int(rng.integers(0, len(self.sequences[i]) - self.length))) for i in which]
+        else:
+            rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size]
+        crops = np.stack([self.sequences[i][s:s + self.length + 1] for i, s in rows])
+        return crops[:, :-1], crops[:, 1:]
+
+
