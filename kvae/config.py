@@ -1,17 +1,13 @@
 """Experiment configs: defaults in code, one TOML (or JSON) file per experiment, validated overrides.
 
-A config has three sections, `data`, `model` and `train`, plus a `name`.
-`model.type` picks the variant; the other `model` keys are that class's
-constructor arguments, so they are checked against its signature; two of
-them are tables with keys of their own: `model.loss_weights`, keyed by the
-logged names of the loss terms (`kvae.models.elbo.LOSS_WEIGHTS`), and
-`model.adversarial`, whose keys the adversarial stage owns
-(`kvae.models.adversarial.AdversarialStage`). An unknown key or a value of the
-wrong type is a one-line `KvaeError` naming the key. kvae 0.1's flat
-adversarial keys (`adversarial_after`, `disc_capacity`, ...) are read into
-the table, and its renamed keys (`data.rate`, `model.rate_target`,
-`model.stft_weight`, ...: `RENAMED`) under their new names, each with a
-one-line `FutureWarning` saying so.
+A config has three sections, `data`, `model` and `train`, plus a `name`. `model.type` picks the variant;
+the other `model` keys are that class's constructor arguments, checked against its signature; two of them
+are tables with keys of their own: `model.loss_weights`, keyed by the logged names of the loss terms
+(`kvae.models.elbo.LOSS_WEIGHTS`), and `model.adversarial`, whose keys the adversarial stage owns
+(`kvae.models.adversarial.AdversarialStage`). An unknown key or a value of the wrong type is a one-line
+`KvaeError` naming the key. kvae 0.1's flat adversarial keys (`adversarial_after`, `disc_capacity`, ...)
+are read into the table, and its renamed keys (`data.rate`, `model.rate_target`, `model.stft_weight`,
+...: `RENAMED`) under their new names, with one `FutureWarning` line per config saying so.
 
 Files may set `base = "other.toml"` (relative to the file) to start from
 another config and change a few keys, as RAVE's configs compose. A bare name
@@ -142,13 +138,14 @@ def read_config_file(path, seen=(), kind="config"):
 def upgrade(config, where=""):
     """A copy of a config (or of overrides) with kvae 0.1's renamed keys (`RENAMED`) under their new names.
 
-    Each old key read says so on one line (a `FutureWarning`); kvae 0.1's flat
-    adversarial keys are read by `validate`.
+    The old keys read say so on one line (a `FutureWarning` per config or overrides, naming every key);
+    kvae 0.1's flat adversarial keys are read by `validate`.
 
     Raises:
         KvaeError: a section gives a setting under both its old and its new name.
     """
     out = copy.deepcopy(config)
+    read = []
     for (section, old), new in RENAMED.items():
         table = out.get(section)
         if not isinstance(table, dict) or old not in table:
@@ -159,7 +156,9 @@ def upgrade(config, where=""):
             raise KvaeError(f"{section}.{old} and {section}.{new}: one setting given twice ({old} is its kvae 0.1 "
                             f"name); keep {section}.{new}")
         target[key] = table.pop(old)
-        renamed(f"{section}.{old}", f"{section}.{new}", where, stacklevel=4)
+        read.append((f"{section}.{old}", f"{section}.{new}"))
+    if read:  # one line for all of them
+        renamed(*(", ".join(names) for names in zip(*read)), where, stacklevel=4)
     return out
 
 

@@ -27,8 +27,8 @@ def test_an_old_config_key_is_read_as_its_new_name_with_one_warning():
         assert load_config(None, {"data": {"rate": 4000}})["data"]["sample_rate"] == 4000
     with pytest.warns(FutureWarning) as caught:
         cfg = load_config("fc", {"model": {"stft_weight": 5.0, "mel_weight": 1.0}})  # over the preset's table
-    assert [str(w.message).split(" in kvae")[0] for w in caught] == [
-        "model.stft_weight: renamed model.loss_weights.stft", "model.mel_weight: renamed model.loss_weights.mel"]
+    assert [str(w.message).split(" in kvae")[0] for w in caught] == [  # one line for all of them
+        "model.stft_weight, model.mel_weight: renamed model.loss_weights.stft, model.loss_weights.mel"]
     assert cfg["model"]["loss_weights"] == {"stft": 5.0, "mel": 1.0}
     with pytest.raises(KvaeError, match="data.rate and data.sample_rate: one setting given twice"):
         load_config({"data": {"rate": 8000, "sample_rate": 8000}})
@@ -43,10 +43,11 @@ def test_the_new_names_warn_nothing():
 
 def test_an_old_config_file_is_one_warning_line_on_the_command_line(tmp_path, capsys):
     old = tmp_path / "old.toml"
-    old.write_text('[data]\nrate = 1\n[model]\ntype = "fc"\n')  # kvae 0.1's key, and a bad value: read, then refused
+    old.write_text('[data]\nrate = 1\n[model]\ntype = "fc"\nstft_weight = 2.0\n')  # 0.1's keys; a bad value
     assert cli.main(["fit", "--config", str(old), "--run", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("kvae: warning: ") and "data.rate: renamed data.sample_rate" in err[0]
+    assert err[0].startswith("kvae: warning: ") and "data.rate, model.stft_weight: renamed data.sample_rate, " \
+        "model.loss_weights.stft" in err[0]
     assert err[1].startswith("kvae: error: data.sample_rate: must be from 1000") and len(err) == 2
 
 

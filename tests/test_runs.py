@@ -55,6 +55,18 @@ def test_the_resume_check_names_what_changed(tmp_path):
         run.check_resume({"data": {"path": "a"}, "train": {"epochs": 2, "learning_rate": 0.01}})
 
 
+def test_a_run_of_kvae_0_1_is_checked_under_today_s_names(tmp_path):
+    from kvae.config import upgrade
+
+    run = RunFolder(tmp_path)
+    run.backup.mkdir()
+    run.config.write_text('{"data": {"rate": 3000}, "model": {"stft_weight": 200.0}, "train": {"epochs": 2}}')
+    same = {"data": {"sample_rate": 3000}, "model": {"loss_weights": {"stft": 200.0}}, "train": {"epochs": 5}}
+    run.check_resume(same, upgrade=upgrade)
+    with pytest.raises(KvaeError, match=r"data.sample_rate 3000 -> 8000"):
+        run.check_resume({**same, "data": {"sample_rate": 8000}}, upgrade=upgrade)
+
+
 def test_one_history_reader_for_curves_replays_and_trials(tmp_path):
     from kvae.evaluation import plots
     from kvae.training.callbacks import DivergenceGuard

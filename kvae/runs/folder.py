@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -185,11 +186,16 @@ class RunFolder:
             raise KvaeError(f"{self.model}: unreadable model (a save cut short?) and no backup/ to resume from; "
                             "delete it and rerun the same command to train the run again")
 
-    def check_resume(self, config):
+    def check_resume(self, config, upgrade=None):
         """Refuse to resume a backup with settings it was not trained with, before anything is written.
 
         Only the settings `RESUMABLE` lets a run change may differ. The saved
         `config.json` stays as it was, so the plain `kvae fit --run DIR` still resumes.
+
+        Args:
+            config: dict. The resolved config the run would resume with.
+            upgrade: callable or None. Puts an older kvae's saved config under
+                today's names first (`kvae.config.upgrade`), quietly.
 
         Raises:
             KvaeError: a setting differs; the message names the first three.
@@ -200,6 +206,10 @@ class RunFolder:
             before = json.loads(self.config.read_text())
         except (OSError, ValueError):
             return  # unreadable: the backup decides (RunBackup says what to do)
+        if upgrade is not None:
+            with warnings.catch_warnings():  # the config was read, and said so, when it was resolved
+                warnings.simplefilter("ignore")
+                before = upgrade(before)
         changed = []
         for section in ("data", "model", "train"):
             old, new = before.get(section), config.get(section)

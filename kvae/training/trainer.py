@@ -6,7 +6,7 @@ from pathlib import Path
 
 import keras
 
-from kvae.config import load_config, merge_config, split_overrides
+from kvae.config import load_config, merge_config, split_overrides, upgrade
 from kvae.data import WindowSource, prepare
 from kvae import bounds
 from kvae.errors import KvaeError
@@ -143,7 +143,7 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
     folder = RunFolder(run_dir)
     verbose = verbose and group.writes
     folder.check_model()
-    folder.check_resume(cfg)
+    folder.check_resume(cfg, upgrade=upgrade)
     _check_batch(cfg)
     if group.writes:
         folder.sweep()  # half-written files of a killed run
