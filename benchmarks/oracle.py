@@ -9,11 +9,13 @@ reference rows, in one table:
 
 - `model`: the model's reconstructions as they are;
 - `model mag + true phase`, `true mag + model phase`: the swaps;
-- `model mag + Griffin-Lim`: the model's magnitude with a phase made from it;
+- `model mag + Griffin-Lim`, `model mag + PGHI`: the model's magnitude with a
+  phase made from it (fast Griffin-Lim; phase-gradient heap integration,
+  `kvae.dsp.pghi`);
 - `model's own mag + true phase`: for a model that decodes a magnitude
   (`MagnitudeVAE`), that decoded magnitude at the model's own STFT, before
-  any phase is made;
-- `true mag + Griffin-Lim`, `true mag + random phase`: what a perfect
+  any phase is made, and with PGHI's phase (what `MagnitudeVAE` plays);
+- `true mag + Griffin-Lim`, `true mag + PGHI`, `true mag + random phase`: what a perfect
   magnitude is worth with a phase reconstruction, and with none;
 - `smear N frames` / `blur N bins` + Griffin-Lim: the true magnitude
   averaged over N frames in time / N bins in frequency, a resolution ladder
@@ -47,6 +49,8 @@ import kvae  # noqa: E402
 kvae.configure()  # before Keras is imported
 
 import numpy as np  # noqa: E402
+
+from kvae.dsp.pghi import pghi_batch  # noqa: E402
 
 LOG_FLOOR = 1e-3  # under the magnitude before the log of the linear code
 
@@ -128,6 +132,7 @@ def model_rows(model, test, args, true_mag, true_phase, gl):
         "model mag + true phase": istft(model_mag, true_phase, args.n_fft, args.hop, window),
         "true mag + model phase": istft(true_mag, model_phase, args.n_fft, args.hop, window),
         "model mag + Griffin-Lim": gl(model_mag),
+        "model mag + PGHI": istft(model_mag, pghi_batch(model_mag, args.n_fft, args.hop), args.n_fft, args.hop, window),
     }
     if hasattr(model, "magnitude") and hasattr(model, "n_fft"):  # a model that decodes a magnitude
         own = []
@@ -135,7 +140,10 @@ def model_rows(model, test, args, true_mag, true_phase, gl):
             z_mean, _ = model.encode(ops.convert_to_tensor(test[start:start + 64]))
             own.append(ops.convert_to_numpy(model.magnitude(model.decode(z_mean))))
         _, phase = stft(test, model.n_fft, model.hop)
-        rows["model's own mag + true phase"] = istft(np.concatenate(own), phase, model.n_fft, model.hop, window)
+        own = np.concatenate(own)
+        rows["model's own mag + true phase"] = istft(own, phase, model.n_fft, model.hop, window)
+        rows["model's own mag + PGHI"] = istft(own, pghi_batch(own, model.n_fft, model.hop), model.n_fft, model.hop,
+                                               window)
     return rows
 
 
@@ -204,6 +212,8 @@ def main(argv=None):
 
         columns["model"] = information_rate(model, test)
     outputs["true mag + Griffin-Lim"] = gl(true_mag)
+    outputs["true mag + PGHI"] = istft(true_mag, pghi_batch(true_mag, args.n_fft, args.hop), args.n_fft, args.hop,
+                                       window)
     outputs["true mag + random phase"] = istft(
         true_mag, np.random.default_rng(args.seed).uniform(-np.pi, np.pi, true_mag.shape), args.n_fft, args.hop,
         window)

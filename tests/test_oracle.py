@@ -59,7 +59,8 @@ def test_a_quick_run_prints_one_table_with_the_swaps_the_ladder_and_the_referenc
                         "--out", str(out)]) == 0
     text = capsys.readouterr().out
     for row in ("model ", "model mag + true phase", "true mag + model phase", "model mag + Griffin-Lim",
-                "model's own mag + true phase", "true mag + Griffin-Lim", "true mag + random phase",
+                "model's own mag + true phase", "model's own mag + PGHI", "model mag + PGHI", "true mag + PGHI",
+                "true mag + Griffin-Lim", "true mag + random phase",
                 "smear 2 frames + Griffin-Lim", "blur 3 bins + Griffin-Lim", "linear code 8 x 4 bit + Griffin-Lim",
                 "ladder: Opus 6 kbit/s", "ref: white noise"):
         assert row in text, row

@@ -15,6 +15,8 @@ as `torch.stft(..., center=True)` and `keras.ops.stft(..., center=True)` do.
   and synthesis.
 - `kvae.dsp.overlap_add` (numpy): `OverlapAdd`, tapered frames back into a
   signal, the one overlap-add of every reconstruction, stream and piece.
+- `kvae.dsp.pghi` (numpy): phase from a magnitude alone, by phase-gradient
+  heap integration (`MagnitudeVAE`'s phase).
 - `kvae.dsp.ops` (`keras.ops`, any backend, differentiable): STFT, its
   least-squares inverse and Griffin-Lim, for models and losses.
 
@@ -33,10 +35,13 @@ from kvae.dsp.filters import (
     scaled_fft_sizes,
 )
 from kvae.dsp.overlap_add import NORM_FLOOR, OverlapAdd
+from kvae.dsp.pghi import pghi, pghi_batch
 from kvae.dsp.pqmf import pqmf_analysis, pqmf_bank, pqmf_prototype, pqmf_synthesis
 from kvae.dsp.spectral import autocorrelation, band_power, centred_frames, power_spectrogram, stft
 
 __all__ = [
+    "pghi",
+    "pghi_batch",
     "NORM_FLOOR",
     "OverlapAdd",
     "autocorrelation",
