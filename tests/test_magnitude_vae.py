@@ -43,7 +43,7 @@ def test_the_target_is_the_floored_log_magnitude_of_kvaes_stft():
 @pytest.mark.parametrize("phase, bound", [("pghi", 0.2), ("griffin-lim", 0.2)])
 def test_the_phase_of_the_true_magnitude_gives_the_input_magnitude_back(phase, bound):
     # to_audio of a perfect decoder: the floor removed, then the phase; its STFT magnitude is the input's
-    model = MagnitudeVAE(**{**TINY, "phase": phase, "griffin_lim_iters": 64})
+    model = MagnitudeVAE(**{**TINY, "phase": phase, "decoder_temperature": 0.0, "griffin_lim_iters": 64})
     x = tones(2)
     target = model.target(keras.ops.convert_to_tensor(x))
     out = keras.ops.convert_to_numpy(model.to_audio(target))
@@ -68,6 +68,8 @@ def test_bad_arguments_are_one_line_errors():
     for kwargs, word in ((dict(hop=0), "hop"), (dict(n_fft=16, hop=16), "n_fft, hop"), (dict(width=0), "width"),
                          (dict(n_fft=4096), "n_fft, hop"), (dict(log_floor=0.0), "log_floor"),
                          (dict(griffin_lim_momentum=1.0), "griffin_lim_momentum"), (dict(phase="gl"), "phase"),
+                         (dict(decoder_temperature=-1), "decoder_temperature"),
+                         (dict(decoder_temperature=0.5, decoder_variance="fixed"), "decoder_temperature"),
                          (dict(loss_weights={"stft": 1.0}), "loss_weights.stft"),
                          (dict(loss_weights={"mel": 1.0}), "loss_weights.mel")):
         with pytest.raises(KvaeError, match=word) as info:
@@ -114,3 +116,17 @@ def test_cli_fit_magnitude_then_sample_reconstruct_fit_a_prior_and_generate(embe
     audio_out, rate = read_audio(piece)
     assert rate == RATE and audio_out.shape == (int(1.5 * RATE),) and np.isfinite(audio_out).all()
     assert cli.main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 2  # one line: why not
+
+
+def test_to_audio_plays_a_fixed_draw_from_the_decoders_likelihood_at_its_temperature():
+    x = keras.ops.convert_to_tensor(tones(2))
+    mean = MagnitudeVAE(**{**TINY, "decoder_temperature": 0.0})
+    warm = MagnitudeVAE(**{**TINY, "decoder_temperature": 0.5})
+    assert MagnitudeVAE(**TINY).decoder_temperature == 0.5  # the default where sigma is learned
+    assert MagnitudeVAE(**{**TINY, "decoder_variance": "fixed"}).decoder_temperature == 0.0
+    target = mean.target(x)
+    played_mean = keras.ops.convert_to_numpy(mean.to_audio(target))
+    played = keras.ops.convert_to_numpy(warm.to_audio(target))
+    np.testing.assert_array_equal(played, keras.ops.convert_to_numpy(warm.to_audio(target)))  # deterministic
+    assert np.abs(played - played_mean).max() > 1e-3  # and not the mean
+    assert warm.get_config()["decoder_temperature"] == 0.5
