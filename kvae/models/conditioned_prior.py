@@ -135,8 +135,8 @@ class GuidedStepper:
                 np.exp(np.clip(guided[2], *_LOG_SCALE_RANGE)))
 
 
-def conditioned_stepper(prior, pieces, condition=None, guidance=1.0):
-    """The generation stepper of `pieces` pieces of a prior, with a condition and a guidance scale.
+def condition_ids(prior, pieces, condition=None, guidance=1.0):
+    """The label ids `(pieces,)` of a condition for a prior (None for a prior fitted without one).
 
     Args:
         prior: a `LatentPrior` or `ConditionedPrior`.
@@ -145,20 +145,31 @@ def conditioned_stepper(prior, pieces, condition=None, guidance=1.0):
         guidance: float. Classifier-free guidance scale (1: the conditional prior as trained).
 
     Raises:
-        KvaeError: a condition for a prior fitted without one; an unknown label (the known ones listed).
+        KvaeError: a condition or a guidance for a prior fitted without a condition; an unknown label (the
+            known ones listed).
     """
-    conditioned = isinstance(prior, ConditionedPrior)
-    if not conditioned:
+    if not isinstance(prior, ConditionedPrior):
         if condition is not None:
             raise KvaeError("condition: this prior was fitted without a condition "
                             "(fit one with `kvae prior fit RUN --condition COLUMN`)")
         if float(guidance) != 1.0:
             raise KvaeError("guidance: only with a prior fitted with a condition (`kvae prior fit RUN --condition`)")
-        return prior.stepper(int(pieces))
+        return None
     values = list(condition) if isinstance(condition, (list, tuple)) else [condition] * int(pieces)
     if len(values) != int(pieces):
         raise KvaeError(f"condition: give one label or one per piece ({pieces}), got {len(values)}")
-    ids = prior.label_ids(values)
+    return prior.label_ids(values)
+
+
+def conditioned_stepper(prior, pieces, condition=None, guidance=1.0):
+    """The generation stepper of `pieces` pieces of a prior, for a condition and a guidance scale.
+
+    The arguments and errors are `condition_ids`'s; a conditioned prior without a
+    condition generates unconditionally.
+    """
+    ids = condition_ids(prior, pieces, condition, guidance)
+    if ids is None:
+        return prior.stepper(int(pieces))
     if float(guidance) == 1.0 or not ids.any():
         return prior.stepper(int(pieces), ids)
     return GuidedStepper(prior, ids, guidance)
