@@ -161,6 +161,13 @@ def test_interrupted_conditioned_prior_fit_resumes(vae_run, tmp_path, capsys):
     loaded = kvae.load(folder / "prior.keras", compile=False)
     assert loaded.get_config() == prior.get_config()
     assert json.loads((folder / "config.json").read_text())["prior"]["condition"] == "file"
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from kvae.export import export_onnx
+
+    written = export_onnx(run, tmp_path / "onnx", verbose=True)  # the VAE is exported, the prior refused
+    assert set(written) == {"encoder", "decoder"}
+    assert "note: prior not exported: prior_step.onnx has no label input" in capsys.readouterr().out
 
 
 def test_cli_conditioned_fit_and_generate(vae_run, tmp_path, capsys):
