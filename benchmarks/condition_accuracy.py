@@ -67,7 +67,8 @@ def parse_args(argv=None):
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", help="dataset root (default: the run's, or the embedded corpus)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: fc, 30 steps, prior 30 steps, 2 x 6 s per label")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: fc, 30 steps, prior 30 steps, 2 x 6 s per label")
     parser.add_argument("--out", help="output folder (default: a temporary folder)")
     args = parser.parse_args(argv)
     for name, full, small in (("config", "conv1d", "fc"), ("steps", 400, 30), ("prior_steps", 600, 30),
@@ -279,7 +280,8 @@ def main(argv=None):
     for v in usable:
         r = per_label[v]
         c = r["realism c2st"]
-        print(f"{v:<{label_width}}{r['held-out real windows']['accuracy']:>20.3f}{r['generated pieces']['accuracy']:>16.3f}"
+        real_acc, gen_acc = r["held-out real windows"]["accuracy"], r["generated pieces"]["accuracy"]
+        print(f"{v:<{label_width}}{real_acc:>20.3f}{gen_acc:>16.3f}"
               f"{c['accuracy']:>10.3f} [{c['low']:.3f}, {c['high']:.3f}]")
     summary = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "run": str(run), "prior": str(folder), "condition": name, "labels": usable, "skipped": skipped,

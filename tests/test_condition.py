@@ -154,6 +154,8 @@ def test_interrupted_conditioned_prior_fit_resumes(vae_run, tmp_path, capsys):
     with np.load(folder / "latents.npz") as saved:  # each sequence's recording is kept with the frames
         keys = [str(k) for k in saved["train_keys"]]
     assert len(keys) == 12 and len(set(keys)) == 12
+    with pytest.raises(KvaeError, match="--condition: .* holds a fit interrupted with condition 'file'"):
+        kvae.fit_prior(run, condition="ensemble", verbose=False)
     prior, history = kvae.fit_prior(run, verbose=True)  # the saved config (its condition) is used
     assert "condition:  file, 12 labels over 12 training recordings" in capsys.readouterr().out
     assert len(history["loss"]) == 1 and np.isfinite(history["loss"]).all()

@@ -48,7 +48,8 @@ def read_label_csv(path):
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or ()]
             if "file" not in columns or "label" not in columns:
-                raise KvaeError(f"--condition {path}: expected columns file,label (found {', '.join(columns) or 'none'})")
+                found = ", ".join(columns) or "none"
+                raise KvaeError(f"--condition {path}: expected columns file,label (found {found})")
             reader.fieldnames = columns
             return [(str(row["file"] or "").strip(), str(row["label"] or "").strip()) for row in reader]
     except UnicodeDecodeError as exc:

@@ -278,7 +278,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         if used == "ar":
             detail += (f" ({ar_prior.kind}, {ar_prior.context_length} frames of context = "
                        f"{ar_prior.context_length / ar_prior.frame_rate:.1f} s)" if ar_prior.frame_rate else "")
-            detail += f", condition {condition}" + (f", guidance {guidance:g}" if guidance != 1 else "") if condition else ""
+            if condition is not None:
+                detail += f", condition {condition}" + (f", guidance {guidance:g}" if guidance != 1 else "")
         for path in paths:
             print(f"{path}: {seconds:g} s at {model.sample_rate} Hz, prior {detail}, seed {seed}, "
                   f"temperature {temperature:g}" + (f", primed with {prime}" if prime else ""))

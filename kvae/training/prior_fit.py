@@ -134,10 +134,10 @@ def build_prior(cfg, layout, labels=None):
 
     p = cfg["prior"]
     return (ConditionedPrior if labels else LatentPrior)(
-        layout.channels, **({"labels": labels} if labels else {}), kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
+        layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
         width=p["width"], layers=p["layers"], kernel_size=p["kernel_size"], num_heads=p["num_heads"],
         components=p["components"], frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape),
-        name="latent_prior")
+        name="latent_prior", **({"labels": labels} if labels else {}))
 
 
 def _resolve(folder, config, overrides):
@@ -164,7 +164,8 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
         folder: str, Path or None. Where the prior goes; defaults to `RUN/prior`
             (another folder leaves the run untouched, to compare priors).
         **overrides: config values by section (`train={"epochs": 2}`) or by
-            name (`epochs=2`, `kind="transformer"`).
+            name (`epochs=2`, `kind="transformer"`, `condition="ensemble"`: a
+            `ConditionedPrior`, see `kvae.data.labels`).
 
     Returns:
         `(prior, history)`: the trained `LatentPrior` and a dict of per-epoch logs.
@@ -192,6 +193,10 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
         raise KvaeError(f"{folder.path}: already holds a fitted prior; delete that folder to fit it again")
     cfg = _resolve(folder, config, nested)
     condition = cfg["prior"]["condition"] = normalize_condition(cfg["prior"]["condition"])
+    started = (folder.read_config("prior config") or {}).get("prior", {}).get("condition", "")
+    if folder.backup.exists() and started != condition:  # its backup holds that vocabulary's embedding
+        raise KvaeError(f"--condition: {folder.path} holds a fit interrupted with condition {started or '(none)'!r}; "
+                        "resume it with that one, or delete the folder to fit another")
     folder.sweep()  # half-written files of a killed fit
     write_text(folder.config, json.dumps(cfg, indent=2))
 
