@@ -205,12 +205,18 @@ def test_cli_conditioned_fit_and_generate(vae_run, tmp_path, capsys):
 
 
 def test_unconditioned_prior_refuses_a_condition(vae_run, tmp_path):
-    run = fresh(vae_run, tmp_path)
-    kvae.fit_prior(run, config={**PRIOR, "prior": {**PRIOR["prior"], "condition": ""}}, verbose=False)
+    from kvae.inference.latents import LatentLayout
+    from kvae.models import LatentPrior
+
+    layout = LatentLayout(kvae.load(vae_run, compile=False))
+    path = tmp_path / "prior.keras"
+    LatentPrior(layout.channels, context_frames=4, width=8, components=2,
+                latent_shape=list(layout.latent_shape)).save(path)
     with pytest.raises(KvaeError, match="this prior was fitted without a condition"):
-        kvae.generate(run, seconds=1.0, condition="Solo Piano")
+        kvae.generate(vae_run, seconds=1.0, ar_prior=path, condition="Solo Piano")
     with pytest.raises(KvaeError, match="guidance: only with a prior fitted with a condition"):
-        kvae.generate(run, seconds=1.0, guidance=2.0)
+        kvae.generate(vae_run, seconds=1.0, ar_prior=path, guidance=2.0)
+    assert kvae.generate(vae_run, seconds=1.0, ar_prior=path).shape == (1, RATE)
 
 
 # ---------------------------------------------------------------- the benchmark
