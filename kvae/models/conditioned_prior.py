@@ -27,6 +27,7 @@ from kvae.errors import KvaeError
 from kvae.models.latent_prior import _LOG_SCALE_RANGE, LatentPrior, _ContextStepper, _ConvStepper, _np
 
 UNCONDITIONAL = 0
+_LISTED = 50  # labels an unknown value's error lists
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -72,7 +73,9 @@ class ConditionedPrior(LatentPrior):
             elif str(value) in index:
                 out.append(index[str(value)])
             else:
-                raise KvaeError(f"{what}: unknown value {str(value)!r} (known: {', '.join(self.labels)})")
+                known = ", ".join(self.labels[:_LISTED])
+                more = f", ... {len(self.labels)} in all: the prior's .labels" if len(self.labels) > _LISTED else ""
+                raise KvaeError(f"{what}: unknown value {str(value)!r} (known: {known}{more})")
         return np.asarray(out, np.int32)
 
     def next_distribution(self, context, ids=None):
