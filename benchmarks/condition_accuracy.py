@@ -9,7 +9,8 @@ features (`kvae.evaluation.features`):
 
 - a classifier (scikit-learn logistic regression on standardised clip features) is trained to tell the
   labels apart on real training windows: windows of the first 80 % of each training recording, labelled
-  with their recording's label (`kvae.data.labels`, what `kvae prior fit` uses);
+  with their recording's label (`kvae.data.labels`, what `kvae prior fit` uses), normalised as the run's
+  training windows were (`data.normalize`);
 - its accuracy, with a Wilson 95 % interval, on held-out real windows of the same labels (the last 20 %
   of the same recordings, disjoint in time from the classifier's), on those held-out windows as the
   model reconstructs them (what its decoder can show of the label), and on the windows of the pieces
@@ -182,6 +183,8 @@ def main(argv=None):
 
     from kvae.data import write_wav
     from kvae.data.labels import is_csv, normalize_condition, recording_labels
+    from kvae.data.windows import normalize_window
+    from kvae.inference.generation import run_normalize
     from kvae.evaluation.features import clip_features
     from kvae.evaluation.report import write_json
     from kvae.evaluation.two_sample import c2st
@@ -211,8 +214,12 @@ def main(argv=None):
     name = Path(condition).name if is_csv(condition) else condition
     print(f"  condition {name}: {len(vocabulary)} labels", flush=True)
 
-    # -- real windows by label, and the classifier
+    # -- real windows by label (normalised as the run's training windows were), and the classifier
     real = real_windows(corpus, labels, vocabulary, window, args.windows, args.seed)
+    mode = run_normalize(run)
+    for parts in real.values():
+        for clips in parts:
+            normalize_window(clips, mode)
     usable = [v for v in vocabulary if len(real[v][0]) and len(real[v][1])]
     skipped = [v for v in vocabulary if v not in usable]
     if len(usable) < 2:
