@@ -158,6 +158,9 @@ def condition_ids(prior, pieces, condition=None, guidance=1.0):
         if float(guidance) != 1.0:
             raise KvaeError("guidance: only with a prior fitted with a condition (`kvae prior fit RUN --condition`)")
         return None
+    if float(guidance) != 1.0 and getattr(prior, "head_kind", "mog") != "mog":
+        raise KvaeError(f"guidance: only a Gaussian-mixture prior (prior.head = mog) can be guided; this one's head is "
+                        f"{prior.head_kind}: use guidance 1")
     values = list(condition) if isinstance(condition, (list, tuple)) else [condition] * int(pieces)
     if len(values) != int(pieces):
         raise KvaeError(f"condition: give one label or one per piece ({pieces}), got {len(values)}")
