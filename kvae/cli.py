@@ -13,6 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
+from kvae.cli_condition import add_condition_args, condition_options, condition_settings
+
 
 def _add_data_args(p, rate=True):
     p.add_argument("--data", metavar="ROOT", help="dataset root (MusicNet or any audio folder); default: the embedded dataset")
@@ -158,7 +160,8 @@ def cmd_prior_fit(args):
         if value is not None:
             settings.setdefault("train", {})[key] = value
     start = time.perf_counter()
-    _, history = fit_prior(args.run, config=args.config, data=args.data, cache=args.cache, settings=settings,
+    _, history = fit_prior(args.run, config=args.config, data=args.data, cache=args.cache,
+                           settings=condition_settings(args, settings),
                            pieces=args.pieces, piece_seconds=args.piece_seconds)
     last = {k: v[-1] for k, v in history.items()}
     shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()))
@@ -170,7 +173,8 @@ def cmd_generate(args):
     from kvae.inference import generate
 
     generate(args.run, seconds=args.seconds, out=args.out, prior=args.prior, temperature=args.temperature,
-             seed=args.seed, prime=args.prime, n=args.n, overwrite=args.overwrite, verbose=True)
+             seed=args.seed, prime=args.prime, n=args.n, overwrite=args.overwrite, verbose=True,
+             **condition_options(args))
     return 0
 
 
@@ -326,6 +330,7 @@ def build_parser():
     p.add_argument("--piece-seconds", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--tensorboard", action="store_true",
                    help="write TensorBoard events (losses, generated pieces) to RUN/prior/tensorboard")
+    add_condition_args(p)
     p.set_defaults(func=cmd_prior_fit)
 
     p = sub.add_parser("generate", help="generate long pieces from a run, streamed to WAV")
@@ -341,6 +346,7 @@ def build_parser():
     p.add_argument("--prime", metavar="FILE", help="a recording to continue (the piece starts with it)")
     p.add_argument("-n", type=int, default=1, help="number of pieces (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never a model or run file)")
+    add_condition_args(p, generate=True)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("tune", help="keras-tuner search over depth and learning rate (FC VAE)")

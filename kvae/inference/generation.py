@@ -102,7 +102,7 @@ def _check_prior(ar_prior, layout):
 
 
 def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=1.0, seed=0, prime=None,
-                  normalize="none"):
+                  normalize="none", condition=None, guidance=1.0):
     """Generate `n` pieces side by side, yielding their audio as it is finished.
 
     Args:
@@ -115,6 +115,9 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         seed: int. Piece i draws from `np.random.default_rng([seed, i])`.
         prime: 1-D float32 array at the model's rate, or None. Every piece starts with it.
         normalize: str. The run's `data.normalize`, applied to the prime's windows.
+        condition: None, a label or a label per piece, for a conditioned `"ar"` prior
+            (`kvae.models.ConditionedPrior`; None: unconditional).
+        guidance: float. Its classifier-free guidance scale (1: as trained).
 
     Yields:
         float32 arrays `(n, k)`, consecutive stretches of the pieces (k may be 0).
@@ -151,10 +154,11 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         return
 
     if prior == "ar":
+        from kvae.models.conditioned_prior import conditioned_stepper
         from kvae.models.latent_prior import sample_mixture
 
         _check_prior(ar_prior, layout)
-        stepper = ar_prior.stepper(int(n))
+        stepper = conditioned_stepper(ar_prior, int(n), condition, bounds.check("guidance", guidance))
         mixture = stepper.push(np.zeros((int(n), layout.channels), np.float32))  # the start frame it was trained with
     assembler = FrameWindows(layout, int(n))
     primed = layout.frames_for(kept) if kept else 0
@@ -173,6 +177,17 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
             yield decoder.push(window)
 
 
+def _check_condition(used, ar_prior, n, condition, guidance):
+    """A condition or guidance only with a conditioned autoregressive prior; a known label (before any work)."""
+    from kvae.models.conditioned_prior import condition_ids
+
+    if used != "ar" and (condition is not None or guidance != 1):
+        raise KvaeError(f"{'condition' if condition is not None else 'guidance'}: needs the run's autoregressive "
+                        f"prior (prior ar), not prior {used}")
+    if used == "ar":
+        condition_ids(ar_prior, int(n), condition, guidance)
+
+
 def _piece_paths(out, n):
     out = Path(out)
     if n == 1:
@@ -181,7 +196,7 @@ def _piece_paths(out, n):
 
 
 def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0, prime=None, n=1, ar_prior=None,
-             verbose=False, overwrite=False):
+             verbose=False, overwrite=False, condition=None, guidance=1.0):
     """Generate long pieces from a trained run (see the module docstring).
 
     Args:
@@ -200,6 +215,11 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         verbose: bool. Print what was made (and a note when no prior is fitted).
         overwrite: bool. Replace existing output files (never a model, an
             input or a run's own file). Defaults to False.
+        condition: str, list or None. For a prior fitted with `--condition`: the
+            label to generate in (one per piece, or one for all); an unknown one
+            is an error listing the known ones. None: unconditional.
+        guidance: float. Classifier-free guidance scale of a conditioned prior
+            (1: as trained; above 1 leans further towards the label). Defaults to 1.
 
     Returns:
         A list of the written paths, or with `out=None` a float32 array `(n, samples)`.
@@ -220,8 +240,10 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         given = [p for p in (run, prime, ar_prior) if isinstance(p, (str, Path))]
         for path in _piece_paths(out, n):
             check_output_file(path, given, example="piece.wav", overwrite=overwrite)
+    guidance = bounds.check("guidance", guidance)
     model, ar_prior, inputs = _load_run(run, prior, ar_prior)
     used, note = resolve_prior(prior, model, ar_prior)
+    _check_condition(used, ar_prior, n, condition, guidance)
     if note and verbose:
         print(f"note: {note}")
     prime_audio = None
@@ -231,7 +253,7 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         inputs.append(Path(prime))
     start = time.perf_counter()
     chunks = stream_pieces(model, seconds, int(n), used, ar_prior if used == "ar" else None, temperature, seed,
-                           prime_audio, normalize=run_normalize(run))
+                           prime_audio, normalize=run_normalize(run), condition=condition, guidance=guidance)
     if out is None:
         bounds.check_memory(4 * n * int(round(seconds * model.sample_rate)), "the pieces, returned in memory",
                             "ask for fewer or shorter pieces, or give out= to stream them to a file")
@@ -256,6 +278,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         if used == "ar":
             detail += (f" ({ar_prior.kind}, {ar_prior.context_length} frames of context = "
                        f"{ar_prior.context_length / ar_prior.frame_rate:.1f} s)" if ar_prior.frame_rate else "")
+            if condition is not None:
+                detail += f", condition {condition}" + (f", guidance {guidance:g}" if guidance != 1 else "")
         for path in paths:
             print(f"{path}: {seconds:g} s at {model.sample_rate} Hz, prior {detail}, seed {seed}, "
                   f"temperature {temperature:g}" + (f", primed with {prime}" if prime else ""))

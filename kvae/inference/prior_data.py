@@ -38,14 +38,19 @@ def _stretches(corpus, split, seconds, seed):
     return out
 
 
-def encode_split(model, layout, corpus, split, seconds, seed=0, normalize="none"):
-    """Encode stretches of a split: `(sequences, window_latents)`, a frame array per stretch and every window."""
+def encode_split(model, layout, corpus, split, seconds, seed=0, normalize="none", keys=None):
+    """Encode stretches of a split: `(sequences, window_latents)`, a frame array per stretch and every window.
+
+    `keys`, a list, is extended by each stretch's recording key.
+    """
     sequences, windows = [], []
     for entry, start, length in _stretches(corpus, split, seconds, seed):
         audio = corpus.array(entry)[start:start + length]
         latents, frames = layout.encode(model, audio, normalize=normalize)
         sequences.append(frames)
         windows.append(latents)
+        if keys is not None:
+            keys.append(entry.key)
     return sequences, windows
 
 
@@ -60,12 +65,13 @@ def _unpack(flat, lengths):
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=True):
+def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=True, need_keys=False):
     """The run's training (and validation) frames, from `path` (a prior folder's `latents.npz`) when it
-    matches, else encoded and kept there.
+    matches (and, with `need_keys`, names each sequence's recording), else encoded and kept there.
 
     Returns:
-        dict with `train` and `val` (lists of frame arrays) and `windows` (training window latents).
+        dict with `train` and `val` (lists of frame arrays), `windows` (training window latents) and
+        `train_keys` and `val_keys` (the recording of each sequence; None from a cache written before them).
     """
     stat = Path(model_path).stat()
     key = json.dumps({"version": _LATENTS_VERSION, "model": [stat.st_size, stat.st_mtime_ns],
@@ -75,35 +81,64 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=
     if path.is_file():
         try:
             with np.load(path) as saved:
-                if str(saved["key"]) == key:
+                if str(saved["key"]) == key and (not need_keys or "train_keys" in saved.files):
+                    keys = {k: [str(v) for v in saved[k]] if k in saved.files else None
+                            for k in ("train_keys", "val_keys")}
                     return {"train": _unpack(saved["train"], saved["train_lengths"]),
-                            "val": _unpack(saved["val"], saved["val_lengths"]), "windows": saved["windows"]}
+                            "val": _unpack(saved["val"], saved["val_lengths"]), "windows": saved["windows"], **keys}
         except (OSError, ValueError, KeyError):
             pass  # unreadable or from other settings: encode again
     start = time.perf_counter()
     seconds = cfg["train"]["max_seconds"]
     seed = cfg["train"]["seed"]
     mode = data.get("normalize", "none")
-    train, windows = encode_split(model, layout, corpus, "train", seconds, seed, mode)
+    train_keys, val_keys = [], []
+    train, windows = encode_split(model, layout, corpus, "train", seconds, seed, mode, train_keys)
     if not train:  # a folder without splits: everything is "train"
-        train, windows = encode_split(model, layout, corpus, "test", seconds, seed, mode)
-    val, _ = encode_split(model, layout, corpus, "test", seconds / 4, seed, mode) if corpus.split("train") else ([], [])
+        train, windows = encode_split(model, layout, corpus, "test", seconds, seed, mode, train_keys)
+    val = []
+    if corpus.split("train"):
+        val, _ = encode_split(model, layout, corpus, "test", seconds / 4, seed, mode, val_keys)
     if not val:  # hold out the last tenth of each training sequence
         cut = [max(1, len(s) - max(len(s) // 10, 1)) for s in train]
         val = [s[c:] for s, c in zip(train, cut) if c < len(s)]
+        val_keys = [k for k, s, c in zip(train_keys, train, cut) if c < len(s)]
         train = [s[:c] for s, c in zip(train, cut)]
     windows = np.concatenate(windows)
     flat_train, train_lengths = _pack(train)
     flat_val, val_lengths = _pack(val)
     with atomic_path(path) as tmp:
         np.savez(tmp, key=np.array(key), train=flat_train, train_lengths=train_lengths, val=flat_val,
-                 val_lengths=val_lengths, windows=windows)
+                 val_lengths=val_lengths, windows=windows, train_keys=np.array(train_keys, str),
+                 val_keys=np.array(val_keys, str))
     if verbose:
         frames = int(train_lengths.sum())
         print(f"latents:    {len(train)} training sequences, {frames} frames ({frames / layout.frame_rate:.0f} s), "
               f"{int(val_lengths.sum())} validation frames, {len(windows)} windows; "
               f"encoded in {time.perf_counter() - start:.1f} s")
-    return {"train": train, "val": val, "windows": windows}
+    return {"train": train, "val": val, "windows": windows, "train_keys": train_keys, "val_keys": val_keys}
+
+
+def sequence_labels(labels, latents, condition):
+    """`(vocabulary, train_ids, val_ids, summary line)` of the encoded sequences, from `{key: label}`.
+
+    The vocabulary is the sorted labels of the training sequences; label
+    `vocabulary[i]` has id `i + 1`, and a sequence without a label (or, in
+    validation, with one the training sequences lack) has id 0, unconditional.
+
+    Raises:
+        KvaeError: the training sequences carry fewer than two labels.
+    """
+    from kvae.data.labels import is_csv, label_summary
+
+    vocabulary = sorted({labels[k] for k in latents["train_keys"] if labels.get(k)})
+    if len(vocabulary) < 2:
+        name = Path(condition).name if is_csv(condition) else condition
+        raise KvaeError(f"--condition {name}: the training recordings carry {len(vocabulary)} label(s) "
+                        f"({', '.join(vocabulary) or 'none'}); conditioning needs two or more")
+    index = {v: i + 1 for i, v in enumerate(vocabulary)}
+    train, val = ([index.get(labels.get(k), 0) for k in latents[part]] for part in ("train_keys", "val_keys"))
+    return vocabulary, train, val, label_summary(condition, labels, latents["train_keys"])
 
 
 # ----------------------------------------------------------------------------- training data
@@ -117,12 +152,20 @@ class LatentCrops(keras.utils.PyDataset):
     `length` the targets. Random crops (training) are drawn from
     `(seed, epoch, batch)`, sequences weighted by their number of crops;
     fixed crops (validation) are evenly spaced.
+
+    With `labels` (an int label id per sequence, for `kvae.models.ConditionedPrior`)
+    the inputs are `(frames, label_ids)`; a random crop's label is replaced by 0
+    (unconditional) with probability `label_dropout`.
     """
 
-    def __init__(self, sequences, length, batch_size, batches=None, seed=0, random=True, **kwargs):
+    def __init__(self, sequences, length, batch_size, batches=None, seed=0, random=True, labels=None,
+                 label_dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.length = int(length)
         self.batch_size = int(batch_size)
+        self.labels = None if labels is None else np.array([i for i, s in zip(labels, sequences)
+                                                            if len(s) >= self.length], np.int32)
+        self.label_dropout = float(label_dropout)
         self.sequences = [np.concatenate([np.zeros_like(s[:1]), s]) for s in sequences if len(s) >= self.length]
         if not self.sequences:
             raise KvaeError(f"prior: no latent sequence has the {self.length} frames a training crop needs")
@@ -152,6 +195,11 @@ class LatentCrops(keras.utils.PyDataset):
         else:
             rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size]
         crops = np.stack([self.sequences[i][s:s + self.length + 1] for i, s in rows])
-        return crops[:, :-1], crops[:, 1:]
+        if self.labels is None:
+            return crops[:, :-1], crops[:, 1:]
+        ids = self.labels[[i for i, _ in rows]]
+        if self.random and self.label_dropout > 0:  # classifier-free dropout: some crops learn unconditionally
+            ids = np.where(rng.random(len(ids)) < self.label_dropout, 0, ids).astype(np.int32)
+        return (crops[:, :-1], ids), crops[:, 1:]
 
 

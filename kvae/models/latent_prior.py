@@ -161,6 +161,7 @@ class LatentPrior(keras.Model):
                                            name="latent_mean")
         self.latent_std = self.add_weight(shape=(self.latent_dim,), initializer="ones", trainable=False,
                                           name="latent_std")
+        self.add_input_layers()
         self(np.zeros((1, 2, self.latent_dim), np.float32))  # create every weight now, as the VAEs do
 
     # -- shape of the context ------------------------------------------------------
@@ -180,12 +181,19 @@ class LatentPrior(keras.Model):
     # -- the network ------------------------------------------------------------------
 
     def call(self, x, training=False):
-        h = self.embed(x)
+        h = self.embed_inputs(x)
         if self.positions is not None:
             h = h + ops.expand_dims(self.positions[: ops.shape(h)[1]], 0)
         for block in self.blocks:
             h = block(h)
         return self.head(self.hidden(self.final_norm(h)))
+
+    def add_input_layers(self):
+        """Create more input layers before the weights are built (`kvae.models.ConditionedPrior`'s label embedding)."""
+
+    def embed_inputs(self, x):
+        """The per-frame inputs in the hidden width (`kvae.models.ConditionedPrior` adds its label's embedding)."""
+        return self.embed(x)
 
     def split(self, params):
         """Mixture logits `(..., k)`, means and log scales `(..., k, latent_dim)` from `call`'s output."""

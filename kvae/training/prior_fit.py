@@ -37,7 +37,8 @@ from kvae.errors import KvaeError
 from kvae.paths import save_error, write_text
 from kvae.runs import RunFolder, read_history
 from kvae.training.loop import compile_model, fit_in_folder, save_model_atomic, seed_everything
-from kvae.inference.prior_data import LatentCrops, encoded_latents
+from kvae.data.labels import normalize_condition, recording_labels
+from kvae.inference.prior_data import LatentCrops, encoded_latents, sequence_labels
 
 PRIOR_SECTIONS = ("prior", "gmm", "train")
 PRIOR_DEFAULTS = {
@@ -49,6 +50,8 @@ PRIOR_DEFAULTS = {
         "kernel_size": 3,
         "num_heads": 4,
         "components": 4,  # Gaussian mixture components per frame
+        "condition": "",  # "": none; a metadata column (composer, ensemble), file, or a CSV of file,label
+        "label_dropout": 0.1,  # conditioned: share of crops trained unconditionally (classifier-free)
     },
     "gmm": {"components": 8, "covariance": "auto"},
     "train": {
@@ -124,16 +127,17 @@ def _data_settings(run, model, data=None, cache=None):
 # ----------------------------------------------------------------------------- fitting
 
 
-def build_prior(cfg, layout):
-    """The `LatentPrior` a resolved prior config describes for a model's latent layout."""
-    from kvae.models import LatentPrior
+def build_prior(cfg, layout, labels=None):
+    """The `LatentPrior` a resolved prior config describes for a model's latent layout (`ConditionedPrior`
+    with a vocabulary of `labels`)."""
+    from kvae.models import ConditionedPrior, LatentPrior
 
     p = cfg["prior"]
-    return LatentPrior(
+    return (ConditionedPrior if labels else LatentPrior)(
         layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
         width=p["width"], layers=p["layers"], kernel_size=p["kernel_size"], num_heads=p["num_heads"],
         components=p["components"], frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape),
-        name="latent_prior")
+        name="latent_prior", **({"labels": labels} if labels else {}))
 
 
 def _resolve(folder, config, overrides):
@@ -160,7 +164,8 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
         folder: str, Path or None. Where the prior goes; defaults to `RUN/prior`
             (another folder leaves the run untouched, to compare priors).
         **overrides: config values by section (`train={"epochs": 2}`) or by
-            name (`epochs=2`, `kind="transformer"`).
+            name (`epochs=2`, `kind="transformer"`, `condition="ensemble"`: a
+            `ConditionedPrior`, see `kvae.data.labels`).
 
     Returns:
         `(prior, history)`: the trained `LatentPrior` and a dict of per-epoch logs.
@@ -187,6 +192,11 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     if folder.prior_model.is_file() and not folder.backup.exists():
         raise KvaeError(f"{folder.path}: already holds a fitted prior; delete that folder to fit it again")
     cfg = _resolve(folder, config, nested)
+    condition = cfg["prior"]["condition"] = normalize_condition(cfg["prior"]["condition"])
+    started = (folder.read_config("prior config") or {}).get("prior", {}).get("condition", "")
+    if folder.backup.exists() and started != condition:  # its backup holds that vocabulary's embedding
+        raise KvaeError(f"--condition: {folder.path} holds a fit interrupted with condition {started or '(none)'!r}; "
+                        "resume it with that one, or delete the folder to fit another")
     folder.sweep()  # half-written files of a killed fit
     write_text(folder.config, json.dumps(cfg, indent=2))
 
@@ -195,7 +205,10 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     data_settings = _data_settings(run, model, data, cache)
     corpus = prepare(data_settings["path"] or None, sample_rate=model.sample_rate, cache_dir=data_settings["cache"] or None,
                      select=data_settings["select"] or None)
-    latents = encoded_latents(model, model_path, layout, corpus, data_settings, cfg, folder.latents, verbose=verbose)
+    labels, notes = recording_labels(corpus, condition) if condition else (None, [])  # fails before encoding
+    latents = encoded_latents(model, model_path, layout, corpus, data_settings, cfg, folder.latents, verbose=verbose,
+                              need_keys=bool(condition))
+    vocabulary, train_ids, val_ids, summary = sequence_labels(labels, latents, condition) if condition else [None] * 4
     train_cfg = cfg["train"]
 
     if not folder.model.is_file():
@@ -210,7 +223,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
                   f"window latents of {gmm.dim} dimensions -> {folder.model}")
 
     seed_everything(train_cfg["seed"])
-    prior = build_prior(cfg, layout)
+    prior = build_prior(cfg, layout, vocabulary)
     frames = np.concatenate(latents["train"])
     prior.set_statistics(frames.mean(axis=0), frames.std(axis=0))
     train_seqs = [prior.normalize(s) for s in latents["train"]]
@@ -220,10 +233,10 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
         length = min(length, prior.context_frames)
     length = max(2, min(length, max(len(s) for s in train_seqs)))
     train_ds = LatentCrops(train_seqs, length, train_cfg["batch_size"], train_cfg["steps_per_epoch"],
-                           seed=train_cfg["seed"])
+                           seed=train_cfg["seed"], labels=train_ids, label_dropout=cfg["prior"]["label_dropout"])
     val_ds = None
     if any(len(s) >= length for s in val_seqs):
-        val_ds = LatentCrops(val_seqs, length, train_cfg["batch_size"], random=False)
+        val_ds = LatentCrops(val_seqs, length, train_cfg["batch_size"], random=False, labels=val_ids)
     compile_model(prior, cfg)
 
     best = []
@@ -240,6 +253,8 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
         print(f"prior:      {prior.kind}, {prior.count_params():,} parameters, {prior.context_length} frames of context "
               f"({prior.context_length / layout.frame_rate:.1f} s at {layout.frame_rate:.1f} frames/s), "
               f"{prior.components} mixture components, crops of {length} frames, backend {keras.backend.backend()}")
+        if condition:
+            print("\n".join([summary] + [f"note: {n}" for n in notes]))
     kept = []
 
     def keep_best(trained):  # the prior overfits small corpora: keep the epoch that generalised best
