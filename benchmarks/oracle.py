@@ -14,7 +14,10 @@ reference rows, in one table:
   `kvae.dsp.pghi`);
 - `model's own mag + true phase`: for a model that decodes a magnitude
   (`MagnitudeVAE`), that decoded magnitude at the model's own STFT, before
-  any phase is made, and with PGHI's phase (what `MagnitudeVAE` plays);
+  any phase is made, and with PGHI's phase; with `--temperatures T ...`,
+  draws from its decoder's Gaussian likelihood at temperature T (T times its
+  learned sigma, added to the decoded log-magnitude) with PGHI's phase
+  (what `MagnitudeVAE.to_audio` plays at `decoder_temperature`);
 - `true mag + Griffin-Lim`, `true mag + PGHI`, `true mag + random phase`: what a perfect
   magnitude is worth with a phase reconstruction, and with none;
 - `smear N frames` / `blur N bins` + Griffin-Lim: the true magnitude
@@ -135,15 +138,24 @@ def model_rows(model, test, args, true_mag, true_phase, gl):
         "model mag + PGHI": istft(model_mag, pghi_batch(model_mag, args.n_fft, args.hop), args.n_fft, args.hop, window),
     }
     if hasattr(model, "magnitude") and hasattr(model, "n_fft"):  # a model that decodes a magnitude
-        own = []
+        decoded = []
         for start in range(0, len(test), 64):
             z_mean, _ = model.encode(ops.convert_to_tensor(test[start:start + 64]))
-            own.append(ops.convert_to_numpy(model.magnitude(model.decode(z_mean))))
+            decoded.append(ops.convert_to_numpy(model.decode(z_mean)))
+        decoded = np.concatenate(decoded)
+        own = ops.convert_to_numpy(model.magnitude(ops.convert_to_tensor(decoded)))
         _, phase = stft(test, model.n_fft, model.hop)
-        own = np.concatenate(own)
+
+        def with_pghi(magnitude):
+            return istft(magnitude, pghi_batch(magnitude, model.n_fft, model.hop), model.n_fft, model.hop, window)
+
         rows["model's own mag + true phase"] = istft(own, phase, model.n_fft, model.hop, window)
-        rows["model's own mag + PGHI"] = istft(own, pghi_batch(own, model.n_fft, model.hop), model.n_fft, model.hop,
-                                               window)
+        rows["model's own mag + PGHI"] = with_pghi(own)
+        sigma = float(np.exp(np.mean(ops.convert_to_numpy(model.log_sigma)))) if model.log_sigma is not None else 1.0
+        for t in args.temperatures:  # draws from the decoder's own Gaussian likelihood, sigma times t
+            draw = decoded + t * sigma * np.random.default_rng([args.seed, 11]).standard_normal(decoded.shape)
+            rows[f"model's own draw at T={t:g} + PGHI"] = with_pghi(
+                ops.convert_to_numpy(model.magnitude(ops.convert_to_tensor(draw.astype(np.float32)))))
     return rows
 
 
@@ -163,6 +175,9 @@ def main(argv=None):
     parser.add_argument("--blur", type=int, nargs="*", default=[3, 5], help="bins of the frequency-blur ladder")
     parser.add_argument("--codes", nargs="*", default=["16x5", "32x5", "64x5"],
                         help="linear codes as COMPONENTSxBITS (default 16x5 32x5 64x5)")
+    parser.add_argument("--temperatures", type=float, nargs="*", default=[],
+                        help="for a model that decodes a magnitude: rows of draws from its decoder's likelihood at "
+                             "these temperatures (times its learned sigma), phase by PGHI")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads")
     parser.add_argument("--no-visqol", action="store_true", help="leave out the ViSQOL column (minutes per table)")

@@ -56,10 +56,10 @@ def test_a_quick_run_prints_one_table_with_the_swaps_the_ladder_and_the_referenc
     model.save(path)
     out = tmp_path / "oracle.json"
     assert oracle.main(["--quick", "--model", str(path), "--codes", "8x4", "--smear", "2", "--blur", "3",
-                        "--out", str(out)]) == 0
+                        "--temperatures", "0.5", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     for row in ("model ", "model mag + true phase", "true mag + model phase", "model mag + Griffin-Lim",
-                "model's own mag + true phase", "model's own mag + PGHI", "model mag + PGHI", "true mag + PGHI",
+                "model's own mag + true phase", "model's own mag + PGHI", "model's own draw at T=0.5 + PGHI", "model mag + PGHI", "true mag + PGHI",
                 "true mag + Griffin-Lim", "true mag + random phase",
                 "smear 2 frames + Griffin-Lim", "blur 3 bins + Griffin-Lim", "linear code 8 x 4 bit + Griffin-Lim",
                 "ladder: Opus 6 kbit/s", "ref: white noise"):
