@@ -9,8 +9,9 @@ earlier export wrote; `kvae.paths.OwnedFolder`):
   [-20, 10] as `VAE.encode` does).
 - `decoder.onnx`: input `z` float32 `(batch, *latent_shape)`; output `audio`
   float32 `(batch, window)` (`to_audio(decode(z))`).
-- `prior_step.onnx`, when the run has a fitted convolutional prior
-  (`RUN/prior/prior.keras`): one frame of the autoregressive prior with its
+- `prior_step.onnx`, when the run has a fitted convolutional prior with the
+  mixture head (`RUN/prior/prior.keras`; a flow-head prior is not exported,
+  with a note): one frame of the autoregressive prior with its
   cached state. Inputs `frame` float32 `(batch, latent_dim)` (latent units)
   and `state_0` ... `state_{L-1}` float32 `(batch, span_i, width)`; outputs
   the next frame's Gaussian mixture `weights` `(batch, k)`, `means` and
@@ -262,8 +263,13 @@ def export_onnx(run, out, prior=True, verbose=False):
                                 f"audio (batch, {model.window}) at {model.sample_rate} Hz"),
     }
     if ar_prior is not None:
+        note = None
         if getattr(ar_prior, "kind", None) != "conv":
             note = "prior not exported: only a convolutional prior (prior.kind = conv) has a cached one-step function"
+        elif getattr(ar_prior, "head_kind", "mog") != "mog":
+            note = ("prior not exported: prior_step.onnx holds the mixture head (prior.head = mog); a flow-head "
+                    "prior generates in Python (kvae generate)")
+        if note:
             if verbose:
                 print(f"note: {note}")
         else:

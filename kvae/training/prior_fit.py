@@ -49,6 +49,11 @@ PRIOR_DEFAULTS = {
         "kernel_size": 3,
         "num_heads": 4,
         "components": 4,  # Gaussian mixture components per frame
+        "head": "mog",  # mog (a Gaussian mixture per frame) or flow (flow matching, kvae.models.flow_head)
+        "flow_width": 128,  # the flow head's MLP
+        "flow_blocks": 3,
+        "flow_steps": 16,  # Euler steps per generated frame (the flow head's cost of generation)
+        "flow_samples": 4,  # (noise, time) draws per frame in a training step
     },
     "gmm": {"components": 8, "covariance": "auto"},
     "train": {
@@ -69,7 +74,7 @@ PRIOR_DEFAULTS = {
     },
 }
 PRIOR = Schema("prior config", PRIOR_DEFAULTS,
-                {("prior", "kind"): ("conv", "transformer"), ("gmm", "covariance"): ("auto", "full", "diag")},
+                {("prior", "kind"): ("conv", "transformer"), ("prior", "head"): ("mog", "flow"), ("gmm", "covariance"): ("auto", "full", "diag")},
                 prefix="prior/")
 """The prior config's schema: its ranges are the `prior/` rows of `kvae.bounds` (`python -m kvae.bounds`)."""
 
@@ -133,7 +138,8 @@ def build_prior(cfg, layout):
         layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
         width=p["width"], layers=p["layers"], kernel_size=p["kernel_size"], num_heads=p["num_heads"],
         components=p["components"], frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape),
-        name="latent_prior")
+        head=p["head"], flow_width=p["flow_width"], flow_blocks=p["flow_blocks"], flow_steps=p["flow_steps"],
+        flow_samples=p["flow_samples"], name="latent_prior")
 
 
 def _resolve(folder, config, overrides):
@@ -239,7 +245,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     if verbose:
         print(f"prior:      {prior.kind}, {prior.count_params():,} parameters, {prior.context_length} frames of context "
               f"({prior.context_length / layout.frame_rate:.1f} s at {layout.frame_rate:.1f} frames/s), "
-              f"{prior.components} mixture components, crops of {length} frames, backend {keras.backend.backend()}")
+              f"{_head_text(prior)}, crops of {length} frames, backend {keras.backend.backend()}")
     kept = []
 
     def keep_best(trained):  # the prior overfits small corpora: keep the epoch that generalised best
@@ -254,7 +260,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
         prior, folder, train_ds, before_history=best, callbacks=extra,
         nan_message=lambda: "prior training diverged (loss is NaN or Inf); lower train.learning_rate",
         before_save=keep_best, save=folder.prior_model,
-        curves={"title": "latent prior", "titles": {"loss": "negative log-likelihood (nats per frame)"}},
+        curves={"title": "latent prior", "titles": {"loss": loss_name(prior)}},
         after_save=lambda trained: folder.best_weights.unlink(missing_ok=True),
         validation_data=val_ds, epochs=train_cfg["epochs"], verbose=train_cfg["verbose"] if verbose else 0)
     if verbose:
@@ -262,6 +268,20 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     if pieces:
         write_pieces(run, int(pieces), piece_seconds, folder=folder.path, verbose=verbose)
     return prior, history.history
+
+
+def _head_text(prior):
+    if prior.head_kind == "flow":
+        return (f"flow-matching head ({prior.flow_settings['blocks']} blocks of {prior.flow_settings['width']}, "
+                f"{prior.flow_steps} steps per frame; its loss is a squared velocity error, not nats)")
+    return f"{prior.components} mixture components"
+
+
+def loss_name(prior):
+    """What a prior's loss (and history.csv's loss, val_loss) measures: nats, or the flow head's error."""
+    if getattr(prior, "head_kind", "mog") == "flow":
+        return "flow-matching loss (squared velocity error per dimension, not nats)"
+    return "negative log-likelihood (nats per frame)"
 
 
 def _best_so_far(history_csv):
