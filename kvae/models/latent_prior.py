@@ -116,9 +116,10 @@ class LatentPrior(keras.Model):
         components: int. Mixture components per frame. Defaults to 4.
         head: str. `"mog"` (the Gaussian mixture) or `"flow"` (flow matching,
             `kvae.models.flow_head`). Defaults to "mog".
-        flow_width, flow_blocks, flow_samples: int. The flow head's width,
-            residual blocks and (noise, time) draws per frame in training.
-        flow_steps: int. Euler steps per generated frame (flow head).
+        flow_width: int. The flow head's width. Defaults to 128.
+        flow_blocks: int. The flow head's residual blocks. Defaults to 3.
+        flow_steps: int. Euler steps per generated frame (flow head). Defaults to 16.
+        flow_samples: int. (noise, time) draws per frame in a training step (flow head). Defaults to 4.
         frame_rate: float or None. Frames per second of audio (kept for reports).
         latent_shape: list or None. The VAE's latent shape the prior was fitted
             for (checked when generating).
