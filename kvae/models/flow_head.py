@@ -53,14 +53,14 @@ class FlowHead(layers.Layer):
 
     Args:
         latent_dim: int. Channels of a frame.
-        width: int. Hidden width. Defaults to 128.
+        width: int. Hidden width. Defaults to 64.
         blocks: int. Residual blocks. Defaults to 3.
         samples: int. Draws of (noise, time) per frame in a training step. Defaults to 4.
         seed: int. Seed of the training noise. Defaults to 0.
         **kwargs: arguments of `keras.layers.Layer`.
     """
 
-    def __init__(self, latent_dim, width=128, blocks=3, samples=4, seed=0, **kwargs):
+    def __init__(self, latent_dim, width=64, blocks=3, samples=4, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim, self.width, self.blocks_count = int(latent_dim), int(width), int(blocks)
         self.samples, self.seed = int(samples), int(seed)
@@ -128,6 +128,22 @@ class FlowHead(layers.Layer):
         return config
 
 
+def loss_name(prior):
+    """What a `LatentPrior`'s loss (history.csv's loss, val_loss) measures: nats, or the flow head's error."""
+    if getattr(prior, "head_kind", "mog") == "flow":
+        return "flow-matching loss (squared velocity error per dimension, not nats)"
+    return "negative log-likelihood (nats per frame)"
+
+
+def head_text(prior):
+    """A `LatentPrior`'s output head in words, for the prior fit's printout."""
+    if getattr(prior, "head_kind", "mog") == "flow":
+        flow = prior.flow_settings
+        return (f"flow-matching head ({flow['blocks']} blocks of {flow['width']}, {prior.flow_steps} steps per "
+                f"frame; its loss is a squared velocity error, not nats)")
+    return f"{prior.components} mixture components"
+
+
 def _dense(layer):
     return (np.asarray(ops.convert_to_numpy(layer.kernel), np.float32),
             np.asarray(ops.convert_to_numpy(layer.bias), np.float32))
@@ -138,7 +154,7 @@ def _silu(x):
 
 
 class FlowSampler:
-    """Draws frames from a `FlowHead` in numpy: the weights as they are now, Euler steps of its ODE.
+    """Draws frames from a `FlowHead` in numpy: its weights as they are now, Euler steps of its ODE.
 
     Args:
         head: FlowHead.
@@ -148,7 +164,8 @@ class FlowSampler:
     def __init__(self, head, steps):
         self.steps = int(steps)
         self.latent_dim, self.width = head.latent_dim, head.width
-        self.condition, self.time_in, self.time_out = _dense(head.condition), _dense(head.time_in), _dense(head.time_out)
+        self.condition, self.time_in = _dense(head.condition), _dense(head.time_in)
+        self.time_out = _dense(head.time_out)
         self.project_in, self.project_out = _dense(head.project_in), _dense(head.project_out)
         self.blocks = [(_dense(m), _dense(a), _dense(b)) for m, a, b in zip(head.modulations, head.fc1, head.fc2)]
         self.final_modulation = _dense(head.final_modulation)
@@ -158,7 +175,7 @@ class FlowSampler:
                                + self.time_out[1]).astype(np.float32)
 
     def velocity(self, x, step, cond_embedding):
-        """The velocity at `x` `(n, c)` at Euler step `step`, given `cond_embedding` (the `condition` layer's output)."""
+        """The velocity at `x` `(n, c)` at Euler step `step`, given the `condition` layer's output."""
         y = _silu(cond_embedding + self.time_embedding[step])
         h = x @ self.project_in[0] + self.project_in[1]
         w = self.width
@@ -170,7 +187,7 @@ class FlowSampler:
         return (_layer_norm(h, np) * (1.0 + m[:, w:]) + m[:, :w]) @ self.project_out[0] + self.project_out[1]
 
     def __call__(self, cond, rngs, temperature=1.0):
-        """One normalised frame per piece `(n, c)` float32 given trunk contexts `cond` `(n, d)`, piece i from `rngs[i]`."""
+        """One normalised frame per piece `(n, c)` float32 given trunk contexts `cond` `(n, d)`; piece i: `rngs[i]`."""
         cond = np.asarray(cond, np.float32)
         embedding = cond @ self.condition[0] + self.condition[1]
         x = np.stack([rng.standard_normal(self.latent_dim) for rng in rngs]).astype(np.float32) * float(temperature)

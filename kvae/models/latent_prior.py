@@ -13,8 +13,8 @@ piece is generated frame by frame.
   learned positions over at most `context_frames` frames.
 
 The output distribution (`head="mog"`) is a mixture of `components`
-diagonal Gaussians per frame, so a frame can have several modes (a note on or off, one chord or
-another) where a single Gaussian would average them. The model works on
+diagonal Gaussians per frame, so a frame can have several modes (a note on
+or off, one chord or another) where a single Gaussian would average them. The model works on
 normalised frames: `latent_mean` and `latent_std` (non-trainable weights,
 saved with it) are the training frames' statistics; `normalize` and
 `denormalize` convert. Sampling (`sample_next`) is numpy from a Generator,
@@ -116,7 +116,7 @@ class LatentPrior(keras.Model):
         components: int. Mixture components per frame. Defaults to 4.
         head: str. `"mog"` (the Gaussian mixture) or `"flow"` (flow matching,
             `kvae.models.flow_head`). Defaults to "mog".
-        flow_width: int. The flow head's width. Defaults to 128.
+        flow_width: int. The flow head's width. Defaults to 64.
         flow_blocks: int. The flow head's residual blocks. Defaults to 3.
         flow_steps: int. Euler steps per generated frame (flow head). Defaults to 16.
         flow_samples: int. (noise, time) draws per frame in a training step (flow head). Defaults to 4.
@@ -127,7 +127,7 @@ class LatentPrior(keras.Model):
     """
 
     def __init__(self, latent_dim, kind="conv", context_frames=64, width=64, layers=0, kernel_size=3, num_heads=4,
-                 components=4, frame_rate=None, latent_shape=None, head="mog", flow_width=128, flow_blocks=3,
+                 components=4, frame_rate=None, latent_shape=None, head="mog", flow_width=64, flow_blocks=3,
                  flow_steps=16, flow_samples=4, **kwargs):
         super().__init__(**kwargs)
         if kind not in KINDS:

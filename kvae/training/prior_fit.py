@@ -50,7 +50,7 @@ PRIOR_DEFAULTS = {
         "num_heads": 4,
         "components": 4,  # Gaussian mixture components per frame
         "head": "mog",  # mog (a Gaussian mixture per frame) or flow (flow matching, kvae.models.flow_head)
-        "flow_width": 128,  # the flow head's MLP
+        "flow_width": 64,  # the flow head's MLP (its cost per frame grows with width^2 x flow_samples)
         "flow_blocks": 3,
         "flow_steps": 16,  # Euler steps per generated frame (the flow head's cost of generation)
         "flow_samples": 4,  # (noise, time) draws per frame in a training step
@@ -74,7 +74,8 @@ PRIOR_DEFAULTS = {
     },
 }
 PRIOR = Schema("prior config", PRIOR_DEFAULTS,
-                {("prior", "kind"): ("conv", "transformer"), ("prior", "head"): ("mog", "flow"), ("gmm", "covariance"): ("auto", "full", "diag")},
+                {("prior", "kind"): ("conv", "transformer"), ("prior", "head"): ("mog", "flow"),
+                 ("gmm", "covariance"): ("auto", "full", "diag")},
                 prefix="prior/")
 """The prior config's schema: its ranges are the `prior/` rows of `kvae.bounds` (`python -m kvae.bounds`)."""
 
@@ -187,6 +188,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     """`fit_prior` once the run folder is held."""
     from kvae.data import prepare
     from kvae.inference.latents import LatentLayout
+    from kvae.models.flow_head import head_text, loss_name
     from kvae.models.loading import load
 
     folder = RunFolder(folder) if folder is not None else RunFolder(run).prior
@@ -245,7 +247,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     if verbose:
         print(f"prior:      {prior.kind}, {prior.count_params():,} parameters, {prior.context_length} frames of context "
               f"({prior.context_length / layout.frame_rate:.1f} s at {layout.frame_rate:.1f} frames/s), "
-              f"{_head_text(prior)}, crops of {length} frames, backend {keras.backend.backend()}")
+              f"{head_text(prior)}, crops of {length} frames, backend {keras.backend.backend()}")
     kept = []
 
     def keep_best(trained):  # the prior overfits small corpora: keep the epoch that generalised best
@@ -268,20 +270,6 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     if pieces:
         write_pieces(run, int(pieces), piece_seconds, folder=folder.path, verbose=verbose)
     return prior, history.history
-
-
-def _head_text(prior):
-    if prior.head_kind == "flow":
-        return (f"flow-matching head ({prior.flow_settings['blocks']} blocks of {prior.flow_settings['width']}, "
-                f"{prior.flow_steps} steps per frame; its loss is a squared velocity error, not nats)")
-    return f"{prior.components} mixture components"
-
-
-def loss_name(prior):
-    """What a prior's loss (and history.csv's loss, val_loss) measures: nats, or the flow head's error."""
-    if getattr(prior, "head_kind", "mog") == "flow":
-        return "flow-matching loss (squared velocity error per dimension, not nats)"
-    return "negative log-likelihood (nats per frame)"
 
 
 def _best_so_far(history_csv):
