@@ -6,7 +6,10 @@ For one run (`--run`, or one trained here with `kvae.fit` for `--steps` steps, w
 
 - `none`: independent N(0, I) draws (per latent frame; per window for vector latents), what kvae did before;
 - `gmm`: the ex-post Gaussian mixture over the posterior means, one independent draw per window;
-- `ar (<kind>)`: the autoregressive latent prior, one per `--kinds` (conv, transformer),
+- `ar (<kind>)`: the autoregressive latent prior, one per `--kinds` (conv, transformer) and `--heads` (mog: the
+  Gaussian mixture per frame; flow: the flow-matching head, named `ar (<kind>, flow)`), each trained for
+  `--prior-steps` optimizer steps or, with `--prior-cpu-minutes`, for the same CPU time (this process's CPU
+  seconds over all threads, `kvae.training.TimeBudget(clock="cpu")`), so a slower head gets fewer steps,
 
 cuts every piece into windows of the model's length and judges them with kvae's evaluation code
 (`kvae.evaluation.evaluate.reference_sets` and `judge`, what `kvae evaluate` runs: C2ST, KID, temporal std
@@ -23,12 +26,15 @@ Beside the pieces, the decoder's share: the model's reconstructions of training 
 reference set (`decoder ceiling`: what any prior on this decoder could reach, without the held-out shift)
 and of held-out windows, judged the same way; `the prior's gap` is a piece row's C2ST minus the ceiling's.
 
-It prints the table and a summary of each autoregressive prior (parameters, context, validation negative
-log-likelihood in nats per frame, fit and generation time), and writes `generate_quality.json` and the
+It prints the table and a summary of each autoregressive prior (parameters, context, steps, validation loss:
+the mixture's negative log-likelihood in nats per frame, the flow head's squared velocity error, which are not
+comparable; fit time and the cost of generation: CPU seconds per generated second of audio, decoding
+included), and writes `generate_quality.json` and the
 first piece of each prior as WAV into `--out`.
 
     python benchmarks/generate_quality.py                          # conv1d, 400 VAE steps, priors 600 steps
     python benchmarks/generate_quality.py --run runs/conv1d --kinds conv transformer --out runs/genq
+    python benchmarks/generate_quality.py --run runs/conv1d --heads mog flow --prior-cpu-minutes 20 --out runs/genf
     python benchmarks/generate_quality.py --config fc --steps 400   # a vector-latent model
     python benchmarks/generate_quality.py --quick                  # smoke run: tiny budget, 3 pieces of 12 s
 
@@ -60,6 +66,7 @@ PIECE_KEYS = (
     ("adjacent", "adjacent", "{:.2f}"),
     ("flatness", "flatness", "{:.3f}"),
     ("silence", "silence", "{:.3f}"),
+    ("cpu_seconds_per_second", "CPU s / gen. s", "{:.3f}"),
 )
 
 
@@ -71,6 +78,12 @@ def parse_args(argv=None):
     parser.add_argument("--prior-steps", type=int, default=None, help="optimizer steps of each prior (default 600)")
     parser.add_argument("--kinds", nargs="+", default=["conv"], choices=["conv", "transformer"],
                         help="autoregressive prior kinds to fit and compare (default conv)")
+    parser.add_argument("--heads", nargs="+", default=["mog"], choices=["mog", "flow"],
+                        help="output heads of each kind: mog (Gaussian mixture), flow (flow matching); default mog")
+    parser.add_argument("--prior-cpu-minutes", type=float, default=None, metavar="M",
+                        help="train each prior for M minutes of CPU time instead of --prior-steps")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a prior config value for every prior, e.g. --set prior.flow_steps=32 (repeatable)")
     parser.add_argument("--pieces", type=int, default=None, help="pieces per prior (default 8)")
     parser.add_argument("--seconds", type=float, default=None, help="length of each piece (default 30)")
     parser.add_argument("--n-clips", type=int, default=None, help="reference training windows (default 256)")
@@ -79,7 +92,8 @@ def parse_args(argv=None):
     parser.add_argument("--data", help="dataset root (default: the run's, or the embedded corpus)")
     parser.add_argument("--pieces-to-run", type=int, default=0, metavar="N",
                         help="also write N pieces of the first prior to RUN/pieces/ (the run's gallery)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: fc, 30 steps, 30 prior steps, 3 x 12 s")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: fc, 30 steps, 30 prior steps (or 0.1 CPU minutes given any), 3 x 12 s")
     parser.add_argument("--out", help="output folder (default: a temporary folder)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -87,6 +101,8 @@ def parse_args(argv=None):
                               ("pieces", 8, 3), ("seconds", 30.0, 12.0), ("n_clips", 256, 30)):
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)
+    if quick and args.prior_cpu_minutes is not None:
+        args.prior_cpu_minutes = min(args.prior_cpu_minutes, 0.1)
     return args
 
 
@@ -109,38 +125,63 @@ def train_run(args, out):
     return run
 
 
+def prior_name(kind, head):
+    """The row of a prior: `ar (conv)` for the mixture head (as before heads were compared), `ar (conv, flow)`."""
+    return f"ar ({kind})" if head == "mog" else f"ar ({kind}, {head})"
+
+
 def fit_priors(args, run, out):
-    """Fit one prior folder per kind; return `{kind: (folder, summary)}`."""
+    """Fit one prior folder per kind and head; return `{row name: (folder, summary)}`."""
+    from kvae.config import merge_config, parse_set
+
+    budget = args.prior_cpu_minutes
+    per_epoch = 50 if budget else max(1, min(args.prior_steps, 50))
+    epochs = 10 ** 6 if budget else math.ceil(args.prior_steps / per_epoch)  # a budget stops it first
+    priors = {}
+    for kind in args.kinds:
+        for head in args.heads:
+            folder = out / (f"prior-{kind}" + ("" if head == "mog" else f"-{head}"))
+            settings = merge_config(parse_set(args.set, sections=("prior", "gmm", "train")),
+                                    {"prior": {"kind": kind, "head": head},
+                                     "train": {"epochs": epochs, "steps_per_epoch": per_epoch, "seed": args.seed,
+                                               "verbose": 0}})
+            priors[prior_name(kind, head)] = fit_one(args, run, folder, settings, prior_name(kind, head))
+    return priors
+
+
+def fit_one(args, run, folder, settings, name):
+    """Fit one prior into `folder` (or reuse it), within `--prior-cpu-minutes` when given; `(folder, summary)`."""
     import numpy as np
 
     from kvae.runs import read_history
+    from kvae.training.time_budget import TimeBudget
 
-    per_epoch = max(1, min(args.prior_steps, 50))
-    priors = {}
-    for kind in args.kinds:
-        folder = out / f"prior-{kind}"
-        settings = {"prior": {"kind": kind},
-                    "train": {"epochs": math.ceil(args.prior_steps / per_epoch), "steps_per_epoch": per_epoch,
-                              "seed": args.seed, "verbose": 0}}
-        start = time.perf_counter()
-        if (folder / "prior.keras").is_file():
-            print(f"  reusing {folder}")
-        else:
-            kvae.fit_prior(run, data=args.data, settings=settings, folder=folder, verbose=False)
-        seconds = time.perf_counter() - start
-        prior = kvae.load(folder / "prior.keras", compile=False)
-        history = read_history(folder / "history.csv")
-        summary = {"kind": kind, "parameters": int(prior.count_params()), "context_frames": prior.context_length,
-                   "context_seconds": prior.context_length / prior.frame_rate, "frame_rate": prior.frame_rate,
-                   "train_nll": history["loss"][-1], "fit_seconds": seconds}
-        val = history.get("val_loss", [])
-        best = int(np.nanargmin(val)) if val else -1  # the epoch fit_prior keeps (train.keep_best)
-        summary.update({"val_nll": val[best] if val else float("nan"), "kept_epoch": best,
-                        "train_nll_kept": history["loss"][best] if val else float("nan")})
-        priors[kind] = (folder, summary)
-        print(f"  prior {kind}: {summary['parameters']:,} parameters, {prior.context_length} frames of context, "
-              f"val NLL {summary['val_nll']:.3f} nats/frame (epoch {best} kept), fitted in {seconds:.0f} s", flush=True)
-    return priors
+    p = settings["prior"]
+    kind, head, budget = p["kind"], p["head"], args.prior_cpu_minutes
+    start, cpu = time.perf_counter(), time.process_time()
+    callbacks = [TimeBudget(budget, clock="cpu")] if budget else []
+    if (folder / "prior.keras").is_file():
+        print(f"  reusing {folder}")
+    else:
+        kvae.fit_prior(run, data=args.data, settings=settings, folder=folder, verbose=False, callbacks=callbacks)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    prior = kvae.load(folder / "prior.keras", compile=False)
+    history = read_history(folder / "history.csv")
+    loss = "negative log-likelihood, nats per frame" if head == "mog" else "flow-matching error, not nats"
+    summary = {"kind": kind, "head": head, "parameters": int(prior.count_params()),
+               "context_frames": prior.context_length, "loss_name": loss,
+               "context_seconds": prior.context_length / prior.frame_rate, "frame_rate": prior.frame_rate,
+               "train_nll": history["loss"][-1], "fit_seconds": seconds, "fit_cpu_seconds": cpu,
+               "steps": (callbacks[0].stopped_at if callbacks and callbacks[0].stopped_at is not None
+                         else len(history["loss"]) * settings["train"]["steps_per_epoch"])}
+    val = history.get("val_loss", [])
+    best = int(np.nanargmin(val)) if val else -1  # the epoch fit_prior keeps (train.keep_best)
+    summary.update({"val_nll": val[best] if val else float("nan"), "kept_epoch": best,
+                    "train_nll_kept": history["loss"][best] if val else float("nan")})
+    print(f"  prior {name}: {summary['parameters']:,} parameters, {prior.context_length} frames of context, "
+          f"{summary['steps']} steps, val loss {summary['val_nll']:.3f} ({loss}; epoch {best} kept), fitted in "
+          f"{seconds:.0f} s ({cpu:.0f} CPU s)", flush=True)
+    return folder, summary
 
 
 def _rms(a, b):
@@ -177,8 +218,9 @@ def main(argv=None):
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-genq-"))
     out.mkdir(parents=True, exist_ok=True)
+    trained = (f"{args.prior_cpu_minutes:g} CPU minutes" if args.prior_cpu_minutes else f"{args.prior_steps} steps")
     print(f"kvae long-form generation benchmark: {args.pieces} pieces of {args.seconds:g} s per prior, "
-          f"priors {args.prior_steps} steps, seed {args.seed}, temperature {args.temperature:g}, "
+          f"priors {trained} each, seed {args.seed}, temperature {args.temperature:g}, "
           f"backend {keras.backend.backend()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
     run = Path(args.run) if args.run else train_run(args, out)
     model = kvae.load(run, compile=False)
@@ -193,18 +235,19 @@ def main(argv=None):
     per_piece = int(args.seconds * rate) // window
     span = max(1, int(round(min(10.0, args.seconds / 2) * rate / window)))
     choices = [("none", "none", None), ("gmm", "gmm", None)]
-    choices += [(f"ar ({kind})", "ar", folder / "prior.keras") for kind, (folder, _) in priors.items()]
-    pieces, speed = {}, {}
+    choices += [(name, "ar", folder / "prior.keras") for name, (folder, _) in priors.items()]
+    pieces, speed, cost = {}, {}, {}
     for name, prior, ar_path in choices:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         audio = kvae.generate(first / "model.keras", seconds=args.seconds, prior=prior, ar_prior=ar_path,
                               seed=args.seed, temperature=args.temperature, n=args.pieces)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         speed[name] = args.pieces * args.seconds / seconds
+        cost[name] = cpu / (args.pieces * args.seconds)  # CPU seconds per generated second (prior and decoder)
         pieces[name] = audio[:, :per_piece * window].reshape(-1, window)
         write_wav(out / f"piece-{prior}{'-' + ar_path.parent.name if ar_path else ''}.wav", audio[0], rate)
         print(f"  {name:<18} {args.pieces} x {args.seconds:g} s in {seconds:.1f} s "
-              f"({speed[name]:.1f} audio-s/s)", flush=True)
+              f"({speed[name]:.1f} audio-s/s, {cost[name]:.3f} CPU s per generated s)", flush=True)
 
     # -- real music, the same way: the first `seconds` of each training recording, in windows
     corpus = prepare(args.data, sample_rate=rate) if args.data or not (run / "config.json").is_file() else None
@@ -234,6 +277,7 @@ def main(argv=None):
         rows[name]["drift"], rows[name]["adjacent"] = piece_measures(scale(feats.clip_features(clips, rate)),
                                                                      per_piece, span)
         rows[name]["audio_seconds_per_second"] = speed[name]
+        rows[name]["cpu_seconds_per_second"] = cost[name]
     real_z = [scale(feats.clip_features(r, rate)) for r in real]
     drift = [_rms(z[: min(span, len(z) // 2)].mean(axis=0), z[-min(span, len(z) // 2):].mean(axis=0)) for z in real_z]
     other = [_rms(a[: min(span, len(a) // 2)].mean(axis=0), b[-min(span, len(b) // 2):].mean(axis=0))
@@ -255,12 +299,13 @@ def main(argv=None):
               f"= {rows[name]['c2st'] - rows[CEILING]['c2st']:+.3f}")
     print()
     print("Autoregressive priors")
-    for kind, (_, s) in priors.items():
-        print(f"  {kind:<12} {s['parameters']:>9,} parameters, context {s['context_frames']} frames "
-              f"({s['context_seconds']:.1f} s), kept epoch {s['kept_epoch']}: NLL train {s['train_nll_kept']:.3f} / "
-              f"validation {s['val_nll']:.3f} nats per frame (last epoch: train {s['train_nll']:.3f}), fitted in "
-              f"{s['fit_seconds']:.0f} s, generates "
-              f"{speed[f'ar ({kind})']:.1f} audio-s/s ({args.pieces} pieces at once)")
+    for name, (_, s) in priors.items():
+        print(f"  {name:<18} {s['parameters']:>9,} parameters, context {s['context_frames']} frames "
+              f"({s['context_seconds']:.1f} s), {s['steps']} steps, kept epoch {s['kept_epoch']}: loss train "
+              f"{s['train_nll_kept']:.3f} / validation {s['val_nll']:.3f}, {s['loss_name']} (last epoch: train "
+              f"{s['train_nll']:.3f}), fitted in {s['fit_seconds']:.0f} s ({s['fit_cpu_seconds']:.0f} CPU s), "
+              f"generates {speed[name]:.1f} audio-s/s ({args.pieces} pieces at once), "
+              f"{cost[name]:.3f} CPU s per generated s ({cost[name] - cost['none']:+.3f} over decoding N(0, I) draws)")
     summary = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "run": str(run), "model": type(model).__name__, "latent_shape": list(model.latent_shape),
                "frame_rate": layout.frame_rate, "priors": {k: s for k, (_, s) in priors.items()}, "rows": rows}

@@ -9,8 +9,9 @@ earlier export wrote; `kvae.paths.OwnedFolder`):
   [-20, 10] as `VAE.encode` does).
 - `decoder.onnx`: input `z` float32 `(batch, *latent_shape)`; output `audio`
   float32 `(batch, window)` (`to_audio(decode(z))`).
-- `prior_step.onnx`, when the run has a fitted convolutional prior without a
-  condition (`RUN/prior/prior.keras`; a conditioned prior is not exported,
+- `prior_step.onnx`, when the run has a fitted convolutional prior with the
+  mixture head and without a condition (`RUN/prior/prior.keras`; a flow-head
+  or conditioned prior is not exported,
   with a note): one frame of the autoregressive prior with its
   cached state. Inputs `frame` float32 `(batch, latent_dim)` (latent units)
   and `state_0` ... `state_{L-1}` float32 `(batch, span_i, width)`; outputs
@@ -269,6 +270,9 @@ def export_onnx(run, out, prior=True, verbose=False):
         elif getattr(ar_prior, "labels", None):
             note = ("prior not exported: prior_step.onnx has no label input, and a conditioned prior "
                     "(prior.condition) needs one")
+        elif getattr(ar_prior, "head_kind", "mog") != "mog":
+            note = ("prior not exported: prior_step.onnx holds the mixture head (prior.head = mog); a flow-head "
+                    "prior generates in Python (kvae generate)")
         if note:
             if verbose:
                 print(f"note: {note}")

@@ -155,10 +155,10 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
 
     if prior == "ar":
         from kvae.models.conditioned_prior import conditioned_stepper
-        from kvae.models.latent_prior import sample_mixture
 
         _check_prior(ar_prior, layout)
         stepper = conditioned_stepper(ar_prior, int(n), condition, bounds.check("guidance", guidance))
+        draw = ar_prior.sampler()
         mixture = stepper.push(np.zeros((int(n), layout.channels), np.float32))  # the start frame it was trained with
     assembler = FrameWindows(layout, int(n))
     primed = layout.frames_for(kept) if kept else 0
@@ -166,7 +166,7 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         if t < primed:
             frame = np.repeat(prime_frames[t:t + 1], n, axis=0)
         elif prior == "ar":
-            frame = ar_prior.denormalize(sample_mixture(*mixture, rngs, temperature))
+            frame = ar_prior.denormalize(draw(mixture, rngs, temperature))
         else:
             frame = np.stack([rng.standard_normal(layout.channels).astype(np.float32) * float(temperature)
                               for rng in rngs])
@@ -276,7 +276,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     if verbose:
         detail = used
         if used == "ar":
-            detail += (f" ({ar_prior.kind}, {ar_prior.context_length} frames of context = "
+            head = f", flow head of {ar_prior.flow_steps} steps" if getattr(ar_prior, "head_kind", "") == "flow" else ""
+            detail += (f" ({ar_prior.kind}{head}, {ar_prior.context_length} frames of context = "
                        f"{ar_prior.context_length / ar_prior.frame_rate:.1f} s)" if ar_prior.frame_rate else "")
             if condition is not None:
                 detail += f", condition {condition}" + (f", guidance {guidance:g}" if guidance != 1 else "")

@@ -12,17 +12,22 @@ piece is generated frame by frame.
 - `kind="transformer"`: pre-norm Transformer blocks with a causal mask and
   learned positions over at most `context_frames` frames.
 
-The output distribution is a mixture of `components` diagonal Gaussians per
-frame, so a frame can have several modes (a note on or off, one chord or
-another) where a single Gaussian would average them. The model works on
+The output distribution (`head="mog"`) is a mixture of `components`
+diagonal Gaussians per frame, so a frame can have several modes (a note on
+or off, one chord or another) where a single Gaussian would average them. The model works on
 normalised frames: `latent_mean` and `latent_std` (non-trainable weights,
 saved with it) are the training frames' statistics; `normalize` and
 `denormalize` convert. Sampling (`sample_next`) is numpy from a Generator,
 so a seed gives the same piece on every backend.
 
+With `head="flow"` the trunk's features condition a small flow-matching
+MLP instead (`kvae.models.flow_head`): each frame is drawn by `flow_steps`
+Euler steps of an ODE from Gaussian noise, with no assumption on its shape.
+
 Trained with teacher forcing: inputs are the frames shifted by one with a
 zero "start" frame in front (`shift_inputs`); the loss is the negative
-log-likelihood of each frame, in nats per frame.
+log-likelihood of each frame, in nats per frame (the flow head: its
+flow-matching error, not comparable in nats).
 """
 
 import math
@@ -33,8 +38,10 @@ from keras import layers, ops
 
 from kvae.errors import KvaeError
 from kvae.models.blocks import TransformerBlock
+from kvae.models.flow_head import FlowHead, FlowSampler
 
 KINDS = ("conv", "transformer")
+HEADS = ("mog", "flow")
 _LOG_SCALE_RANGE = (-7.0, 3.0)
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -107,6 +114,12 @@ class LatentPrior(keras.Model):
         kernel_size: int. Conv kernel size. Defaults to 3.
         num_heads: int. Attention heads (transformer). Defaults to 4.
         components: int. Mixture components per frame. Defaults to 4.
+        head: str. `"mog"` (the Gaussian mixture) or `"flow"` (flow matching,
+            `kvae.models.flow_head`). Defaults to "mog".
+        flow_width: int. The flow head's width. Defaults to 64.
+        flow_blocks: int. The flow head's residual blocks. Defaults to 3.
+        flow_steps: int. Euler steps per generated frame (flow head). Defaults to 16.
+        flow_samples: int. (noise, time) draws per frame in a training step (flow head). Defaults to 4.
         frame_rate: float or None. Frames per second of audio (kept for reports).
         latent_shape: list or None. The VAE's latent shape the prior was fitted
             for (checked when generating).
@@ -114,13 +127,18 @@ class LatentPrior(keras.Model):
     """
 
     def __init__(self, latent_dim, kind="conv", context_frames=64, width=64, layers=0, kernel_size=3, num_heads=4,
-                 components=4, frame_rate=None, latent_shape=None, **kwargs):
+                 components=4, frame_rate=None, latent_shape=None, head="mog", flow_width=64, flow_blocks=3,
+                 flow_steps=16, flow_samples=4, **kwargs):
         super().__init__(**kwargs)
         if kind not in KINDS:
             raise KvaeError(f"prior.kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+        if head not in HEADS:
+            raise KvaeError(f"prior.head: must be one of {', '.join(HEADS)}, got {head!r}")
         for name, value, low in (("latent_dim", latent_dim, 1), ("context_frames", context_frames, 1),
                                  ("width", width, 1), ("layers", layers, 0), ("kernel_size", kernel_size, 2),
-                                 ("num_heads", num_heads, 1), ("components", components, 1)):
+                                 ("num_heads", num_heads, 1), ("components", components, 1),
+                                 ("flow_width", flow_width, 1), ("flow_blocks", flow_blocks, 1),
+                                 ("flow_steps", flow_steps, 1), ("flow_samples", flow_samples, 1)):
             if int(value) < low:
                 raise KvaeError(f"prior.{name}: must be at least {low}, got {value}")
         if kind == "transformer" and int(width) % int(num_heads):
@@ -135,6 +153,8 @@ class LatentPrior(keras.Model):
         self.components = int(components)
         self.frame_rate = None if frame_rate is None else float(frame_rate)
         self.latent_shape = None if latent_shape is None else [int(d) for d in latent_shape]
+        self.head_kind, self.flow_steps = head, int(flow_steps)
+        self.flow_settings = {"width": int(flow_width), "blocks": int(flow_blocks), "samples": int(flow_samples)}
 
         # === Layers ===
         self.embed = keras.layers.Dense(self.width, name="embed")
@@ -155,8 +175,13 @@ class LatentPrior(keras.Model):
                 name="positions")
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
         self.hidden = keras.layers.Dense(self.width, activation="gelu", name="hidden")
-        self.head = keras.layers.Dense(self.components * (1 + 2 * self.latent_dim), kernel_initializer="zeros",
-                                       name="head")
+        self.head = self.flow = None
+        if head == "mog":
+            self.head = keras.layers.Dense(self.components * (1 + 2 * self.latent_dim), kernel_initializer="zeros",
+                                           name="head")
+        else:  # the trunk's features go to the flow head (in the loss, and when sampling)
+            self.flow = FlowHead(self.latent_dim, **self.flow_settings, name="flow_head")
+            self.flow.build((None, self.width))
         self.latent_mean = self.add_weight(shape=(self.latent_dim,), initializer="zeros", trainable=False,
                                            name="latent_mean")
         self.latent_std = self.add_weight(shape=(self.latent_dim,), initializer="ones", trainable=False,
@@ -186,7 +211,8 @@ class LatentPrior(keras.Model):
             h = h + ops.expand_dims(self.positions[: ops.shape(h)[1]], 0)
         for block in self.blocks:
             h = block(h)
-        return self.head(self.hidden(self.final_norm(h)))
+        h = self.hidden(self.final_norm(h))
+        return h if self.flow is not None else self.head(h)
 
     def add_input_layers(self):
         """Create more input layers before the weights are built (`kvae.models.ConditionedPrior`'s label embedding)."""
@@ -212,6 +238,8 @@ class LatentPrior(keras.Model):
         return ops.logsumexp(ops.log_softmax(logits, axis=-1) + per_component, axis=-1)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if self.flow is not None:
+            return self.flow.loss(y, y_pred, training)
         return -ops.mean(self.log_likelihood(ops.cast(y, "float32"), y_pred))
 
     @staticmethod
@@ -240,16 +268,19 @@ class LatentPrior(keras.Model):
         return (np.asarray(frames, np.float32) * std + mean).astype(np.float32)
 
     def next_distribution(self, context):
-        """Mixture of the frame after `context` (normalised inputs `(n, t, c)`, start frame included).
+        """Distribution of the frame after `context` (normalised inputs `(n, t, c)`, start frame included).
 
         One full forward pass over the last `context_length` frames. Returns
-        numpy `(weights (n, k), means (n, k, c), scales (n, k, c))`.
+        numpy `(weights (n, k), means (n, k, c), scales (n, k, c))`, or with
+        the flow head the trunk's features `(n, width)` that condition it.
         """
         context = np.asarray(context, np.float32)[:, -self.context_length:]
         params = self(ops.convert_to_tensor(context), training=False)[:, -1]
         return self._mixture(np.asarray(ops.convert_to_numpy(params), np.float64))
 
     def _mixture(self, params):
+        if self.flow is not None:
+            return params.astype(np.float32)
         k, c = self.components, self.latent_dim
         logits = params[:, :k] - params[:, :k].max(axis=-1, keepdims=True)
         weights = np.exp(logits)
@@ -258,7 +289,7 @@ class LatentPrior(keras.Model):
         return weights / weights.sum(axis=-1, keepdims=True), means, scales
 
     def stepper(self, pieces):
-        """A frame-at-a-time generator state for `pieces` pieces: `push(frame)` returns the next frame's mixture.
+        """A frame-at-a-time generator state for `pieces` pieces: `push(frame)` returns the next frame's distribution.
 
         For `kind="conv"` it caches each block's last inputs and computes one
         frame per push in numpy (constant time and memory per frame, as fast
@@ -267,9 +298,15 @@ class LatentPrior(keras.Model):
         """
         return _ConvStepper(self, pieces) if self.kind == "conv" else _ContextStepper(self, pieces)
 
+    def sampler(self):
+        """`draw(distribution, rngs, temperature)`: one normalised frame per piece from what `push` returns."""
+        if self.flow is not None:
+            return FlowSampler(self.flow, self.flow_steps)
+        return lambda mixture, rngs, temperature=1.0: sample_mixture(*mixture, rngs, temperature)
+
     def sample_next(self, context, rngs, temperature=1.0):
         """Draw the next normalised frame of each piece `(n, c)` given a context (see `next_distribution`)."""
-        return sample_mixture(*self.next_distribution(context), rngs, temperature)
+        return self.sampler()(self.next_distribution(context), rngs, temperature)
 
     def get_config(self):
         config = super().get_config()
@@ -277,7 +314,8 @@ class LatentPrior(keras.Model):
             "latent_dim": self.latent_dim, "kind": self.kind, "context_frames": self.context_frames,
             "width": self.width, "layers": self.layers_count, "kernel_size": self.kernel_size,
             "num_heads": self.num_heads, "components": self.components, "frame_rate": self.frame_rate,
-            "latent_shape": self.latent_shape,
+            "latent_shape": self.latent_shape, "head": self.head_kind, "flow_steps": self.flow_steps,
+            **{f"flow_{k}": v for k, v in self.flow_settings.items()},
         })
         return config
 
@@ -317,7 +355,7 @@ class _ConvStepper:
         norm = prior.final_norm
         self.norm = (_np(norm.gamma), _np(norm.beta), norm.epsilon)
         self.hidden = (_np(prior.hidden.kernel), _np(prior.hidden.bias))
-        self.head = (_np(prior.head.kernel), _np(prior.head.bias))
+        self.head = None if prior.head is None else (_np(prior.head.kernel), _np(prior.head.bias))
 
     def push(self, frame):
         h = np.asarray(frame, np.float32) @ self.embed[0] + self.embed[1]
@@ -331,7 +369,7 @@ class _ConvStepper:
         gamma, beta, eps = self.norm
         h = (h - h.mean(axis=-1, keepdims=True)) / np.sqrt(h.var(axis=-1, keepdims=True) + eps) * gamma + beta
         h = _gelu(h @ self.hidden[0] + self.hidden[1])
-        return self.prior._mixture((h @ self.head[0] + self.head[1]).astype(np.float64))
+        return self.prior._mixture((h if self.head is None else h @ self.head[0] + self.head[1]).astype(np.float64))
 
 
 class _ContextStepper:

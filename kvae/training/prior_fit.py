@@ -52,6 +52,11 @@ PRIOR_DEFAULTS = {
         "components": 4,  # Gaussian mixture components per frame
         "condition": "",  # "": none; a metadata column (composer, ensemble), file, or a CSV of file,label
         "label_dropout": 0.1,  # conditioned: share of crops trained unconditionally (classifier-free)
+        "head": "mog",  # mog (a Gaussian mixture per frame) or flow (flow matching, kvae.models.flow_head)
+        "flow_width": 64,  # the flow head's MLP (its cost per frame grows with width^2 x flow_samples)
+        "flow_blocks": 3,
+        "flow_steps": 16,  # Euler steps per generated frame (the flow head's cost of generation)
+        "flow_samples": 4,  # (noise, time) draws per frame in a training step
     },
     "gmm": {"components": 8, "covariance": "auto"},
     "train": {
@@ -72,7 +77,8 @@ PRIOR_DEFAULTS = {
     },
 }
 PRIOR = Schema("prior config", PRIOR_DEFAULTS,
-                {("prior", "kind"): ("conv", "transformer"), ("gmm", "covariance"): ("auto", "full", "diag")},
+                {("prior", "kind"): ("conv", "transformer"), ("prior", "head"): ("mog", "flow"),
+                 ("gmm", "covariance"): ("auto", "full", "diag")},
                 prefix="prior/")
 """The prior config's schema: its ranges are the `prior/` rows of `kvae.bounds` (`python -m kvae.bounds`)."""
 
@@ -137,7 +143,8 @@ def build_prior(cfg, layout, labels=None):
         layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
         width=p["width"], layers=p["layers"], kernel_size=p["kernel_size"], num_heads=p["num_heads"],
         components=p["components"], frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape),
-        name="latent_prior", **({"labels": labels} if labels else {}))
+        head=p["head"], flow_width=p["flow_width"], flow_blocks=p["flow_blocks"], flow_steps=p["flow_steps"],
+        flow_samples=p["flow_samples"], name="latent_prior", **({"labels": labels} if labels else {}))
 
 
 def _resolve(folder, config, overrides):
@@ -186,6 +193,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     """`fit_prior` once the run folder is held."""
     from kvae.data import prepare
     from kvae.inference.latents import LatentLayout
+    from kvae.models.flow_head import head_text, loss_name
     from kvae.models.loading import load
 
     folder = RunFolder(folder) if folder is not None else RunFolder(run).prior
@@ -252,7 +260,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     if verbose:
         print(f"prior:      {prior.kind}, {prior.count_params():,} parameters, {prior.context_length} frames of context "
               f"({prior.context_length / layout.frame_rate:.1f} s at {layout.frame_rate:.1f} frames/s), "
-              f"{prior.components} mixture components, crops of {length} frames, backend {keras.backend.backend()}")
+              f"{head_text(prior)}, crops of {length} frames, backend {keras.backend.backend()}")
         if condition:
             print("\n".join([summary] + [f"note: {n}" for n in notes]))
     kept = []
@@ -269,7 +277,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
         prior, folder, train_ds, before_history=best, callbacks=extra,
         nan_message=lambda: "prior training diverged (loss is NaN or Inf); lower train.learning_rate",
         before_save=keep_best, save=folder.prior_model,
-        curves={"title": "latent prior", "titles": {"loss": "negative log-likelihood (nats per frame)"}},
+        curves={"title": "latent prior", "titles": {"loss": loss_name(prior)}},
         after_save=lambda trained: folder.best_weights.unlink(missing_ok=True),
         validation_data=val_ds, epochs=train_cfg["epochs"], verbose=train_cfg["verbose"] if verbose else 0)
     if verbose:
