@@ -195,7 +195,8 @@ class FlowSampler:
         for m, (_, (k1, b1), (k2, b2)) in zip(blocks, self.blocks):
             z = _layer_norm(h, np) * (1.0 + m[..., w:2 * w]) + m[..., :w]
             h = h + m[..., 2 * w:] * (_silu(z @ k1 + b1) @ k2 + b2)
-        return (_layer_norm(h, np) * (1.0 + final[..., w:]) + final[..., :w]) @ self.project_out[0] + self.project_out[1]
+        out = _layer_norm(h, np) * (1.0 + final[..., w:]) + final[..., :w]
+        return out @ self.project_out[0] + self.project_out[1]
 
     def __call__(self, cond, rngs, temperature=1.0):
         """One normalised frame per piece `(n, c)` float32 given trunk contexts `cond` `(n, d)`; piece i: `rngs[i]`."""
