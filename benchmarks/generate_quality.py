@@ -237,6 +237,7 @@ def main(argv=None):
     choices = [("none", "none", None), ("gmm", "gmm", None)]
     choices += [(name, "ar", folder / "prior.keras") for name, (folder, _) in priors.items()]
     pieces, speed, cost = {}, {}, {}
+    kvae.generate(first / "model.keras", seconds=min(2.0, args.seconds), prior="none")  # warm-up, not timed
     for name, prior, ar_path in choices:
         start, cpu = time.perf_counter(), time.process_time()
         audio = kvae.generate(first / "model.keras", seconds=args.seconds, prior=prior, ar_prior=ar_path,
