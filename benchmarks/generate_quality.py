@@ -43,6 +43,7 @@ Run on demand (minutes on a 2-core CPU). Public API only. Measured figures are i
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -160,20 +161,26 @@ def fit_one(args, run, folder, settings, name):
     kind, head, budget = p["kind"], p["head"], args.prior_cpu_minutes
     start, cpu = time.perf_counter(), time.process_time()
     callbacks = [TimeBudget(budget, clock="cpu")] if budget else []
-    if (folder / "prior.keras").is_file():
+    fitted = folder.with_name(folder.name + "-fit.json")  # what the fit cost, for a later run that reuses it
+    reused = (folder / "prior.keras").is_file()
+    if reused:
         print(f"  reusing {folder}")
     else:
         kvae.fit_prior(run, data=args.data, settings=settings, folder=folder, verbose=False, callbacks=callbacks)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     prior = kvae.load(folder / "prior.keras", compile=False)
     history = read_history(folder / "history.csv")
+    steps = (callbacks[0].stopped_at if callbacks and callbacks[0].stopped_at is not None
+             else len(history["loss"]) * settings["train"]["steps_per_epoch"])
+    if reused and fitted.is_file():  # the fit's own figures
+        seconds, cpu, steps = (json.loads(fitted.read_text())[k] for k in ("seconds", "cpu", "steps"))
+    elif not reused:
+        fitted.write_text(json.dumps({"seconds": seconds, "cpu": cpu, "steps": steps}))
     loss = "negative log-likelihood, nats per frame" if head == "mog" else "flow-matching error, not nats"
     summary = {"kind": kind, "head": head, "parameters": int(prior.count_params()),
                "context_frames": prior.context_length, "loss_name": loss,
                "context_seconds": prior.context_length / prior.frame_rate, "frame_rate": prior.frame_rate,
-               "train_nll": history["loss"][-1], "fit_seconds": seconds, "fit_cpu_seconds": cpu,
-               "steps": (callbacks[0].stopped_at if callbacks and callbacks[0].stopped_at is not None
-                         else len(history["loss"]) * settings["train"]["steps_per_epoch"])}
+               "train_nll": history["loss"][-1], "fit_seconds": seconds, "fit_cpu_seconds": cpu, "steps": steps}
     val = history.get("val_loss", [])
     best = int(np.nanargmin(val)) if val else -1  # the epoch fit_prior keeps (train.keep_best)
     summary.update({"val_nll": val[best] if val else float("nan"), "kept_epoch": best,
@@ -237,6 +244,7 @@ def main(argv=None):
     choices = [("none", "none", None), ("gmm", "gmm", None)]
     choices += [(name, "ar", folder / "prior.keras") for name, (folder, _) in priors.items()]
     pieces, speed, cost = {}, {}, {}
+    kvae.generate(first / "model.keras", seconds=min(2.0, args.seconds), prior="none")  # warm-up, not timed
     for name, prior, ar_path in choices:
         start, cpu = time.perf_counter(), time.process_time()
         audio = kvae.generate(first / "model.keras", seconds=args.seconds, prior=prior, ar_prior=ar_path,
@@ -252,8 +260,6 @@ def main(argv=None):
     # -- real music, the same way: the first `seconds` of each training recording, in windows
     corpus = prepare(args.data, sample_rate=rate) if args.data or not (run / "config.json").is_file() else None
     if corpus is None:
-        import json
-
         data = json.loads((run / "config.json").read_text())["data"]
         corpus = prepare(data["path"] or None, sample_rate=rate, cache_dir=data["cache"] or None,
                          select=data["select"] or None)
