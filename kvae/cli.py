@@ -130,8 +130,10 @@ def cmd_reconstruct(args):
     start = time.process_time()
     frames, stream = reconstruct_file_streamed(model, args.input, args.output, block_ms=block_ms,
                                                overwrite=args.overwrite)
-    seconds = frames / model.sample_rate
-    print(f"{args.output}: {seconds:.2f} s at {model.sample_rate} Hz, streamed in blocks of {block_ms:g} ms; "
+    seconds, n = frames / model.sample_rate, block_samples(block_ms, model.sample_rate)
+    shortest = f" ({n * 1000 / model.sample_rate:.3g} ms: a block is one sample at least)" if n == 1 else ""
+    print(f"{args.output}: {seconds:.2f} s at {model.sample_rate} Hz, streamed in blocks of {block_ms:g} ms = "
+          f"{n} sample{'s' if n > 1 else ''}{shortest}; "
           f"latency {stream.latency_samples} samples = {stream.latency_ms:.1f} ms; "
           f"{seconds / max(time.process_time() - start, 1e-9):.1f}x real time (CPU time)")
     return 0
@@ -161,7 +163,7 @@ def cmd_prior_fit(args):
     _, history = fit_prior(args.run, config=args.config, data=args.data, cache=args.cache, settings=settings,
                            pieces=args.pieces, piece_seconds=args.piece_seconds)
     last = {k: v[-1] for k, v in history.items()}
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()))
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())) or "no epoch left to train, prior saved"
     print(f"done in {time.perf_counter() - start:.0f} s: {shown}")
     return 0
 
@@ -369,6 +371,9 @@ def main(argv=None):
             from kvae._deprecated import one_line_warnings
 
             one_line_warnings()
+            from kvae.arguments import check
+
+            check(args)  # every number, with its flag's name, before the work
             return args.func(args)
     except KvaeError as exc:
         if args.debug:

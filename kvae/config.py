@@ -297,9 +297,9 @@ def validate(config):
             raise KvaeError(f"model.{key}: unknown argument for model type '{model.get('type', 'fc')}' "
                             f"(known: {', '.join(k for k in defaults if k not in ('sample_rate', 'window_seconds'))})")
         model[key] = _check_value(f"model.{key}", value, defaults[key])
-        if f"model.{key}" in bounds.BOUNDS:  # the KL weight's settings (kvae.models.elbo.KLWeight)
+        if f"model.{key}" in bounds.BOUNDS and model[key] is not None:  # sizes; the KL weight's settings
             model[key] = bounds.check(f"model.{key}", model[key])
-    bounds.check_window(config["data"]["sample_rate"], config["data"]["window_seconds"])
+    bounds.check_config(config)  # the rules one row cannot say: window length, products of sizes, ...
     return config
 
 
