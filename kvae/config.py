@@ -112,7 +112,8 @@ def read_config_file(path, seen=(), kind="config"):
             for k in dict.fromkeys((kind, "config")):
                 found = found or find_preset(path.name, k)
         if found is None:
-            raise KvaeError(f"{path}: config file not found (built-in: {', '.join(preset_names(kind))})")
+            raise KvaeError(f"{path}: {'is a folder, not a config file' if path.is_dir() else 'config file not found'} "
+                            f"(built-in: {', '.join(preset_names(kind))})")
         path = found
     if path.resolve() in seen:
         raise KvaeError(f"{path}: config 'base' chain loops back on itself")
@@ -271,9 +272,8 @@ def validate(config):
     """Check every key and type of a config; return a normalised copy.
 
     Raises:
-        KvaeError: an unknown section or key, a wrong type, or a value out of
-            its choices; the message names the key.
-    """
+        KvaeError: an unknown section or key, a wrong type, a value out of its choices or bounds, or sizes
+            that together would not fit (`kvae.bounds.check_config`); the message names the keys."""
     config = copy.deepcopy(config)
     for key in config:
         if key not in DEFAULTS:
