@@ -278,18 +278,18 @@ def validate(config):
     for key in config:
         if key not in DEFAULTS:
             raise KvaeError(f"{key}: unknown config key (known: {', '.join(DEFAULTS)})")
+        if key in SECTIONS and not isinstance(config[key], dict):
+            raise KvaeError(f"{key}: expected a table of settings, got {config[key]!r}")
     config["name"] = _check_value("name", config.get("name", DEFAULTS["name"]), "")
     for section in ("data", "train"):
         config[section] = EXPERIMENT.check_table(section, config.get(section, {}))
-    model = config.get("model", {})
-    _adversarial_table(model)
+    _adversarial_table(model := config.get("model", {}))
     defaults = model_defaults(model.get("type", "fc"))
     for key, value in model.items():
         if key == "type" or key == "adversarial":
             continue
         if key == "loss_weights":  # its own table, keyed by the logged names (kvae.models.elbo.LOSS_WEIGHTS)
-            checked = loss_weights(value)
-            model[key] = {name: checked[name] for name in value}
+            model[key] = {name: checked[name] for checked in [loss_weights(value)] for name in value}
             continue
         if key in ("sample_rate", "window_seconds"):
             raise KvaeError(f"model.{key}: set data.{key} instead")
