@@ -367,7 +367,9 @@ def main(argv=None):
     from kvae.errors import KvaeError
 
     try:
-        with warnings.catch_warnings():
+        from kvae._env import terminate_as_interrupt
+
+        with warnings.catch_warnings(), terminate_as_interrupt():
             from kvae._deprecated import one_line_warnings
 
             one_line_warnings()
@@ -380,7 +382,7 @@ def main(argv=None):
             raise
         print(f"kvae: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         again = {"fit": "an interrupted fit resumes with the same --run",
                  "tune": "an interrupted search resumes with the same --dir",
                  "prior": "an interrupted prior fit resumes when run again",
@@ -389,8 +391,9 @@ def main(argv=None):
                  "reconstruct": "no partial file is left", "export": "no partial file is left",
                  "evaluate": "nothing was written; run it again",
                  "gallery": "the files written so far are whole; run it again"}.get(args.command, "no partial file is left")
-        print(f"kvae: interrupted ({again})", file=sys.stderr)
-        return 130
+        print(f"kvae: {'stopped by SIGTERM' if type(exc).__name__ == 'Terminated' else 'interrupted'} ({again})",
+              file=sys.stderr)
+        return 143 if type(exc).__name__ == "Terminated" else 130
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ DEFAULTS = {
         "seed": 0,
         # the KL weight's warm-up: constant, linear or log over kl_warmup_steps from kl_start (models.elbo.KLWeight)
         "kl_schedule": KLWeight.schedule, "kl_warmup_steps": KLWeight.warmup_steps, "kl_start": KLWeight.start,
-        "max_minutes": 0.0,  # 0: no time limit; else stop after the epoch that passes it
+        "max_minutes": 0.0,  # 0: no time limit; else stop after the batch that passes it (that epoch then ends)
         "divergence_factor": 3.0,  # stop when val MR-STFT stays over this x its best for 3 epochs; 0: off
         "n_samples": 4,
         "gallery": True,  # write RUN/gallery/index.html at the end (kvae gallery)

@@ -428,3 +428,41 @@ def test_a_cut_short_or_corrupted_compressed_file_is_one_line_in_words(encoded, 
     whole = folder / f"whole.{kind}"
     whole.write_bytes(streams[kind])
     assert abs(len(read_audio(whole)[0]) - 4 * 44100) < 2048
+
+
+@pytest.mark.parametrize("command", ["generate", "sample", "reconstruct", "export"])
+def test_sigterm_while_writing_leaves_no_temporary(tmp_path, monkeypatch, capsys, command):
+    import time
+
+    from kvae.paths import atomic_path
+
+    def writing(*args, **kwargs):
+        with atomic_path(tmp_path / "out.wav") as tmp:
+            tmp.write_bytes(b"half a piece")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal arrives first
+    target = {"generate": "kvae.inference.generate", "sample": "kvae.training.write_samples",
+              "reconstruct": "kvae.inference.reconstruct_file", "export": "kvae.export.export_onnx"}[command]
+    monkeypatch.setattr(target, writing)
+    monkeypatch.setattr("kvae.models.loading.load", lambda *a, **k: None)
+    monkeypatch.setattr("kvae.inference.load", lambda *a, **k: None)
+    source = wav_file(tmp_path / "in.wav", np.zeros(100, np.float32), RATE)
+    argv = {"generate": ["generate", "RUN", "--out", str(tmp_path / "p.wav")],
+            "sample": ["sample", "RUN", "--out", str(tmp_path / "s")],
+            "reconstruct": ["reconstruct", "RUN", str(source), str(tmp_path / "r.wav")],
+            "export": ["export", "RUN", "--out", str(tmp_path / "e")]}[command]
+    assert cli.main(argv) == 143
+    err = capsys.readouterr().err
+    assert err.startswith("kvae: stopped by SIGTERM") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or not callable(signal.getsignal(signal.SIGTERM)) or \
+        signal.getsignal(signal.SIGTERM).__name__ != "terminated"
+
+
+def test_the_guides_say_when_a_time_budget_stops():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    for page in [docs / "getting-started.md", docs / "guides" / "training.md"]:
+        text = page.read_text()
+        assert "after the epoch that spends it" not in text and "after the batch that spends it" in text
