@@ -119,9 +119,13 @@ def _refuse(found, names, what, available):
         raise KvaeError(f"{names}: about {found['parameters']:,.0f} parameters, more than kvae builds "
                         f"({MAX_PARAMETERS:,}); lower them")
     if available is not None and found["total"] > available:
-        raise KvaeError(f"{names}: {what} take about {found['total'] / 2**30:,.1f} GiB ({found['parameters']:,} "
-                        f"parameters, {found['activations'] / 2**30:,.1f} GiB for one batch), "
-                        f"{available / 2**30:,.1f} GiB available; lower them")
+        raise KvaeError(f"{names}: {what}, about {_size(found['total'])} needed ({found['parameters']:,} "
+                        f"parameters, {_size(found['activations'])} for one batch), {_size(available)} "
+                        "available; lower them")
+
+
+def _size(count):
+    return f"{count / 2**30:,.1f} GiB" if count >= 2 ** 30 / 10 else f"{count / 2**30:.2g} GiB"
 
 
 def _names(kind, model, extra):
