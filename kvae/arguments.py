@@ -18,11 +18,9 @@ CHECKS = {
     "generate": (("seconds", "seconds", "--seconds"), ("temperature", "temperature", "--temperature"),
                  ("seed", "seed", "--seed"), ("n", "pieces", "-n")),
     "reconstruct": (("block_ms", "block_ms", "--block-ms"),),
-    "prior": (("epochs", "prior/train.epochs", "--epochs"),
-              ("steps_per_epoch", "prior/train.steps_per_epoch", "--steps-per-epoch")),
-    "fit": (("epochs", "train.epochs", "--epochs"), ("steps_per_epoch", "train.steps_per_epoch", "--steps-per-epoch")),
-    "tune": (("max_trials", "search/search.max_trials", "--max-trials"), ("epochs", "search/search.epochs", "--epochs")),
 }
+"""(`kvae fit`, `kvae prior fit` and `kvae tune` put `--epochs` and the like into their config, whose validation
+names the setting, `train.epochs`, before any work.)"""
 
 
 def check_pieces(pieces, seconds, labels=("pieces", "piece_seconds")):
