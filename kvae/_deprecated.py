@@ -29,10 +29,12 @@ def renamed(old, new, where="", stacklevel=3):
 def one_line_warnings():
     """Within a `warnings.catch_warnings()` block: each of kvae's deprecation warnings (an old name read as
     its new one) is printed once, on one line, as `kvae: warning: ...`; other warnings as Python prints them."""
+    from kvae.errors import KvaeNote
+
     shown, stock = set(), warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if not issubclass(category, FutureWarning):
+        if not issubclass(category, (FutureWarning, KvaeNote)):
             return stock(message, category, filename, lineno, file, line)
         text = " ".join(str(message).split())
         if text not in shown:
@@ -40,4 +42,5 @@ def one_line_warnings():
             print(f"kvae: warning: {text}", file=sys.stderr if file is None else file)
 
     warnings.simplefilter("always", FutureWarning)
+    warnings.simplefilter("always", KvaeNote)
     warnings.showwarning = show

@@ -5,6 +5,7 @@ Keras backend (torch unless the user chose one) and quietens TensorFlow's
 start-up chatter while leaving real warnings visible.
 """
 
+import contextlib
 import logging
 import os
 import warnings
@@ -57,3 +58,29 @@ def configure(default_backend="torch"):
     logging.getLogger("tensorflow").addFilter(_DropWhileLoopNotice())
     warnings.filterwarnings("ignore", message=r".*while_loop.*")
     return os.environ["KERAS_BACKEND"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt so that every `kvae.paths.atomic_path` removes its temporary file."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Within the block, SIGTERM (a `kill`, a scheduler's stop) raises `Terminated` in the main thread, where it
+    would end the process at once and leave the temporaries of the files being written; outside the main
+    thread, nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

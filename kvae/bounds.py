@@ -28,6 +28,25 @@ BOUNDS = {
     "model.loss_weights": (0.0, 1e6, False, "", False),
     "model.bitrate_target": (0.0, 1e12, False, " bit/s", False),
     "model.bitrate_gain": (0.0, 1.0, False, "", True),
+    # the model's sizes (each one; their products are estimated by kvae.resources before anything is built)
+    "model.latent_dim": (1, 65536, True, "", False),
+    "model.hidden_units": (1, 2 ** 20, True, "", False),
+    "model.capacity": (1, 65536, True, "", False),
+    "model.width": (1, 65536, True, "", False),
+    "model.d_model": (1, 65536, True, "", False),
+    "model.ff_dim": (1, 2 ** 20, True, "", False),
+    "model.num_layers": (1, 4096, True, "", False),
+    "model.num_heads": (1, 1024, True, "", False),
+    "model.frame_size": (1, WINDOW_SAMPLES_MAX, True, "", False),
+    "model.n_bands": (1, 4096, True, "", False),
+    "model.n_mels": (1, 4096, True, "", False),
+    "model.n_fft": (2, 2 ** 16, True, "", False),
+    "model.hop": (1, 2 ** 16, True, "", False),
+    "model.hop_length": (1, 2 ** 16, True, "", False),
+    "model.kernel_size": (1, 4096, True, "", False),
+    "model.encoder_blocks": (0, 1024, True, "", False),
+    "model.decoder_blocks": (0, 1024, True, "", False),
+    "model.griffin_lim_iters": (0, 100000, True, "", False),
     "train.epochs": (1, 10 ** 7, True, "", False),
     "train.steps_per_epoch": (0, 10 ** 9, True, "", False),
     "train.learning_rate": (0.0, 10.0, False, "", True),
@@ -37,7 +56,7 @@ BOUNDS = {
     "train.kl_warmup_steps": (0, 10 ** 10, True, "", False),
     "train.kl_start": (0.0, 1e3, False, "", False),
     "train.max_minutes": (0.0, 10 ** 7, False, " min", False),
-    "train.divergence_factor": (0.0, 1e6, False, "", False),
+    "train.divergence_factor": (0.0, 1e6, False, "", False),  # and 0 (off) or above 1: check_config
     "train.n_samples": (0, 10000, True, "", False),
     "train.tensorboard_every": (1, 10 ** 7, True, "", False),
     "train.distributed_timeout": (0.0, 7 * 86400.0, False, " s", True),
@@ -75,8 +94,11 @@ BOUNDS = {
     "guidance": (0.0, 100.0, False, "", False),
     "pieces": (1, 1024, True, "", False),
     "clips": (0, 100000, True, "", False),
+    "n_clips": (10, 100000, True, "", False),  # an evaluation's clips per set
     "block_ms": (0.01, 60000.0, False, " ms", False),
 }
+
+RULES = {"train.divergence_factor": " (0: off, else above 1)"}  # what a row alone cannot say, in its message
 
 
 def _number(value, integer):
@@ -117,7 +139,7 @@ def check(name, value, label=None):
         raise KvaeError(f"{label}: expected a whole number, got {value!r}")
     if number < low or number > high or (open_low and number == low):
         low_text = f"above {low:g}" if open_low else f"from {low:g}"
-        raise KvaeError(f"{label}: must be {low_text} to {high:g}{unit}, got {value!r}")
+        raise KvaeError(f"{label}: must be {low_text} to {high:g}{unit}{RULES.get(name, '')}, got {value!r}")
     return number
 
 
@@ -133,6 +155,24 @@ def check_window(rate, window_seconds, label="data.window_seconds"):
         raise KvaeError(f"{label}: {window_seconds:g} s at {rate} Hz is {samples:,} samples per window; "
                         f"at most {WINDOW_SAMPLES_MAX:,} ({WINDOW_SAMPLES_MAX / float(rate):.1f} s at {rate} Hz)")
     return samples
+
+
+def check_config(config):
+    """The rules of a validated experiment config that its rows alone cannot say, on one line each: the window's
+    length in samples, `train.divergence_factor` 0 (off) or above 1, and the memory the model and one batch take
+    (`kvae.resources.check_config`).
+
+    Raises:
+        KvaeError: naming the settings that break the rule.
+    """
+    check_window(config["data"]["sample_rate"], config["data"]["window_seconds"])
+    factor = config["train"]["divergence_factor"]
+    if 0 < factor <= 1:
+        raise KvaeError(f"train.divergence_factor: must be 0 (off) or above 1 (to "
+                        f"{BOUNDS['train.divergence_factor'][1]:g}), got {factor!r}")
+    from kvae.resources import check_config as check_resources
+
+    check_resources(config)
 
 
 def available_memory():
@@ -161,6 +201,7 @@ def describe():
         kind = "whole number" if integer else "number"
         lines.append(f"{name}: {kind} {'>' if open_low else '>='} {low:g} and <= {high:g}{unit}")
     lines.append(f"data.sample_rate x data.window_seconds: at most {WINDOW_SAMPLES_MAX:,} samples per window")
+    lines.append("train.divergence_factor: 0 (off) or above 1")
     return lines
 
 

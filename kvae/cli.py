@@ -132,8 +132,10 @@ def cmd_reconstruct(args):
     start = time.process_time()
     frames, stream = reconstruct_file_streamed(model, args.input, args.output, block_ms=block_ms,
                                                overwrite=args.overwrite)
-    seconds = frames / model.sample_rate
-    print(f"{args.output}: {seconds:.2f} s at {model.sample_rate} Hz, streamed in blocks of {block_ms:g} ms; "
+    seconds, n = frames / model.sample_rate, block_samples(block_ms, model.sample_rate)
+    shortest = f" ({n * 1000 / model.sample_rate:.3g} ms: a block is one sample at least)" if n == 1 else ""
+    print(f"{args.output}: {seconds:.2f} s at {model.sample_rate} Hz, streamed in blocks of {block_ms:g} ms = "
+          f"{n} sample{'s' if n > 1 else ''}{shortest}; "
           f"latency {stream.latency_samples} samples = {stream.latency_ms:.1f} ms; "
           f"{seconds / max(time.process_time() - start, 1e-9):.1f}x real time (CPU time)")
     return 0
@@ -164,7 +166,7 @@ def cmd_prior_fit(args):
                            settings=condition_settings(args, settings),
                            pieces=args.pieces, piece_seconds=args.piece_seconds)
     last = {k: v[-1] for k, v in history.items()}
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()))
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())) or "no epoch left to train, prior saved"
     print(f"done in {time.perf_counter() - start:.0f} s: {shown}")
     return 0
 
@@ -371,17 +373,22 @@ def main(argv=None):
     from kvae.errors import KvaeError
 
     try:
-        with warnings.catch_warnings():
+        from kvae._env import terminate_as_interrupt
+
+        with warnings.catch_warnings(), terminate_as_interrupt():
             from kvae._deprecated import one_line_warnings
 
             one_line_warnings()
+            from kvae.arguments import check
+
+            check(args)  # every number, with its flag's name, before the work
             return args.func(args)
     except KvaeError as exc:
         if args.debug:
             raise
         print(f"kvae: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         again = {"fit": "an interrupted fit resumes with the same --run",
                  "tune": "an interrupted search resumes with the same --dir",
                  "prior": "an interrupted prior fit resumes when run again",
@@ -390,8 +397,9 @@ def main(argv=None):
                  "reconstruct": "no partial file is left", "export": "no partial file is left",
                  "evaluate": "nothing was written; run it again",
                  "gallery": "the files written so far are whole; run it again"}.get(args.command, "no partial file is left")
-        print(f"kvae: interrupted ({again})", file=sys.stderr)
-        return 130
+        print(f"kvae: {'stopped by SIGTERM' if type(exc).__name__ == 'Terminated' else 'interrupted'} ({again})",
+              file=sys.stderr)
+        return 143 if type(exc).__name__ == "Terminated" else 130
 
 
 if __name__ == "__main__":

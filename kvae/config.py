@@ -58,7 +58,7 @@ DEFAULTS = {
         "seed": 0,
         # the KL weight's warm-up: constant, linear or log over kl_warmup_steps from kl_start (models.elbo.KLWeight)
         "kl_schedule": KLWeight.schedule, "kl_warmup_steps": KLWeight.warmup_steps, "kl_start": KLWeight.start,
-        "max_minutes": 0.0,  # 0: no time limit; else stop after the epoch that passes it
+        "max_minutes": 0.0,  # 0: no time limit; else stop after the batch that passes it (that epoch then ends)
         "divergence_factor": 3.0,  # stop when val MR-STFT stays over this x its best for 3 epochs; 0: off
         "n_samples": 4,
         "gallery": True,  # write RUN/gallery/index.html at the end (kvae gallery)
@@ -112,7 +112,8 @@ def read_config_file(path, seen=(), kind="config"):
             for k in dict.fromkeys((kind, "config")):
                 found = found or find_preset(path.name, k)
         if found is None:
-            raise KvaeError(f"{path}: config file not found (built-in: {', '.join(preset_names(kind))})")
+            raise KvaeError(f"{path}: {'is a folder, not a config file' if path.is_dir() else 'config file not found'} "
+                            f"(built-in: {', '.join(preset_names(kind))})")
         path = found
     if path.resolve() in seen:
         raise KvaeError(f"{path}: config 'base' chain loops back on itself")
@@ -271,25 +272,24 @@ def validate(config):
     """Check every key and type of a config; return a normalised copy.
 
     Raises:
-        KvaeError: an unknown section or key, a wrong type, or a value out of
-            its choices; the message names the key.
-    """
+        KvaeError: an unknown section or key, a wrong type, a value out of its choices or bounds, or sizes
+            that together would not fit (`kvae.bounds.check_config`); the message names the keys."""
     config = copy.deepcopy(config)
     for key in config:
         if key not in DEFAULTS:
             raise KvaeError(f"{key}: unknown config key (known: {', '.join(DEFAULTS)})")
+        if key in SECTIONS and not isinstance(config[key], dict):
+            raise KvaeError(f"{key}: expected a table of settings, got {config[key]!r}")
     config["name"] = _check_value("name", config.get("name", DEFAULTS["name"]), "")
     for section in ("data", "train"):
         config[section] = EXPERIMENT.check_table(section, config.get(section, {}))
-    model = config.get("model", {})
-    _adversarial_table(model)
+    _adversarial_table(model := config.get("model", {}))
     defaults = model_defaults(model.get("type", "fc"))
     for key, value in model.items():
         if key == "type" or key == "adversarial":
             continue
         if key == "loss_weights":  # its own table, keyed by the logged names (kvae.models.elbo.LOSS_WEIGHTS)
-            checked = loss_weights(value)
-            model[key] = {name: checked[name] for name in value}
+            model[key] = {name: checked[name] for checked in [loss_weights(value)] for name in value}
             continue
         if key in ("sample_rate", "window_seconds"):
             raise KvaeError(f"model.{key}: set data.{key} instead")
@@ -297,9 +297,9 @@ def validate(config):
             raise KvaeError(f"model.{key}: unknown argument for model type '{model.get('type', 'fc')}' "
                             f"(known: {', '.join(k for k in defaults if k not in ('sample_rate', 'window_seconds'))})")
         model[key] = _check_value(f"model.{key}", value, defaults[key])
-        if f"model.{key}" in bounds.BOUNDS:  # the KL weight's settings (kvae.models.elbo.KLWeight)
+        if f"model.{key}" in bounds.BOUNDS and model[key] is not None:  # sizes; the KL weight's settings
             model[key] = bounds.check(f"model.{key}", model[key])
-    bounds.check_window(config["data"]["sample_rate"], config["data"]["window_seconds"])
+    bounds.check_config(config)  # the rules one row cannot say: window length, products of sizes, ...
     return config
 
 

@@ -3,3 +3,8 @@
 
 class KvaeError(Exception):
     """A user-facing error; the command line prints its message on one line, no traceback."""
+
+
+class KvaeNote(UserWarning):
+    """Something the user should know about a result that is still written (a clipped output, a history set
+    aside); the command line prints it on one line as `kvae: warning: ...`."""

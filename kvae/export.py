@@ -1,7 +1,10 @@
 """Taking a model out of Keras: ONNX graphs of the encoder, the decoder and the prior's one-step function.
 
 `export_onnx(run, out)` writes into the folder `out` (new, empty, or one an
-earlier export wrote; `kvae.paths.OwnedFolder`):
+earlier export wrote; `kvae.paths.OwnedFolder`), always one consistent set:
+an earlier export's graphs are removed first, and the marker
+(`.kvae-export.json`) names the run the set came from (`source`), its
+files, and `complete` once all of them are written:
 
 - `encoder.onnx`: input `audio` float32 `(batch, window)`; outputs `z_mean`
   and `z_scale` float32 `(batch, *latent_shape)`: the posterior's mean and
@@ -233,7 +236,7 @@ def export_onnx(run, out, prior=True, verbose=False):
     ```
     """
     from kvae.models.loading import load
-    from kvae.paths import OwnedFolder
+    from kvae.paths import save_error
     from kvae.runs import RunFolder, is_run_folder
 
     ar_prior = prior if prior not in (True, False, None) else None
@@ -250,7 +253,25 @@ def export_onnx(run, out, prior=True, verbose=False):
     _require_onnx()
     if is_run_folder(out):
         raise KvaeError(f"{out}: is a run folder; give kvae export a folder of its own")
+    try:
+        return _export(model, ar_prior, out, run, verbose)
+    except OSError as exc:  # the marker or the folder: a full disk, a read-only folder
+        raise save_error(exc, out, "exporting the model", then="run the command again") from None
+
+
+def _export(model, ar_prior, out, run, verbose):
+    """`export_onnx` once the model is checked: a new, whole set of graphs in `out`, the marker naming its source.
+
+    The graphs of an earlier export into the same folder are removed first, so the folder never holds one
+    run's prior beside another's encoder; a killed export's temporaries are swept."""
+    from kvae.paths import OwnedFolder, remove_stale_temporaries
+
     folder = OwnedFolder(out, "export")
+    remove_stale_temporaries(folder.path)
+    for name in (ENCODER_FILE, DECODER_FILE, PRIOR_FILE):
+        folder.remove(name)
+    source = str(Path(run).resolve()) if isinstance(run, (str, Path)) else type(run).__name__
+    folder.describe(source=source, complete=False)
     meta = signature(model)
     batch = np.zeros((1, model.window), np.float32)
     z = np.zeros((1,) + tuple(model.latent_shape), np.float32)
@@ -283,6 +304,7 @@ def export_onnx(run, out, prior=True, verbose=False):
             print(f"{path}: {name}")
         print(f"signature: {meta['model_class']}, {meta['sample_rate']} Hz, window {meta['window']}, "
               f"hop {meta['hop']}, latent {meta['latent_shape']}")
+    folder.describe(source=source, complete=True, files=sorted(Path(p).name for p in written.values()))
     return written
 
 

@@ -51,12 +51,30 @@ def temporary_name(path):
 _TEMPORARY = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp(\.[^.]+)*$")
 
 
+def _writing(name):
+    """Whether the process a temporary's name gives (see `temporary_name`) still runs kvae (this one included):
+    its file is being written, not left by a kill. Where /proc is not there, no process counts as running."""
+    pid = int(name.rsplit(".tmp", 1)[0].rsplit(".", 1)[-1].split("-")[0])
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read()
+    except OSError:
+        return False
+    return b"python" in command or b"kvae" in command
+
+
 def remove_stale_temporaries(folder):
-    """Delete the temporary files (see `temporary_name`) a killed process left in `folder`; return how many."""
+    """Delete the temporary files (see `temporary_name`) a killed process left in `folder`; return how many.
+
+    Every command that writes files sweeps the folders it writes to first; the
+    temporaries of a kvae process still running (writing into the same
+    folder) are left to it."""
     removed = 0
     with contextlib.suppress(OSError):
         for path in Path(folder).iterdir():
-            if _TEMPORARY.match(path.name) and path.is_file():
+            if _TEMPORARY.match(path.name) and path.is_file() and not _writing(path.name):
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed += 1
@@ -158,10 +176,12 @@ class OwnedFolder:
         self.marker = self.path / f".kvae-{owner}.json"
         if self.path.exists() and not self.path.is_dir():
             raise KvaeError(f"{self.path}: is a file, not a folder; give a folder name")
-        self.written = set()
+        self.written, self.info = set(), {}
         if self.marker.is_file():
             try:
-                self.written = set(json.loads(self.marker.read_text(encoding="utf-8"))["written"])
+                saved = json.loads(self.marker.read_text(encoding="utf-8"))
+                self.written = set(saved["written"])
+                self.info = {k: v for k, v in saved.items() if k not in ("owner", "written")}
             except (OSError, ValueError, KeyError, TypeError):
                 raise KvaeError(f"{self.marker}: unreadable marker; delete the folder or choose another") from None
         elif self.path.is_dir() and any(self.path.iterdir()):
@@ -172,8 +192,13 @@ class OwnedFolder:
 
     def _save(self):
         with atomic_path(self.marker) as tmp:
-            tmp.write_text(json.dumps({"owner": f"kvae {self.owner}", "written": sorted(self.written)}, indent=1),
-                           encoding="utf-8")
+            tmp.write_text(json.dumps({"owner": f"kvae {self.owner}", "written": sorted(self.written), **self.info},
+                                      indent=1), encoding="utf-8")
+
+    def describe(self, **info):
+        """Record more about the folder's content in its marker (what it was made from); saved at once."""
+        self.info.update(info)
+        self._save()
 
     def file(self, relative):
         """The path of `relative` inside the folder, recorded as this owner's before it is written.

@@ -174,4 +174,4 @@ def test_cli_evaluate_too_few_clips_is_one_line(run, capsys):
     _, folder = run
     assert cli.main(["evaluate", str(folder), "--n-clips", "4"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "kvae: error: n_clips: at least 10 clips per set are needed, got 4"
+    assert err == "kvae: error: --n-clips: must be from 10 to 100000, got 4"

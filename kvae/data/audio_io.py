@@ -12,11 +12,13 @@ chosen by measurement against ``tfio.audio.resample``
 faster, no delay, and far more accurate.
 """
 
+import contextlib
 import errno
 import math
 import os
 import re
 import stat
+import sys
 import warnings
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import numpy as np
 from scipy import signal
 from scipy.io import wavfile
 
+from kvae.data.compressed import flac_cut_short
 from kvae.data.wav_header import wav_problem
 from kvae.errors import KvaeError
 
@@ -128,9 +131,36 @@ def _stream_problem(path, kind):
             head = f.read(4)
     if kind == "FLAC" and head != b"fLaC":
         return "cannot decode FLAC: not a FLAC stream (no fLaC marker)"
+    if kind == "FLAC" and flac_cut_short(path):  # the decoder would wait forever on a cut-short stream
+        return "cannot decode FLAC: cut short (its last frame is not the last its STREAMINFO counts)"
     if kind == "OGG" and head != b"OggS":
         return "cannot decode OGG: not an Ogg stream (no OggS marker)"
+    if kind == "OGG":  # the last page of a whole stream is flagged its end: a cut-short file's is not
+        with open(path, "rb") as f:
+            f.seek(max(Path(path).stat().st_size - 65536, 0))
+            tail = f.read()
+        last = tail.rfind(b"OggS")
+        if last < 0 or last + 5 >= len(tail) or not tail[last + 5] & 0x04:
+            return "cannot decode OGG: cut short (its last page is not the end of the stream)"
     return None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The C decoders' own lines on file descriptor 2 ("ErrorCallback: ...") dropped: the one line says why."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def decoder_reason(exc, path=None):
@@ -144,6 +174,12 @@ def decoder_reason(exc, path=None):
     text = " ".join(next((line for line in lines if line), type(exc).__name__).split())
     if text.lower().startswith("unknown file type"):
         return "unknown file type"
+    text = re.sub(r"\s*\bname\s*$", "", text)  # what is left of TensorFlow's "name: <path>"
+    cut = re.match(r"unable to read at:?\s*(\d+)", text)
+    if cut:
+        return f"corrupted or cut short (unreadable from byte {cut.group(1)})"
+    if re.match(r"read failed:?\s*-?\d+", text):
+        return f"corrupted ({text})"
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -158,9 +194,10 @@ def _read_compressed(path):
     import tensorflow_io as tfio
 
     try:
-        audio = tfio.audio.AudioIOTensor(str(path))
-        rate = int(audio.rate.numpy())
-        samples = audio.to_tensor().numpy()
+        with _quiet_stderr():
+            audio = tfio.audio.AudioIOTensor(str(path))
+            rate = int(audio.rate.numpy())
+            samples = audio.to_tensor().numpy()
     except (tf.errors.OpError, ValueError) as exc:
         raise AudioFileError(path, f"cannot decode {kind}: {decoder_reason(exc, path)}") from None
     return rate, samples

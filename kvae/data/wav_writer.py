@@ -13,11 +13,12 @@ length of the audio.
 import contextlib
 import struct
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from kvae.errors import KvaeError
+from kvae.errors import KvaeError, KvaeNote
 from kvae.paths import atomic_path, save_error
 from kvae.runs import check_output_file
 
@@ -62,7 +63,7 @@ class WavWriter:
         self.sample_rate = int(sample_rate)
         self.bits = int(bits)
         self.what = what
-        self.frames = 0
+        self.frames, self.clipped, self.peak = 0, 0, 0.0
         self._context = atomic_path(self.path)
         try:
             self._tmp = self._context.__enter__()
@@ -92,7 +93,12 @@ class WavWriter:
 
     def write(self, samples):
         """Append samples (any shape, flattened)."""
-        x = np.clip(np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1)), -1.0, 1.0)
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if x.size:
+            magnitude = np.abs(x)
+            self.clipped += int(np.count_nonzero(~(magnitude <= 1.0)))  # NaN too
+            self.peak = max(self.peak, float(np.nanmax(magnitude)) if not np.isnan(magnitude).all() else 0.0)
+        x = np.clip(np.nan_to_num(x), -1.0, 1.0)
         if self._header_bytes + (self.bits // 8) * (self.frames + x.size) > 0xFFFFFFFF:
             self.abort()
             raise KvaeError(f"{self.path}: too long for a WAV file (over 4 GiB)")
@@ -118,6 +124,22 @@ class WavWriter:
             self.abort()
             raise save_error(exc, self.path, self.what, then="run the command again") from None
         return self.path
+
+    def note(self):
+        """What is wrong with the audio written, in words (all zeros; samples clipped to +-1), or None."""
+        if self.frames and self.peak == 0 and not self.clipped:
+            return f"{self.path}: the output is silent (all {self.frames:,} samples are zero)"
+        if self.clipped:
+            return (f"{self.path}: {self.clipped:,} of {self.frames:,} samples were beyond +-1 (or not numbers) and "
+                    f"were clipped (peak {self.peak:.3g})")
+        return None
+
+    def warn(self):
+        """Warn (`kvae.errors.KvaeNote`, one line on the command line) when `note` has something to say."""
+        text = self.note()
+        if text:
+            warnings.warn(text, KvaeNote, stacklevel=3)
+        return text
 
     def abort(self):
         """Drop the temporary file; nothing is written under `path`."""

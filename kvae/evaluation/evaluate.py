@@ -305,6 +305,9 @@ def _optional(wanted, module, describe):
     return on, describe() if on else (f"off: {why}" if not ok else "off")
 
 
+EVALUATION_ARRAYS = 16  # clips of one window held at once: the sets, the references, their features and copies
+
+
 def _batched(fn, n, batch=64):
     return np.concatenate([np.asarray(fn(i, min(batch, n - i)), np.float32) for i in range(0, n, batch)])
 
@@ -339,9 +342,9 @@ def evaluate(model, data=None, cache=None, n_clips=DEFAULT_CLIPS, seed=0, refere
     from kvae.data import prepare, resample
 
     say = progress or (lambda message: None)
-    n_clips = int(n_clips)
-    if n_clips < 10:
-        raise KvaeError(f"n_clips: at least 10 clips per set are needed, got {n_clips}")
+    n_clips, seed = bounds.check("n_clips", n_clips, "n_clips"), bounds.check("seed", seed)
+    bounds.check_memory(EVALUATION_ARRAYS * 4 * n_clips * model.window, f"n_clips {n_clips}: the evaluation's clips",
+                        "evaluate fewer clips (--n-clips)")
     notes, notes_text = _optional(notes, note_model, lambda: "basic-pitch (ICASSP 2022, ONNX): Fréchet distance and "
                                   f"KID of {len(note_model.NOTE_FEATURES)} pooled note features")
     visqol, visqol_text = _optional(visqol, visqol_score, visqol_score.describe)

@@ -17,12 +17,15 @@ def _pyplot():
 
 
 def _save(fig, path, **kwargs):
-    """Save a figure atomically (a temporary file renamed onto `path`) and close it."""
-    from kvae.paths import atomic_path
+    """Save a figure atomically (a temporary file renamed onto `path`) and close it; a failed write (a full
+    disk, a read-only folder) is one line."""
+    from kvae.paths import atomic_path, save_error
 
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, **kwargs)
+    except OSError as exc:
+        raise save_error(exc, path, "writing the plot", then="run the command again") from None
     finally:
         _pyplot().close(fig)
 

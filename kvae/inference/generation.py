@@ -231,7 +231,7 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     ```
     """
     from kvae.data import WavWriter, read_audio, resample
-    from kvae.paths import check_free_space
+    from kvae.paths import check_free_space, remove_stale_temporaries
     from kvae.runs import check_output_file
 
     seconds, temperature = bounds.check("seconds", seconds), bounds.check("temperature", temperature)
@@ -261,6 +261,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     paths = _piece_paths(out, n)
     check_free_space(paths[0].parent, 4 * n * int(round(seconds * model.sample_rate)), "of audio to write",
                      "ask for fewer or shorter pieces")
+    for folder in {p.parent for p in paths}:
+        remove_stale_temporaries(folder)  # what a killed generate left
     writers = []
     try:
         for path in paths:  # checked before the work; WavWriter refuses the loaded model files too
@@ -269,6 +271,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
             for writer, row in zip(writers, chunk):
                 writer.write(row)
         paths = [w.close() for w in writers]
+        for writer in writers:
+            writer.warn()  # a silent or clipped piece says so
     except BaseException:
         for writer in writers:
             writer.abort()

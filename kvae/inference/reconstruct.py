@@ -1,10 +1,12 @@
 """Reconstructing audio of any length through a trained model, window by window (loading is `kvae.models.loading`)."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from kvae.dsp import OverlapAdd
+from kvae.errors import KvaeError
 from kvae.models.loading import load  # noqa: F401  (kvae.inference.load)
 
 
@@ -96,16 +98,40 @@ def reconstruct_file(model, source, target, chunk_frames=64, overwrite=False):
             missing or not readable audio; the output cannot be written (a
             full disk: the output is left as it was).
     """
-    from kvae.data import AudioReader, ResampledReader, WavWriter
-    from kvae.paths import save_error
+    from kvae.data import WavWriter
+    from kvae.paths import remove_stale_temporaries, save_error
     from kvae.runs import check_output_file
 
     check_output_file(target, [source], overwrite=overwrite)
-    signal = ResampledReader(AudioReader(source), model.sample_rate)
+    signal = audio_reader(source, model.sample_rate)
+    remove_stale_temporaries(Path(target).parent)  # what a killed reconstruction left
     try:
         with WavWriter(target, model.sample_rate, inputs=[source], what="writing the reconstruction") as out:
             for block in reconstruct_blocks(model, signal.read, signal.frames, chunk_frames):
                 out.write(block)
     except OSError as exc:
         raise save_error(exc, target, "writing the reconstruction", then="run the command again") from None
+    out.warn()
     return out.frames
+
+
+def audio_reader(source, sample_rate):
+    """A `ResampledReader` of `source` at `sample_rate` that refuses, as `kvae prepare` does, samples that
+    cannot be audio (beyond +-`kvae.data.cache.MAX_PEAK`, NaN, infinite): one line naming the file and its peak.
+    (Checked as the blocks are read; the output of a refused input is never written.)"""
+    from kvae.data import AudioReader, ResampledReader
+    from kvae.data.cache import MAX_PEAK
+
+    reader = AudioReader(source)
+    read = reader.read
+
+    def checked(start, stop):
+        x = read(start, stop)
+        peak = float(np.max(np.abs(x))) if len(x) else 0.0
+        if not peak <= MAX_PEAK:  # NaN compares false too
+            raise KvaeError(f"{source}: its samples reach {peak:.3g}, beyond +-{MAX_PEAK:g}: not audio "
+                            "(kvae prepare skips it too); rescale it to +-1")
+        return x
+
+    reader.read = checked
+    return ResampledReader(reader, sample_rate)

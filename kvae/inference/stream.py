@@ -35,6 +35,8 @@ out.append(stream.finish())
 ```
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from kvae import bounds
@@ -257,13 +259,15 @@ def reconstruct_file_streamed(model, source, target, block_ms=10.0, overwrite=Fa
     Returns:
         `(frames written, the Reconstructor)`.
     """
-    from kvae.data import AudioReader, ResampledReader, WavWriter
-    from kvae.paths import save_error
+    from kvae.data import WavWriter
+    from kvae.inference.reconstruct import audio_reader
+    from kvae.paths import remove_stale_temporaries, save_error
     from kvae.runs import check_output_file
 
     size = block_samples(block_ms, model.sample_rate)
     check_output_file(target, [source], overwrite=overwrite)
-    signal = ResampledReader(AudioReader(source), model.sample_rate)
+    signal = audio_reader(source, model.sample_rate)  # refuses what cannot be audio, as kvae prepare does
+    remove_stale_temporaries(Path(target).parent)
     stream = Reconstructor(model)
     skip = stream.latency_samples
     try:
@@ -276,4 +280,5 @@ def reconstruct_file_streamed(model, source, target, block_ms=10.0, overwrite=Fa
             out.write(stream.finish()[skip:])
     except OSError as exc:
         raise save_error(exc, target, "writing the reconstruction", then="run the command again") from None
+    out.warn()
     return out.frames, stream

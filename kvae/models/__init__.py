@@ -21,7 +21,7 @@ def model_class(name):
 
     try:
         return MODELS[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: a table or a list, not a name
         raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
 
 

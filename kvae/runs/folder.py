@@ -220,8 +220,8 @@ class RunFolder:
                     changed.append(f"{section}.{key} {old.get(key)!r} -> {new.get(key)!r}")
         if changed:
             raise KvaeError(f"{self.path}: an interrupted run resumes with the settings it was trained with, but "
-                            f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}; drop those --set "
-                            "(only train.epochs, train.max_minutes and where the data is may change) or choose "
+                            f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}; drop those --set (or the other "
+                            "--config) (only train.epochs, train.max_minutes and where the data is may change) or choose "
                             "another --run")
 
 
@@ -288,6 +288,8 @@ def run_lock(folder, command):
         yield
         return
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise KvaeError(f"{folder}: is a file, not a run folder; give --run a folder (new, or one kvae fit wrote)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)

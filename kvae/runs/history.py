@@ -4,6 +4,9 @@ The file is Keras's `CSVLogger` output (`kvae.training.callbacks.EpochHistory`
 writes it): a header, then one row per epoch with its logged values. A run
 that resumes at epoch `e` first drops the rows of epoch `e` and later
 (`truncate_history`), so each epoch the model went through is listed once.
+A history kvae cannot read (binary content, another program's header) is
+set aside as `history.corrupt.csv` with one warning line, never a run that
+cannot resume or finish; `read_history` reads it as empty.
 """
 
 import csv
@@ -27,8 +30,15 @@ def read_history(path, before=math.inf):
     """
     if not os.path.isfile(path):
         return {}
+    try:
+        return _read(path, before)
+    except (OSError, UnicodeDecodeError, csv.Error):  # not a history kvae wrote: nothing known of it
+        return {}
+
+
+def _read(path, before):
     rows = {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         for i, row in enumerate(csv.DictReader(f)):
             try:
                 key = int(float(row.get("epoch")))
@@ -59,13 +69,16 @@ def truncate_history(path, epoch):
     """
     if not os.path.isfile(path):
         return 0
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        rows = list(reader)
-    if not header or "epoch" not in header:
-        os.remove(path)
-        return 0
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = list(reader)
+        why = None if header and "epoch" in header and "loss" in header else "its header is not a kvae history's"
+    except (UnicodeDecodeError, csv.Error) as exc:
+        why = f"it is not text kvae wrote ({type(exc).__name__.replace('Error', '').lower() or 'csv'} error)"
+    if why:
+        return set_aside(path, why, epoch)
     at = header.index("epoch")
 
     def keep(row):
@@ -83,3 +96,19 @@ def truncate_history(path, epoch):
             writer.writerow(header)
             writer.writerows(kept)
     return len(kept)
+
+
+def set_aside(path, why, epoch):
+    """Move a history kvae cannot read to `history.corrupt.csv` beside it (one warning line) and start anew: the
+    epochs from `epoch` on are written again as they are trained (the model resumes from its backup). Returns 0."""
+    import warnings
+    from pathlib import Path
+
+    from kvae.errors import KvaeNote
+
+    path = Path(path)
+    aside = path.with_name(f"{path.stem}.corrupt{path.suffix}")
+    os.replace(path, aside)
+    warnings.warn(f"{path}: {why}; set aside as {aside.name}, the history restarts at epoch {epoch + 1} (the "
+                  "model resumes from its backup; the loss curves show the epochs from there)", KvaeNote, stacklevel=2)
+    return 0

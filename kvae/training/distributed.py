@@ -18,6 +18,7 @@ jax backend: `train.distribution = "data_parallel"` trains under
 
 import os
 import signal
+import sys
 import time
 
 import keras
@@ -252,6 +253,9 @@ def launch(nproc, argv):
         run(args)
     except SignalException as exc:  # Ctrl-C (or a kill) reached torchrun: it has stopped the ranks
         if exc.sigval == signal.SIGINT:
+            if finished_run(argv):  # the ranks had saved the model: Ctrl-C came during torchrun's teardown
+                print(f"kvae: interrupted after the run finished ({finished_run(argv)} is saved)", file=sys.stderr)
+                return 0
             raise KeyboardInterrupt from None
         raise KvaeError(f"torchrun got {exc.sigval.name} and stopped the ranks; rerun the same command to resume "
                         "from the run folder") from None
@@ -262,6 +266,21 @@ def launch(nproc, argv):
         raise KvaeError(f"rank {rank} {how}; torchrun stopped the other ranks (their messages are above); "
                         "rerun the same command to resume from the run folder") from None
     return 0
+
+
+def finished_run(argv):
+    """The finished model of the run folder `argv` names (`--run`, `--run-dir`), or None (not finished, none named)."""
+    from kvae.runs import RunFolder
+    from kvae.runs.folder import complete_model
+
+    for i, item in enumerate(argv):
+        name, _, value = item.partition("=")
+        if name in ("--run", "--run-dir"):
+            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            folder = RunFolder(value)
+            if value and complete_model(folder.model) and not folder.backup.exists():
+                return folder.model
+    return None
 
 
 def strip_nproc(argv):

@@ -89,8 +89,9 @@ def draw_curves(folder, title=None, titles=None):
     from kvae.evaluation.plots import plot_history
 
     folder = RunFolder(folder)
-    if folder.history.is_file():
-        plot_history(read_history(folder.history), folder.curves, title=title, titles=titles)
+    history = read_history(folder.history)
+    if history.get("loss"):  # a history without a loss (another program's file) is not drawn
+        plot_history(history, folder.curves, title=title, titles=titles)
 
 
 def fit_in_folder(model, folder, x, *, source=None, before_history=(), callbacks=(), write=True, nan_message=None,
@@ -189,7 +190,7 @@ def write_samples(model, folder, n=4, seed=0, plots=True, batch_size=256):
     """
     from kvae import bounds
     from kvae.evaluation.plots import plot_audio
-    from kvae.paths import OwnedFolder, check_free_space, check_output_folder
+    from kvae.paths import OwnedFolder, check_free_space, check_output_folder, remove_stale_temporaries
 
     folder = Path(folder)
     check_output_folder(folder)
@@ -200,6 +201,7 @@ def write_samples(model, folder, n=4, seed=0, plots=True, batch_size=256):
     check_free_space(folder, n * 4 * int(model.window), "of samples to write", "ask for fewer")
     try:
         owned = OwnedFolder(folder, "sample")  # never over files it did not write
+        remove_stale_temporaries(folder)  # what a killed kvae sample left
         for clips in model.sample_batches(n, seed=seed, batch_size=batch_size):
             for clip in clips:
                 name = f"sample_{len(paths)}"

@@ -177,6 +177,9 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
     Returns:
         `(prior, history)`: the trained `LatentPrior` and a dict of per-epoch logs.
     """
+    from kvae.arguments import check_pieces
+
+    pieces, piece_seconds = check_pieces(pieces, piece_seconds)  # before the prior is trained, not after
     nested = merge_config(settings or {}, _split(overrides))
     run = Path(run)
     model_path = _run_model_path(run)  # before the lock, which would create a folder for a wrong path

@@ -34,6 +34,7 @@ import re
 import sys
 from pathlib import Path
 
+from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.evaluation.gallery.files import make_run_files, png_size, read_run, write_text
 from kvae.paths import OwnedFolder, save_error
@@ -105,7 +106,7 @@ def write_gallery(runs, out=None, n=DEFAULT_EXAMPLES, evaluate=False, n_clips=DE
     runs = [Path(r) for r in runs]
     if not runs:
         raise KvaeError("gallery: give at least one run folder")
-    n = int(n)
+    n, seed = int(n), bounds.check("seed", seed)
     if not 0 <= n <= MAX_EXAMPLES:
         raise KvaeError(f"-n: must be between 0 and {MAX_EXAMPLES}, got {n}")
     if out is None:
