@@ -84,3 +84,21 @@ def terminate_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_AFTER_INTERRUPT = {
+    "fit": "an interrupted fit resumes with the same --run",
+    "tune": "an interrupted search resumes with the same --dir",
+    "prior": "an interrupted prior fit resumes when run again",
+    "prepare": "an interrupted prepare keeps every recording cached so far",
+    "evaluate": "nothing was written; run it again",
+    "gallery": "the files written so far are whole; run it again",
+}
+
+
+def interrupted(command, exc):
+    """`(line, exit code)` for a command stopped by Ctrl-C (130) or SIGTERM (`Terminated`, 143)."""
+    again = _AFTER_INTERRUPT.get(command, "no partial file is left")
+    if isinstance(exc, Terminated):
+        return f"kvae: stopped by SIGTERM ({again})", 143
+    return f"kvae: interrupted ({again})", 130

@@ -389,18 +389,11 @@ def main(argv=None):
         print(f"kvae: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        again = {"fit": "an interrupted fit resumes with the same --run",
-                 "tune": "an interrupted search resumes with the same --dir",
-                 "prior": "an interrupted prior fit resumes when run again",
-                 "prepare": "an interrupted prepare keeps every recording cached so far",
-                 "generate": "no partial file is left", "sample": "no partial file is left",
-                 "reconstruct": "no partial file is left", "export": "no partial file is left",
-                 "evaluate": "nothing was written; run it again",
-                 "gallery": "the files written so far are whole; run it again"}.get(args.command, "no partial file is left")
-        print(f"kvae: {'stopped by SIGTERM' if type(exc).__name__ == 'Terminated' else 'interrupted'} ({again})",
-              file=sys.stderr)
-        return 143 if type(exc).__name__ == "Terminated" else 130
+        from kvae._env import interrupted
 
+        text, code = interrupted(args.command, exc)
+        print(text, file=sys.stderr)
+        return code
 
 if __name__ == "__main__":
     sys.exit(main())
