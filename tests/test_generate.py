@@ -206,10 +206,11 @@ def test_a_long_piece_streams_within_bounded_memory(runs, tmp_path):
         with WavStreamWriter(tmp_path / "piece.wav", RATE) as writer:
             for i, chunk in enumerate(stream_pieces(model, seconds, 1, "ar", prior, seed=0)):
                 writer.write(chunk[0])
-                if i % 40 == 39:
-                    # Each Keras call leaves a little cyclic garbage (under 1 kB per window survives the young
-                    # collections kvae runs); Python frees it in a full collection on its own schedule, which a
-                    # test session's large heap postpones. Collecting here measures what the generator keeps.
+                if i % 10 == 9:
+                    # Each Keras call leaves a little cyclic garbage (a few kB per window survive the young
+                    # collections kvae runs: the stepper, the sampler and the writer's checks each add some);
+                    # Python frees it in a full collection on its own schedule, which a test session's large heap
+                    # postpones. Collecting here measures what the generator keeps, not that schedule.
                     gc.collect()
 
     piece(1.0)  # trace every code path once

@@ -109,7 +109,7 @@ def test_version_0_2_with_a_changelog_of_every_rename_and_its_dependencies_decla
     root = Path(kvae.__file__).resolve().parents[1]
     assert kvae.__version__ == "0.2.0"
     changelog = (root / "CHANGELOG.md").read_text(encoding="utf-8")
-    assert changelog.startswith("# Changelog\n\n## 0.2.0")
+    assert changelog.startswith("# Changelog\n\n## ") and "\n## 0.2.0\n" in changelog
     for old in ("`data.rate`", "--rate", "`model.rate_target`", "`kvae.stream`", "`kvae.training.inference`",
                 "`kvae.training.latents`", "`kvae.training.generation`", "`kvae.training.runs`", "KLSchedule",
                 "prepare(rate=...)", "Corpus.rate", "--format", "read_history", "RESUMABLE", "check_output_file"):

@@ -30,7 +30,6 @@ from kvae.models.vae import VAE
 
 _INPUT_SCALE = 0.2  # the encoder sees the log-magnitude times this (it spans about 10 nats)
 PHASES = ("pghi", "griffin-lim")  # how to_audio makes the phase
-DEFAULT_TEMPERATURE = 0.5  # of the decoder's likelihood in to_audio (docs/results.md#pghi)
 _MAX_LOG_MAGNITUDE = 8.0  # decoded log-magnitudes are clipped here before exp() (x3000)
 
 
@@ -81,12 +80,12 @@ class MagnitudeVAE(VAE):
     `phase="griffin-lim"` fast Griffin-Lim from a fixed pseudo-random phase.
     On the ufoai corpus PGHI is the better of the two on this model's
     magnitude (paired C2ST 0.895 against 0.955; Griffin-Lim iterations after
-    PGHI make it worse: docs/results.md#pghi). The log-magnitude played is a
-    draw from the decoder's own Gaussian likelihood at `decoder_temperature`
-    (its learned sigma times the temperature, a fixed seeded draw), not its
-    mean: the mean of a Gaussian decoder is an over-smooth spectrum, and a
-    draw at temperature 0.4-0.6 is told from its input less often (0.889 ->
-    0.86 at 7.5 CPU-minutes). Either way `sample` and `reconstruct` return
+    PGHI make it worse: docs/results.md#pghi). With `decoder_temperature`
+    above 0 the log-magnitude played is a draw from the decoder's own
+    Gaussian likelihood (its learned sigma times the temperature, a fixed
+    seeded draw) instead of its mean: at 0.5 it helps on ufoai (0.895 ->
+    0.869 at 60 CPU-minutes) and hurts on the embedded corpus (0.896 ->
+    0.959), so the default plays the mean. Either way `sample` and `reconstruct` return
     waveforms `(n, window)` and are deterministic. The latent rate is
     `sample_rate / (hop * downsample)` frames of `latent_dim` per second.
 
@@ -105,11 +104,10 @@ class MagnitudeVAE(VAE):
         kernel_size: int. Depthwise kernel of the blocks. Defaults to 7.
         phase: str. How `to_audio` makes the phase: `"pghi"` or `"griffin-lim"`.
             Defaults to `"pghi"`.
-        decoder_temperature: float or None. `to_audio` plays the decoded
+        decoder_temperature: float. `to_audio` plays the decoded
             log-magnitude plus `decoder_temperature` times the learned sigma
-            times a fixed standard normal draw (seed 0); 0 plays the mean.
-            None: 0.5 where the sigma is learned (`decoder_variance` scalar or
-            diagonal), else 0.
+            (`decoder_variance` scalar or diagonal) times a fixed standard
+            normal draw (seed 0). Defaults to 0: the mean.
         griffin_lim_iters: int. Griffin-Lim iterations in `to_audio` with
             `phase="griffin-lim"`. Defaults to 64.
         griffin_lim_momentum: float. Fast Griffin-Lim momentum in [0, 1). Defaults to 0.99.
@@ -127,7 +125,7 @@ class MagnitudeVAE(VAE):
                                    "training step); its likelihood is already on the log-magnitude")
 
     def __init__(self, n_fft=256, hop=32, log_floor=1e-3, width=128, encoder_blocks=3, decoder_blocks=6,
-                 downsample=2, kernel_size=7, phase="pghi", decoder_temperature=None, griffin_lim_iters=64,
+                 downsample=2, kernel_size=7, phase="pghi", decoder_temperature=0.0, griffin_lim_iters=64,
                  griffin_lim_momentum=0.99, **kwargs):
         kwargs.setdefault("init_log_sigma", 0.0)  # the target is in nats of log-magnitude, not in samples
         super().__init__(**kwargs)
@@ -143,8 +141,6 @@ class MagnitudeVAE(VAE):
         if phase not in PHASES:
             raise KvaeError(f"phase: must be one of {', '.join(PHASES)}, got {phase!r}")
         learned_sigma = self.decoder_variance in ("scalar", "diagonal")
-        if decoder_temperature is None:
-            decoder_temperature = DEFAULT_TEMPERATURE if learned_sigma else 0.0
         if not 0.0 <= float(decoder_temperature) <= 2.0:
             raise KvaeError(f"decoder_temperature: must be in [0, 2], got {decoder_temperature}")
         if float(decoder_temperature) and not learned_sigma:
