@@ -80,22 +80,11 @@ def parse_args(argv=None):
 
 
 def train_run(args, out):
-    """A run trained as benchmarks/generate_quality.py trains one."""
-    from kvae.config import load_config
+    """A run trained as benchmarks/generate_quality.py trains one, without prior samples."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from generate_quality import train_run as train_like_generate_quality
 
-    per_epoch = max(1, min(args.steps, 50))
-    overrides = {"train": {"epochs": math.ceil(args.steps / per_epoch), "steps_per_epoch": per_epoch,
-                           "seed": args.seed, "verbose": 0, "n_samples": 0}}
-    if args.data:
-        overrides["data"] = {"path": args.data}
-    run = out / args.config
-    if (run / "model.keras").is_file():
-        print(f"  reusing {run}")
-        return run
-    start = time.perf_counter()
-    kvae.fit(load_config(args.config, overrides), run=run, verbose=False)
-    print(f"  trained {args.config} for {args.steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
-    return run
+    return train_like_generate_quality(args, out, n_samples=0)
 
 
 def run_corpus(args, run, rate):

@@ -107,13 +107,14 @@ def parse_args(argv=None):
     return args
 
 
-def train_run(args, out):
-    """A run trained as benchmarks/quality.py trains its configs (same overrides, so the same model)."""
+def train_run(args, out, n_samples=4):
+    """A run trained as benchmarks/quality.py trains its configs (same overrides, so the same model), with
+    `n_samples` prior samples written at its end (benchmarks/condition_accuracy.py asks for none)."""
     from kvae.config import load_config
 
     per_epoch = max(1, min(args.steps, 50))
     overrides = {"train": {"epochs": math.ceil(args.steps / per_epoch), "steps_per_epoch": per_epoch,
-                           "seed": args.seed, "verbose": 0, "n_samples": 4}}
+                           "seed": args.seed, "verbose": 0, "n_samples": n_samples}}
     if args.data:
         overrides["data"] = {"path": args.data}
     run = out / args.config
