@@ -163,7 +163,8 @@ class MagnitudeVAE(VAE):
         self._initial_phase = dsp.random_phase(self.frames, self.bins, seed=0)
 
         # === Layers ===
-        self.log_magnitude = LogMagnitude(self.n_fft, self.hop, self.log_floor, name="log_magnitude")
+        # The STFT stays in float32 under a mixed precision policy (no bfloat16 FFT); the ConvNeXt layers cast.
+        self.log_magnitude = LogMagnitude(self.n_fft, self.hop, self.log_floor, dtype="float32", name="log_magnitude")
         mean_log = math.log(10 * self.log_floor)  # the decoder starts quiet: near 20 dB over the floor, small weights
 
         # === Encoder ===
