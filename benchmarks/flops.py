@@ -19,8 +19,11 @@ useful work over time.
 The step time is the median of `--steps` timed calls of Keras's train
 function (what `fit` calls per batch) after `--warmup`, on `--threads`
 torch threads (1 by default, as kvae's CPU-minute budgets use). The peak is
-a float32 matmul of `--peak-size` squared on the same threads (the best of
-several), so `utilisation = counted GFLOP per step / step seconds / peak`.
+a matmul of `--peak-size` squared on the same threads (the best of
+several) in the dtype the model's layers compute in (float32, or bfloat16
+under `train.precision = mixed_bfloat16`, where the CPU's matrix units give
+several times float32's), so
+`utilisation = counted GFLOP per step / step seconds / that peak`.
 
     python benchmarks/flops.py                                   # every preset; a few minutes
     python benchmarks/flops.py --configs vocos-mel magnitude --steps 20
@@ -74,12 +77,13 @@ def fft_flops():
     return {aten._fft_r2c: r2c, aten._fft_c2r: c2r, aten._fft_c2c: c2c}
 
 
-def matmul_peak(size, threads, repeats=5):
-    """GFLOP/s of a float32 `size` x `size` matmul on `threads` torch threads (the best of `repeats`)."""
+def matmul_peak(size, threads, repeats=5, dtype="float32"):
+    """GFLOP/s of a `size` x `size` matmul in `dtype` on `threads` torch threads (the best of `repeats`)."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    dtype = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     best = math.inf
     for _ in range(repeats):
@@ -129,7 +133,8 @@ def measure(name, args):
     from kvae.config import load_config
     from kvae.training import build_model, compile_model
 
-    config = load_config(name, {"train": {"seed": 0, "verbose": 0}})
+    config = load_config(name, {"train": {"seed": 0, "verbose": 0, **({"precision": args.precision}
+                                                                     if args.precision else {})}})
     model = compile_model(build_model(config), config)
     batch = int(args.batch or config["data"]["batch_size"])
     gen = torch.Generator().manual_seed(0)
@@ -139,6 +144,7 @@ def measure(name, args):
     total = sum(counts.values())
     return {"config": name, "params": model.count_params(), "batch": batch,
             **{k: v / 1e9 for k, v in counts.items()}, "gflop": total / 1e9, "ms": seconds * 1e3,
+            "compute": "bfloat16" if model.dtype_policy.compute_dtype == "bfloat16" else "float32",
             "gflops": total / 1e9 / seconds}
 
 
@@ -152,6 +158,9 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--peak-size", type=int, default=1024, help="matmul size of the peak (default 1024)")
+    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "auto"),
+                        help="train.precision of every config (default: each config's); the utilisation is then "
+                             "against the peak of the dtype the layers compute in")
     args = parser.parse_args(argv)
     import keras
     import torch
@@ -161,9 +170,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     names = args.configs or [n for n in preset_names() if not n.startswith("paper-")] + \
         [n for n in preset_names() if n.startswith("paper-")]
-    peak = matmul_peak(args.peak_size, args.threads)
+    peaks = {dtype: matmul_peak(args.peak_size, args.threads, dtype=dtype) for dtype in ("float32", "bfloat16")}
     print("\n".join(machine_lines()))
-    print(f"peak: float32 matmul {args.peak_size}^2 on {args.threads} thread(s): {peak:.1f} GFLOP/s; {load_line()}")
+    print(f"peak: matmul {args.peak_size}^2 on {args.threads} thread(s): float32 {peaks['float32']:.1f} GFLOP/s, "
+          f"bfloat16 {peaks['bfloat16']:.1f} GFLOP/s; {load_line()}")
     rows = []
     for name in names:
         try:
@@ -173,11 +183,13 @@ def main(argv=None):
             continue
         rows.append([r["config"], f"{r['params'] / 1e6:.2f} M", r["batch"], f"{r['model_fwd']:.2f}",
                      f"{r['loss_fwd']:.2f}", f"{r['backward']:.2f}", f"{r['gflop']:.2f}", f"{r['ms']:.0f}",
-                     f"{1000 / r['ms']:.2f}", f"{r['gflops']:.1f}", f"{100 * r['gflops'] / peak:.0f} %"])
+                     f"{1000 / r['ms']:.2f}", f"{r['gflops']:.1f}", r["compute"],
+                     f"{100 * r['gflops'] / peaks[r['compute']]:.0f} %"])
         print(f"  {name}: {r['ms']:.0f} ms/step, {r['gflop']:.2f} GFLOP counted", flush=True)
     print()
     print("\n".join(table(["config", "params", "batch", "model fwd GFLOP", "loss fwd GFLOP", "backward GFLOP",
-                           "step GFLOP", "ms/step", "steps/s", "GFLOP/s", "utilisation"], rows)))
+                           "step GFLOP", "ms/step", "steps/s", "GFLOP/s", "computes in",
+                           "utilisation (of its dtype's peak)"], rows)))
     print(f"\ncommand: python benchmarks/flops.py {' '.join(sys.argv[1:] if argv is None else argv)}; "
           f"{os.cpu_count()} CPUs; {load_line()}")
     return 0

@@ -64,7 +64,8 @@ DEFAULTS = {
         "gallery": True,  # write RUN/gallery/index.html at the end (kvae gallery)
         "tensorboard": False, "tensorboard_every": 5,  # true: events in RUN/tensorboard, audio every N epochs
         "verbose": "auto",
-        "precision": "float32",  # or mixed_bfloat16, mixed_float16 (Keras dtype policies; the loss stays float32)
+        "precision": "float32",  # or mixed_bfloat16, mixed_float16 (Keras dtype policies; the loss stays float32),
+        # or auto: mixed_bfloat16 where the torch backend multiplies bfloat16 natively (kvae.training.precision)
         "distribution": "none",  # data_parallel: jax's keras.distribution.DataParallel (torch: launch with torchrun)
         "distributed_timeout": 600.0,  # seconds a rank waits for the others in a collective before failing
     },
@@ -81,7 +82,7 @@ CHOICES = {
     ("data", "normalize"): ("none", "peak", "rms"),
     ("data", "frontend"): ("pydataset", "tf"),
     ("train", "kl_schedule"): KL_SCHEDULES,
-    ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
+    ("train", "precision"): ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     ("train", "distribution"): ("none", "data_parallel"),
 }
 

@@ -129,3 +129,23 @@ def test_to_audio_plays_a_fixed_draw_from_the_decoders_likelihood_at_its_tempera
     np.testing.assert_array_equal(played, keras.ops.convert_to_numpy(warm.to_audio(target)))  # deterministic
     assert np.abs(played - played_mean).max() > 1e-3  # and not the mean
     assert warm.get_config()["decoder_temperature"] == 0.5
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's CPU bfloat16 kernels (tensorflow's have no "
+                    "bfloat16 STFT either way; the spectrogram is float32 under every policy)")
+def test_mixed_bfloat16_keeps_the_spectrogram_and_the_loss_in_float32_and_trains():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = MagnitudeVAE(**TINY)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = tones(8)
+    decoded, z_mean, _ = model(x)
+    assert keras.backend.standardize_dtype(decoded.dtype) == "bfloat16"
+    target = model.target(keras.ops.convert_to_tensor(x))
+    assert keras.backend.standardize_dtype(target.dtype) == "float32"  # the STFT is not done in bfloat16
+    history = model.fit(x, batch_size=4, epochs=2, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
+    assert keras.ops.convert_to_numpy(model.to_audio(decoded)).dtype == np.float32

@@ -18,6 +18,7 @@ from kvae.training import distributed, next_steps, tensorboard
 from kvae.training.callbacks import DivergenceGuard, InformationRate, RunBackup, TimeBudget
 from kvae.training.distributed import AverageLogs, barrier, broadcast_object
 from kvae.training.loop import compile_model, fit_in_folder, seed_everything, write_run_extras
+from kvae.training.precision import resolve_precision
 
 
 def build_model(config):
@@ -25,7 +26,7 @@ def build_model(config):
     KL weight's warm-up of `train.kl_*` (`kvae.models.elbo.KLWeight.from_config`)."""
     model_cfg = dict(config["model"])
     cls = model_class(model_cfg.pop("type", "fc"))
-    precision = config["train"].get("precision", "float32")
+    precision = resolve_precision(config["train"].get("precision", "float32"))
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)  # the layers keep it; the global policy is put back
     try:
@@ -177,7 +178,8 @@ def _fit(cfg, run_dir, group, verbose, callbacks):
         print(f"run:        {run_dir}")
         print(f"model:      {type(model).__name__}, {model.count_params():,} parameters, "
               f"{model.window} samples per window at {model.sample_rate} Hz, backend {keras.backend.backend()}"
-              + ("" if train["precision"] == "float32" else f", {train['precision']}"))
+              + ("" if model.dtype_policy.name == "float32" else f", {model.dtype_policy.name}"
+                 + (" (train.precision = auto)" if train["precision"] == "auto" else "")))
         _print_parallelism(cfg, group)
         if spent and budget is not None:
             print(f"time:       resumed with {spent.get('wall', 0.0) / 60:,.1f} of train.max_minutes = "

@@ -1,0 +1,66 @@
+"""`train.precision = "auto"`: mixed bfloat16 where the torch backend multiplies bfloat16 natively, float32 else;
+and ConvNeXt's GELU is the exact one (issue 31: the tanh approximation's CPU kernel cost 9 % of a step)."""
+
+import sys
+
+import keras
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from kvae.config import load_config
+from kvae.errors import KvaeError
+from kvae.models.blocks import ConvNeXtBlock
+from kvae.training import build_model, precision
+
+
+@pytest.mark.parametrize("fast, policy", [(True, "mixed_bfloat16"), (False, "float32")])
+def test_auto_resolves_by_what_the_hardware_multiplies(monkeypatch, fast, policy):
+    monkeypatch.setattr(precision, "fast_bfloat16", lambda: fast)
+    assert precision.resolve_precision("auto") == policy
+    assert precision.resolve_precision("float32") == "float32"
+    assert precision.resolve_precision("mixed_float16") == "mixed_float16"
+    config = load_config("quickstart", {"train": {"precision": "auto"}, "model": {"hidden_units": 8}})
+    model = build_model(config)
+    assert model.dtype_policy.name == policy and keras.config.dtype_policy().name == "float32"
+
+
+def test_auto_is_float32_off_torch_and_asks_torch_on_it():
+    if keras.backend.backend() != "torch":
+        assert precision.fast_bfloat16() is False
+        assert precision.resolve_precision("auto") == "float32"
+    else:
+        import torch
+
+        flags = open("/proc/cpuinfo").read().split() if sys.platform == "linux" else []
+        expected = "amx_bf16" in flags or "avx512_bf16" in flags  # what the kernel says the CPU has
+        assert precision.fast_bfloat16() == (torch.cuda.is_bf16_supported() if torch.cuda.is_available()
+                                            else expected)
+
+
+def test_a_bad_precision_is_one_line_naming_the_choices():
+    with pytest.raises(KvaeError, match="train.precision") as err:
+        load_config({"train": {"precision": "bfloat8"}})
+    assert "auto" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_convnext_uses_the_exact_gelu():
+    block = ConvNeXtBlock(8, kernel_size=3)
+    x = np.random.default_rng(0).normal(0, 3, (2, 5, 8)).astype("float32")
+    block(x)
+    kernel = np.zeros(tuple(block.depthwise.kernel.shape), "float32")
+    kernel[1] = 1.0  # the centre tap: depthwise(x) = x
+    block.depthwise.kernel.assign(kernel)
+    block.gamma.assign(np.ones(8, "float32"))
+    h = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    pre = h @ keras.ops.convert_to_numpy(block.expand.kernel) + keras.ops.convert_to_numpy(block.expand.bias)
+
+    def after(act):
+        return x + act @ keras.ops.convert_to_numpy(block.project.kernel) + \
+            keras.ops.convert_to_numpy(block.project.bias)
+
+    exact = after(0.5 * pre * (1 + erf(pre / np.sqrt(2))))
+    tanh = after(0.5 * pre * (1 + np.tanh(np.sqrt(2 / np.pi) * (pre + 0.044715 * pre ** 3))))
+    out = keras.ops.convert_to_numpy(block(x))
+    np.testing.assert_allclose(out, exact, atol=2e-5)
+    assert np.abs(out - tanh).max() > 1e-4  # the two GELUs differ by more than this check's tolerance
