@@ -184,7 +184,7 @@ def main(argv=None):
     if args.loss_steps:
         batches = windows(32, args.loss_steps + 1)
         for row in rows:
-            if batch_of[row] == 32:
+            if batch_of[row] == 32 and not ROWS[row][3]:  # a compiled row computes the uncompiled one's loss
                 losses[row] = loss_curve(row, batches)
     ref = rows[0]
     ref_cpu = statistics.median(c for _, c in times[ref])
