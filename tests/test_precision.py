@@ -64,3 +64,24 @@ def test_convnext_uses_the_exact_gelu():
     out = keras.ops.convert_to_numpy(block(x))
     np.testing.assert_allclose(out, exact, atol=2e-5)
     assert np.abs(out - tanh).max() > 1e-4  # the two GELUs differ by more than this check's tolerance
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's CPU bfloat16 kernels")
+def test_vocos_under_mixed_bfloat16_keeps_its_stft_and_istft_in_float32_and_trains():
+    from kvae.models import VocosVAE
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = VocosVAE(sample_rate=3000, window_seconds=0.25, seed=1, n_fft=64, hop=16, width=16,
+                         encoder_blocks=1, decoder_blocks=1, downsample=2, latent_dim=4)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.get_layer("encoder").get_layer("stft").compute_dtype == "float32"
+    assert model.get_layer("encoder").get_layer("enc_block_0").compute_dtype == "bfloat16"
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = np.random.default_rng(0).normal(0, 0.1, (8, model.window)).astype("float32")
+    decoded = model(x)[0]
+    assert keras.backend.standardize_dtype(decoded.dtype) == "float32"  # the inverse STFT head's audio
+    history = model.fit(x, batch_size=4, epochs=2, verbose=0).history
+    assert np.isfinite(history["loss"]).all()

@@ -256,9 +256,10 @@ class ISTFTHead(layers.Layer):
         self.initial_log_magnitude = float(initial_log_magnitude)
         self.max_log_magnitude = float(max_log_magnitude)
         bins = self.n_fft // 2 + 1
-        self.log_magnitude = layers.Dense(bins, name="log_magnitude",
+        # The sublayers compute in the head's dtype (float32 in VocosVAE under any policy: there is no bfloat16 FFT).
+        self.log_magnitude = layers.Dense(bins, name="log_magnitude", dtype=self.dtype_policy,
                                           bias_initializer=keras.initializers.Constant(self.initial_log_magnitude))
-        self.phase = layers.Dense(bins, name="phase")
+        self.phase = layers.Dense(bins, name="phase", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.log_magnitude.build(input_shape)

@@ -96,7 +96,7 @@ class VocosVAE(VAE):
 
         # === Encoder ===
         x = keras.Input((self.window,), name="window")
-        h = STFTFeatures(self.n_fft, self.hop, name="stft")(x)
+        h = STFTFeatures(self.n_fft, self.hop, dtype="float32", name="stft")(x)  # no bfloat16 FFT: float32 always
         h = layers.Dense(self.width, name="embed")(h)
         for i in range(self.encoder_blocks):
             h = ConvNeXtBlock(self.width, self.kernel_size, name=f"enc_block_{i}")(h)
@@ -114,7 +114,7 @@ class VocosVAE(VAE):
         for i in range(self.decoder_blocks):
             h = ConvNeXtBlock(self.width, self.kernel_size, name=f"dec_block_{i}")(h)
         h = layers.LayerNormalization(epsilon=1e-6, name="dec_norm")(h)
-        out = ISTFTHead(self.n_fft, self.hop, self.window, name="istft")(h)
+        out = ISTFTHead(self.n_fft, self.hop, self.window, dtype="float32", name="istft")(h)
         self.decoder = keras.Model(z, out, name="decoder")
         self._finish_build((self.window,))
 
