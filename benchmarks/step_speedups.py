@@ -8,7 +8,7 @@ Every row is a model built as `kvae.fit` builds it (`build_model`,
     magnitude, exact GELU        the erf GELU (ConvNeXtBlock now), float32
     magnitude, exact GELU, bf16  the same under Keras's mixed_bfloat16 policy (`train.precision`)
     ... with --compile: the last row under `jit_compile=True` (torch.compile; inductor needs a C++ compiler)
-    ... with --vocos-mel-after: vocos-mel with the exact GELU, float32
+    ... with --vocos-mel-after: vocos-mel with the exact GELU, in float32 and in mixed_bfloat16
 
 "before" puts the tanh GELU back on the built model's ConvNeXt blocks (the old
 `call`, line for line), so the rows differ in exactly one change each.
@@ -61,6 +61,7 @@ ROWS = {
     "magnitude-bf16": ("magnitude", "exact", "mixed_bfloat16", False),
     "magnitude-bf16-compile": ("magnitude", "exact", "mixed_bfloat16", True),
     "vocos-mel-exact": ("vocos-mel", "exact", "float32", False),
+    "vocos-mel-bf16": ("vocos-mel", "exact", "mixed_bfloat16", False),
 }
 
 
@@ -135,7 +136,8 @@ def main(argv=None):
     p.add_argument("--rows", nargs="+", default=["vocos-mel-before", "magnitude-before", "magnitude-exact",
                                                  "magnitude-bf16"], choices=list(ROWS))
     p.add_argument("--compile", action="store_true", help="add magnitude-bf16-compile (torch.compile)")
-    p.add_argument("--vocos-mel-after", action="store_true", help="add vocos-mel with the exact GELU")
+    p.add_argument("--vocos-mel-after", action="store_true",
+                   help="add vocos-mel with the exact GELU, float32 and mixed_bfloat16")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=6, help="timed steps per row per round")
     p.add_argument("--warmup", type=int, default=3)
@@ -149,7 +151,7 @@ def main(argv=None):
         raise SystemExit("step_speedups.py: needs the torch backend (KERAS_BACKEND=torch)")
     torch.set_num_threads(args.threads)
     rows = list(args.rows) + (["magnitude-bf16-compile"] if args.compile else []) + \
-        (["vocos-mel-exact"] if args.vocos_mel_after else [])
+        (["vocos-mel-exact", "vocos-mel-bf16"] if args.vocos_mel_after else [])
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print("\n".join(machine_lines()))
     print(f"peak on {args.threads} thread(s): float32 matmul 1024^2 {peak32:.1f} GFLOP/s, bfloat16 {peak16:.1f}; "
