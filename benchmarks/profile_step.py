@@ -50,7 +50,8 @@ PHASES = ("forward", "loss", "backward", "clip", "update", "metrics", "other")
 FC_PAPER_LIKE = {"name": "fc-paper-like", "data": {"sample_rate": 3000, "window_seconds": 1.0, "batch_size": 64},
                  "model": {"type": "fc", "hidden_layers": 2, "hidden_units": 512, "latent_dim": 64}}
 VARIANTS = {"fc": FC_PAPER_LIKE, "conv1d": "conv1d", "transformer-3k": "transformer-3k", "rave-3k": "rave-3k",
-            "vocos-mel": "vocos-mel", "magnitude": "magnitude"}
+            "vocos-mel": "vocos-mel", "magnitude": "magnitude",
+            "magnitude-float32": ("magnitude", {"train": {"precision": "float32"}})}  # before its precision = auto
 # torch.profiler's operators in families (the first pattern an operator's name contains wins; the rest is "other ops")
 FAMILIES = (
     ("STFT / FFT", ("fft", "stft")),
@@ -110,10 +111,11 @@ def profile_keras(spec, fused, steps, warmup):
     """Per-phase ms/step of `model.train_function` for one config, stock or fused Adam."""
     import torch
 
-    from kvae.config import load_config
+    from kvae.config import load_config, merge_config
     from kvae.training import build_model, compile_model, seed_everything
 
-    cfg = load_config(spec, {"train": {"fused_adam": fused}})
+    spec, over = spec if isinstance(spec, tuple) else (spec, {})
+    cfg = load_config(spec, merge_config(over, {"train": {"fused_adam": fused}}))
     seed_everything(0)
     model = compile_model(build_model(cfg), cfg)
     batches = _batches(model.window, cfg["data"]["batch_size"], 8)
@@ -218,7 +220,7 @@ def op_families(spec, steps, warmup):
     from kvae.config import load_config
     from kvae.training import build_model, compile_model, seed_everything
 
-    cfg = load_config(spec)
+    cfg = load_config(*spec) if isinstance(spec, tuple) else load_config(spec)
     seed_everything(0)
     model = compile_model(build_model(cfg), cfg)
     batches = _batches(model.window, cfg["data"]["batch_size"], 4)
