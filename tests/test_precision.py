@@ -85,3 +85,27 @@ def test_vocos_under_mixed_bfloat16_keeps_its_stft_and_istft_in_float32_and_trai
     assert keras.backend.standardize_dtype(decoded.dtype) == "float32"  # the inverse STFT head's audio
     history = model.fit(x, batch_size=4, epochs=2, verbose=0).history
     assert np.isfinite(history["loss"]).all()
+
+
+def test_a_mixed_precision_model_loads_with_every_inner_layer_under_its_policy(tmp_path):
+    from kvae.models import MagnitudeVAE
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = MagnitudeVAE(sample_rate=3000, window_seconds=0.25, seed=1, n_fft=64, hop=16, width=16,
+                             encoder_blocks=1, decoder_blocks=1, downsample=2, latent_dim=4)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+
+    def policies(m):
+        return {layer.path: layer.dtype_policy.name for layer in m._flatten_layers(include_self=False)}
+
+    assert policies(loaded) == policies(model)
+    assert policies(loaded)["dec_block_0/expand"] == "mixed_bfloat16"  # built in ConvNeXtBlock.__init__
+    assert policies(loaded)["log_magnitude"] == "float32"
+    z = np.random.default_rng(0).normal(size=(2,) + model.latent_shape).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.decoder(z)),
+                                  keras.ops.convert_to_numpy(model.decoder(z)))

@@ -61,11 +61,12 @@ class ResidualUnit(layers.Layer):
         self.channels = int(channels)
         self.kernel_size = int(kernel_size)
         self.dilation = int(dilation)
-        self.act_in = Snake(name="snake_in")
+        policy = self.dtype_policy  # the sublayers compute as the block does, after a load too (see ConvNeXtBlock)
+        self.act_in = Snake(name="snake_in", dtype=policy)
         self.conv = layers.Conv1D(self.channels, self.kernel_size, dilation_rate=self.dilation, padding="same",
-                                  name="conv")
-        self.act_out = Snake(name="snake_out")
-        self.project = layers.Conv1D(self.channels, 1, name="project")
+                                  name="conv", dtype=policy)
+        self.act_out = Snake(name="snake_out", dtype=policy)
+        self.project = layers.Conv1D(self.channels, 1, name="project", dtype=policy)
 
     def build(self, input_shape):
         if int(input_shape[-1]) != self.channels:
@@ -163,11 +164,12 @@ class TransformerBlock(layers.Layer):
         self.d_model = int(d_model)
         self.num_heads = int(num_heads)
         self.ff_dim = int(ff_dim)
-        self.norm1 = layers.LayerNormalization(epsilon=1e-5)
-        self.attention = layers.MultiHeadAttention(num_heads, self.d_model // self.num_heads)
-        self.norm2 = layers.LayerNormalization(epsilon=1e-5)
-        self.ff1 = layers.Dense(self.ff_dim, activation="gelu")
-        self.ff2 = layers.Dense(self.d_model)
+        policy = self.dtype_policy  # the sublayers compute as the block does, after a load too (see ConvNeXtBlock)
+        self.norm1 = layers.LayerNormalization(epsilon=1e-5, dtype=policy)
+        self.attention = layers.MultiHeadAttention(num_heads, self.d_model // self.num_heads, dtype=policy)
+        self.norm2 = layers.LayerNormalization(epsilon=1e-5, dtype=policy)
+        self.ff1 = layers.Dense(self.ff_dim, activation="gelu", dtype=policy)
+        self.ff2 = layers.Dense(self.d_model, dtype=policy)
 
     def build(self, input_shape):
         self.norm1.build(input_shape)
@@ -205,10 +207,13 @@ class ConvNeXtBlock(layers.Layer):
         self.kernel_size = int(kernel_size)
         self.expansion = int(expansion)
         self.layer_scale = float(layer_scale)
-        self.depthwise = layers.DepthwiseConv1D(self.kernel_size, padding="same", name="depthwise")
-        self.norm = layers.LayerNormalization(epsilon=1e-6, name="norm")
-        self.expand = layers.Dense(self.channels * self.expansion, name="expand")
-        self.project = layers.Dense(self.channels, name="project")
+        # The sublayers take the block's dtype policy: a block loaded from a mixed-precision model then computes
+        # as it did when it was trained (the global policy at load time is float32).
+        policy = self.dtype_policy
+        self.depthwise = layers.DepthwiseConv1D(self.kernel_size, padding="same", name="depthwise", dtype=policy)
+        self.norm = layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
+        self.expand = layers.Dense(self.channels * self.expansion, name="expand", dtype=policy)
+        self.project = layers.Dense(self.channels, name="project", dtype=policy)
 
     def build(self, input_shape):
         if int(input_shape[-1]) != self.channels:

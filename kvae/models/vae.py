@@ -267,6 +267,20 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
         z_mean, _ = self.encode(ops.convert_to_tensor(x))
         return self._audio(z_mean)
 
+    @classmethod
+    def from_config(cls, config):
+        """The model, its inner networks built under its saved dtype policy (their layers are made in `__init__`
+        and would take the global one, float32: a mixed-precision model would load as a float32 one)."""
+        dtype = config.get("dtype")
+        if dtype is None:
+            return super().from_config(config)
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))
+        try:
+            return super().from_config(config)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
     def get_config(self):
         return {**super().get_config(), "sample_rate": self.sample_rate, "window_seconds": self.window_seconds,
                 "latent_dim": self.latent_dim, "decoder_variance": self.decoder_variance, "reduction": self.reduction,
