@@ -7,8 +7,12 @@ Every row is a model built as `kvae.fit` builds it (`build_model`,
     magnitude, before            the same for the magnitude preset
     magnitude, exact GELU        the erf GELU (ConvNeXtBlock now), float32
     magnitude, exact GELU, bf16  the same under Keras's mixed_bfloat16 policy (`train.precision`)
+    magnitude-bf16-dw            the same with ConvNeXtBlock's torch channels-last depthwise path (the preset now)
     ... with --compile: the last row under `jit_compile=True` (torch.compile; inductor needs a C++ compiler)
-    ... with --vocos-mel-after: vocos-mel with the exact GELU, in float32 and in mixed_bfloat16
+    ... with --vocos-mel-after: vocos-mel as it is now (exact GELU, torch depthwise), float32 and mixed_bfloat16
+
+The depthwise path is `kvae.models.blocks.TORCH_DEPTHWISE`, set before each
+row's steps.
 
 "before" puts the tanh GELU back on the built model's ConvNeXt blocks (the old
 `call`, line for line), so the rows differ in exactly one change each.
@@ -54,14 +58,15 @@ import numpy as np  # noqa: E402
 from _common import load_line, machine_lines, table  # noqa: E402
 from flops import count_step  # noqa: E402
 
-ROWS = {
-    "vocos-mel-before": ("vocos-mel", "tanh", "float32", False),
-    "magnitude-before": ("magnitude", "tanh", "float32", False),
-    "magnitude-exact": ("magnitude", "exact", "float32", False),
-    "magnitude-bf16": ("magnitude", "exact", "mixed_bfloat16", False),
-    "magnitude-bf16-compile": ("magnitude", "exact", "mixed_bfloat16", True),
-    "vocos-mel-exact": ("vocos-mel", "exact", "float32", False),
-    "vocos-mel-bf16": ("vocos-mel", "exact", "mixed_bfloat16", False),
+ROWS = {  # preset, GELU, precision, jit_compile, depthwise convolution (Keras's, or the torch channels-last path)
+    "vocos-mel-before": ("vocos-mel", "tanh", "float32", False, "keras"),
+    "magnitude-before": ("magnitude", "tanh", "float32", False, "keras"),
+    "magnitude-exact": ("magnitude", "exact", "float32", False, "keras"),
+    "magnitude-bf16": ("magnitude", "exact", "mixed_bfloat16", False, "keras"),
+    "magnitude-bf16-dw": ("magnitude", "exact", "mixed_bfloat16", False, "torch"),
+    "magnitude-bf16-dw-compile": ("magnitude", "exact", "mixed_bfloat16", True, "torch"),
+    "vocos-mel-now": ("vocos-mel", "exact", "float32", False, "torch"),
+    "vocos-mel-bf16": ("vocos-mel", "exact", "mixed_bfloat16", False, "torch"),
 }
 
 
@@ -79,7 +84,7 @@ def build(row, seed=0):
     from kvae.models.blocks import ConvNeXtBlock
     from kvae.training import build_model, compile_model
 
-    preset, gelu, precision, jit = ROWS[row]
+    preset, gelu, precision, jit, _ = ROWS[row]
     train = {"seed": seed, "verbose": 0, "precision": precision, "jit_compile": jit}
     config = load_config(preset, {"train": train})
     model = compile_model(build_model(config), config)
@@ -88,6 +93,13 @@ def build(row, seed=0):
             if isinstance(layer, ConvNeXtBlock):
                 layer.call = types.MethodType(_tanh_call, layer)
     return model, int(config["data"]["batch_size"])
+
+
+def _depthwise(row):
+    """Set ConvNeXtBlock's depthwise path for `row` (read at call time)."""
+    from kvae.models import blocks
+
+    blocks.TORCH_DEPTHWISE = ROWS[row][4] == "torch"
 
 
 def matmul_peak(dtype, size=1024, repeats=5):
@@ -121,6 +133,7 @@ def loss_curve(row, batches):
     """Training losses of `row`'s model, one per batch, from the seed-0 initial weights."""
     import torch
 
+    _depthwise(row)
     model, _ = build(row)
     model.fit(batches[0], batch_size=len(batches[0]), epochs=1, shuffle=False, verbose=0)  # builds the step
     fn = model.train_function
@@ -134,8 +147,8 @@ def loss_curve(row, batches):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", nargs="+", default=["vocos-mel-before", "magnitude-before", "magnitude-exact",
-                                                 "magnitude-bf16"], choices=list(ROWS))
-    p.add_argument("--compile", action="store_true", help="add magnitude-bf16-compile (torch.compile)")
+                                                 "magnitude-bf16", "magnitude-bf16-dw"], choices=list(ROWS))
+    p.add_argument("--compile", action="store_true", help="add magnitude-bf16-dw-compile (torch.compile)")
     p.add_argument("--vocos-mel-after", action="store_true",
                    help="add vocos-mel with the exact GELU, float32 and mixed_bfloat16")
     p.add_argument("--rounds", type=int, default=5)
@@ -150,8 +163,8 @@ def main(argv=None):
     if keras.backend.backend() != "torch":
         raise SystemExit("step_speedups.py: needs the torch backend (KERAS_BACKEND=torch)")
     torch.set_num_threads(args.threads)
-    rows = list(args.rows) + (["magnitude-bf16-compile"] if args.compile else []) + \
-        (["vocos-mel-exact", "vocos-mel-bf16"] if args.vocos_mel_after else [])
+    rows = list(args.rows) + (["magnitude-bf16-dw-compile"] if args.compile else []) + \
+        (["vocos-mel-now", "vocos-mel-bf16"] if args.vocos_mel_after else [])
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print("\n".join(machine_lines()))
     print(f"peak on {args.threads} thread(s): float32 matmul 1024^2 {peak32:.1f} GFLOP/s, bfloat16 {peak16:.1f}; "
@@ -161,6 +174,7 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(0)
     for row in list(rows):
         start = time.perf_counter()
+        _depthwise(row)
         try:
             models[row], batch_of[row] = build(row)
             x = 0.1 * torch.randn(batch_of[row], models[row].window, generator=gen)
@@ -177,6 +191,7 @@ def main(argv=None):
               flush=True)
     for r in range(args.rounds):
         for row in rows:
+            _depthwise(row)
             x = 0.1 * torch.randn(batch_of[row], models[row].window, generator=gen)
             fn = models[row].train_function
             times[row] += [_timed(lambda: fn([(x,)])) for _ in range(args.steps)]
@@ -186,7 +201,7 @@ def main(argv=None):
     if args.loss_steps:
         batches = windows(32, args.loss_steps + 1)
         for row in rows:
-            if batch_of[row] == 32 and not ROWS[row][3]:  # a compiled row computes the uncompiled one's loss
+            if batch_of[row] == 32 and not ROWS[row][3] and row != "vocos-mel-now":  # a compiled row computes the uncompiled one's loss
                 losses[row] = loss_curve(row, batches)
     ref = rows[0]
     ref_cpu = statistics.median(c for _, c in times[ref])

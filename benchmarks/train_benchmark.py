@@ -125,6 +125,7 @@ SIZES = {
     "rave": (3000, 1.0, 0, 0, 0, 30, 4, "rave-3k"),
     "vocos": (3000, 1.0, 0, 0, 0, 60, 6, "vocos"),
     "vocos-mel": (3000, 1.0, 0, 0, 0, 60, 6, "vocos-mel"),
+    "magnitude": (3000, 1.0, 0, 0, 0, 60, 6, "magnitude"),
 }
 SIZE_NOTES = {
     "tiny": "per-step overhead: 3000 Hz, 1 s window, 1 hidden layer of 32 (compute is negligible)",
@@ -136,6 +137,7 @@ SIZE_NOTES = {
     "rave": "the rave-3k preset (RaveVAE: PQMF, residual units, MR-STFT loss), 3000 Hz, 1 s",
     "vocos": "the vocos preset (VocosVAE: STFT-frame encoder, ConvNeXt decoder, inverse-STFT head), 3000 Hz, 1 s",
     "vocos-mel": "the vocos-mel preset (vocos with the multi-scale mel loss and the rate controller), 3000 Hz, 1 s",
+    "magnitude": "the magnitude preset (log-magnitude likelihood, precision auto: bfloat16 where torch has AMX), 3000 Hz, 1 s",
 }
 RATIO_SIZE = "small"  # the final `kvae/torch ratio (paper-like)` line
 

@@ -109,3 +109,26 @@ def test_a_mixed_precision_model_loads_with_every_inner_layer_under_its_policy(t
     z = np.random.default_rng(0).normal(size=(2,) + model.latent_shape).astype("float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.decoder(z)),
                                   keras.ops.convert_to_numpy(model.decoder(z)))
+
+
+@pytest.mark.parametrize("kernel_size", [7, 3])
+def test_convnext_depthwise_fast_path_is_kerass_convolution(monkeypatch, kernel_size):
+    from kvae.models import blocks
+
+    block = ConvNeXtBlock(8, kernel_size=kernel_size)
+    x = np.random.default_rng(1).normal(0, 1, (3, 11, 8)).astype("float32")
+    block(x)
+    rng = np.random.default_rng(2)
+    block.depthwise.kernel.assign(rng.normal(size=tuple(block.depthwise.kernel.shape)).astype("float32"))
+    block.depthwise.bias.assign(rng.normal(size=(8,)).astype("float32"))
+    xt = keras.ops.convert_to_tensor(x)
+    monkeypatch.setattr(blocks, "TORCH_DEPTHWISE", True)
+    fast = keras.ops.convert_to_numpy(block._depthwise(xt))
+    monkeypatch.setattr(blocks, "TORCH_DEPTHWISE", False)
+    portable = keras.ops.convert_to_numpy(block._depthwise(xt))
+    np.testing.assert_allclose(fast, portable, atol=1e-5)
+    # the padding is "same": the edges see zeros, and the output is frames by channels like the input
+    assert fast.shape == x.shape
+    reference = np.stack([np.convolve(np.pad(x[0, :, c], kernel_size // 2), keras.ops.convert_to_numpy(
+        block.depthwise.kernel)[::-1, c, 0], mode="valid") for c in range(8)], axis=-1)
+    np.testing.assert_allclose(fast[0], reference + keras.ops.convert_to_numpy(block.depthwise.bias), atol=1e-5)

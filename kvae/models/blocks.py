@@ -190,6 +190,10 @@ class TransformerBlock(layers.Layer):
         return config
 
 
+TORCH_DEPTHWISE = True
+"""Whether ConvNeXtBlock takes its channels-last depthwise path on torch (benchmarks switch it off for an A/B)."""
+
+
 @keras.saving.register_keras_serializable(package="kvae")
 class ConvNeXtBlock(layers.Layer):
     """Vocos's ConvNeXt block over frames: depthwise conv, LayerNorm, a 1x1 MLP, layer scale, a skip.
@@ -226,10 +230,28 @@ class ConvNeXtBlock(layers.Layer):
                                      initializer=keras.initializers.Constant(self.layer_scale))
         self.built = True
 
+    def _depthwise(self, x):
+        """The depthwise convolution; on torch, a channels-last conv2d on a view of `(batch, frames, channels)`.
+
+        Keras's torch conv transposes to channels-first and back (two copies a call, forward and backward);
+        oneDNN's channels-last (NHWC, H = 1) depthwise kernel takes the frames-by-channels memory as it is.
+        Same weights and result (tests/test_precision.py); other backends, or an even kernel, take Keras's path.
+        """
+        if not TORCH_DEPTHWISE or keras.backend.backend() != "torch" or self.kernel_size % 2 == 0:
+            return self.depthwise(x)
+        import torch.nn.functional as F
+
+        kernel = ops.cast(self.depthwise.kernel, self.compute_dtype)  # (k, channels, 1)
+        weight = kernel.permute(1, 2, 0).unsqueeze(2)  # (channels, 1, 1, k)
+        bias = ops.cast(self.depthwise.bias, self.compute_dtype)
+        out = F.conv2d(x.permute(0, 2, 1).unsqueeze(2), weight, bias, padding=(0, self.kernel_size // 2),
+                       groups=self.channels)
+        return out.squeeze(2).permute(0, 2, 1)
+
     def call(self, x):
         # The exact (erf) GELU, as Vocos and ConvNeXt use it: torch's CPU kernel of the tanh approximation
         # (`ops.gelu`'s default) is about 6x slower, 9 % of a magnitude step (benchmarks/flops.py).
-        h = self.project(ops.gelu(self.expand(self.norm(self.depthwise(x))), approximate=False))
+        h = self.project(ops.gelu(self.expand(self.norm(self._depthwise(x))), approximate=False))
         return x + self.gamma * h
 
     def compute_output_shape(self, input_shape):
