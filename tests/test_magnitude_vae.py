@@ -13,6 +13,7 @@ from kvae import cli
 from kvae.dsp import ops as dsp
 from kvae.errors import KvaeError
 from kvae.models import MagnitudeVAE
+from kvae.models.vae import dtype_policy
 from model_checks import check_saved_models_on_backend, run_model_checks
 
 RATE = 3000
@@ -134,12 +135,8 @@ def test_to_audio_plays_a_fixed_draw_from_the_decoders_likelihood_at_its_tempera
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's CPU bfloat16 kernels (tensorflow's have no "
                     "bfloat16 STFT either way; the spectrogram is float32 under every policy)")
 def test_mixed_bfloat16_keeps_the_spectrogram_and_the_loss_in_float32_and_trains():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         model = MagnitudeVAE(**TINY)
-    finally:
-        keras.config.set_dtype_policy(previous)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = tones(8)
     decoded, z_mean, _ = model(x)

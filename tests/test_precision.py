@@ -11,6 +11,7 @@ from scipy.special import erf
 from kvae.config import load_config
 from kvae.errors import KvaeError
 from kvae.models.blocks import ConvNeXtBlock
+from kvae.models.vae import dtype_policy
 from kvae.training import build_model, precision
 
 
@@ -70,13 +71,9 @@ def test_convnext_uses_the_exact_gelu():
 def test_vocos_under_mixed_bfloat16_keeps_its_stft_and_istft_in_float32_and_trains():
     from kvae.models import VocosVAE
 
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         model = VocosVAE(sample_rate=3000, window_seconds=0.25, seed=1, n_fft=64, hop=16, width=16,
                          encoder_blocks=1, decoder_blocks=1, downsample=2, latent_dim=4)
-    finally:
-        keras.config.set_dtype_policy(previous)
     assert model.get_layer("encoder").get_layer("stft").compute_dtype == "float32"
     assert model.get_layer("encoder").get_layer("enc_block_0").compute_dtype == "bfloat16"
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -90,13 +87,9 @@ def test_vocos_under_mixed_bfloat16_keeps_its_stft_and_istft_in_float32_and_trai
 def test_a_mixed_precision_model_loads_with_every_inner_layer_under_its_policy(tmp_path):
     from kvae.models import MagnitudeVAE
 
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         model = MagnitudeVAE(sample_rate=3000, window_seconds=0.25, seed=1, n_fft=64, hop=16, width=16,
                              encoder_blocks=1, decoder_blocks=1, downsample=2, latent_dim=4)
-    finally:
-        keras.config.set_dtype_policy(previous)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
 

@@ -1,5 +1,7 @@
 """The VAE base class: encoder and decoder wiring, the negative ELBO, sampling and saving for every variant."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -19,6 +21,17 @@ from kvae.models.sampling import Sampling
 
 _RENAMED = {"rate_target": "bitrate_target", "rate_gain": "bitrate_gain"}  # kvae 0.1's names of VAE arguments
 
+
+
+@contextlib.contextmanager
+def dtype_policy(policy):
+    """Make layers under Keras's dtype `policy` (a name or a serialized policy); the global policy is put back."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(keras.dtype_policies.get(policy))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 @keras.saving.register_keras_serializable(package="kvae")
 class VAE(Sampling, OptimizerStepInLoss, keras.Model):
@@ -274,12 +287,8 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
         dtype = config.get("dtype")
         if dtype is None:
             return super().from_config(config)
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))
-        try:
+        with dtype_policy(dtype):
             return super().from_config(config)
-        finally:
-            keras.config.set_dtype_policy(previous)
 
     def get_config(self):
         return {**super().get_config(), "sample_rate": self.sample_rate, "window_seconds": self.window_seconds,

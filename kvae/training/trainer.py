@@ -12,6 +12,7 @@ from kvae import bounds
 from kvae.errors import KvaeError
 from kvae.models import model_class
 from kvae.models.elbo import KLWeight
+from kvae.models.vae import dtype_policy
 from kvae.paths import save_error, write_text
 from kvae.runs import RunFolder
 from kvae.training import distributed, next_steps, tensorboard
@@ -27,19 +28,15 @@ def build_model(config):
     model_cfg = dict(config["model"])
     cls = model_class(model_cfg.pop("type", "fc"))
     precision = resolve_precision(config["train"].get("precision", "float32"))
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)  # the layers keep it; the global policy is put back
-    try:
+    with dtype_policy(precision):  # the layers keep it; the global policy is put back
         model = cls(
             sample_rate=config["data"]["sample_rate"],
             window_seconds=config["data"]["window_seconds"],
             seed=config["train"]["seed"],
             **model_cfg,
         )
-        model.kl_weight = KLWeight.from_config(config, base=model.kl_weight)  # with the training's warm-up
-        return model
-    finally:
-        keras.config.set_dtype_policy(previous)
+    model.kl_weight = KLWeight.from_config(config, base=model.kl_weight)  # with the training's warm-up
+    return model
 
 
 def make_datasets(config, corpus=None, verbose=True, shards=1, shard=0):
