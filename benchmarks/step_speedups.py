@@ -56,7 +56,7 @@ kvae.configure()
 
 import numpy as np  # noqa: E402
 from _common import load_line, machine_lines, table  # noqa: E402
-from flops import count_step  # noqa: E402
+from flops import count_step, matmul_peak  # noqa: E402
 
 ROWS = {  # preset, GELU, precision, jit_compile, depthwise convolution (Keras's, or the torch channels-last path)
     "vocos-mel-before": ("vocos-mel", "tanh", "float32", False, "keras"),
@@ -100,16 +100,6 @@ def _depthwise(row):
     from kvae.models import blocks
 
     blocks.TORCH_DEPTHWISE = ROWS[row][4] == "torch"
-
-
-def matmul_peak(dtype, size=1024, repeats=5):
-    """GFLOP/s of a `size`-squared matmul in `dtype` (the best of `repeats`)."""
-    import torch
-
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b))[0] for _ in range(repeats))
-    return 2 * size ** 3 / best / 1e9
 
 
 def _timed(fn):
@@ -165,7 +155,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     rows = list(args.rows) + (["magnitude-bf16-dw-compile"] if args.compile else []) + \
         (["vocos-mel-now", "vocos-mel-bf16"] if args.vocos_mel_after else [])
-    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    peak32, peak16 = (matmul_peak(1024, args.threads, dtype=dtype) for dtype in ("float32", "bfloat16"))
     print("\n".join(machine_lines()))
     print(f"peak on {args.threads} thread(s): float32 matmul 1024^2 {peak32:.1f} GFLOP/s, bfloat16 {peak16:.1f}; "
           f"{load_line()}", flush=True)
