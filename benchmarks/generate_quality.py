@@ -35,6 +35,7 @@ first piece of each prior as WAV into `--out`.
     python benchmarks/generate_quality.py                          # conv1d, 400 VAE steps, priors 600 steps
     python benchmarks/generate_quality.py --run runs/conv1d --kinds conv transformer --out runs/genq
     python benchmarks/generate_quality.py --run runs/conv1d --heads mog flow --prior-cpu-minutes 20 --out runs/genf
+    python benchmarks/generate_quality.py --run runs/conv1d --out runs/genq --temperatures 0.5 0.7  # reuses the priors
     python benchmarks/generate_quality.py --config fc --steps 400   # a vector-latent model
     python benchmarks/generate_quality.py --quick                  # smoke run: tiny budget, 3 pieces of 12 s
 
@@ -89,6 +90,9 @@ def parse_args(argv=None):
     parser.add_argument("--seconds", type=float, default=None, help="length of each piece (default 30)")
     parser.add_argument("--n-clips", type=int, default=None, help="reference training windows (default 256)")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=None, metavar="T",
+                        help="also generate the autoregressive priors' pieces at these temperatures "
+                             "(a row per prior and temperature, named `ar (conv) T=0.7`); the priors are fitted once")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", help="dataset root (default: the run's, or the embedded corpus)")
     parser.add_argument("--pieces-to-run", type=int, default=0, metavar="N",
@@ -243,18 +247,23 @@ def main(argv=None):
     per_piece = int(args.seconds * rate) // window
     span = max(1, int(round(min(10.0, args.seconds / 2) * rate / window)))
     choices = [("none", "none", None), ("gmm", "gmm", None)]
-    choices += [(name, "ar", folder / "prior.keras") for name, (folder, _) in priors.items()]
+    choices = [(name, prior, path, args.temperature) for name, prior, path in choices]
+    choices += [(name, "ar", folder / "prior.keras", args.temperature) for name, (folder, _) in priors.items()]
+    choices += [(f"{name} T={t:g}", "ar", folder / "prior.keras", t) for t in args.temperatures or ()
+                if t != args.temperature for name, (folder, _) in priors.items()]
     pieces, speed, cost = {}, {}, {}
     kvae.generate(first / "model.keras", seconds=min(2.0, args.seconds), prior="none")  # warm-up, not timed
-    for name, prior, ar_path in choices:
+    for name, prior, ar_path, temperature in choices:
         start, cpu = time.perf_counter(), time.process_time()
         audio = kvae.generate(first / "model.keras", seconds=args.seconds, prior=prior, ar_prior=ar_path,
-                              seed=args.seed, temperature=args.temperature, n=args.pieces)
+                              seed=args.seed, temperature=temperature, n=args.pieces)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         speed[name] = args.pieces * args.seconds / seconds
         cost[name] = cpu / (args.pieces * args.seconds)  # CPU seconds per generated second (prior and decoder)
         pieces[name] = audio[:, :per_piece * window].reshape(-1, window)
-        write_wav(out / f"piece-{prior}{'-' + ar_path.parent.name if ar_path else ''}.wav", audio[0], rate)
+        suffix = (f"-{ar_path.parent.name}" if ar_path else "") + (
+            f"-T{temperature:g}" if temperature != args.temperature else "")
+        write_wav(out / f"piece-{prior}{suffix}.wav", audio[0], rate)
         print(f"  {name:<18} {args.pieces} x {args.seconds:g} s in {seconds:.1f} s "
               f"({speed[name]:.1f} audio-s/s, {cost[name]:.3f} CPU s per generated s)", flush=True)
 
