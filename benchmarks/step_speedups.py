@@ -7,12 +7,13 @@ Every row is a model built as `kvae.fit` builds it (`build_model`,
     magnitude, before            the same for the magnitude preset
     magnitude, exact GELU        the erf GELU (ConvNeXtBlock now), float32
     magnitude, exact GELU, bf16  the same under Keras's mixed_bfloat16 policy (`train.precision`)
-    magnitude-bf16-dw            the same with ConvNeXtBlock's torch channels-last depthwise path (the preset now)
+    magnitude-bf16-dw            + ConvNeXtBlock's torch channels-last depthwise path (bias outside the conv)
+    magnitude-bf16-fused         + the block's norm, MLP and skip as fused torch kernels (the preset now)
     ... with --compile: the last row under `jit_compile=True` (torch.compile; inductor needs a C++ compiler)
-    ... with --vocos-mel-after: vocos-mel as it is now (exact GELU, torch depthwise), float32 and mixed_bfloat16
+    ... with --vocos-mel-after: vocos-mel as it is now (exact GELU, torch paths), float32 and mixed_bfloat16
 
-The depthwise path is `kvae.models.blocks.TORCH_DEPTHWISE`, set before each
-row's steps.
+The torch paths are switches in `kvae.models.blocks` (`TORCH_DEPTHWISE`,
+`TORCH_FUSED`), set before each row's steps.
 
 "before" puts the tanh GELU back on the built model's ConvNeXt blocks (the old
 `call`, line for line), so the rows differ in exactly one change each.
@@ -58,15 +59,19 @@ import numpy as np  # noqa: E402
 from _common import load_line, machine_lines, table  # noqa: E402
 from flops import count_step, matmul_peak  # noqa: E402
 
-ROWS = {  # preset, GELU, precision, jit_compile, depthwise convolution (Keras's, or the torch channels-last path)
-    "vocos-mel-before": ("vocos-mel", "tanh", "float32", False, "keras"),
-    "magnitude-before": ("magnitude", "tanh", "float32", False, "keras"),
-    "magnitude-exact": ("magnitude", "exact", "float32", False, "keras"),
-    "magnitude-bf16": ("magnitude", "exact", "mixed_bfloat16", False, "keras"),
-    "magnitude-bf16-dw": ("magnitude", "exact", "mixed_bfloat16", False, "torch"),
-    "magnitude-bf16-dw-compile": ("magnitude", "exact", "mixed_bfloat16", True, "torch"),
-    "vocos-mel-now": ("vocos-mel", "exact", "float32", False, "torch"),
-    "vocos-mel-bf16": ("vocos-mel", "exact", "mixed_bfloat16", False, "torch"),
+NONE = {"TORCH_DEPTHWISE": False, "TORCH_FUSED": False}
+DW = {**NONE, "TORCH_DEPTHWISE": True}
+ALL = {"TORCH_DEPTHWISE": True, "TORCH_FUSED": True}
+ROWS = {  # preset, GELU, precision, jit_compile, ConvNeXtBlock's torch paths (kvae.models.blocks switches)
+    "vocos-mel-before": ("vocos-mel", "tanh", "float32", False, NONE),
+    "magnitude-before": ("magnitude", "tanh", "float32", False, NONE),
+    "magnitude-exact": ("magnitude", "exact", "float32", False, NONE),
+    "magnitude-bf16": ("magnitude", "exact", "mixed_bfloat16", False, NONE),
+    "magnitude-bf16-dw": ("magnitude", "exact", "mixed_bfloat16", False, DW),
+    "magnitude-bf16-fused": ("magnitude", "exact", "mixed_bfloat16", False, ALL),
+    "magnitude-bf16-fused-compile": ("magnitude", "exact", "mixed_bfloat16", True, ALL),
+    "vocos-mel-now": ("vocos-mel", "exact", "float32", False, ALL),
+    "vocos-mel-bf16": ("vocos-mel", "exact", "mixed_bfloat16", False, ALL),
 }
 
 
@@ -96,10 +101,11 @@ def build(row, seed=0):
 
 
 def _depthwise(row):
-    """Set ConvNeXtBlock's depthwise path for `row` (read at call time)."""
+    """Set ConvNeXtBlock's torch paths for `row` (module switches, read at call time)."""
     from kvae.models import blocks
 
-    blocks.TORCH_DEPTHWISE = ROWS[row][4] == "torch"
+    for name, value in ROWS[row][4].items():
+        setattr(blocks, name, value)
 
 
 def _timed(fn):
@@ -137,8 +143,8 @@ def loss_curve(row, batches):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", nargs="+", default=["vocos-mel-before", "magnitude-before", "magnitude-exact",
-                                                 "magnitude-bf16", "magnitude-bf16-dw"], choices=list(ROWS))
-    p.add_argument("--compile", action="store_true", help="add magnitude-bf16-dw-compile (torch.compile)")
+                                                 "magnitude-bf16", "magnitude-bf16-dw", "magnitude-bf16-fused"], choices=list(ROWS))
+    p.add_argument("--compile", action="store_true", help="add magnitude-bf16-fused-compile (torch.compile)")
     p.add_argument("--vocos-mel-after", action="store_true",
                    help="add vocos-mel with the exact GELU, float32 and mixed_bfloat16")
     p.add_argument("--rounds", type=int, default=5)
@@ -153,7 +159,7 @@ def main(argv=None):
     if keras.backend.backend() != "torch":
         raise SystemExit("step_speedups.py: needs the torch backend (KERAS_BACKEND=torch)")
     torch.set_num_threads(args.threads)
-    rows = list(args.rows) + (["magnitude-bf16-dw-compile"] if args.compile else []) + \
+    rows = list(args.rows) + (["magnitude-bf16-fused-compile"] if args.compile else []) + \
         (["vocos-mel-now", "vocos-mel-bf16"] if args.vocos_mel_after else [])
     peak32, peak16 = (matmul_peak(1024, args.threads, dtype=dtype) for dtype in ("float32", "bfloat16"))
     print("\n".join(machine_lines()))

@@ -125,3 +125,67 @@ def test_convnext_depthwise_fast_path_is_kerass_convolution(monkeypatch, kernel_
     reference = np.stack([np.convolve(np.pad(x[0, :, c], kernel_size // 2), keras.ops.convert_to_numpy(
         block.depthwise.kernel)[::-1, c, 0], mode="valid") for c in range(8)], axis=-1)
     np.testing.assert_allclose(fast[0], reference + keras.ops.convert_to_numpy(block.depthwise.bias), atol=1e-5)
+
+
+def _block_and_grads(policy, seed=3):
+    """A ConvNeXtBlock under `policy` with random weights, and a function: switches -> (output, gradients)."""
+    import torch
+
+    from kvae.models import blocks
+
+    block = ConvNeXtBlock(16, kernel_size=7, dtype=policy)
+    x = np.random.default_rng(seed).normal(0, 1, (4, 13, 16)).astype("float32")
+    block(x)
+    rng = np.random.default_rng(seed + 1)
+    for v in block.weights:
+        v.assign(rng.normal(0, 0.3, size=tuple(v.shape)).astype("float32"))
+    upstream = torch.as_tensor(rng.normal(size=x.shape).astype("float32"))
+
+    def run(**switches):
+        saved = {name: getattr(blocks, name) for name in switches}
+        try:
+            for name, value in switches.items():
+                setattr(blocks, name, value)
+            xt = torch.tensor(x, requires_grad=True)
+            out = block(xt)
+            weights = [v.value for v in block.trainable_weights]
+            grads = torch.autograd.grad(out, [xt] + weights, upstream.to(out.dtype))
+        finally:
+            for name, value in saved.items():
+                setattr(blocks, name, value)
+        return out.detach().float().numpy(), [g.float().numpy() for g in grads], [v.path for v in block.weights]
+
+    return run
+
+
+KERAS_PATHS = {"TORCH_DEPTHWISE": False, "TORCH_FUSED": False}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch fast paths")
+@pytest.mark.parametrize("switches", [{"TORCH_DEPTHWISE": True}, {"TORCH_FUSED": True},
+                                      {"TORCH_DEPTHWISE": True, "TORCH_FUSED": True}])
+def test_convnext_torch_paths_match_kerass_in_float32(switches):
+    run = _block_and_grads("float32")
+    out, grads, names = run(**KERAS_PATHS)
+    fast_out, fast_grads, _ = run(**{**KERAS_PATHS, **switches})
+    np.testing.assert_allclose(fast_out, out, rtol=1e-5, atol=1e-5)
+    for name, fast, ref in zip(["input"] + names, fast_grads, grads):
+        np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch fast paths")
+def test_convnext_torch_paths_under_bfloat16_stay_near_float32():
+    """Under mixed_bfloat16 every path rounds; the fast ones must be no further from the float32 block's
+    output and gradients than Keras's own path is (the LayerNorm's weight gradients stay float32 sums)."""
+    exact_out, exact_grads, names = _block_and_grads("float32")(**KERAS_PATHS)
+    run = _block_and_grads("mixed_bfloat16")
+    keras_out, keras_grads, _ = run(**KERAS_PATHS)
+    fast_out, fast_grads, _ = run(TORCH_DEPTHWISE=True, TORCH_FUSED=True)
+
+    def err(a, b):
+        return np.abs(a - b).max() / np.abs(b).max()
+
+    assert err(fast_out, exact_out) <= 2 * err(keras_out, exact_out) + 1e-3
+    for name, fast, slow, exact in zip(["input"] + names, fast_grads, keras_grads, exact_grads):
+        assert err(fast, exact) <= 2 * err(slow, exact) + 1e-3, name
+        assert err(fast, exact) < 0.05, name

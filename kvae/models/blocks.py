@@ -193,6 +193,9 @@ class TransformerBlock(layers.Layer):
 TORCH_DEPTHWISE = True
 """Whether ConvNeXtBlock takes its channels-last depthwise path on torch (benchmarks switch it off for an A/B)."""
 
+TORCH_FUSED = True
+"""Whether ConvNeXtBlock computes its norm, MLP and layer scale with torch's fused kernels on torch (A/B switch)."""
+
 
 @keras.saving.register_keras_serializable(package="kvae")
 class ConvNeXtBlock(layers.Layer):
@@ -235,6 +238,9 @@ class ConvNeXtBlock(layers.Layer):
 
         Keras's torch conv transposes to channels-first and back (two copies a call, forward and backward);
         oneDNN's channels-last (NHWC, H = 1) depthwise kernel takes the frames-by-channels memory as it is.
+        The bias is added outside the convolution: oneDNN's bias gradient over that layout costs about as much
+        as the rest of the backward pass, a sum over contiguous frames almost nothing. (Convolving in float32
+        under a bfloat16 policy was faster alone and slower in a whole step: benchmarks/step_speedups.py.)
         Same weights and result (tests/test_precision.py); other backends, or an even kernel, take Keras's path.
         """
         if not TORCH_DEPTHWISE or keras.backend.backend() != "torch" or self.kernel_size % 2 == 0:
@@ -243,15 +249,38 @@ class ConvNeXtBlock(layers.Layer):
 
         kernel = ops.cast(self.depthwise.kernel, self.compute_dtype)  # (k, channels, 1)
         weight = kernel.permute(1, 2, 0).unsqueeze(2)  # (channels, 1, 1, k)
-        bias = ops.cast(self.depthwise.bias, self.compute_dtype)
-        out = F.conv2d(x.permute(0, 2, 1).unsqueeze(2), weight, bias, padding=(0, self.kernel_size // 2),
+        out = F.conv2d(x.permute(0, 2, 1).unsqueeze(2), weight, padding=(0, self.kernel_size // 2),
                        groups=self.channels)
-        return out.squeeze(2).permute(0, 2, 1)
+        return out.squeeze(2).permute(0, 2, 1) + ops.cast(self.depthwise.bias, self.compute_dtype)
+
+    def _fused(self, x, h):
+        """LayerNorm, the MLP and the layer-scaled skip as four torch kernels, in the compute dtype.
+
+        Keras's path adds each Dense's bias and the layer scale as separate element-wise passes; here `F.linear`
+        adds the bias in its matmul and `torch.addcmul` does the scaled skip. The norm stays in float32 as in
+        Keras: torch's bfloat16 LayerNorm sums its weights' gradients in bfloat16 (6-13 % off on a 32 x 94 x 384
+        batch). Same weights and result within the dtype's rounding (tests/test_precision.py).
+        """
+        import torch
+        import torch.nn.functional as F
+
+        def weight(v):
+            return ops.cast(v, self.compute_dtype)
+
+        h = F.layer_norm(ops.cast(h, "float32"), (self.channels,), ops.cast(self.norm.gamma, "float32"),
+                         ops.cast(self.norm.beta, "float32"), self.norm.epsilon)
+        h = ops.cast(h, self.compute_dtype)
+        h = F.gelu(F.linear(h, weight(self.expand.kernel).T, weight(self.expand.bias)))
+        h = F.linear(h, weight(self.project.kernel).T, weight(self.project.bias))
+        return torch.addcmul(x, h, weight(self.gamma))
 
     def call(self, x):
+        h = self._depthwise(x)
+        if TORCH_FUSED and keras.backend.backend() == "torch":
+            return self._fused(x, h)
         # The exact (erf) GELU, as Vocos and ConvNeXt use it: torch's CPU kernel of the tanh approximation
         # (`ops.gelu`'s default) is about 6x slower, 9 % of a magnitude step (benchmarks/flops.py).
-        h = self.project(ops.gelu(self.expand(self.norm(self._depthwise(x))), approximate=False))
+        h = self.project(ops.gelu(self.expand(self.norm(h)), approximate=False))
         return x + self.gamma * h
 
     def compute_output_shape(self, input_shape):
