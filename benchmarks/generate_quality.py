@@ -25,6 +25,9 @@ same standardised clip features (RMS over features of a difference of z-scores):
 Beside the pieces, the decoder's share: the model's reconstructions of training windows that are not in the
 reference set (`decoder ceiling`: what any prior on this decoder could reach, without the held-out shift)
 and of held-out windows, judged the same way; `the prior's gap` is a piece row's C2ST minus the ceiling's.
+The prior's share is split once more (sequence latents): `<prior>: one-step draws, true context` decodes
+frames each drawn from the prior's prediction after the *true* frames before it (crops of its training
+latents), its per-frame error without the compounding of free-running generation.
 
 It prints the table and a summary of each autoregressive prior (parameters, context, steps, validation loss:
 the mixture's negative log-likelihood in nats per frame, the flow head's squared velocity error, which are not
@@ -93,6 +96,9 @@ def parse_args(argv=None):
     parser.add_argument("--temperatures", type=float, nargs="+", default=None, metavar="T",
                         help="also generate the autoregressive priors' pieces at these temperatures "
                              "(a row per prior and temperature, named `ar (conv) T=0.7`); the priors are fitted once")
+    parser.add_argument("--noise-correlations", type=float, nargs="+", default=[0.0], metavar="RHO",
+                        help="the autoregressive priors' noise correlation between frames (kvae.generate's "
+                             "noise_correlation), a row per value above 0 (`... corr 0.9`); default 0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", help="dataset root (default: the run's, or the embedded corpus)")
     parser.add_argument("--pieces-to-run", type=int, default=0, metavar="N",
@@ -215,6 +221,50 @@ def piece_measures(z, per_piece, span):
     return float(np.mean(drift)), float(np.mean(adjacent))
 
 
+def one_step_windows(prior_path, model, layout, windows, temperature, seed, rho=0.0):
+    """Windows decoded from a prior's one-step draws given the *true* context (teacher forcing).
+
+    Crops of the prior's own training frames (its folder's `latents.npz`), each frame drawn from the
+    distribution the prior predicts after the true frames before it, decoded window by window: the prior's
+    per-frame error without the compounding of free-running generation; `rho`: the draws' noise correlation
+    along each crop (`kvae.inference.generation.CorrelatedNormal`). `(windows, window)` audio.
+    """
+    import numpy as np
+    from keras import ops
+
+    from kvae.inference.generation import CorrelatedNormal
+
+    prior = kvae.load(prior_path, compile=False)
+    with np.load(Path(prior_path).parent / "latents.npz") as saved:
+        frames, lengths = saved["train"], saved["train_lengths"]
+    per_crop = 6  # windows per crop
+    span = layout.frames_per_window * per_crop
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    usable = np.flatnonzero(lengths >= span)
+    rng = np.random.default_rng([seed, 11])
+    crops = []
+    for i in rng.choice(usable, math.ceil(windows / per_crop)):
+        first = starts[i] + rng.integers(0, lengths[i] - span + 1)
+        crops.append(frames[first:first + span])
+    norm = prior.normalize(np.stack(crops))
+    params = np.asarray(ops.convert_to_numpy(prior(ops.convert_to_tensor(prior.shift_inputs(norm)), training=False)),
+                        np.float64)
+    dist = prior._mixture(params.reshape(-1, params.shape[-1]))
+    rngs = [CorrelatedNormal(np.random.default_rng([seed, 12, k]), rho) for k in range(len(norm))]
+    draw, n = prior.sampler(), len(norm)
+
+    def at(t):  # the distributions of frame t of every crop
+        if isinstance(dist, tuple):
+            return tuple(d.reshape((n, span) + d.shape[1:])[:, t] for d in dist)
+        return dist.reshape(n, span, -1)[:, t]
+
+    drawn = np.stack([draw(at(t), rngs, temperature) for t in range(span)], axis=1)
+    drawn = prior.denormalize(drawn).reshape(-1, *model.latent_shape)
+    audio = [np.asarray(ops.convert_to_numpy(model.to_audio(model.decode(ops.convert_to_tensor(drawn[i:i + 64])))))
+             for i in range(0, len(drawn), 64)]
+    return np.concatenate(audio)[:windows].astype(np.float32)
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -247,22 +297,24 @@ def main(argv=None):
     per_piece = int(args.seconds * rate) // window
     span = max(1, int(round(min(10.0, args.seconds / 2) * rate / window)))
     choices = [("none", "none", None), ("gmm", "gmm", None)]
-    choices = [(name, prior, path, args.temperature) for name, prior, path in choices]
-    choices += [(name, "ar", folder / "prior.keras", args.temperature) for name, (folder, _) in priors.items()]
-    choices += [(f"{name} T={t:g}", "ar", folder / "prior.keras", t) for t in args.temperatures or ()
-                if t != args.temperature for name, (folder, _) in priors.items()]
+    choices = [(name, prior, path, args.temperature, 0.0) for name, prior, path in choices]
+    temperatures = [args.temperature] + [t for t in args.temperatures or () if t != args.temperature]
+    for t in temperatures:
+        for rho in args.noise_correlations:
+            suffix = (f" T={t:g}" if t != args.temperature else "") + (f" corr {rho:g}" if rho else "")
+            choices += [(name + suffix, "ar", folder / "prior.keras", t, rho) for name, (folder, _) in priors.items()]
     pieces, speed, cost = {}, {}, {}
     kvae.generate(first / "model.keras", seconds=min(2.0, args.seconds), prior="none")  # warm-up, not timed
-    for name, prior, ar_path, temperature in choices:
+    for name, prior, ar_path, temperature, rho in choices:
         start, cpu = time.perf_counter(), time.process_time()
         audio = kvae.generate(first / "model.keras", seconds=args.seconds, prior=prior, ar_prior=ar_path,
-                              seed=args.seed, temperature=temperature, n=args.pieces)
+                              seed=args.seed, temperature=temperature, n=args.pieces, noise_correlation=rho)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         speed[name] = args.pieces * args.seconds / seconds
         cost[name] = cpu / (args.pieces * args.seconds)  # CPU seconds per generated second (prior and decoder)
         pieces[name] = audio[:, :per_piece * window].reshape(-1, window)
         suffix = (f"-{ar_path.parent.name}" if ar_path else "") + (
-            f"-T{temperature:g}" if temperature != args.temperature else "")
+            f"-T{temperature:g}" if temperature != args.temperature else "") + (f"-corr{rho:g}" if rho else "")
         write_wav(out / f"piece-{prior}{suffix}.wav", audio[0], rate)
         print(f"  {name:<18} {args.pieces} x {args.seconds:g} s in {seconds:.1f} s "
               f"({speed[name]:.1f} audio-s/s, {cost[name]:.3f} CPU s per generated s)", flush=True)
@@ -286,8 +338,17 @@ def main(argv=None):
         if count >= 2:
             real.append(audio[: count * window].reshape(count, window))
 
+    # The prior's own share, split: one-step draws given the true context (no compounding), per prior and
+    # temperature. Needs a sequence latent; a vector-latent model's priors step over windows already.
+    one_step = {}
+    if layout.sequence:
+        for name, prior, ar_path, temperature, rho in choices:
+            if prior == "ar":
+                one_step[f"{name}: one-step draws, true context"] = one_step_windows(
+                    ar_path, model, layout, args.n_clips, temperature, args.seed, rho)
+
     # -- judge
-    rows = judge({**pieces, **ceiling, **reference_rows}, reference, rate, seed=args.seed)
+    rows = judge({**pieces, **one_step, **ceiling, **reference_rows}, reference, rate, seed=args.seed)
     scale = Standardizer(feats.clip_features(reference, rate))
     for name, clips in pieces.items():
         rows[name]["drift"], rows[name]["adjacent"] = piece_measures(scale(feats.clip_features(clips, rate)),

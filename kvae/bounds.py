@@ -91,6 +91,7 @@ BOUNDS = {
     "seed": (0, SEED_MAX, True, "", False),
     "seconds": (0.01, 4 * 3600.0, False, " s", False),
     "temperature": (0.0, 100.0, False, "", False),
+    "noise_correlation": (0.0, 0.999, False, "", False),
     "guidance": (0.0, 100.0, False, "", False),
     "pieces": (1, 1024, True, "", False),
     "clips": (0, 100000, True, "", False),

@@ -176,7 +176,7 @@ def cmd_generate(args):
 
     generate(args.run, seconds=args.seconds, out=args.out, prior=args.prior, temperature=args.temperature,
              seed=args.seed, prime=args.prime, n=args.n, overwrite=args.overwrite, verbose=True,
-             **condition_options(args))
+             noise_correlation=args.noise_correlation, **condition_options(args))
     return 0
 
 
@@ -344,6 +344,9 @@ def build_parser():
                    help="ar: the fitted autoregressive prior; gmm: the latent mixture, window by window; "
                         "none: independent N(0, I) draws; auto: the best one fitted (default)")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="spread of the draws (default 1)")
+    p.add_argument("--noise-correlation", type=float, default=None, metavar="RHO",
+                   help="with the autoregressive prior: how much of each frame's noise the next keeps, in [0, 1) "
+                        "(0: independent frames; default: kvae.inference.generation.NOISE_CORRELATION)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prime", metavar="FILE", help="a recording to continue (the piece starts with it)")
     p.add_argument("-n", type=int, default=1, help="number of pieces (default 1)")

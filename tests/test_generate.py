@@ -176,6 +176,36 @@ def test_generation_is_reproducible_per_seed(runs, name):
     assert two.shape == (2, 2 * RATE) and not np.allclose(two[0], two[1])
 
 
+def test_correlated_noise_keeps_unit_variance_and_correlates_consecutive_draws():
+    from kvae.inference.generation import CorrelatedNormal
+
+    plain = CorrelatedNormal(np.random.default_rng(5), 0.0)
+    np.testing.assert_array_equal(np.stack([plain.standard_normal(3) for _ in range(4)]),
+                                  np.random.default_rng(5).standard_normal((4, 3)))  # rho 0: the Generator's
+    noisy = CorrelatedNormal(np.random.default_rng(5), 0.9)
+    draws = np.stack([noisy.standard_normal(4) for _ in range(20000)])
+    assert abs(draws.std() - 1.0) < 0.05  # each draw is still N(0, 1)
+    lag1 = np.mean([np.corrcoef(draws[:-1, c], draws[1:, c])[0, 1] for c in range(4)])
+    assert abs(lag1 - 0.9) < 0.02
+    assert noisy.choice(3, p=[0.0, 1.0, 0.0]) == 1  # everything else is the wrapped Generator's
+
+
+@pytest.mark.parametrize("name", sorted(VAES))
+def test_noise_correlation_changes_only_the_autoregressive_draws(runs, name):
+    base = kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3)
+    np.testing.assert_array_equal(base, kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3,
+                                                      noise_correlation=0.0))
+    smooth = kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3, noise_correlation=0.9)
+    assert np.isfinite(smooth).all() and not np.allclose(base, smooth)
+    np.testing.assert_array_equal(smooth, kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3,
+                                                        noise_correlation=0.9))
+    np.testing.assert_array_equal(kvae.generate(runs / name, seconds=2.0, prior="none", seed=3),
+                                  kvae.generate(runs / name, seconds=2.0, prior="none", seed=3, noise_correlation=0.9))
+    with pytest.raises(KvaeError, match="noise_correlation") as info:
+        kvae.generate(runs / name, seconds=2.0, prior="ar", noise_correlation=1.0)
+    assert "\n" not in str(info.value)
+
+
 def test_auto_prior_falls_back_with_a_note(vae_runs, runs, capsys, tmp_path):
     out = kvae.generate(vae_runs / "fc", seconds=1.0, out=tmp_path / "p.wav", verbose=True)
     assert "no fitted prior" in capsys.readouterr().out
@@ -294,8 +324,9 @@ def test_cli_prior_fit_and_generate(vae_runs, tmp_path, capsys):
     assert read_audio(run / "pieces" / "piece_0.wav")[0].shape == (RATE,)
     out = tmp_path / "piece.wav"
     assert cli.main(["generate", str(run), "--seconds", "1.5", "--seed", "2", "--temperature", "0.8",
-                     "--out", str(out)]) == 0
-    assert "prior ar (transformer" in capsys.readouterr().out
+                     "--noise-correlation", "0.5", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "prior ar (transformer" in said and "noise correlation 0.5" in said
     assert read_audio(out)[0].shape == (int(1.5 * RATE),)
     assert cli.main(["generate", str(run), "--seconds", "1", "--prime", str(out), "--out", str(out)]) == 2
     assert "input" in capsys.readouterr().err

@@ -101,8 +101,34 @@ def _check_prior(ar_prior, layout):
                         f"{layout.latent_shape}")
 
 
+class CorrelatedNormal:
+    """A piece's Generator whose standard normals are correlated from one call to the next (AR(1)).
+
+    Each `standard_normal(size)` returns `rho * previous + sqrt(1 - rho^2) * fresh`: still N(0, I) draw by
+    draw, but the noise of consecutive latent frames moves together instead of jumping every frame. Every
+    other method (`choice`, `random`, ...) is the wrapped Generator's.
+    """
+
+    def __init__(self, rng, rho):
+        self.rng, self.rho, self.previous = rng, float(rho), None
+
+    def standard_normal(self, size=None):
+        fresh = self.rng.standard_normal(size)
+        if self.previous is not None and np.shape(self.previous) == np.shape(fresh):
+            fresh = self.rho * self.previous + np.sqrt(1.0 - self.rho ** 2) * fresh
+        self.previous = fresh
+        return fresh
+
+    def __getattr__(self, name):
+        return getattr(self.rng, name)
+
+
+NOISE_CORRELATION = 0.0
+"""`generate`'s default noise correlation of the autoregressive prior's draws (see `CorrelatedNormal`)."""
+
+
 def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=1.0, seed=0, prime=None,
-                  normalize="none", condition=None, guidance=1.0):
+                  normalize="none", condition=None, guidance=1.0, noise_correlation=0.0):
     """Generate `n` pieces side by side, yielding their audio as it is finished.
 
     Args:
@@ -118,6 +144,8 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         condition: None, a label or a label per piece, for a conditioned `"ar"` prior
             (`kvae.models.ConditionedPrior`; None: unconditional).
         guidance: float. Its classifier-free guidance scale (1: as trained).
+        noise_correlation: float in [0, 1). With `"ar"`, the correlation of the noise of consecutive frames'
+            draws (`CorrelatedNormal`; 0: independent, as the prior was trained to predict).
 
     Yields:
         float32 arrays `(n, k)`, consecutive stretches of the pieces (k may be 0).
@@ -159,6 +187,8 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         _check_prior(ar_prior, layout)
         stepper = conditioned_stepper(ar_prior, int(n), condition, bounds.check("guidance", guidance))
         draw = ar_prior.sampler()
+        rho = bounds.check("noise_correlation", noise_correlation)
+        draw_rngs = [CorrelatedNormal(rng, rho) for rng in rngs] if rho else rngs
         mixture = stepper.push(np.zeros((int(n), layout.channels), np.float32))  # the start frame it was trained with
     assembler = FrameWindows(layout, int(n))
     primed = layout.frames_for(kept) if kept else 0
@@ -166,7 +196,7 @@ def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=
         if t < primed:
             frame = np.repeat(prime_frames[t:t + 1], n, axis=0)
         elif prior == "ar":
-            frame = ar_prior.denormalize(draw(mixture, rngs, temperature))
+            frame = ar_prior.denormalize(draw(mixture, draw_rngs, temperature))
         else:
             frame = np.stack([rng.standard_normal(layout.channels).astype(np.float32) * float(temperature)
                               for rng in rngs])
@@ -196,7 +226,7 @@ def _piece_paths(out, n):
 
 
 def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0, prime=None, n=1, ar_prior=None,
-             verbose=False, overwrite=False, condition=None, guidance=1.0):
+             verbose=False, overwrite=False, condition=None, guidance=1.0, noise_correlation=None):
     """Generate long pieces from a trained run (see the module docstring).
 
     Args:
@@ -220,6 +250,9 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
             is an error listing the known ones. None: unconditional.
         guidance: float. Classifier-free guidance scale of a conditioned prior
             (1: as trained; above 1 leans further towards the label). Defaults to 1.
+        noise_correlation: float in [0, 1) or None. With the autoregressive prior, how much of each frame's
+            noise the next frame keeps (`CorrelatedNormal`); None: `NOISE_CORRELATION`. 0 draws every frame
+            independently (kvae before 0.3).
 
     Returns:
         A list of the written paths, or with `out=None` a float32 array `(n, samples)`.
@@ -241,6 +274,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         for path in _piece_paths(out, n):
             check_output_file(path, given, example="piece.wav", overwrite=overwrite)
     guidance = bounds.check("guidance", guidance)
+    noise_correlation = bounds.check("noise_correlation",
+                                     NOISE_CORRELATION if noise_correlation is None else noise_correlation)
     model, ar_prior, inputs = _load_run(run, prior, ar_prior)
     used, note = resolve_prior(prior, model, ar_prior)
     _check_condition(used, ar_prior, n, condition, guidance)
@@ -253,7 +288,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         inputs.append(Path(prime))
     start = time.perf_counter()
     chunks = stream_pieces(model, seconds, int(n), used, ar_prior if used == "ar" else None, temperature, seed,
-                           prime_audio, normalize=run_normalize(run), condition=condition, guidance=guidance)
+                           prime_audio, normalize=run_normalize(run), condition=condition, guidance=guidance,
+                           noise_correlation=noise_correlation)
     if out is None:
         bounds.check_memory(4 * n * int(round(seconds * model.sample_rate)), "the pieces, returned in memory",
                             "ask for fewer or shorter pieces, or give out= to stream them to a file")
@@ -287,6 +323,7 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
                 detail += f", condition {condition}" + (f", guidance {guidance:g}" if guidance != 1 else "")
         for path in paths:
             print(f"{path}: {seconds:g} s at {model.sample_rate} Hz, prior {detail}, seed {seed}, "
-                  f"temperature {temperature:g}" + (f", primed with {prime}" if prime else ""))
+                  f"temperature {temperature:g}" + (f", noise correlation {noise_correlation:g}" if used == "ar" else "")
+                  + (f", primed with {prime}" if prime else ""))
         print(f"generated in {time.perf_counter() - start:.1f} s")
     return paths
