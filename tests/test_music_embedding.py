@@ -31,6 +31,8 @@ def test_slaney_filterbank_and_log_mel_shapes():
     assert mel.shape == (2, 63, 96) and mel.dtype == np.float32  # 1 s at 16 kHz, hop 256, centred
     assert np.all(mel[1] == 0) and mel[0].max() > 3.0
     assert mel[0, 5:-5, 50:].max() < 0.1 * mel[0].max()  # bands above 1.5 kHz: next to nothing at 3000 Hz
+    loud = me.log_mel((3000.0 * sine)[None], RATE)  # a diverged generator's clip: saturates, stays finite
+    assert np.isfinite(loud).all() and loud.max() == np.float32(np.log10(10000.0 * 65504.0 + 1.0))
 
 
 @needs_network

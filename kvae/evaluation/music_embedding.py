@@ -228,7 +228,9 @@ def log_mel(clips, sample_rate):
     g = math.gcd(int(sample_rate), MODEL_RATE)
     audio = resample_poly(clips, MODEL_RATE // g, int(sample_rate) // g, axis=-1)
     power = power_spectrogram(audio, N_FFT, HOP, name="clip at 16 kHz")
-    mel = (power @ _mel_t()).astype(np.float16)  # musicnn stores its spectrograms as float16
+    # musicnn stores its spectrograms as float16; a loud clip (a diverged generator's) saturates at float16's
+    # largest value instead of overflowing to inf and failing the whole evaluation
+    mel = np.minimum(power @ _mel_t(), np.finfo(np.float16).max).astype(np.float16)
     return np.log10(10000.0 * mel.astype(np.float32) + 1.0).astype(np.float32)
 
 
