@@ -344,9 +344,7 @@ def build_parser():
                    help="ar: the fitted autoregressive prior; gmm: the latent mixture, window by window; "
                         "none: independent N(0, I) draws; auto: the best one fitted (default)")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="spread of the draws (default 1)")
-    p.add_argument("--noise-correlation", type=float, default=None, metavar="RHO",
-                   help="with the autoregressive prior: how much of each frame's noise the next keeps, in [0, 1) "
-                        "(0: independent frames; default: kvae.inference.generation.NOISE_CORRELATION)")
+    p.add_argument("--noise-correlation", type=float, metavar="RHO", help="ar prior: frame-to-frame noise correlation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prime", metavar="FILE", help="a recording to continue (the piece starts with it)")
     p.add_argument("-n", type=int, default=1, help="number of pieces (default 1)")

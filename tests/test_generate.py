@@ -192,9 +192,12 @@ def test_correlated_noise_keeps_unit_variance_and_correlates_consecutive_draws()
 
 @pytest.mark.parametrize("name", sorted(VAES))
 def test_noise_correlation_changes_only_the_autoregressive_draws(runs, name):
-    base = kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3)
-    np.testing.assert_array_equal(base, kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3,
-                                                      noise_correlation=0.0))
+    from kvae.inference.generation import NOISE_CORRELATION
+
+    np.testing.assert_array_equal(kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3),
+                                  kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3,
+                                                noise_correlation=NOISE_CORRELATION))  # the default
+    base = kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3, noise_correlation=0.0)
     smooth = kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3, noise_correlation=0.9)
     assert np.isfinite(smooth).all() and not np.allclose(base, smooth)
     np.testing.assert_array_equal(smooth, kvae.generate(runs / name, seconds=2.0, prior="ar", seed=3,
