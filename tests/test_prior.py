@@ -132,3 +132,23 @@ def test_latent_prior_tests_pass_on_other_backend(backend):
     result = rerun_tests(backend, *tests)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "4 passed" in result.stdout
+
+
+def test_input_noise_perturbs_only_the_training_inputs():
+    from kvae.inference.prior_data import LatentCrops
+    from kvae.training.prior_fit import load_prior_config
+
+    rng = np.random.default_rng(0)
+    sequences = [rng.standard_normal((300, 3)).astype("float32") for _ in range(3)]
+    clean = LatentCrops(sequences, 20, 64, 4, seed=1)
+    noisy = LatentCrops(sequences, 20, 64, 4, seed=1, input_noise=0.5)
+    (x, y), (xn, yn) = clean[2], noisy[2]
+    np.testing.assert_array_equal(y, yn)  # the same crops; the targets are the true frames
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # teacher forcing: inputs are the targets shifted
+    assert xn.dtype == np.float32 and abs(np.std(xn - x) - 0.5) < 0.02
+    np.testing.assert_array_equal(noisy[2][0], xn)  # seeded per (epoch, batch)
+    fixed = LatentCrops(sequences, 20, 8, random=False, input_noise=0.5)  # validation: never noisy
+    np.testing.assert_array_equal(fixed[0][0][:, 1:], fixed[0][1][:, :-1])
+    assert load_prior_config(None, {"train": {"input_noise": 0.3}})["train"]["input_noise"] == 0.3
+    with pytest.raises(KvaeError, match="input_noise"):
+        load_prior_config(None, {"train": {"input_noise": -1.0}})

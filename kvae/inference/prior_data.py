@@ -156,11 +156,16 @@ class LatentCrops(keras.utils.PyDataset):
     With `labels` (an int label id per sequence, for `kvae.models.ConditionedPrior`)
     the inputs are `(frames, label_ids)`; a random crop's label is replaced by 0
     (unconditional) with probability `label_dropout`.
+
+    With `input_noise` above 0, random crops' input frames (not their targets) get Gaussian noise of that
+    standard deviation: the prior learns to predict the true next frame from a past that is off the data, as
+    its own draws will be when it generates (a remedy for exposure bias; docs/results.md#prior-draws).
     """
 
     def __init__(self, sequences, length, batch_size, batches=None, seed=0, random=True, labels=None,
-                 label_dropout=0.0, **kwargs):
+                 label_dropout=0.0, input_noise=0.0, **kwargs):
         super().__init__(**kwargs)
+        self.input_noise = float(input_noise)
         self.length = int(length)
         self.batch_size = int(batch_size)
         self.labels = None if labels is None else np.array([i for i, s in zip(labels, sequences)
@@ -195,11 +200,14 @@ class LatentCrops(keras.utils.PyDataset):
         else:
             rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size]
         crops = np.stack([self.sequences[i][s:s + self.length + 1] for i, s in rows])
+        inputs = crops[:, :-1]
+        if self.random and self.input_noise > 0:
+            inputs = (inputs + self.input_noise * rng.standard_normal(inputs.shape)).astype(crops.dtype)
         if self.labels is None:
-            return crops[:, :-1], crops[:, 1:]
+            return inputs, crops[:, 1:]
         ids = self.labels[[i for i, _ in rows]]
         if self.random and self.label_dropout > 0:  # classifier-free dropout: some crops learn unconditionally
             ids = np.where(rng.random(len(ids)) < self.label_dropout, 0, ids).astype(np.int32)
-        return (crops[:, :-1], ids), crops[:, 1:]
+        return (inputs, ids), crops[:, 1:]
 
 

@@ -68,6 +68,7 @@ PRIOR_DEFAULTS = {
         "clipnorm": 1.0,
         "fused_adam": True,  # torch backend: fused clipping + Adam kernels, as kvae fit (kvae.training.compile_model)
         "ema_momentum": 0.0,  # 0: off; else the saved prior holds the weights' exponential moving average
+        "input_noise": 0.0,  # std of noise on the training crops' input frames (normalised units), not the targets
         "seed": 0,
         "max_seconds": 3600.0,  # audio encoded for the prior, in all
         "keep_best": True,  # keep the weights of the epoch with the lowest validation loss
@@ -244,7 +245,8 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
         length = min(length, prior.context_frames)
     length = max(2, min(length, max(len(s) for s in train_seqs)))
     train_ds = LatentCrops(train_seqs, length, train_cfg["batch_size"], train_cfg["steps_per_epoch"],
-                           seed=train_cfg["seed"], labels=train_ids, label_dropout=cfg["prior"]["label_dropout"])
+                           seed=train_cfg["seed"], labels=train_ids, label_dropout=cfg["prior"]["label_dropout"],
+                           input_noise=train_cfg["input_noise"])
     val_ds = None
     if any(len(s) >= length for s in val_seqs):
         val_ds = LatentCrops(val_seqs, length, train_cfg["batch_size"], random=False, labels=val_ids)
