@@ -260,9 +260,7 @@ def one_step_windows(prior_path, model, layout, windows, temperature, seed, rho=
 
     drawn = np.stack([draw(at(t), rngs, temperature) for t in range(span)], axis=1)
     drawn = prior.denormalize(drawn).reshape(-1, *model.latent_shape)
-    audio = [np.asarray(ops.convert_to_numpy(model.to_audio(model.decode(ops.convert_to_tensor(drawn[i:i + 64])))))
-             for i in range(0, len(drawn), 64)]
-    return np.concatenate(audio)[:windows].astype(np.float32)
+    return np.concatenate([model.decode_audio(drawn[i:i + 64]) for i in range(0, len(drawn), 64)])[:windows]
 
 
 def main(argv=None):

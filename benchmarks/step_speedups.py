@@ -100,7 +100,7 @@ def build(row, seed=0):
     return model, int(config["data"]["batch_size"])
 
 
-def _depthwise(row):
+def _set_paths(row):
     """Set ConvNeXtBlock's torch paths for `row` (module switches, read at call time)."""
     from kvae.models import blocks
 
@@ -129,7 +129,7 @@ def loss_curve(row, batches):
     """Training losses of `row`'s model, one per batch, from the seed-0 initial weights."""
     import torch
 
-    _depthwise(row)
+    _set_paths(row)
     model, _ = build(row)
     model.fit(batches[0], batch_size=len(batches[0]), epochs=1, shuffle=False, verbose=0)  # builds the step
     fn = model.train_function
@@ -142,8 +142,9 @@ def loss_curve(row, batches):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", nargs="+", default=["vocos-mel-before", "magnitude-before", "magnitude-exact",
-                                                 "magnitude-bf16", "magnitude-bf16-dw", "magnitude-bf16-fused"], choices=list(ROWS))
+    p.add_argument("--rows", nargs="+", choices=list(ROWS),
+                   default=["vocos-mel-before", "magnitude-before", "magnitude-exact", "magnitude-bf16",
+                            "magnitude-bf16-dw", "magnitude-bf16-fused"])
     p.add_argument("--compile", action="store_true", help="add magnitude-bf16-fused-compile (torch.compile)")
     p.add_argument("--vocos-mel-after", action="store_true",
                    help="add vocos-mel with the exact GELU, float32 and mixed_bfloat16")
@@ -170,7 +171,7 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(0)
     for row in list(rows):
         start = time.perf_counter()
-        _depthwise(row)
+        _set_paths(row)
         try:
             models[row], batch_of[row] = build(row)
             x = 0.1 * torch.randn(batch_of[row], models[row].window, generator=gen)
@@ -187,7 +188,7 @@ def main(argv=None):
               flush=True)
     for r in range(args.rounds):
         for row in rows:
-            _depthwise(row)
+            _set_paths(row)
             x = 0.1 * torch.randn(batch_of[row], models[row].window, generator=gen)
             fn = models[row].train_function
             times[row] += [_timed(lambda: fn([(x,)])) for _ in range(args.steps)]
@@ -197,7 +198,8 @@ def main(argv=None):
     if args.loss_steps:
         batches = windows(32, args.loss_steps + 1)
         for row in rows:
-            if batch_of[row] == 32 and not ROWS[row][3] and row != "vocos-mel-now":  # a compiled row computes the uncompiled one's loss
+            # a compiled row computes the uncompiled one's loss; vocos-mel-now is skipped for time
+            if batch_of[row] == 32 and not ROWS[row][3] and row != "vocos-mel-now":
                 losses[row] = loss_curve(row, batches)
     ref = rows[0]
     ref_cpu = statistics.median(c for _, c in times[ref])

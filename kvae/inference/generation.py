@@ -323,7 +323,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
                 detail += f", condition {condition}" + (f", guidance {guidance:g}" if guidance != 1 else "")
         for path in paths:
             print(f"{path}: {seconds:g} s at {model.sample_rate} Hz, prior {detail}, seed {seed}, "
-                  f"temperature {temperature:g}" + (f", noise correlation {noise_correlation:g}" if used == "ar" else "")
+                  f"temperature {temperature:g}"
+                  + (f", noise correlation {noise_correlation:g}" if used == "ar" else "")
                   + (f", primed with {prime}" if prime else ""))
         print(f"generated in {time.perf_counter() - start:.1f} s")
     return paths

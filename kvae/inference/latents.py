@@ -196,8 +196,7 @@ class StreamDecoder:
 
     def decode(self, z):
         """Audio `(pieces, window)` of window latents."""
-        audio = self.model.to_audio(self.model.decode(ops.convert_to_tensor(np.asarray(z, np.float32))))
-        return np.asarray(ops.convert_to_numpy(audio), np.float32)
+        return self.model.decode_audio(np.asarray(z, np.float32))
 
     def _emit(self, samples):
         samples = samples[:, :max(0, self.total - self.emitted)]

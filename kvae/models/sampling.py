@@ -15,14 +15,15 @@ class Sampling:
         """Latents from N(0, temperature^2 I), the same for a seed on any backend (`kvae.models.noise.prior_noise`)."""
         return prior_noise(n, self.latent_shape, seed, temperature, batch_size)
 
-    def _audio(self, z):
+    def decode_audio(self, z):
+        """Audio `(n, window)` float32 of latents `z` `(n, *latent_shape)`: `decode`, then `to_audio`."""
         return np.asarray(ops.convert_to_numpy(self.to_audio(self.decode(ops.convert_to_tensor(z)))), dtype=np.float32)
 
     def sample_batches(self, n, seed=None, temperature=1.0, batch_size=256):
         """Decode `n` prior samples a batch at a time, `(batch, window)` float32 arrays: the clips
         `sample(n, seed, temperature)` gives, in the same order, with memory that does not grow with `n`."""
         for z in self.prior_noise(n, seed, temperature, batch_size):
-            yield self._audio(z)
+            yield self.decode_audio(z)
 
     def sample(self, n=1, seed=None, temperature=1.0, prior=None):
         """Decode `n` latents drawn from the prior into audio: a float32 array `(n, window)` at `sample_rate`.
@@ -35,7 +36,7 @@ class Sampling:
                 (`set_latent_gmm`), drawn with numpy from the seed.
         """
         if prior == "gmm":
-            return self._audio(self.sample_latents_gmm(n, np.random.default_rng(seed), temperature))
+            return self.decode_audio(self.sample_latents_gmm(n, np.random.default_rng(seed), temperature))
         if prior not in (None, "normal"):
             raise KvaeError(f"prior: must be normal or gmm, got {prior!r}")
         return np.concatenate(list(self.sample_batches(n, seed, temperature, batch_size=None)))

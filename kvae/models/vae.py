@@ -22,7 +22,6 @@ from kvae.models.sampling import Sampling
 _RENAMED = {"rate_target": "bitrate_target", "rate_gain": "bitrate_gain"}  # kvae 0.1's names of VAE arguments
 
 
-
 @contextlib.contextmanager
 def dtype_policy(policy):
     """Make layers under Keras's dtype `policy` (a name or a serialized policy); the global policy is put back."""
@@ -32,6 +31,7 @@ def dtype_policy(policy):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
 
 @keras.saving.register_keras_serializable(package="kvae")
 class VAE(Sampling, OptimizerStepInLoss, keras.Model):
@@ -278,7 +278,7 @@ class VAE(Sampling, OptimizerStepInLoss, keras.Model):
         if x.ndim != 2 or x.shape[1] != self.window:
             raise KvaeError(f"reconstruct: expected windows of shape (n, {self.window}), got {x.shape}")
         z_mean, _ = self.encode(ops.convert_to_tensor(x))
-        return self._audio(z_mean)
+        return self.decode_audio(z_mean)
 
     @classmethod
     def from_config(cls, config):
