@@ -81,6 +81,7 @@ BOUNDS = {
     "prior/train.clipnorm": (0.0, 1e6, False, "", False),
     "prior/train.ema_momentum": (0.0, 0.99999, False, "", False),
     "prior/train.input_noise": (0.0, 10.0, False, "", False),
+    "prior/train.rollout": (0.0, 1.0, False, "", False),
     "prior/train.seed": (0, SEED_MAX, True, "", False),
     "prior/train.max_seconds": (0.0, 10 ** 7, False, " s", True),
     "prior/train.tensorboard_every": (1, 10 ** 7, True, "", False),

@@ -342,7 +342,8 @@ def prior_step_module(prior):
     """
     import torch
 
-    from kvae.models.latent_prior import _LOG_SCALE_RANGE, _np
+    from kvae.models.latent_prior import _LOG_SCALE_RANGE
+    from kvae.models.prior_steppers import _np
 
     def tensor(variable):
         return torch.as_tensor(_np(variable))

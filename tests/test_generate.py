@@ -126,15 +126,15 @@ def test_prior_fit_writes_its_folder_and_keeps_the_run_model(vae_runs, tmp_path)
 
 def test_interrupted_prior_fit_resumes(vae_runs, tmp_path):
     run = fresh_run(vae_runs, tmp_path)
-    config = {**PRIOR, "train": {**PRIOR["train"], "epochs": 2}}
+    config = {**PRIOR, "train": {**PRIOR["train"], "epochs": 2, "rollout": 0.3}}  # rollout: its seeds resume too
     with pytest.raises(KeyboardInterrupt):
         kvae.fit_prior(run, config=config, verbose=False, callbacks=[StopAfter(0)])
     folder = run / "prior"
     assert (folder / "backup").exists() and not (folder / "prior.keras").exists()
     assert (folder / "best.weights.h5").is_file()  # epoch 0 is the best so far (train.keep_best)
     latents = (folder / "latents.npz").stat().st_mtime_ns
-    _, history = kvae.fit_prior(run, verbose=False)  # the saved config is used
-    assert len(history["loss"]) == 1  # only epoch 1 ran again
+    prior, history = kvae.fit_prior(run, verbose=False)  # the saved config is used
+    assert len(history["loss"]) == 1 and prior.rollout == 0.3  # only epoch 1 ran again
     rows = (folder / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
     assert (folder / "latents.npz").stat().st_mtime_ns == latents  # the encoded latents were reused

@@ -128,10 +128,11 @@ def test_latent_prior_bad_arguments_are_one_line_errors():
 @pytest.mark.parametrize("backend", other_backends())
 def test_latent_prior_tests_pass_on_other_backend(backend):
     tests = [f"tests/test_prior.py::{name}" for name in ("test_latent_prior_trains_saves_loads_and_is_causal",
-                                                         "test_stepper_matches_the_full_forward_pass")]
+                                                         "test_stepper_matches_the_full_forward_pass",
+                                                         "test_rollout_swaps_inputs_for_the_priors_own_causal_draws")]
     result = rerun_tests(backend, *tests)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "4 passed" in result.stdout
+    assert "5 passed" in result.stdout
 
 
 def test_input_noise_perturbs_only_the_training_inputs():
@@ -152,3 +153,73 @@ def test_input_noise_perturbs_only_the_training_inputs():
     assert load_prior_config(None, {"train": {"input_noise": 0.3}})["train"]["input_noise"] == 0.3
     with pytest.raises(KvaeError, match="input_noise"):
         load_prior_config(None, {"train": {"input_noise": -1.0}})
+
+
+def _random_prior(rollout, kind="conv", latent_dim=3, seed=0, **kwargs):
+    from kvae.models import LatentPrior
+
+    kwargs = {"context_frames": 10, "width": 8, "components": 2, **kwargs}
+    prior = LatentPrior(latent_dim, kind=kind, rollout=rollout, **kwargs)
+    rng = np.random.default_rng(seed)
+    for w in prior.trainable_weights:  # away from the zero-initialised head
+        w.assign((0.3 * rng.normal(size=w.shape)).astype("float32"))
+    return prior
+
+
+def test_rollout_swaps_inputs_for_the_priors_own_causal_draws():
+    prior = _random_prior(1.0)
+    x = np.random.default_rng(1).normal(size=(4, 20, 3)).astype("float32")
+    start = keras.ops.convert_to_numpy(prior.rollout_seeds.state)
+
+    def rolled(inputs):
+        prior.rollout_seeds.state.assign(start)  # the same draws for both calls
+        return keras.ops.convert_to_numpy(prior.rolled_out(keras.ops.convert_to_tensor(inputs)))
+
+    out = rolled(x)
+    np.testing.assert_array_equal(out[:, 0], x[:, 0])  # the start frame is never swapped
+    assert not np.any(np.isclose(out[:, 1:], x[:, 1:]))  # rollout 1: every other frame is a draw
+    # Input frame j is a draw of target frame j - 1: it depends on the true inputs before j only.
+    later = x.copy()
+    later[:, 7:] += 3.0
+    moved = rolled(later)
+    np.testing.assert_array_equal(moved[:, :8], out[:, :8])
+    assert not np.allclose(moved[:, 8:], out[:, 8:])
+    # The draws follow the prediction: a near-deterministic head gives its means.
+    sure = _random_prior(1.0, components=1)
+    means = np.array([0.5, -1.0, 2.0], "float32")
+    sure.head.kernel.assign(np.zeros(sure.head.kernel.shape, "float32"))
+    sure.head.bias.assign(np.concatenate([[0.0], means, np.full(3, -7.0)]).astype("float32"))
+    got = keras.ops.convert_to_numpy(sure.rolled_out(keras.ops.convert_to_tensor(x)))
+    np.testing.assert_allclose(got[:, 1:], np.broadcast_to(means, got[:, 1:].shape), atol=0.01)
+
+
+def test_rollout_share_training_only_and_saved(tmp_path):
+    half = _random_prior(0.5)
+    x = np.random.default_rng(2).normal(size=(16, 40, 3)).astype("float32")
+    out = keras.ops.convert_to_numpy(half.rolled_out(keras.ops.convert_to_tensor(x)))
+    assert 0.4 < np.mean(~np.isclose(out[:, 1:, 0], x[:, 1:, 0])) < 0.6
+    tensor = keras.ops.convert_to_tensor(x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(half(tensor)),  # inference: teacher inputs as given
+                                  keras.ops.convert_to_numpy(half.predict_params(tensor)))
+    assert not np.allclose(keras.ops.convert_to_numpy(half(tensor, training=True)),
+                           keras.ops.convert_to_numpy(half.predict_params(tensor)))
+    half.compile(optimizer="adam")
+    loss = half.fit(x, x, batch_size=8, epochs=1, verbose=0).history["loss"][-1]
+    assert np.isfinite(loss)
+    half.save(tmp_path / "prior.keras")
+    loaded = keras.models.load_model(tmp_path / "prior.keras")
+    assert loaded.rollout == 0.5 and loaded.get_config() == half.get_config()
+    assert _random_prior(0.0).rollout_seeds is None  # a plain prior holds no seed state, as before
+
+
+def test_rollout_bad_values_are_one_line_errors():
+    from kvae.models import LatentPrior
+    from kvae.training.prior_fit import load_prior_config
+
+    for kwargs, word in ((dict(rollout=1.5), "rollout"), (dict(rollout=0.5, head="flow"), "prior.head = mog")):
+        with pytest.raises(KvaeError, match=word) as info:
+            LatentPrior(3, **kwargs)
+        assert "\n" not in str(info.value)
+    assert load_prior_config(None, {"train": {"rollout": 0.25}})["train"]["rollout"] == 0.25
+    with pytest.raises(KvaeError, match="rollout"):
+        load_prior_config(None, {"train": {"rollout": 2.0}})

@@ -24,7 +24,8 @@ import numpy as np
 from keras import ops
 
 from kvae.errors import KvaeError
-from kvae.models.latent_prior import _LOG_SCALE_RANGE, LatentPrior, _ContextStepper, _ConvStepper, _np
+from kvae.models.latent_prior import _LOG_SCALE_RANGE, LatentPrior
+from kvae.models.prior_steppers import ContextStepper, ConvStepper, _np
 
 UNCONDITIONAL = 0
 _LISTED = 50  # labels an unknown value's error lists
@@ -89,7 +90,7 @@ class ConditionedPrior(LatentPrior):
         """`LatentPrior.stepper` for pieces with label ids `(pieces,)` (None: unconditional)."""
         ids = np.zeros(int(pieces), np.int32) if ids is None else np.asarray(ids, np.int32).reshape(int(pieces))
         if self.kind == "conv":
-            step = _ConvStepper(self, pieces)
+            step = ConvStepper(self, pieces)
             kernel, bias = step.embed  # the label's embedding is a per-piece bias of the input embedding
             step.embed = (kernel, bias + _np(self.label_embed.embeddings)[ids])
             return step
@@ -101,8 +102,8 @@ class ConditionedPrior(LatentPrior):
         return config
 
 
-class _LabelledContextStepper(_ContextStepper):
-    """`_ContextStepper` of a conditioned transformer prior: the model over its context with the labels."""
+class _LabelledContextStepper(ContextStepper):
+    """`ContextStepper` of a conditioned transformer prior: the model over its context with the labels."""
 
     def __init__(self, prior, pieces, ids):
         super().__init__(prior, pieces)

@@ -28,6 +28,14 @@ Trained with teacher forcing: inputs are the frames shifted by one with a
 zero "start" frame in front (`shift_inputs`); the loss is the negative
 log-likelihood of each frame, in nats per frame (the flow head: its
 flow-matching error, not comparable in nats).
+
+With `rollout` above 0 (mixture head) a training step runs the model twice:
+first, without gradients, on the true past, drawing every frame from its
+prediction; then on inputs where each frame is, with probability
+`rollout`, replaced by that draw (parallel scheduled sampling, Duckworth et
+al. 2019). The loss is still the true next frame's likelihood: the prior
+learns to continue from a past that holds its own draws, as it does when it
+generates (docs/results.md#prior-draws).
 """
 
 import math
@@ -39,6 +47,7 @@ from keras import layers, ops
 from kvae.errors import KvaeError
 from kvae.models.blocks import TransformerBlock
 from kvae.models.flow_head import FlowHead, FlowSampler
+from kvae.models.prior_steppers import ContextStepper, ConvStepper, sample_mixture
 
 KINDS = ("conv", "transformer")
 HEADS = ("mog", "flow")
@@ -120,6 +129,9 @@ class LatentPrior(keras.Model):
         flow_blocks: int. The flow head's residual blocks. Defaults to 3.
         flow_steps: int. Euler steps per generated frame (flow head). Defaults to 16.
         flow_samples: int. (noise, time) draws per frame in a training step (flow head). Defaults to 4.
+        rollout: float. Share of training input frames replaced by the
+            model's own draws (see the module docstring; mixture head only).
+            Defaults to 0 (teacher forcing).
         frame_rate: float or None. Frames per second of audio (kept for reports).
         latent_shape: list or None. The VAE's latent shape the prior was fitted
             for (checked when generating).
@@ -128,7 +140,7 @@ class LatentPrior(keras.Model):
 
     def __init__(self, latent_dim, kind="conv", context_frames=64, width=64, layers=0, kernel_size=3, num_heads=4,
                  components=4, frame_rate=None, latent_shape=None, head="mog", flow_width=64, flow_blocks=3,
-                 flow_steps=16, flow_samples=4, **kwargs):
+                 flow_steps=16, flow_samples=4, rollout=0.0, **kwargs):
         super().__init__(**kwargs)
         if kind not in KINDS:
             raise KvaeError(f"prior.kind: must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -141,6 +153,10 @@ class LatentPrior(keras.Model):
                                  ("flow_steps", flow_steps, 1), ("flow_samples", flow_samples, 1)):
             if int(value) < low:
                 raise KvaeError(f"prior.{name}: must be at least {low}, got {value}")
+        if not 0.0 <= float(rollout) <= 1.0:
+            raise KvaeError(f"prior.train.rollout: must be in [0, 1], got {rollout}")
+        if float(rollout) and head != "mog":
+            raise KvaeError(f"prior.train.rollout: needs prior.head = mog (the draws come from the mixture), got {head!r}")
         if kind == "transformer" and int(width) % int(num_heads):
             raise KvaeError(f"prior.width: must be a multiple of num_heads ({num_heads}), got {width}")
         self.latent_dim = int(latent_dim)
@@ -155,6 +171,9 @@ class LatentPrior(keras.Model):
         self.latent_shape = None if latent_shape is None else [int(d) for d in latent_shape]
         self.head_kind, self.flow_steps = head, int(flow_steps)
         self.flow_settings = {"width": int(flow_width), "blocks": int(flow_blocks), "samples": int(flow_samples)}
+        self.rollout = float(rollout)
+        # Only a rollout prior holds a seed generator, so priors saved before it load unchanged.
+        self.rollout_seeds = keras.random.SeedGenerator(0, name="rollout_seeds") if self.rollout else None
 
         # === Layers ===
         self.embed = keras.layers.Dense(self.width, name="embed")
@@ -206,6 +225,12 @@ class LatentPrior(keras.Model):
     # -- the network ------------------------------------------------------------------
 
     def call(self, x, training=False):
+        if training and self.rollout:
+            x = self.rolled_out(x)
+        return self.predict_params(x)
+
+    def predict_params(self, x):
+        """The per-frame outputs for teacher-forcing inputs `x` (the mixture's parameters, or the flow head's features)."""
         h = self.embed_inputs(x)
         if self.positions is not None:
             h = h + ops.expand_dims(self.positions[: ops.shape(h)[1]], 0)
@@ -213,6 +238,23 @@ class LatentPrior(keras.Model):
             h = block(h)
         h = self.hidden(self.final_norm(h))
         return h if self.flow is not None else self.head(h)
+
+    def rolled_out(self, x):
+        """`x` with each input frame (but the start frame), with probability `rollout`, replaced by a draw
+        from the model's prediction of it given the true past (no gradient flows through the draws)."""
+        frames, rest = (x[0], tuple(x[1:])) if isinstance(x, (tuple, list)) else (x, None)
+        logits, means, log_scales = self.split(ops.stop_gradient(self.predict_params(x)))
+        b, t = ops.shape(frames)[0], ops.shape(frames)[1]
+        k = self.components
+        choice = keras.random.categorical(ops.reshape(logits, (-1, k)), 1, seed=self.rollout_seeds)
+        pick = ops.expand_dims(ops.one_hot(ops.reshape(choice, (b, t)), k, dtype=means.dtype), -1)
+        mean, scale = ops.sum(means * pick, axis=-2), ops.sum(ops.exp(log_scales) * pick, axis=-2)
+        draws = mean + scale * keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.rollout_seeds)
+        # The draw at position i is of target frame i, which is input frame i + 1 (the start frame stays).
+        drawn = ops.concatenate([frames[:, :1], ops.cast(draws[:, :-1], frames.dtype)], axis=1)
+        swap = keras.random.uniform((b, t, 1), seed=self.rollout_seeds) < self.rollout
+        frames = ops.stop_gradient(ops.where(swap, drawn, frames))
+        return frames if rest is None else (frames, *rest)
 
     def add_input_layers(self):
         """Create more input layers before the weights are built (`kvae.models.ConditionedPrior`'s label embedding)."""
@@ -296,7 +338,7 @@ class LatentPrior(keras.Model):
         WaveNet); for `kind="transformer"` it keeps the last `context_length`
         frames and runs the model over them.
         """
-        return _ConvStepper(self, pieces) if self.kind == "conv" else _ContextStepper(self, pieces)
+        return ConvStepper(self, pieces) if self.kind == "conv" else ContextStepper(self, pieces)
 
     def sampler(self):
         """`draw(distribution, rngs, temperature)`: one normalised frame per piece from what `push` returns."""
@@ -315,71 +357,6 @@ class LatentPrior(keras.Model):
             "width": self.width, "layers": self.layers_count, "kernel_size": self.kernel_size,
             "num_heads": self.num_heads, "components": self.components, "frame_rate": self.frame_rate,
             "latent_shape": self.latent_shape, "head": self.head_kind, "flow_steps": self.flow_steps,
-            **{f"flow_{k}": v for k, v in self.flow_settings.items()},
+            **{f"flow_{k}": v for k, v in self.flow_settings.items()}, "rollout": self.rollout,
         })
         return config
-
-
-def sample_mixture(weights, means, scales, rngs, temperature=1.0):
-    """One draw per piece from per-piece diagonal Gaussian mixtures, piece i with Generator `rngs[i]`.
-
-    `temperature` scales the chosen component's spread (0: its mean). Returns float32 `(n, c)`.
-    """
-    out = np.empty(means.shape[0:1] + means.shape[2:], np.float32)
-    for i, rng in enumerate(rngs):
-        k = rng.choice(len(weights[i]), p=weights[i])
-        out[i] = means[i, k] + float(temperature) * scales[i, k] * rng.standard_normal(means.shape[-1])
-    return out
-
-
-def _np(variable):
-    return np.asarray(ops.convert_to_numpy(variable), np.float32)
-
-
-def _gelu(x):
-    from scipy.special import erf
-
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-
-
-class _ConvStepper:
-    """Cached one-frame step of a conv `LatentPrior`, in numpy (the same arithmetic as `call`)."""
-
-    def __init__(self, prior, pieces):
-        self.prior = prior
-        self.embed = (_np(prior.embed.kernel), _np(prior.embed.bias))
-        self.blocks = [(_np(b.kernel), _np(b.bias), _np(b.project.kernel), _np(b.project.bias), b.dilation)
-                       for b in prior.blocks]
-        self.history = [np.zeros((pieces, (prior.kernel_size - 1) * b.dilation + 1, prior.width), np.float32)
-                        for b in prior.blocks]
-        norm = prior.final_norm
-        self.norm = (_np(norm.gamma), _np(norm.beta), norm.epsilon)
-        self.hidden = (_np(prior.hidden.kernel), _np(prior.hidden.bias))
-        self.head = None if prior.head is None else (_np(prior.head.kernel), _np(prior.head.bias))
-
-    def push(self, frame):
-        h = np.asarray(frame, np.float32) @ self.embed[0] + self.embed[1]
-        width = self.prior.width
-        for (kernel, bias, project, project_bias, dilation), past in zip(self.blocks, self.history):
-            past[:, :-1] = past[:, 1:]
-            past[:, -1] = h
-            a = bias + sum(past[:, -1 - j * dilation] @ kernel[j] for j in range(len(kernel)))
-            gate = np.tanh(a[:, :width]) / (1.0 + np.exp(-a[:, width:]))
-            h = h + gate @ project + project_bias
-        gamma, beta, eps = self.norm
-        h = (h - h.mean(axis=-1, keepdims=True)) / np.sqrt(h.var(axis=-1, keepdims=True) + eps) * gamma + beta
-        h = _gelu(h @ self.hidden[0] + self.hidden[1])
-        return self.prior._mixture((h if self.head is None else h @ self.head[0] + self.head[1]).astype(np.float64))
-
-
-class _ContextStepper:
-    """One-frame step of a transformer `LatentPrior`: the model over its last `context_length` frames."""
-
-    def __init__(self, prior, pieces):
-        self.prior = prior
-        self.context = np.zeros((pieces, 0, prior.latent_dim), np.float32)
-
-    def push(self, frame):
-        frame = np.asarray(frame, np.float32)[:, None]
-        self.context = np.concatenate([self.context, frame], axis=1)[:, -self.prior.context_length:]
-        return self.prior.next_distribution(self.context)

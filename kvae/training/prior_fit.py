@@ -69,6 +69,7 @@ PRIOR_DEFAULTS = {
         "fused_adam": True,  # torch backend: fused clipping + Adam kernels, as kvae fit (kvae.training.compile_model)
         "ema_momentum": 0.0,  # 0: off; else the saved prior holds the weights' exponential moving average
         "input_noise": 0.0,  # std of noise on the training crops' input frames (normalised units), not the targets
+        "rollout": 0.0,  # share of input frames replaced by the prior's own draws (mixture head; LatentPrior)
         "seed": 0,
         "max_seconds": 3600.0,  # audio encoded for the prior, in all
         "keep_best": True,  # keep the weights of the epoch with the lowest validation loss
@@ -145,7 +146,7 @@ def build_prior(cfg, layout, labels=None):
         width=p["width"], layers=p["layers"], kernel_size=p["kernel_size"], num_heads=p["num_heads"],
         components=p["components"], frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape),
         head=p["head"], flow_width=p["flow_width"], flow_blocks=p["flow_blocks"], flow_steps=p["flow_steps"],
-        flow_samples=p["flow_samples"], name="latent_prior", **({"labels": labels} if labels else {}))
+        flow_samples=p["flow_samples"], rollout=cfg["train"]["rollout"], name="latent_prior", **({"labels": labels} if labels else {}))
 
 
 def _resolve(folder, config, overrides):
