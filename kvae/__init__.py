@@ -23,11 +23,11 @@ def fit(config=None, data=None, **overrides):
     return _fit(config=config, data=data, **overrides)
 
 
-def load(path, compile=True):
+def load(path, compile=True, precision="saved"):
     """Load a saved kvae model (``.keras`` file or run folder); see `kvae.models.loading.load`."""
     from kvae.models.loading import load as _load
 
-    return _load(path, compile=compile)
+    return _load(path, compile=compile, precision=precision)
 
 
 def fit_prior(run, config=None, **kwargs):

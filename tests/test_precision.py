@@ -104,6 +104,29 @@ def test_a_mixed_precision_model_loads_with_every_inner_layer_under_its_policy(t
                                   keras.ops.convert_to_numpy(model.decoder(z)))
 
 
+def test_a_mixed_precision_model_can_load_to_compute_in_float32(tmp_path):
+    import kvae
+    from kvae.models import MagnitudeVAE
+
+    kwargs = dict(sample_rate=3000, window_seconds=0.25, seed=1, n_fft=64, hop=16, width=16,
+                  encoder_blocks=1, decoder_blocks=1, downsample=2, latent_dim=4)
+    with dtype_policy("mixed_bfloat16"):
+        model = MagnitudeVAE(**kwargs)
+    model.save(tmp_path / "m.keras")
+    plain = MagnitudeVAE(**kwargs)
+    plain.set_weights(model.get_weights())
+    loaded = kvae.load(tmp_path / "m.keras", compile=False, precision="float32")
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers(include_self=True)} == {"float32"}
+    z = np.random.default_rng(0).normal(size=(2,) + model.latent_shape).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.decoder(z)),
+                               keras.ops.convert_to_numpy(plain.decoder(z)), rtol=1e-5, atol=1e-5)
+    saved = kvae.load(tmp_path / "m.keras", compile=False)  # the default computes as saved
+    assert saved.get_layer("decoder").dtype_policy.name == "mixed_bfloat16"
+    with pytest.raises(KvaeError, match="precision: must be one of saved, float32") as info:
+        kvae.load(tmp_path / "m.keras", precision="bf16")
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("kernel_size", [7, 3])
 def test_convnext_depthwise_fast_path_is_kerass_convolution(monkeypatch, kernel_size):
     from kvae.models import blocks

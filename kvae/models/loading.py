@@ -141,7 +141,10 @@ def _reason(exc):
     return sentence
 
 
-def load(path, compile=True):
+LOAD_PRECISIONS = ("saved", "float32")
+
+
+def load(path, compile=True, precision="saved"):
     """Load a kvae model from a `.keras` file or a run folder.
 
     Args:
@@ -149,6 +152,12 @@ def load(path, compile=True):
         compile: bool. Also restore the optimizer. Use False to load a model
             saved on another backend (its optimizer state is backend-specific),
             then `compile` it again.
+        precision: str. `"saved"`: compute as the model was saved (a model
+            trained under `mixed_bfloat16` computes in bfloat16, even where
+            bfloat16 is emulated and slow). `"float32"`: every layer computes
+            in float32 (the weights are float32 either way): the choice on a
+            machine without bfloat16 matrix units
+            (`kvae.training.precision.fast_bfloat16()` is False). Defaults to "saved".
 
     Returns:
         The model (a `kvae.models.VAE` subclass, or a `LatentPrior`).
@@ -161,6 +170,8 @@ def load(path, compile=True):
     import keras
 
     importlib.import_module("kvae.models")  # registers the classes for deserialisation
+    if precision not in LOAD_PRECISIONS:
+        raise KvaeError(f"precision: must be one of {', '.join(LOAD_PRECISIONS)}, got {precision!r}")
     if not isinstance(path, (str, os.PathLike)):
         raise KvaeError(f"path: expected a model.keras file or a run folder, got {path!r}")
     path = Path(path)
@@ -176,4 +187,8 @@ def load(path, compile=True):
     if not type(model).__module__.startswith("kvae."):
         raise KvaeError(f"{path}: a Keras model ({type(model).__name__}) but not a kvae model; "
                         "kvae reads the model.keras files kvae fit writes")
+    if precision == "float32":
+        for layer in model._flatten_layers(include_self=True):  # mixed policies keep float32 weights: only compute changes
+            if layer.dtype_policy.name != "float32":
+                layer.dtype_policy = "float32"
     return model
