@@ -6,7 +6,8 @@ For one run (`--run`, or one trained here with `kvae.fit` for `--steps` steps, w
 
 - `none`: independent N(0, I) draws (per latent frame; per window for vector latents), what kvae did before;
 - `gmm`: the ex-post Gaussian mixture over the posterior means, one independent draw per window;
-- `ar (<kind>)`: the autoregressive latent prior, one per `--kinds` (conv, transformer) and `--heads` (mog: the
+- `ar (<kind>)`: the autoregressive latent prior, one per `--kinds` (conv, transformer; chunk: the
+  flow-matching `ChunkPrior`, which draws chunks of frames jointly) and `--heads` (mog: the
   Gaussian mixture per frame; flow: the flow-matching head, named `ar (<kind>, flow)`), each trained for
   `--prior-steps` optimizer steps or, with `--prior-cpu-minutes`, for the same CPU time (this process's CPU
   seconds over all threads, `kvae.training.TimeBudget(clock="cpu")`), so a slower head gets fewer steps,
@@ -81,7 +82,7 @@ def parse_args(argv=None):
     parser.add_argument("--config", default=None, help="config to train when no --run (default conv1d)")
     parser.add_argument("--steps", type=int, default=None, help="VAE optimizer steps when training (default 400)")
     parser.add_argument("--prior-steps", type=int, default=None, help="optimizer steps of each prior (default 600)")
-    parser.add_argument("--kinds", nargs="+", default=["conv"], choices=["conv", "transformer"],
+    parser.add_argument("--kinds", nargs="+", default=["conv"], choices=["conv", "transformer", "chunk"],
                         help="autoregressive prior kinds to fit and compare (default conv)")
     parser.add_argument("--heads", nargs="+", default=["mog"], choices=["mog", "flow"],
                         help="output heads of each kind: mog (Gaussian mixture), flow (flow matching); default mog")
@@ -100,6 +101,8 @@ def parse_args(argv=None):
                         help="the autoregressive priors' noise correlation between frames (kvae.generate's "
                              "noise_correlation), a row per value above 0 (`... corr 0.9`); default 0")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-one-step", action="store_true",
+                        help="skip the rows of one-step draws given the true context (they double the judge's sets)")
     parser.add_argument("--data", help="dataset root (default: the run's, or the embedded corpus)")
     parser.add_argument("--pieces-to-run", type=int, default=0, metavar="N",
                         help="also write N pieces of the first prior to RUN/pieces/ (the run's gallery)")
@@ -139,7 +142,7 @@ def train_run(args, out, n_samples=4):
 
 def prior_name(kind, head):
     """The row of a prior: `ar (conv)` for the mixture head (as before heads were compared), `ar (conv, flow)`."""
-    return f"ar ({kind})" if head == "mog" else f"ar ({kind}, {head})"
+    return f"ar ({kind})" if head == "mog" else f"ar ({kind}, {head})"  # ar (chunk): ChunkPrior
 
 
 def fit_priors(args, run, out):
@@ -151,7 +154,7 @@ def fit_priors(args, run, out):
     epochs = 10 ** 6 if budget else math.ceil(args.prior_steps / per_epoch)  # a budget stops it first
     priors = {}
     for kind in args.kinds:
-        for head in args.heads:
+        for head in (["mog"] if kind == "chunk" else args.heads):  # a chunk prior is its own flow model
             folder = out / (f"prior-{kind}" + ("" if head == "mog" else f"-{head}"))
             settings = merge_config(parse_set(args.set, sections=("prior", "gmm", "train")),
                                     {"prior": {"kind": kind, "head": head},
@@ -187,7 +190,7 @@ def fit_one(args, run, folder, settings, name):
         seconds, cpu, steps = (json.loads(fitted.read_text())[k] for k in ("seconds", "cpu", "steps"))
     elif not reused:
         fitted.write_text(json.dumps({"seconds": seconds, "cpu": cpu, "steps": steps}))
-    loss = "negative log-likelihood, nats per frame" if head == "mog" else "flow-matching error, not nats"
+    loss = "negative log-likelihood, nats per frame" if head == "mog" and kind != "chunk" else "flow-matching error, not nats"
     summary = {"kind": kind, "head": head, "parameters": int(prior.count_params()),
                "context_frames": prior.context_length, "loss_name": loss,
                "context_seconds": prior.context_length / prior.frame_rate, "frame_rate": prior.frame_rate,
@@ -339,9 +342,10 @@ def main(argv=None):
     # The prior's own share, split: one-step draws given the true context (no compounding), per prior and
     # temperature. Needs a sequence latent; a vector-latent model's priors step over windows already.
     one_step = {}
-    if layout.sequence:
+    frame_priors = {folder / "prior.keras" for folder, summary in priors.values() if summary["kind"] != "chunk"}
+    if layout.sequence and not args.no_one_step:
         for name, prior, ar_path, temperature, rho in choices:
-            if prior == "ar":
+            if ar_path in frame_priors:  # a chunk prior draws no frame alone
                 one_step[f"{name}: one-step draws, true context"] = one_step_windows(
                     ar_path, model, layout, args.n_clips, temperature, args.seed, rho)
 

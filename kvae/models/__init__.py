@@ -7,6 +7,7 @@ from kvae.models.mel_vae import MelVAE
 from kvae.models.rave_vae import RaveVAE
 from kvae.models.latent_prior import LatentPrior
 from kvae.models.conditioned_prior import ConditionedPrior
+from kvae.models.chunk_prior import ChunkPrior
 from kvae.models.transformer_vae import TransformerVAE
 from kvae.models.vae import VAE
 from kvae.models.vocos_vae import VocosVAE
@@ -25,5 +26,5 @@ def model_class(name):
         raise KvaeError(f"model.type: unknown model '{name}' (choose from {', '.join(sorted(MODELS))})") from None
 
 
-__all__ = ["ConditionedPrior", "Conv1DVAE", "FCVAE", "LatentPrior", "MagnitudeVAE", "MelVAE", "RaveVAE", "TransformerVAE", "MODELS", "VAE", "VocosVAE",
+__all__ = ["ChunkPrior", "ConditionedPrior", "Conv1DVAE", "FCVAE", "LatentPrior", "MagnitudeVAE", "MelVAE", "RaveVAE", "TransformerVAE", "MODELS", "VAE", "VocosVAE",
            "model_class"]

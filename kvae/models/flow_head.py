@@ -133,13 +133,16 @@ class FlowHead(layers.Layer):
 
 def loss_name(prior):
     """What a `LatentPrior`'s loss (history.csv's loss, val_loss) measures: nats, or the flow head's error."""
-    if getattr(prior, "head_kind", "mog") == "flow":
+    if getattr(prior, "head_kind", "mog") in ("flow", "chunk"):
         return "flow-matching loss (squared velocity error per dimension, not nats)"
     return "negative log-likelihood (nats per frame)"
 
 
 def head_text(prior):
     """A `LatentPrior`'s output head in words, for the prior fit's printout."""
+    if getattr(prior, "head_kind", "mog") == "chunk":
+        return (f"flow matching over chunks of {prior.chunk_frames} frames ({len(prior.dilations)} blocks of "
+                f"{prior.width}, {prior.flow_steps} steps per chunk; its loss is a squared velocity error, not nats)")
     if getattr(prior, "head_kind", "mog") == "flow":
         flow = prior.flow_settings
         return (f"flow-matching head ({flow['blocks']} blocks of {flow['width']}, {prior.flow_steps} steps per "

@@ -107,8 +107,36 @@ class CausalTransformerBlock(TransformerBlock):
         return x + self.ff2(self.ff1(self.norm2(x)))
 
 
+class LatentStatistics:
+    """The training frames' per-channel mean and std, kept as non-trainable weights, for a Keras prior model."""
+
+    def add_statistics(self):
+        """Create `latent_mean` and `latent_std` (call in `__init__`, once `latent_dim` is set)."""
+        self.latent_mean = self.add_weight(shape=(self.latent_dim,), initializer="zeros", trainable=False,
+                                           name="latent_mean")
+        self.latent_std = self.add_weight(shape=(self.latent_dim,), initializer="ones", trainable=False,
+                                          name="latent_std")
+
+    def set_statistics(self, mean, std):
+        """Store the per-channel mean and std (floored at 1e-2) of the training frames."""
+        self.latent_mean.assign(np.asarray(mean, np.float32).reshape(self.latent_dim))
+        self.latent_std.assign(np.maximum(np.asarray(std, np.float32).reshape(self.latent_dim), 1e-2))
+
+    def normalize(self, frames):
+        """Latent frames to the prior's normalised units (numpy)."""
+        mean = np.asarray(ops.convert_to_numpy(self.latent_mean))
+        std = np.asarray(ops.convert_to_numpy(self.latent_std))
+        return ((np.asarray(frames, np.float32) - mean) / std).astype(np.float32)
+
+    def denormalize(self, frames):
+        """Normalised frames back to latent units (numpy)."""
+        mean = np.asarray(ops.convert_to_numpy(self.latent_mean))
+        std = np.asarray(ops.convert_to_numpy(self.latent_std))
+        return (np.asarray(frames, np.float32) * std + mean).astype(np.float32)
+
+
 @keras.saving.register_keras_serializable(package="kvae")
-class LatentPrior(keras.Model):
+class LatentPrior(LatentStatistics, keras.Model):
     """A causal model of a VAE's latent frames with a Gaussian-mixture output (see the module docstring).
 
     Args:
@@ -201,10 +229,7 @@ class LatentPrior(keras.Model):
         else:  # the trunk's features go to the flow head (in the loss, and when sampling)
             self.flow = FlowHead(self.latent_dim, **self.flow_settings, name="flow_head")
             self.flow.build((None, self.width))
-        self.latent_mean = self.add_weight(shape=(self.latent_dim,), initializer="zeros", trainable=False,
-                                           name="latent_mean")
-        self.latent_std = self.add_weight(shape=(self.latent_dim,), initializer="ones", trainable=False,
-                                          name="latent_std")
+        self.add_statistics()
         self.add_input_layers()
         self(np.zeros((1, 2, self.latent_dim), np.float32))  # create every weight now, as the VAEs do
 
@@ -291,23 +316,6 @@ class LatentPrior(keras.Model):
         return np.concatenate([np.zeros_like(frames[:, :1]), frames[:, :-1]], axis=1)
 
     # -- using it ------------------------------------------------------------------------
-
-    def set_statistics(self, mean, std):
-        """Store the per-channel mean and std (floored at 1e-2) of the training frames."""
-        self.latent_mean.assign(np.asarray(mean, np.float32).reshape(self.latent_dim))
-        self.latent_std.assign(np.maximum(np.asarray(std, np.float32).reshape(self.latent_dim), 1e-2))
-
-    def normalize(self, frames):
-        """Latent frames to the prior's normalised units (numpy)."""
-        mean = np.asarray(ops.convert_to_numpy(self.latent_mean))
-        std = np.asarray(ops.convert_to_numpy(self.latent_std))
-        return ((np.asarray(frames, np.float32) - mean) / std).astype(np.float32)
-
-    def denormalize(self, frames):
-        """Normalised frames back to latent units (numpy)."""
-        mean = np.asarray(ops.convert_to_numpy(self.latent_mean))
-        std = np.asarray(ops.convert_to_numpy(self.latent_std))
-        return (np.asarray(frames, np.float32) * std + mean).astype(np.float32)
 
     def next_distribution(self, context):
         """Distribution of the frame after `context` (normalised inputs `(n, t, c)`, start frame included).

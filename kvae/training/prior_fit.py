@@ -43,8 +43,10 @@ from kvae.inference.prior_data import LatentCrops, encoded_latents, sequence_lab
 PRIOR_SECTIONS = ("prior", "gmm", "train")
 PRIOR_DEFAULTS = {
     "prior": {
-        "kind": "conv",  # conv (causal dilated convolutions) or transformer
+        "kind": "conv",  # conv (causal dilated convolutions), transformer, or chunk (flow matching over chunks)
         "context_seconds": 3.0,  # RAVE's prior sees about 3 s
+        "chunk_seconds": 2.0,  # chunk: the frames drawn jointly
+        "context_dropout": 0.1,  # chunk: share of training crops without their context (a piece's first chunk)
         "width": 64,
         "layers": 0,  # 0: conv grows to the context; transformer 2
         "kernel_size": 3,
@@ -79,7 +81,7 @@ PRIOR_DEFAULTS = {
     },
 }
 PRIOR = Schema("prior config", PRIOR_DEFAULTS,
-                {("prior", "kind"): ("conv", "transformer"), ("prior", "head"): ("mog", "flow"),
+                {("prior", "kind"): ("conv", "transformer", "chunk"), ("prior", "head"): ("mog", "flow"),
                  ("gmm", "covariance"): ("auto", "full", "diag")},
                 prefix="prior/")
 """The prior config's schema: its ranges are the `prior/` rows of `kvae.bounds` (`python -m kvae.bounds`)."""
@@ -139,8 +141,16 @@ def build_prior(cfg, layout, labels=None):
     """The `LatentPrior` a resolved prior config describes for a model's latent layout (`ConditionedPrior`
     with a vocabulary of `labels`)."""
     from kvae.models import ConditionedPrior, LatentPrior
+    from kvae.models.chunk_prior import ChunkPrior, check_chunk_settings
 
     p = cfg["prior"]
+    check_chunk_settings(p["kind"], labels, p["head"], cfg["train"]["rollout"])
+    if p["kind"] == "chunk":
+        return ChunkPrior(
+            layout.channels, context_frames=max(1, round(p["context_seconds"] * layout.frame_rate)),
+            chunk_frames=max(1, round(p["chunk_seconds"] * layout.frame_rate)), width=p["width"], layers=p["layers"],
+            kernel_size=p["kernel_size"], flow_steps=p["flow_steps"], context_dropout=p["context_dropout"],
+            frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape), name="latent_prior")
     return (ConditionedPrior if labels else LatentPrior)(
         layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
         width=p["width"], layers=p["layers"], kernel_size=p["kernel_size"], num_heads=p["num_heads"],
@@ -198,6 +208,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     """`fit_prior` once the run folder is held."""
     from kvae.data import prepare
     from kvae.inference.latents import LatentLayout
+    from kvae.models.chunk_prior import check_chunk_settings
     from kvae.models.flow_head import head_text, loss_name
     from kvae.models.loading import load
 
@@ -206,6 +217,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
         raise KvaeError(f"{folder.path}: already holds a fitted prior; delete that folder to fit it again")
     cfg = _resolve(folder, config, nested)
     condition = cfg["prior"]["condition"] = normalize_condition(cfg["prior"]["condition"])
+    check_chunk_settings(cfg["prior"]["kind"], condition, cfg["prior"]["head"], cfg["train"]["rollout"])
     started = (folder.read_config("prior config") or {}).get("prior", {}).get("condition", "")
     if folder.backup.exists() and started != condition:  # its backup holds that vocabulary's embedding
         raise KvaeError(f"--condition: {folder.path} holds a fit interrupted with condition {started or '(none)'!r}; "
@@ -241,7 +253,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     prior.set_statistics(frames.mean(axis=0), frames.std(axis=0))
     train_seqs = [prior.normalize(s) for s in latents["train"]]
     val_seqs = [prior.normalize(s) for s in latents["val"]]
-    length = train_cfg["sequence_frames"] or max(8, 2 * prior.context_length)
+    length = train_cfg["sequence_frames"] or getattr(prior, "crop_frames", max(8, 2 * prior.context_length))
     if prior.kind == "transformer":  # its learned positions span context_frames
         length = min(length, prior.context_frames)
     length = max(2, min(length, max(len(s) for s in train_seqs)))

@@ -1,0 +1,223 @@
+"""A flow-matching prior over whole chunks of latent frames: `ChunkPrior` (`prior.kind = "chunk"`).
+
+`LatentPrior` draws a piece one frame at a time, each frame with noise of
+its own: given the true past its draws are close to the data, but the
+frame-to-frame noise is a jitter the decoder plays as noise, and over a
+free-running piece the errors compound (docs/results.md#prior-draws).
+`ChunkPrior` draws `chunk_frames` frames (seconds of music) jointly, by
+rectified flow (as latent audio diffusion does, e.g. Stable Audio, with
+flow matching instead of a noise schedule): a non-causal network
+`v(x_s, s, context)` learns the velocity that carries a chunk of Gaussian
+noise to a chunk of normalised latent frames, given the `context_frames`
+frames before it.
+
+- Training (`compute_loss`): a crop of `context_frames + chunk_frames`
+  frames is split into the context and the chunk `x_1`; with
+  `x_0 ~ N(0, I)`, `s ~ U(0, 1)`, `x_s = (1 - s) x_0 + s x_1`, the loss is
+  `mean |v(x_s, s, context) - (x_1 - x_0)|^2`. A share `context_dropout`
+  of the crops is trained without their context (it is zeroed and its
+  marker channel off): the first chunk of a piece has none.
+- Sampling (`stepper`, `sampler`, the interface `kvae.inference.generate`
+  streams with): each piece's Generator draws the chunk's starting noise
+  `x_0` (times the temperature), `flow_steps` Euler steps of the ODE carry
+  it to a chunk, its frames are handed out one by one, and the next chunk
+  is drawn given the last `context_frames` frames (overlap by context, so
+  a piece of any length continues seamlessly).
+
+The network: the context and the noisy chunk side by side in time, a
+marker channel saying which frames are context, projected to `width`;
+`layers` residual blocks of a dilated convolution (dilations 1, 2, 4, ...,
+32, repeated) and a pointwise MLP, each on a layer-normalised input that
+the flow time shifts, scales and gates (adaLN, zero-initialised gates);
+a zero-initialised output projection, read on the chunk's frames.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from kvae.errors import KvaeError
+from kvae.models.flow_head import _VALIDATION_SEED, _layer_norm, _time_features
+from kvae.models.latent_prior import LatentStatistics
+
+_MAX_DILATION_POWER = 6  # dilations 1 ... 32, then again
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class ChunkPrior(LatentStatistics, keras.Model):
+    """Flow matching over chunks of latent frames given the frames before them (see the module docstring).
+
+    Args:
+        latent_dim: int. Channels of one latent frame.
+        context_frames: int. Frames of context a chunk is drawn given. Defaults to 47.
+        chunk_frames: int. Frames drawn jointly. Defaults to 94.
+        width: int. Hidden width. Defaults to 64.
+        layers: int. Residual blocks (0: 12). Defaults to 0.
+        kernel_size: int. The blocks' convolution kernel. Defaults to 3.
+        flow_steps: int. Euler steps per chunk when generating. Defaults to 16.
+        context_dropout: float. Share of training crops without their context. Defaults to 0.1.
+        frame_rate: float or None. Frames per second of audio (kept for reports).
+        latent_shape: list or None. The VAE's latent shape the prior was fitted for.
+        **kwargs: arguments of `keras.Model`.
+    """
+
+    kind = "chunk"
+    head_kind = "chunk"
+
+    def __init__(self, latent_dim, context_frames=47, chunk_frames=94, width=64, layers=0, kernel_size=3,
+                 flow_steps=16, context_dropout=0.1, frame_rate=None, latent_shape=None, **kwargs):
+        super().__init__(**kwargs)
+        for name, value, low in (("latent_dim", latent_dim, 1), ("context_frames", context_frames, 1),
+                                 ("chunk_frames", chunk_frames, 1), ("width", width, 1), ("layers", layers, 0),
+                                 ("kernel_size", kernel_size, 2), ("flow_steps", flow_steps, 1)):
+            if int(value) < low:
+                raise KvaeError(f"prior.{name}: must be at least {low}, got {value}")
+        if not 0.0 <= float(context_dropout) <= 1.0:
+            raise KvaeError(f"prior.context_dropout: must be in [0, 1], got {context_dropout}")
+        self.latent_dim, self.context_frames, self.chunk_frames = int(latent_dim), int(context_frames), int(chunk_frames)
+        self.width, self.layers_count, self.kernel_size = int(width), int(layers), int(kernel_size)
+        self.flow_steps, self.context_dropout = int(flow_steps), float(context_dropout)
+        self.frame_rate = None if frame_rate is None else float(frame_rate)
+        self.latent_shape = None if latent_shape is None else [int(d) for d in latent_shape]
+        self.seed_generator = keras.random.SeedGenerator(0, name="flow_seeds")
+
+        # === Layers ===
+        w = self.width
+        self.project_in = keras.layers.Dense(w, name="project_in")
+        self.time_in = keras.layers.Dense(w, activation="silu", name="time_in")
+        self.time_out = keras.layers.Dense(w, name="time_out")
+        count = self.layers_count or 12
+        self.dilations = [2 ** (i % _MAX_DILATION_POWER) for i in range(count)]
+        self.convs = [keras.layers.Conv1D(w, self.kernel_size, dilation_rate=d, padding="same", name=f"conv_{i}")
+                      for i, d in enumerate(self.dilations)]
+        self.fc1 = [keras.layers.Dense(2 * w, activation="gelu", name=f"fc1_{i}") for i in range(count)]
+        self.fc2 = [keras.layers.Dense(w, name=f"fc2_{i}") for i in range(count)]
+        self.modulations = [keras.layers.Dense(3 * w, kernel_initializer="zeros", name=f"modulation_{i}")
+                            for i in range(count)]
+        self.final_modulation = keras.layers.Dense(2 * w, kernel_initializer="zeros", name="final_modulation")
+        self.project_out = keras.layers.Dense(self.latent_dim, kernel_initializer="zeros", name="project_out")
+        self.add_statistics()
+        c = self.latent_dim
+        self.velocity(np.zeros((1, 2, c), np.float32), np.zeros((1, 1), np.float32),
+                      np.zeros((1, 1, c), np.float32), np.ones((1, 1), np.float32))  # build every weight now
+        self.built = True
+
+    @property
+    def context_length(self):
+        """Frames of context a chunk is drawn given."""
+        return self.context_frames
+
+    @property
+    def crop_frames(self):
+        """Frames of one training crop: the context and the chunk."""
+        return self.context_frames + self.chunk_frames
+
+    def velocity(self, x, s, context, has_context):
+        """The velocity at noisy chunks `x` `(b, k, c)`, flow times `s` `(b, 1)`, given `context` `(b, m, c)`.
+
+        `has_context` `(b, 1)`: 1 where the context is real, 0 where there is none (it is then zeros).
+        """
+        x, s, has_context = (ops.convert_to_tensor(a, "float32") for a in (x, s, has_context))
+        context = ops.convert_to_tensor(context, "float32") * ops.expand_dims(has_context, -1)
+        m = ops.shape(context)[1]
+        marker = ops.concatenate([ops.ones_like(context[..., :1]) * ops.expand_dims(has_context, -1),
+                                  ops.zeros_like(x[..., :1])], axis=1)
+        h = self.project_in(ops.concatenate([ops.concatenate([context, x], axis=1), marker], axis=-1))
+        y = ops.expand_dims(ops.silu(self.time_out(self.time_in(_time_features(s)))), 1)
+        w = self.width
+        for conv, fc1, fc2, modulation in zip(self.convs, self.fc1, self.fc2, self.modulations):
+            mod = modulation(y)
+            z = _layer_norm(h) * (1.0 + mod[..., w:2 * w]) + mod[..., :w]
+            h = h + mod[..., 2 * w:] * fc2(fc1(conv(z)))
+        mod = self.final_modulation(y)
+        return self.project_out(_layer_norm(h) * (1.0 + mod[..., w:]) + mod[..., :w])[:, m:]
+
+    def call(self, x, training=False):
+        """The crops themselves: the network is `velocity`, and `compute_loss` draws its noise and times."""
+        return x
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        frames = ops.cast(y, "float32")  # the crop's true frames (LatentCrops' targets)
+        m = min(self.context_frames, int(ops.shape(frames)[1]) - 1)
+        context, x1 = frames[:, :m], frames[:, m:]
+        b = ops.shape(frames)[0]
+        seeds = (self.seed_generator,) * 3 if training else (_VALIDATION_SEED, _VALIDATION_SEED + 1, _VALIDATION_SEED + 2)
+        x0 = keras.random.normal(ops.shape(x1), seed=seeds[0])
+        s = keras.random.uniform((b, 1), seed=seeds[1])
+        dropout = self.context_dropout if training else 0.0
+        has_context = ops.cast(keras.random.uniform((b, 1), seed=seeds[2]) >= dropout, "float32")
+        v = self.velocity((1.0 - s[:, :, None]) * x0 + s[:, :, None] * x1, s, context, has_context)
+        return ops.mean(ops.square(v - (x1 - x0)))
+
+    def draw_chunk(self, context, rngs, temperature=1.0):
+        """A chunk `(n, chunk_frames, c)` of normalised frames per piece given `context` `(n, m, c)` (m may be 0).
+
+        The starting noise of piece i comes from `rngs[i]`, so a seed gives the same chunk.
+        """
+        n, c, k = len(rngs), self.latent_dim, self.chunk_frames
+        x = np.stack([rng.standard_normal((k, c)) for rng in rngs]).astype(np.float32) * float(temperature)
+        has = np.full((n, 1), 1.0 if context.shape[1] else 0.0, np.float32)
+        context = context if context.shape[1] else np.zeros((n, 1, c), np.float32)
+        context = ops.convert_to_tensor(np.asarray(context, np.float32))
+        has_t = ops.convert_to_tensor(has)
+        for step in range(self.flow_steps):
+            s = ops.convert_to_tensor(np.full((n, 1), step / self.flow_steps, np.float32))
+            v = self.velocity(ops.convert_to_tensor(x), s, context, has_t)
+            x = x + np.asarray(ops.convert_to_numpy(v), np.float32) / self.flow_steps
+        return x
+
+    def stepper(self, pieces):
+        """The generation state of `pieces` pieces: `push(frame)` takes each frame as it is played."""
+        return ChunkStepper(self, pieces)
+
+    def sampler(self):
+        """`draw(state, rngs, temperature)`: the next normalised frame of each piece (a new chunk when needed)."""
+        return lambda state, rngs, temperature=1.0: state.next_frame(rngs, temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "latent_dim": self.latent_dim, "context_frames": self.context_frames, "chunk_frames": self.chunk_frames,
+            "width": self.width, "layers": self.layers_count, "kernel_size": self.kernel_size,
+            "flow_steps": self.flow_steps, "context_dropout": self.context_dropout, "frame_rate": self.frame_rate,
+            "latent_shape": self.latent_shape,
+        })
+        return config
+
+
+class ChunkStepper:
+    """`ChunkPrior`'s generation state: the frames played so far and the rest of the current chunk.
+
+    The first push is the zero start frame `kvae.inference.generate` begins every autoregressive piece with; a
+    chunk prior has no start frame (its first chunk is drawn without context), so that push is not kept.
+    """
+
+    def __init__(self, prior, pieces):
+        self.prior, self.pieces = prior, int(pieces)
+        self.history = np.zeros((self.pieces, 0, prior.latent_dim), np.float32)
+        self.chunk, self.next, self.started = None, 0, False
+
+    def push(self, frame):
+        if self.started:
+            frame = np.asarray(frame, np.float32)[:, None]
+            self.history = np.concatenate([self.history, frame], axis=1)[:, -self.prior.context_frames:]
+        self.started = True
+        return self
+
+    def next_frame(self, rngs, temperature=1.0):
+        if self.chunk is None or self.next == self.chunk.shape[1]:
+            self.chunk, self.next = self.prior.draw_chunk(self.history, rngs, temperature), 0
+        self.next += 1
+        return self.chunk[:, self.next - 1]
+
+
+def check_chunk_settings(kind, condition, head, rollout):
+    """One-line errors for what a chunk prior does not do (before any work)."""
+    if kind != "chunk":
+        return
+    if condition:
+        raise KvaeError("prior.kind = chunk: no conditioning yet; fit a conv or transformer prior for --condition")
+    if head != "mog":
+        raise KvaeError("prior.head: a chunk prior is its own flow-matching model; leave prior.head = mog")
+    if rollout:
+        raise KvaeError("prior.train.rollout: only for the frame-by-frame priors (conv, transformer)")

@@ -1,0 +1,155 @@
+"""The chunk prior (`prior.kind = "chunk"`, `kvae.models.ChunkPrior`): flow matching over chunks of latent frames
+(the model, its joint draws, save and load, the stepper), its settings, `kvae prior fit` with it (resume),
+`kvae generate` streaming a WAV, export's note."""
+
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+import kvae
+from backends import other_backends, rerun_tests
+from kvae import cli
+from kvae.data import read_audio
+from kvae.errors import KvaeError
+from model_checks import StopAfter
+
+RATE = 3000
+
+
+def chunk_prior(**kwargs):
+    from kvae.models import ChunkPrior
+
+    return ChunkPrior(2, **{"context_frames": 4, "chunk_frames": 6, "width": 16, "layers": 3, "flow_steps": 8,
+                            **kwargs})
+
+
+def test_chunk_prior_saves_loads_and_draws_the_same_chunks(tmp_path):
+    prior = chunk_prior()
+    rng = np.random.default_rng(0)
+    for w in prior.trainable_weights:  # away from the zero-initialised output
+        w.assign((0.3 * rng.normal(size=w.shape)).astype("float32"))
+    crops = rng.normal(size=(8, 10, 2)).astype("float32")
+    prior.compile(optimizer="adam")
+    assert np.isfinite(prior.fit(crops, crops, batch_size=4, epochs=1, verbose=0).history["loss"]).all()
+    prior.set_statistics(np.full(2, 0.5), np.full(2, 2.0))
+    prior.save(tmp_path / "prior.keras")
+    loaded = keras.models.load_model(tmp_path / "prior.keras")
+    assert loaded.get_config() == prior.get_config() and loaded.crop_frames == 10
+    rngs = lambda seed: [np.random.default_rng([seed, i]) for i in range(3)]  # noqa: E731
+    context = rng.normal(size=(3, 4, 2)).astype("float32")
+    a, b = prior.draw_chunk(context, rngs(1)), loaded.draw_chunk(context, rngs(1))
+    assert a.shape == (3, 6, 2)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(a, prior.draw_chunk(context, rngs(2)))  # another seed, another chunk
+    assert not np.allclose(a, prior.draw_chunk(context + 1.0, rngs(1)))  # the context matters
+    empty = np.zeros((3, 0, 2), np.float32)
+    assert prior.draw_chunk(empty, rngs(1)).shape == (3, 6, 2)  # a piece's first chunk: no context
+
+    # the stepper: frames in order, a new chunk every chunk_frames, drawn after the frames played so far
+    stepper, draw = prior.stepper(3), prior.sampler()
+    stepper.push(np.zeros((3, 2), np.float32))  # generate's start frame, not kept
+    frames = []
+    for _ in range(14):
+        frames.append(draw(stepper, rngs(5), 1.0))
+        stepper.push(frames[-1])
+    frames = np.stack(frames, axis=1)
+    first = prior.draw_chunk(empty, rngs(5))
+    np.testing.assert_allclose(frames[:, :6], first, atol=1e-6)
+    np.testing.assert_allclose(frames[:, 6:12], prior.draw_chunk(frames[:, 2:6], rngs(5)), atol=1e-5)
+
+
+def test_a_chunk_is_drawn_jointly_and_continues_its_context():
+    """Crops that hold one level throughout (a random level per crop): given a context at a level, the chunk
+    keeps it; without one, each chunk is still flat, at a level of its own (frame-wise noise would jitter)."""
+    from kvae.models import ChunkPrior
+
+    keras.utils.set_random_seed(0)
+    prior = ChunkPrior(1, context_frames=3, chunk_frames=5, width=32, layers=3, flow_steps=16, context_dropout=0.3)
+    rng = np.random.default_rng(0)
+    levels = rng.uniform(-2, 2, size=(40 * 64, 1, 1))
+    crops = (levels + 0.02 * rng.normal(size=(40 * 64, 8, 1))).astype("float32")
+    prior.compile(optimizer=keras.optimizers.Adam(3e-3))
+    prior.fit(crops, crops, batch_size=64, epochs=5, verbose=0)  # 200 steps
+    rngs = [np.random.default_rng([0, i]) for i in range(200)]
+    context = np.full((200, 3, 1), 1.5, np.float32)
+    given = prior.draw_chunk(context, rngs)[..., 0]
+    assert abs(given.mean() - 1.5) < 0.3 and given.std(axis=1).mean() < 0.25
+    free = prior.draw_chunk(np.zeros((200, 0, 1), np.float32), rngs)[..., 0]
+    assert free.mean(axis=1).std() > 0.6  # chunks at many levels (the data's: 1.15)
+    assert free.std(axis=1).mean() < 0.3 * free.mean(axis=1).std()  # each one flat
+
+
+def test_bad_chunk_settings_are_one_line_errors():
+    from kvae.training import load_prior_config
+    from kvae.training.prior_fit import build_prior
+
+    for kwargs, word in ((dict(chunk_frames=0), "prior.chunk_frames"), (dict(context_dropout=2.0), "context_dropout")):
+        with pytest.raises(KvaeError, match=word) as info:
+            chunk_prior(**kwargs)
+        assert "\n" not in str(info.value)
+    for config, word in (({"prior": {"kind": "chunks"}}, "prior.kind: must be one of conv, transformer, chunk"),
+                         ({"prior": {"chunk_seconds": 0}}, "prior.chunk_seconds: must be above 0")):
+        with pytest.raises(KvaeError, match=word):
+            load_prior_config(config)
+
+    class Layout:
+        channels, frame_rate, latent_shape = 2, 10.0, (10, 2)
+
+    for settings, word in (({"prior": {"kind": "chunk", "head": "flow"}}, "prior.head"),
+                           ({"prior": {"kind": "chunk"}, "train": {"rollout": 0.5}}, "rollout")):
+        with pytest.raises(KvaeError, match=word):
+            build_prior(load_prior_config(settings), Layout())
+    with pytest.raises(KvaeError, match="no conditioning"):
+        build_prior(load_prior_config({"prior": {"kind": "chunk"}}), Layout(), labels=["a", "b"])
+    prior = build_prior(load_prior_config({"prior": {"kind": "chunk", "context_seconds": 0.5, "chunk_seconds": 1.0}}),
+                        Layout())
+    assert (prior.context_frames, prior.chunk_frames, prior.kind) == (5, 10, "chunk")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(embedded, tmp_path_factory):
+    run = tmp_path_factory.mktemp("chunk-run") / "conv1d"
+    kvae.fit({"data": {"sample_rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8},
+              "model": {"type": "conv1d", "channels": [8, 16], "latent_dim": 4},
+              "train": {"epochs": 1, "steps_per_epoch": 2, "n_samples": 0, "verbose": 0}}, run=run, verbose=False)
+    return run
+
+
+def test_an_interrupted_chunk_prior_fit_resumes_and_generate_streams_it(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = {"prior": {"kind": "chunk", "context_seconds": 0.1, "chunk_seconds": 0.2, "width": 8, "layers": 2,
+                        "flow_steps": 4},
+              "gmm": {"components": 2},
+              "train": {"epochs": 2, "steps_per_epoch": 1, "batch_size": 4, "max_seconds": 24.0, "verbose": 0}}
+    with pytest.raises(KeyboardInterrupt):
+        kvae.fit_prior(run, config=config, verbose=False, callbacks=[StopAfter(0)])
+    folder = run / "prior"
+    assert (folder / "backup").exists() and not (folder / "prior.keras").exists()
+    _, history = kvae.fit_prior(run, verbose=True)  # the saved config is used
+    assert "flow matching over chunks" in capsys.readouterr().out
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"]).all()  # only epoch 1 ran again
+    assert (folder / "prior.keras").is_file() and not (folder / "backup").exists()
+    assert kvae.load(folder / "prior.keras", compile=False).kind == "chunk"
+
+    out = tmp_path / "piece.wav"
+    assert cli.main(["generate", str(run), "--seconds", "2.5", "--seed", "3", "--out", str(out)]) == 0
+    assert "prior ar (chunk" in capsys.readouterr().out
+    audio = read_audio(out)[0]
+    assert audio.shape == (int(2.5 * RATE),) and np.abs(audio).max() > 0
+    np.testing.assert_array_equal(kvae.generate(run, seconds=2.5, seed=3)[0], np.clip(audio, -1, 1))
+    assert not np.allclose(kvae.generate(run, seconds=2.5, seed=4)[0], audio)
+
+    pytest.importorskip("onnx")
+    assert cli.main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "prior not exported" in notes[0]
+
+
+@pytest.mark.parametrize("backend", other_backends())
+def test_chunk_prior_tests_pass_on_other_backend(backend):
+    result = rerun_tests(backend, "tests/test_chunk_prior.py::test_chunk_prior_saves_loads_and_draws_the_same_chunks")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout
