@@ -157,7 +157,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
         n, c, k = len(rngs), self.latent_dim, self.chunk_frames
         x = np.stack([rng.standard_normal((k, c)) for rng in rngs]).astype(np.float32) * float(temperature)
         has = np.full((n, 1), 1.0 if context.shape[1] else 0.0, np.float32)
-        context = context if context.shape[1] else np.zeros((n, 1, c), np.float32)
+        context = context if context.shape[1] else np.zeros((n, self.context_frames, c), np.float32)  # as trained
         context = ops.convert_to_tensor(np.asarray(context, np.float32))
         has_t = ops.convert_to_tensor(has)
         for step in range(self.flow_steps):
