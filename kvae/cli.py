@@ -338,12 +338,12 @@ def build_parser():
     p = sub.add_parser("generate", help="generate long pieces from a run, streamed to WAV")
     p.add_argument("run", metavar="RUN", help="run folder (its prior/ is used when fitted) or model.keras")
     p.add_argument("--seconds", type=float, default=30.0, help="length of each piece (default 30)")
-    p.add_argument("--out", default="piece.wav", metavar="FILE.wav",
-                   help="output WAV (with -n N: FILE_0.wav ...; default piece.wav)")
+    p.add_argument("--out", default="piece.wav", metavar="FILE.wav", help="output WAV (default %(default)s)")
     p.add_argument("--prior", default="auto", choices=("auto", "ar", "gmm", "none"),
                    help="ar: the fitted autoregressive prior; gmm: the latent mixture, window by window; "
                         "none: independent N(0, I) draws; auto: the best one fitted (default)")
-    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="spread of the draws (default 1)")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="spread of the draws (default 0.7 with the autoregressive prior, else 1)")
     p.add_argument("--noise-correlation", type=float, metavar="RHO", help="ar prior: frame-to-frame noise correlation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prime", metavar="FILE", help="a recording to continue (the piece starts with it)")

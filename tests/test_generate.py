@@ -338,3 +338,15 @@ def test_cli_prior_fit_and_generate(vae_runs, tmp_path, capsys):
     assert err.startswith("kvae: error: prior gmm") and err.count("\n") == 1
     assert cli.main(["prior", "fit", str(run), "--set", "bogus.key=1"]) == 2
     assert "bogus.key" in capsys.readouterr().err
+
+
+def test_the_default_temperature_is_lower_with_the_autoregressive_prior(runs):
+    from kvae.inference.generation import AR_TEMPERATURE
+
+    run = runs / "conv1d"
+    default = kvae.generate(run, seconds=1.0, seed=1)
+    assert AR_TEMPERATURE == 0.7
+    np.testing.assert_array_equal(default, kvae.generate(run, seconds=1.0, seed=1, temperature=0.7))
+    assert not np.allclose(default, kvae.generate(run, seconds=1.0, seed=1, temperature=1.0))
+    np.testing.assert_array_equal(kvae.generate(run, seconds=1.0, seed=1, prior="none"),  # other priors: 1
+                                  kvae.generate(run, seconds=1.0, seed=1, prior="none", temperature=1.0))

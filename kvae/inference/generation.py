@@ -126,6 +126,11 @@ class CorrelatedNormal:
 NOISE_CORRELATION = 0.0
 """`generate`'s default noise correlation of the autoregressive prior's draws (see `CorrelatedNormal`)."""
 
+AR_TEMPERATURE = 0.7
+"""`generate`'s default temperature with an autoregressive prior (1 with the others). On ufoai every prior
+kind's 30-s pieces were more realistic at 0.7 than at 1 (docs/results.md#prior-draws), and a conditioned
+prior's pieces more often in their label's style (docs/results.md#conditioning-accuracy)."""
+
 
 def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=1.0, seed=0, prime=None,
                   normalize="none", condition=None, guidance=1.0, noise_correlation=0.0):
@@ -225,7 +230,7 @@ def _piece_paths(out, n):
     return [out.with_name(f"{out.stem}_{i}{out.suffix or '.wav'}") for i in range(n)]
 
 
-def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0, prime=None, n=1, ar_prior=None,
+def generate(run, seconds=30.0, out=None, prior="auto", temperature=None, seed=0, prime=None, n=1, ar_prior=None,
              verbose=False, overwrite=False, condition=None, guidance=1.0, noise_correlation=None):
     """Generate long pieces from a trained run (see the module docstring).
 
@@ -236,7 +241,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
         out: str, Path or None. WAV file to stream to (`n > 1`: `<stem>_<i>.wav`);
             None returns the audio instead.
         prior: str. `"auto"`, `"ar"`, `"gmm"` or `"none"`. Defaults to "auto".
-        temperature: float. Spread of the draws. Defaults to 1.0.
+        temperature: float or None. Spread of the draws. None: `AR_TEMPERATURE`
+            (0.7) with the autoregressive prior, 1 with the others.
         seed: int. The same seed gives the same pieces. Defaults to 0.
         prime: str, Path or None. A recording to continue (resampled to the
             model's rate); the piece starts with it.
@@ -267,7 +273,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
     from kvae.paths import check_free_space, remove_stale_temporaries
     from kvae.runs import check_output_file
 
-    seconds, temperature = bounds.check("seconds", seconds), bounds.check("temperature", temperature)
+    seconds = bounds.check("seconds", seconds)
+    temperature = None if temperature is None else bounds.check("temperature", temperature)
     seed, n = bounds.check("seed", seed), bounds.check("pieces", n, "n")
     if out is not None:  # before any work: nothing the user has is replaced
         given = [p for p in (run, prime, ar_prior) if isinstance(p, (str, Path))]
@@ -278,6 +285,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=1.0, seed=0,
                                      NOISE_CORRELATION if noise_correlation is None else noise_correlation)
     model, ar_prior, inputs = _load_run(run, prior, ar_prior)
     used, note = resolve_prior(prior, model, ar_prior)
+    if temperature is None:
+        temperature = AR_TEMPERATURE if used == "ar" else 1.0
     _check_condition(used, ar_prior, n, condition, guidance)
     if note and verbose:
         print(f"note: {note}")

@@ -74,7 +74,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
                 raise KvaeError(f"prior.{name}: must be at least {low}, got {value}")
         if not 0.0 <= float(context_dropout) <= 1.0:
             raise KvaeError(f"prior.context_dropout: must be in [0, 1], got {context_dropout}")
-        self.latent_dim, self.context_frames, self.chunk_frames = int(latent_dim), int(context_frames), int(chunk_frames)
+        self.latent_dim, self.context_frames = int(latent_dim), int(context_frames)
+        self.chunk_frames = int(chunk_frames)
         self.width, self.layers_count, self.kernel_size = int(width), int(layers), int(kernel_size)
         self.flow_steps, self.context_dropout = int(flow_steps), float(context_dropout)
         self.frame_rate = None if frame_rate is None else float(frame_rate)
@@ -141,7 +142,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
         m = min(self.context_frames, int(ops.shape(frames)[1]) - 1)
         context, x1 = frames[:, :m], frames[:, m:]
         b = ops.shape(frames)[0]
-        seeds = (self.seed_generator,) * 3 if training else (_VALIDATION_SEED, _VALIDATION_SEED + 1, _VALIDATION_SEED + 2)
+        seeds = (self.seed_generator,) * 3 if training else tuple(_VALIDATION_SEED + i for i in range(3))
         x0 = keras.random.normal(ops.shape(x1), seed=seeds[0])
         s = keras.random.uniform((b, 1), seed=seeds[1])
         dropout = self.context_dropout if training else 0.0

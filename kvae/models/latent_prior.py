@@ -184,7 +184,7 @@ class LatentPrior(LatentStatistics, keras.Model):
         if not 0.0 <= float(rollout) <= 1.0:
             raise KvaeError(f"prior.train.rollout: must be in [0, 1], got {rollout}")
         if float(rollout) and head != "mog":
-            raise KvaeError(f"prior.train.rollout: needs prior.head = mog (the draws come from the mixture), got {head!r}")
+            raise KvaeError(f"prior.train.rollout: needs prior.head = mog (the draws are the mixture's), got {head!r}")
         if kind == "transformer" and int(width) % int(num_heads):
             raise KvaeError(f"prior.width: must be a multiple of num_heads ({num_heads}), got {width}")
         self.latent_dim = int(latent_dim)
@@ -255,7 +255,7 @@ class LatentPrior(LatentStatistics, keras.Model):
         return self.predict_params(x)
 
     def predict_params(self, x):
-        """The per-frame outputs for teacher-forcing inputs `x` (the mixture's parameters, or the flow head's features)."""
+        """The per-frame outputs for teacher-forcing inputs `x` (mixture parameters, or the flow head's features)."""
         h = self.embed_inputs(x)
         if self.positions is not None:
             h = h + ops.expand_dims(self.positions[: ops.shape(h)[1]], 0)

@@ -188,7 +188,7 @@ def load(path, compile=True, precision="saved"):
         raise KvaeError(f"{path}: a Keras model ({type(model).__name__}) but not a kvae model; "
                         "kvae reads the model.keras files kvae fit writes")
     if precision == "float32":
-        for layer in model._flatten_layers(include_self=True):  # mixed policies keep float32 weights: only compute changes
+        for layer in model._flatten_layers(include_self=True):  # mixed policies hold float32 weights already
             if layer.dtype_policy.name != "float32":
                 layer.dtype_policy = "float32"
     return model
