@@ -37,3 +37,15 @@ def real_metadata():
     if not REAL_METADATA.is_file():
         pytest.skip(f"{REAL_METADATA} not found")
     return REAL_METADATA
+
+
+@pytest.fixture(scope="session")
+def tiny_conv1d_run(embedded, tmp_path_factory):
+    """A tiny Conv1D run (3000 Hz, two steps) on the embedded corpus; tests copy it before changing it."""
+    import kvae
+
+    run = tmp_path_factory.mktemp("tiny-conv1d") / "conv1d"
+    kvae.fit({"data": {"sample_rate": 3000, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8},
+              "model": {"type": "conv1d", "channels": [8, 16], "latent_dim": 4},
+              "train": {"epochs": 1, "steps_per_epoch": 2, "n_samples": 0, "verbose": 0}}, run=run, verbose=False)
+    return run

@@ -237,3 +237,34 @@ class StopAfter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == self.epoch:
             raise KeyboardInterrupt
+
+
+def check_prior_fit_resumes_and_generates(run, config, capsys, fit_says, generate_says, rate):
+    """`kvae prior fit` cut short after its first epoch resumes from the backup with the saved config, then
+    `kvae generate` streams a WAV that `kvae.generate` reproduces for its seed (and not for another).
+
+    `fit_says` / `generate_says`: text the resumed fit's and the generation's printouts must hold.
+    Returns the prior folder.
+    """
+    import kvae
+    from kvae import cli
+    from kvae.data import read_audio
+
+    with pytest.raises(KeyboardInterrupt):
+        kvae.fit_prior(run, config=config, verbose=False, callbacks=[StopAfter(0)])
+    folder = run / "prior"
+    assert (folder / "backup").exists() and not (folder / "prior.keras").exists()
+    _, history = kvae.fit_prior(run, verbose=True)  # the saved config is used
+    assert fit_says in capsys.readouterr().out
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"]).all()  # only epoch 1 ran again
+    assert [r.split(",")[0] for r in (folder / "history.csv").read_text().splitlines()[1:]] == ["0", "1"]
+    assert (folder / "prior.keras").is_file() and not (folder / "backup").exists()
+
+    out = run.parent / "piece.wav"
+    assert cli.main(["generate", str(run), "--seconds", "2.5", "--seed", "3", "--out", str(out)]) == 0
+    assert generate_says in capsys.readouterr().out
+    audio = read_audio(out)[0]
+    assert audio.shape == (int(2.5 * rate),) and np.abs(audio).max() > 0
+    np.testing.assert_array_equal(kvae.generate(run, seconds=2.5, seed=3)[0], np.clip(audio, -1, 1))
+    assert not np.allclose(kvae.generate(run, seconds=2.5, seed=4)[0], audio)
+    return folder

@@ -10,9 +10,8 @@ import pytest
 import kvae
 from backends import other_backends, rerun_tests
 from kvae import cli
-from kvae.data import read_audio
 from kvae.errors import KvaeError
-from model_checks import StopAfter
+from model_checks import check_prior_fit_resumes_and_generates
 
 RATE = 3000
 FLOW = {"head": "flow", "flow_width": 16, "flow_blocks": 2, "flow_steps": 4, "flow_samples": 2}
@@ -126,40 +125,16 @@ def test_bad_flow_settings_are_one_line_errors():
 # ---------------------------------------------------------------- kvae prior fit, kvae generate, kvae export
 
 
-@pytest.fixture(scope="module")
-def tiny_run(embedded, tmp_path_factory):
-    run = tmp_path_factory.mktemp("flow-run") / "conv1d"
-    kvae.fit({"data": {"sample_rate": RATE, "window_seconds": 0.25, "windows_per_recording": 2, "batch_size": 8},
-              "model": {"type": "conv1d", "channels": [8, 16], "latent_dim": 4},
-              "train": {"epochs": 1, "steps_per_epoch": 2, "n_samples": 0, "verbose": 0}}, run=run, verbose=False)
-    return run
-
-
-def test_an_interrupted_flow_prior_fit_resumes_and_generate_streams_it(tiny_run, tmp_path, capsys):
+def test_an_interrupted_flow_prior_fit_resumes_and_generate_streams_it(tiny_conv1d_run, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(tiny_conv1d_run, run)
     config = {"prior": {"context_seconds": 0.2, "width": 8, **FLOW}, "gmm": {"components": 2},
               "train": {"epochs": 2, "steps_per_epoch": 1, "batch_size": 4, "max_seconds": 24.0, "verbose": 0}}
-    with pytest.raises(KeyboardInterrupt):
-        kvae.fit_prior(run, config=config, verbose=False, callbacks=[StopAfter(0)])
-    folder = run / "prior"
-    assert (folder / "backup").exists() and not (folder / "prior.keras").exists()
-    _, history = kvae.fit_prior(run, verbose=True)  # the saved config is used
-    assert "flow-matching head" in capsys.readouterr().out
-    assert len(history["loss"]) == 1 and np.isfinite(history["loss"]).all()  # only epoch 1 ran again
-    assert [r.split(",")[0] for r in (folder / "history.csv").read_text().splitlines()[1:]] == ["0", "1"]
-    assert (folder / "prior.keras").is_file() and not (folder / "backup").exists()
+    folder = check_prior_fit_resumes_and_generates(run, config, capsys, "flow-matching head", "flow head of 4 steps",
+                                                   RATE)
     assert kvae.load(folder / "prior.keras", compile=False).head_kind == "flow"
-
-    out = tmp_path / "piece.wav"
-    assert cli.main(["generate", str(run), "--seconds", "2.5", "--seed", "3", "--out", str(out)]) == 0
-    assert "flow head of 4 steps" in capsys.readouterr().out
-    audio = read_audio(out)[0]
-    assert audio.shape == (int(2.5 * RATE),) and np.abs(audio).max() > 0
-    np.testing.assert_array_equal(kvae.generate(run, seconds=2.5, seed=3)[0], np.clip(audio, -1, 1))
-    assert not np.allclose(kvae.generate(run, seconds=2.5, seed=4)[0], audio)
 
     # kvae export writes the encoder and decoder, and says in one line why the flow prior is not in ONNX
     pytest.importorskip("onnx")
