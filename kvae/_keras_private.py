@@ -1,6 +1,6 @@
 """Every reach of kvae into Keras's private internals (`keras.src`, underscored names), fenced and version-checked.
 
-kvae is written against Keras's public API. Four things it needs have no
+kvae is written against Keras's public API. Five things it needs have no
 public form in Keras 3.15; each is here, with why, so that a Keras upgrade
 means checking this one file (tests/test_keras_private.py fails on any
 Keras-private name used elsewhere in kvae):
@@ -17,10 +17,13 @@ Keras-private name used elsewhere in kvae):
   `JAXTrainer.compute_loss_and_updates`.
 - `BackupSaveHook`: `BackupAndRestore` saves its backup at each epoch end
   through a private method; kvae's `RunBackup` saves it atomically instead.
+- `nested_layers`: every layer inside a model (`Layer._flatten_layers`), to
+  set their dtype policy when `kvae.load(precision="float32")` loads a
+  mixed-precision model.
 
 Each checks `SUPPORTED` (the Keras minor version it was checked against):
 on another version the first, second and fourth fall back to the stock
-path, and the third raises a one-line `KvaeError` where it would be needed.
+path, and the third and fifth raise a one-line `KvaeError` where they would be needed.
 """
 
 import contextvars
@@ -178,3 +181,13 @@ class BackupSaveHook:
     def save_backup(self, state):
         """Save the backup described by `state` (see the class docstring); to be provided."""
         raise NotImplementedError
+
+
+# -- every nested layer ----------------------------------------------------------------------------------
+
+def nested_layers(model):
+    """Every layer inside `model`, itself included, at any depth (`Layer._flatten_layers` in Keras 3.15;
+    there is no public form: `Model.layers` lists only the direct ones)."""
+    if not supported() or not hasattr(model, "_flatten_layers"):
+        raise _unsupported("listing a model's nested layers")
+    return list(model._flatten_layers(include_self=True, recursive=True))

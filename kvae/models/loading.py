@@ -188,7 +188,9 @@ def load(path, compile=True, precision="saved"):
         raise KvaeError(f"{path}: a Keras model ({type(model).__name__}) but not a kvae model; "
                         "kvae reads the model.keras files kvae fit writes")
     if precision == "float32":
-        for layer in model._flatten_layers(include_self=True):  # mixed policies hold float32 weights already
+        from kvae._keras_private import nested_layers
+
+        for layer in nested_layers(model):  # mixed policies hold float32 weights already
             if layer.dtype_policy.name != "float32":
                 layer.dtype_policy = "float32"
     return model
