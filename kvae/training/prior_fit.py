@@ -138,8 +138,8 @@ def _data_settings(run, model, data=None, cache=None):
 
 
 def build_prior(cfg, layout, labels=None):
-    """The `LatentPrior` a resolved prior config describes for a model's latent layout (`ConditionedPrior`
-    with a vocabulary of `labels`)."""
+    """The prior a resolved prior config describes for a model's latent layout: a `LatentPrior`
+    (`ConditionedPrior` with a vocabulary of `labels`), or a `ChunkPrior` for `prior.kind = "chunk"`."""
     from kvae.models import ConditionedPrior, LatentPrior
     from kvae.models.chunk_prior import ChunkPrior, check_chunk_settings
 
