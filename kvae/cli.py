@@ -343,7 +343,7 @@ def build_parser():
                    help="ar: the fitted autoregressive prior; gmm: the latent mixture, window by window; "
                         "none: independent N(0, I) draws; auto: the best one fitted (default)")
     p.add_argument("--temperature", type=float, default=None, metavar="T",
-                   help="spread of the draws (default 0.7 with the autoregressive prior, else 1)")
+                   help="spread of the draws (default 0.7 with a conv or transformer prior, else 1)")
     p.add_argument("--noise-correlation", type=float, metavar="RHO", help="ar prior: frame-to-frame noise correlation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prime", metavar="FILE", help="a recording to continue (the piece starts with it)")

@@ -117,6 +117,8 @@ def test_an_interrupted_chunk_prior_fit_resumes_and_generate_streams_it(tiny_con
     folder = check_prior_fit_resumes_and_generates(run, config, capsys, "flow matching over chunks",
                                                    "prior ar (chunk", RATE)
     assert kvae.load(folder / "prior.keras", compile=False).kind == "chunk"
+    np.testing.assert_array_equal(kvae.generate(run, seconds=1.0, seed=1),  # its default temperature is 1
+                                  kvae.generate(run, seconds=1.0, seed=1, temperature=1.0))
 
     pytest.importorskip("onnx")
     assert cli.main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0

@@ -127,9 +127,10 @@ NOISE_CORRELATION = 0.0
 """`generate`'s default noise correlation of the autoregressive prior's draws (see `CorrelatedNormal`)."""
 
 AR_TEMPERATURE = 0.7
-"""`generate`'s default temperature with an autoregressive prior (1 with the others). On ufoai every prior
-kind's 30-s pieces were more realistic at 0.7 than at 1 (docs/results.md#prior-draws), and a conditioned
-prior's pieces more often in their label's style (docs/results.md#conditioning-accuracy)."""
+"""`generate`'s default temperature with a frame-by-frame autoregressive prior (conv or transformer; 1 with
+the others). On ufoai their 30-s pieces were more realistic at 0.7 than at 1, with either head
+(docs/results.md#prior-draws), and a conditioned prior's pieces more often in their label's style
+(docs/results.md#conditioning-accuracy). The chunk prior keeps 1: trained longer, its pieces were best there."""
 
 
 def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=1.0, seed=0, prime=None,
@@ -242,7 +243,8 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=None, seed=0
             None returns the audio instead.
         prior: str. `"auto"`, `"ar"`, `"gmm"` or `"none"`. Defaults to "auto".
         temperature: float or None. Spread of the draws. None: `AR_TEMPERATURE`
-            (0.7) with the autoregressive prior, 1 with the others.
+            (0.7) with a frame-by-frame autoregressive prior, 1 with the
+            others (the chunk prior, the mixture, N(0, I) draws).
         seed: int. The same seed gives the same pieces. Defaults to 0.
         prime: str, Path or None. A recording to continue (resampled to the
             model's rate); the piece starts with it.
@@ -286,7 +288,7 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=None, seed=0
     model, ar_prior, inputs = _load_run(run, prior, ar_prior)
     used, note = resolve_prior(prior, model, ar_prior)
     if temperature is None:
-        temperature = AR_TEMPERATURE if used == "ar" else 1.0
+        temperature = AR_TEMPERATURE if used == "ar" and getattr(ar_prior, "kind", "") != "chunk" else 1.0
     _check_condition(used, ar_prior, n, condition, guidance)
     if note and verbose:
         print(f"note: {note}")
