@@ -130,7 +130,7 @@ AR_TEMPERATURE = 0.7
 """`generate`'s default temperature with a frame-by-frame autoregressive prior (conv or transformer; 1 with
 the others). On ufoai their 30-s pieces were more realistic at 0.7 than at 1, with either head
 (docs/results.md#prior-draws), and a conditioned prior's pieces more often in their label's style
-(docs/results.md#conditioning-accuracy). The chunk prior keeps 1: trained longer, its pieces were best there."""
+(docs/results.md#conditioning-accuracy). A prior class may say otherwise (`ChunkPrior.default_temperature`)."""
 
 
 def stream_pieces(model, seconds, n=1, prior="none", ar_prior=None, temperature=1.0, seed=0, prime=None,
@@ -288,7 +288,7 @@ def generate(run, seconds=30.0, out=None, prior="auto", temperature=None, seed=0
     model, ar_prior, inputs = _load_run(run, prior, ar_prior)
     used, note = resolve_prior(prior, model, ar_prior)
     if temperature is None:
-        temperature = AR_TEMPERATURE if used == "ar" and getattr(ar_prior, "kind", "") != "chunk" else 1.0
+        temperature = getattr(ar_prior, "default_temperature", AR_TEMPERATURE) if used == "ar" else 1.0
     _check_condition(used, ar_prior, n, condition, guidance)
     if note and verbose:
         print(f"note: {note}")

@@ -63,6 +63,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
 
     kind = "chunk"
     head_kind = "chunk"
+    default_temperature = 1.0  # kvae generate's (trained for 40 CPU-minutes, its pieces were best at 1)
 
     def __init__(self, latent_dim, context_frames=47, chunk_frames=94, width=64, layers=0, kernel_size=3,
                  flow_steps=16, context_dropout=0.1, frame_rate=None, latent_shape=None, **kwargs):
