@@ -100,6 +100,10 @@ def parse_args(argv=None):
     parser.add_argument("--noise-correlations", type=float, nargs="+", default=[0.0], metavar="RHO",
                         help="the autoregressive priors' noise correlation between frames (kvae.generate's "
                              "noise_correlation), a row per value above 0 (`... corr 0.9`); default 0")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="also generate every autoregressive prior's pieces so, a row each (`ar (chunk) "
+                             "[guidance=2]`): guidance (kvae.generate's), or a loaded prior's attribute such as "
+                             "flow_steps or sample_noise (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-one-step", action="store_true",
                         help="skip the rows of one-step draws given the true context (they double the judge's sets)")
@@ -266,6 +270,68 @@ def one_step_windows(prior_path, model, layout, windows, temperature, seed, rho=
     return np.concatenate([model.decode_audio(drawn[i:i + 64]) for i in range(0, len(drawn), 64)])[:windows]
 
 
+def parse_variant(text):
+    """`guidance=2,flow_steps=32` -> `{"guidance": 2.0, "flow_steps": 32.0}`."""
+    variant = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        try:
+            variant[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise SystemExit(f"--variant: expected KEY=NUMBER[,KEY=NUMBER], got {text!r}")
+    return variant
+
+
+def with_variant(prior_path, variant):
+    """The prior at `prior_path` (the path itself without a variant), with the variant's attributes set."""
+    attributes = {k: v for k, v in variant.items() if k != "guidance"}
+    if not attributes or prior_path is None:
+        return prior_path
+    prior = kvae.load(prior_path, compile=False)
+    for key, value in attributes.items():
+        if not hasattr(prior, key):
+            raise SystemExit(f"--variant: a {type(prior).__name__} has no attribute {key!r}")
+        setattr(prior, key, int(value) if isinstance(getattr(prior, key), int) else value)
+    return prior
+
+
+def chunk_windows(prior_path, model, layout, windows, temperature, seed, context=True, variant=None):
+    """Windows decoded from a chunk prior's chunks drawn given the *true* context (or, `context=False`, none).
+
+    What `one_step_windows` is to a frame-by-frame prior: crops of the prior's own training frames, each a
+    context of `context_frames` true frames and a chunk drawn after it (`ChunkPrior.draw_chunk`), the chunk
+    decoded window by window. With true context, the chunk's error without the compounding of a free-running
+    piece; without, the first chunk of every piece. `variant`: as `--variant`'s (guidance, the prior's
+    attributes). `(windows, window)` audio.
+    """
+    import numpy as np
+
+    variant = variant or {}
+    prior = with_variant(prior_path, variant)
+    prior = kvae.load(prior, compile=False) if isinstance(prior, Path) else prior
+    with np.load(Path(prior_path).parent / "latents.npz") as saved:
+        frames, lengths = saved["train"], saved["train_lengths"]
+    fpw = layout.frames_per_window
+    per_chunk = max(1, prior.chunk_frames // fpw)  # whole windows of one chunk
+    m, span = prior.context_frames, prior.context_frames + per_chunk * fpw
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    usable = np.flatnonzero(lengths >= span)
+    rng = np.random.default_rng([seed, 13])
+    crops = []
+    for i in rng.choice(usable, math.ceil(windows / per_chunk)):
+        first = starts[i] + rng.integers(0, lengths[i] - span + 1)
+        crops.append(frames[first:first + m])
+    norm = prior.normalize(np.stack(crops)) if context else np.zeros((len(crops), 0, prior.latent_dim), np.float32)
+    rngs = [np.random.default_rng([seed, 14, k]) for k in range(len(crops))]
+    guidance = variant.get("guidance", 1.0)
+    drawn = np.concatenate([prior.draw_chunk(norm[i:i + 32], rngs[i:i + 32], temperature, guidance)
+                            for i in range(0, len(crops), 32)])
+    drawn = prior.denormalize(drawn[:, :per_chunk * fpw]).reshape(-1, *model.latent_shape)
+    return np.concatenate([model.decode_audio(drawn[i:i + 64]) for i in range(0, len(drawn), 64)])[:windows]
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -298,24 +364,31 @@ def main(argv=None):
     per_piece = int(args.seconds * rate) // window
     span = max(1, int(round(min(10.0, args.seconds / 2) * rate / window)))
     choices = [("none", "none", None), ("gmm", "gmm", None)]
-    choices = [(name, prior, path, args.temperature, 0.0) for name, prior, path in choices]
+    choices = [(name, prior, path, args.temperature, 0.0, {}) for name, prior, path in choices]
     temperatures = [args.temperature] + [t for t in args.temperatures or () if t != args.temperature]
+    variants = [{}] + [parse_variant(v) for v in args.variant]
     for t in temperatures:
         for rho in args.noise_correlations:
-            suffix = (f" T={t:g}" if t != args.temperature else "") + (f" corr {rho:g}" if rho else "")
-            choices += [(name + suffix, "ar", folder / "prior.keras", t, rho) for name, (folder, _) in priors.items()]
+            for variant in variants:
+                suffix = (f" T={t:g}" if t != args.temperature else "") + (f" corr {rho:g}" if rho else "") + (
+                    " [" + ",".join(f"{k}={v:g}" for k, v in variant.items()) + "]" if variant else "")
+                choices += [(name + suffix, "ar", folder / "prior.keras", t, rho, variant)
+                            for name, (folder, _) in priors.items()]
     pieces, speed, cost = {}, {}, {}
     kvae.generate(first / "model.keras", seconds=min(2.0, args.seconds), prior="none")  # warm-up, not timed
-    for name, prior, ar_path, temperature, rho in choices:
+    for name, prior, ar_path, temperature, rho, variant in choices:
         start, cpu = time.perf_counter(), time.process_time()
-        audio = kvae.generate(first / "model.keras", seconds=args.seconds, prior=prior, ar_prior=ar_path,
-                              seed=args.seed, temperature=temperature, n=args.pieces, noise_correlation=rho)
+        ar = with_variant(ar_path, variant)
+        audio = kvae.generate(first / "model.keras", seconds=args.seconds, prior=prior, ar_prior=ar,
+                              seed=args.seed, temperature=temperature, n=args.pieces, noise_correlation=rho,
+                              guidance=variant.get("guidance", 1.0))
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         speed[name] = args.pieces * args.seconds / seconds
         cost[name] = cpu / (args.pieces * args.seconds)  # CPU seconds per generated second (prior and decoder)
         pieces[name] = audio[:, :per_piece * window].reshape(-1, window)
         suffix = (f"-{ar_path.parent.name}" if ar_path else "") + (
-            f"-T{temperature:g}" if temperature != args.temperature else "") + (f"-corr{rho:g}" if rho else "")
+            f"-T{temperature:g}" if temperature != args.temperature else "") + (f"-corr{rho:g}" if rho else "") + (
+            "".join(f"-{k}{v:g}" for k, v in variant.items()))
         write_wav(out / f"piece-{prior}{suffix}.wav", audio[0], rate)
         print(f"  {name:<18} {args.pieces} x {args.seconds:g} s in {seconds:.1f} s "
               f"({speed[name]:.1f} audio-s/s, {cost[name]:.3f} CPU s per generated s)", flush=True)
@@ -344,10 +417,15 @@ def main(argv=None):
     one_step = {}
     frame_priors = {folder / "prior.keras" for folder, summary in priors.values() if summary["kind"] != "chunk"}
     if layout.sequence and not args.no_one_step:
-        for name, prior, ar_path, temperature, rho in choices:
-            if ar_path in frame_priors:  # a chunk prior draws no frame alone
+        for name, prior, ar_path, temperature, rho, variant in choices:
+            if ar_path in frame_priors and not variant:
                 one_step[f"{name}: one-step draws, true context"] = one_step_windows(
                     ar_path, model, layout, args.n_clips, temperature, args.seed, rho)
+            elif ar_path is not None and not rho:  # a chunk prior draws no frame alone: its chunks, split the same way
+                for context, label in ((True, "chunks given true context"), (False, "first chunks, no context")):
+                    if context or not variant:  # guidance and context noise change only chunks with a context
+                        one_step[f"{name}: {label}"] = chunk_windows(ar_path, model, layout, args.n_clips,
+                                                                     temperature, args.seed, context, variant)
 
     # -- judge
     rows = judge({**pieces, **one_step, **ceiling, **reference_rows}, reference, rate, seed=args.seed)

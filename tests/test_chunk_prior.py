@@ -80,11 +80,79 @@ def test_a_chunk_is_drawn_jointly_and_continues_its_context():
     assert free.std(axis=1).mean() < 0.3 * free.mean(axis=1).std()  # each one flat
 
 
+def random_weights(prior, seed=0):
+    rng = np.random.default_rng(seed)
+    for w in prior.trainable_weights:  # away from the zero-initialised output and gates
+        w.assign((0.3 * rng.normal(size=w.shape)).astype("float32"))
+    return prior
+
+
+def test_guidance_leans_each_chunk_towards_its_context():
+    """With one Euler step the chunk is `x0 + v`: guidance g gives `x0 + v_none + g (v_context - v_none)`."""
+    prior = random_weights(chunk_prior(flow_steps=1))
+    rngs = lambda: [np.random.default_rng([3, i]) for i in range(2)]  # noqa: E731
+    context = np.random.default_rng(1).normal(size=(2, 4, 2)).astype("float32")
+    x0 = np.stack([rng.standard_normal((6, 2)) for rng in rngs()]).astype("float32")
+    zero = np.zeros((2, 1), np.float32)
+    v_context = keras.ops.convert_to_numpy(prior.velocity(x0, zero, context, np.ones((2, 1), np.float32)))
+    v_none = keras.ops.convert_to_numpy(prior.velocity(x0, zero, np.zeros_like(context), zero))
+    np.testing.assert_allclose(prior.draw_chunk(context, rngs()), x0 + v_context, atol=1e-5)
+    np.testing.assert_allclose(prior.draw_chunk(context, rngs(), guidance=2.5),
+                               x0 + v_none + 2.5 * (v_context - v_none), atol=1e-5)
+    empty = np.zeros((2, 0, 2), np.float32)  # no context, nothing to guide towards
+    np.testing.assert_allclose(prior.draw_chunk(empty, rngs(), guidance=2.5), prior.draw_chunk(empty, rngs()))
+    stepper = prior.stepper(2, guidance=2.5)  # what kvae generate's guidance reaches
+    stepper.history = context
+    np.testing.assert_allclose(stepper.next_frame(rngs()), x0[:, 0] + v_none[:, 0] + 2.5 * (v_context - v_none)[:, 0],
+                               atol=1e-5)
+
+
+def test_context_noise_trains_on_noisy_context_and_generates_with_its_level(tmp_path):
+    """`context_noise`: the training context carries noise of a level the network is told; generation puts
+    `sample_noise` (default a quarter of it) on the context, drawn from the piece's own generator."""
+    prior = random_weights(chunk_prior(context_noise=0.8, flow_steps=1))
+    assert prior.generation_noise == pytest.approx(0.2)
+    x, s = np.zeros((1, 6, 2), np.float32), np.full((1, 1), 0.5, np.float32)
+    context, has = np.ones((1, 4, 2), np.float32), np.ones((1, 1), np.float32)
+    low, high = (keras.ops.convert_to_numpy(prior.velocity(x, s, context, has, np.full((1, 1), v, np.float32)))
+                 for v in (0.0, 0.8))
+    assert not np.allclose(low, high)  # the level is an input
+    crops = np.random.default_rng(0).normal(size=(8, 10, 2)).astype("float32")
+    prior.compile(optimizer="adam")
+    assert np.isfinite(prior.fit(crops, crops, batch_size=4, epochs=1, verbose=0).history["loss"]).all()
+    def loss(noise):  # the validation loss (fixed seeds): levels U(0, noise), told to the network as level / noise
+        prior.context_noise = noise
+        return float(keras.ops.convert_to_numpy(prior.compute_loss(y=crops, training=False)))
+
+    assert loss(1e-6) == pytest.approx(loss(1e-7), rel=1e-4)  # the same levels told, next to no noise
+    assert loss(0.8) != pytest.approx(loss(1e-6), rel=1e-3)  # the noise reaches the context
+    prior.context_noise = 0.8
+
+    rngs = lambda: [np.random.default_rng([4, i]) for i in range(2)]  # noqa: E731
+    context = np.random.default_rng(2).normal(size=(2, 4, 2)).astype("float32")
+    first = prior.draw_chunk(context, rngs())
+    np.testing.assert_array_equal(first, prior.draw_chunk(context, rngs()))  # the seed decides the noise too
+    x0, noise = zip(*[(rng.standard_normal((6, 2)), rng.standard_normal((4, 2))) for rng in rngs()])
+    x0, noise = np.float32(x0), np.float32(noise)  # one Euler step: the chunk is x0 + v at the noisy context
+    v = prior.velocity(x0, np.zeros((2, 1), np.float32), context + 0.2 * noise, np.ones((2, 1), np.float32),
+                       np.full((2, 1), 0.2, np.float32))
+    np.testing.assert_allclose(first, x0 + keras.ops.convert_to_numpy(v), atol=1e-5)
+    prior.sample_noise = 0.0
+    assert not np.allclose(first, prior.draw_chunk(context, rngs()))
+    prior.sample_noise = None
+    prior.save(tmp_path / "prior.keras")
+    loaded = keras.models.load_model(tmp_path / "prior.keras")
+    assert loaded.context_noise == 0.8 and loaded.sample_noise is None
+    np.testing.assert_allclose(loaded.draw_chunk(context, rngs()), first, atol=1e-5)
+
+
 def test_bad_chunk_settings_are_one_line_errors():
     from kvae.training import load_prior_config
     from kvae.training.prior_fit import build_prior
 
-    for kwargs, word in ((dict(chunk_frames=0), "prior.chunk_frames"), (dict(context_dropout=2.0), "context_dropout")):
+    for kwargs, word in ((dict(chunk_frames=0), "prior.chunk_frames"), (dict(context_dropout=2.0), "context_dropout"),
+                         (dict(context_noise=-1.0), "context_noise"),
+                         (dict(context_noise=0.5, sample_noise=0.6), "sample_noise: must be in \\[0, prior.context_noise")):
         with pytest.raises(KvaeError, match=word) as info:
             chunk_prior(**kwargs)
         assert "\n" not in str(info.value)
@@ -97,7 +165,8 @@ def test_bad_chunk_settings_are_one_line_errors():
         channels, frame_rate, latent_shape = 2, 10.0, (10, 2)
 
     for settings, word in (({"prior": {"kind": "chunk", "head": "flow"}}, "prior.head"),
-                           ({"prior": {"kind": "chunk"}, "train": {"rollout": 0.5}}, "rollout")):
+                           ({"prior": {"kind": "chunk"}, "train": {"rollout": 0.5}}, "rollout"),
+                           ({"prior": {"context_noise": 0.5}}, "prior.context_noise: only for a chunk prior")):
         with pytest.raises(KvaeError, match=word):
             build_prior(load_prior_config(settings), Layout())
     with pytest.raises(KvaeError, match="no conditioning"):
@@ -119,6 +188,8 @@ def test_an_interrupted_chunk_prior_fit_resumes_and_generate_streams_it(tiny_con
     assert kvae.load(folder / "prior.keras", compile=False).kind == "chunk"
     np.testing.assert_array_equal(kvae.generate(run, seconds=1.0, seed=1),  # its default temperature is 1
                                   kvae.generate(run, seconds=1.0, seed=1, temperature=1.0))
+    guided = kvae.generate(run, seconds=1.0, seed=1, guidance=3.0)  # towards each chunk's context
+    assert guided.shape == (1, RATE) and not np.array_equal(guided, kvae.generate(run, seconds=1.0, seed=1))
 
     pytest.importorskip("onnx")
     assert cli.main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0

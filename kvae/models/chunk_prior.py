@@ -56,6 +56,10 @@ class ChunkPrior(LatentStatistics, keras.Model):
         kernel_size: int. The blocks' convolution kernel. Defaults to 3.
         flow_steps: int. Euler steps per chunk when generating. Defaults to 16.
         context_dropout: float. Share of training crops without their context. Defaults to 0.1.
+        context_noise: float. Training crops' context gets Gaussian noise of a level drawn from
+            `U(0, context_noise)` (normalised units), the level an input of the network; 0: none. Defaults to 0.
+        sample_noise: float or None. The noise level put on the context when generating (at most
+            `context_noise`); None: `context_noise / 4`. Defaults to None.
         frame_rate: float or None. Frames per second of audio (kept for reports).
         latent_shape: list or None. The VAE's latent shape the prior was fitted for.
         **kwargs: arguments of `keras.Model`.
@@ -63,10 +67,12 @@ class ChunkPrior(LatentStatistics, keras.Model):
 
     kind = "chunk"
     head_kind = "chunk"
+    guides_context = True  # kvae generate's guidance: classifier-free guidance towards the context
     default_temperature = 1.0  # kvae generate's (trained for 40 CPU-minutes, its pieces were best at 1)
 
     def __init__(self, latent_dim, context_frames=47, chunk_frames=94, width=64, layers=0, kernel_size=3,
-                 flow_steps=16, context_dropout=0.1, frame_rate=None, latent_shape=None, **kwargs):
+                 flow_steps=16, context_dropout=0.1, context_noise=0.0, sample_noise=None, frame_rate=None,
+                 latent_shape=None, **kwargs):
         super().__init__(**kwargs)
         for name, value, low in (("latent_dim", latent_dim, 1), ("context_frames", context_frames, 1),
                                  ("chunk_frames", chunk_frames, 1), ("width", width, 1), ("layers", layers, 0),
@@ -79,6 +85,13 @@ class ChunkPrior(LatentStatistics, keras.Model):
         self.chunk_frames = int(chunk_frames)
         self.width, self.layers_count, self.kernel_size = int(width), int(layers), int(kernel_size)
         self.flow_steps, self.context_dropout = int(flow_steps), float(context_dropout)
+        if not 0.0 <= float(context_noise) <= 10.0:
+            raise KvaeError(f"prior.context_noise: must be in [0, 10], got {context_noise}")
+        self.context_noise = float(context_noise)
+        if sample_noise is not None and not 0.0 <= float(sample_noise) <= self.context_noise:
+            raise KvaeError(f"prior.sample_noise: must be in [0, prior.context_noise = {self.context_noise:g}] "
+                            f"(the levels it was trained with), got {sample_noise}")
+        self.sample_noise = None if sample_noise is None else float(sample_noise)
         self.frame_rate = None if frame_rate is None else float(frame_rate)
         self.latent_shape = None if latent_shape is None else [int(d) for d in latent_shape]
         self.seed_generator = keras.random.SeedGenerator(0, name="flow_seeds")
@@ -86,7 +99,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
         # === Layers ===
         w = self.width
         self.project_in = keras.layers.Dense(w, name="project_in")
-        self.time_in = keras.layers.Dense(w, activation="silu", name="time_in")
+        self.time_in = keras.layers.Dense(w, activation="silu", name="time_in")  # the flow time (and noise level)
         self.time_out = keras.layers.Dense(w, name="time_out")
         count = self.layers_count or 12
         self.dilations = [2 ** (i % _MAX_DILATION_POWER) for i in range(count)]
@@ -101,7 +114,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
         self.add_statistics()
         c = self.latent_dim
         self.velocity(np.zeros((1, 2, c), np.float32), np.zeros((1, 1), np.float32),
-                      np.zeros((1, 1, c), np.float32), np.ones((1, 1), np.float32))  # build every weight now
+                      np.zeros((1, 1, c), np.float32), np.ones((1, 1), np.float32),
+                      np.zeros((1, 1), np.float32))  # build every weight now
         self.built = True
 
     @property
@@ -114,10 +128,16 @@ class ChunkPrior(LatentStatistics, keras.Model):
         """Frames of one training crop: the context and the chunk."""
         return self.context_frames + self.chunk_frames
 
-    def velocity(self, x, s, context, has_context):
+    @property
+    def generation_noise(self):
+        """The noise level put on the context when generating."""
+        return self.context_noise / 4 if self.sample_noise is None else self.sample_noise
+
+    def velocity(self, x, s, context, has_context, level=None):
         """The velocity at noisy chunks `x` `(b, k, c)`, flow times `s` `(b, 1)`, given `context` `(b, m, c)`.
 
         `has_context` `(b, 1)`: 1 where the context is real, 0 where there is none (it is then zeros).
+        `level` `(b, 1)`: the noise level the context carries (with `context_noise`; None: 0).
         """
         x, s, has_context = (ops.convert_to_tensor(a, "float32") for a in (x, s, has_context))
         context = ops.convert_to_tensor(context, "float32") * ops.expand_dims(has_context, -1)
@@ -125,7 +145,11 @@ class ChunkPrior(LatentStatistics, keras.Model):
         marker = ops.concatenate([ops.ones_like(context[..., :1]) * ops.expand_dims(has_context, -1),
                                   ops.zeros_like(x[..., :1])], axis=1)
         h = self.project_in(ops.concatenate([ops.concatenate([context, x], axis=1), marker], axis=-1))
-        y = ops.expand_dims(ops.silu(self.time_out(self.time_in(_time_features(s)))), 1)
+        features = _time_features(s)
+        if self.context_noise:  # the context's noise level, scaled to [0, 1], beside the flow time
+            level = ops.zeros_like(s) if level is None else ops.convert_to_tensor(level, "float32")
+            features = ops.concatenate([features, _time_features(level / self.context_noise)], axis=-1)
+        y = ops.expand_dims(ops.silu(self.time_out(self.time_in(features))), 1)
         w = self.width
         for conv, fc1, fc2, modulation in zip(self.convs, self.fc1, self.fc2, self.modulations):
             mod = modulation(y)
@@ -143,34 +167,56 @@ class ChunkPrior(LatentStatistics, keras.Model):
         m = min(self.context_frames, int(ops.shape(frames)[1]) - 1)
         context, x1 = frames[:, :m], frames[:, m:]
         b = ops.shape(frames)[0]
-        seeds = (self.seed_generator,) * 3 if training else tuple(_VALIDATION_SEED + i for i in range(3))
+        seeds = (self.seed_generator,) * 5 if training else tuple(_VALIDATION_SEED + i for i in range(5))
         x0 = keras.random.normal(ops.shape(x1), seed=seeds[0])
         s = keras.random.uniform((b, 1), seed=seeds[1])
         dropout = self.context_dropout if training else 0.0
         has_context = ops.cast(keras.random.uniform((b, 1), seed=seeds[2]) >= dropout, "float32")
-        v = self.velocity((1.0 - s[:, :, None]) * x0 + s[:, :, None] * x1, s, context, has_context)
+        level = None
+        if self.context_noise:  # noise augmentation: the network learns to trust its context by the level given
+            level = keras.random.uniform((b, 1), maxval=self.context_noise, seed=seeds[3])
+            context = context + level[:, :, None] * keras.random.normal(ops.shape(context), seed=seeds[4])
+        v = self.velocity((1.0 - s[:, :, None]) * x0 + s[:, :, None] * x1, s, context, has_context, level)
         return ops.mean(ops.square(v - (x1 - x0)))
 
-    def draw_chunk(self, context, rngs, temperature=1.0):
+    def draw_chunk(self, context, rngs, temperature=1.0, guidance=1.0):
         """A chunk `(n, chunk_frames, c)` of normalised frames per piece given `context` `(n, m, c)` (m may be 0).
 
-        The starting noise of piece i comes from `rngs[i]`, so a seed gives the same chunk.
+        The starting noise of piece i (and the noise put on its context, with `context_noise`) comes from
+        `rngs[i]`, so a seed gives the same chunk. `guidance`: classifier-free guidance towards the context
+        (the velocity without context plus `guidance` times the difference with it; 1: as trained).
         """
         n, c, k = len(rngs), self.latent_dim, self.chunk_frames
         x = np.stack([rng.standard_normal((k, c)) for rng in rngs]).astype(np.float32) * float(temperature)
-        has = np.full((n, 1), 1.0 if context.shape[1] else 0.0, np.float32)
-        context = context if context.shape[1] else np.zeros((n, self.context_frames, c), np.float32)  # as trained
-        context = ops.convert_to_tensor(np.asarray(context, np.float32))
-        has_t = ops.convert_to_tensor(has)
+        given = bool(context.shape[1])
+        if not given:
+            context = np.zeros((n, self.context_frames, c), np.float32)  # as trained without one
+        context, level = np.asarray(context, np.float32), np.zeros((n, 1), np.float32)
+        if given and self.context_noise:  # as trained: the context carries noise of a known level
+            level += self.generation_noise
+            context = context + self.generation_noise * np.stack(
+                [rng.standard_normal(context.shape[1:]) for rng in rngs]).astype(np.float32)
+        guided = given and float(guidance) != 1.0
+        has = np.ones((n, 1), np.float32) * given
+        if guided:  # the unconditional velocity beside the conditional one, in one batch
+            context, has, level = (np.concatenate([a, a]) for a in (context, has, level))
+            has[n:] = 0.0
+        context_t, has_t, level_t = (ops.convert_to_tensor(a) for a in (context, has, level))
         for step in range(self.flow_steps):
-            s = ops.convert_to_tensor(np.full((n, 1), step / self.flow_steps, np.float32))
-            v = self.velocity(ops.convert_to_tensor(x), s, context, has_t)
-            x = x + np.asarray(ops.convert_to_numpy(v), np.float32) / self.flow_steps
+            s = ops.convert_to_tensor(np.full((len(has), 1), step / self.flow_steps, np.float32))
+            v = np.asarray(ops.convert_to_numpy(self.velocity(ops.convert_to_tensor(
+                np.concatenate([x, x]) if guided else x), s, context_t, has_t, level_t)), np.float32)
+            if guided:
+                v = v[n:] + float(guidance) * (v[:n] - v[n:])
+            x = x + v / self.flow_steps
         return x
 
-    def stepper(self, pieces):
-        """The generation state of `pieces` pieces: `push(frame)` takes each frame as it is played."""
-        return ChunkStepper(self, pieces)
+    def stepper(self, pieces, guidance=1.0):
+        """The generation state of `pieces` pieces: `push(frame)` takes each frame as it is played.
+
+        `guidance`: each chunk's classifier-free guidance towards its context (`draw_chunk`).
+        """
+        return ChunkStepper(self, pieces, guidance)
 
     def sampler(self):
         """`draw(state, rngs, temperature)`: the next normalised frame of each piece (a new chunk when needed)."""
@@ -181,7 +227,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
         config.update({
             "latent_dim": self.latent_dim, "context_frames": self.context_frames, "chunk_frames": self.chunk_frames,
             "width": self.width, "layers": self.layers_count, "kernel_size": self.kernel_size,
-            "flow_steps": self.flow_steps, "context_dropout": self.context_dropout, "frame_rate": self.frame_rate,
+            "flow_steps": self.flow_steps, "context_dropout": self.context_dropout,
+            "context_noise": self.context_noise, "sample_noise": self.sample_noise, "frame_rate": self.frame_rate,
             "latent_shape": self.latent_shape,
         })
         return config
@@ -194,8 +241,8 @@ class ChunkStepper:
     chunk prior has no start frame (its first chunk is drawn without context), so that push is not kept.
     """
 
-    def __init__(self, prior, pieces):
-        self.prior, self.pieces = prior, int(pieces)
+    def __init__(self, prior, pieces, guidance=1.0):
+        self.prior, self.pieces, self.guidance = prior, int(pieces), float(guidance)
         self.history = np.zeros((self.pieces, 0, prior.latent_dim), np.float32)
         self.chunk, self.next, self.started = None, 0, False
 
@@ -208,18 +255,24 @@ class ChunkStepper:
 
     def next_frame(self, rngs, temperature=1.0):
         if self.chunk is None or self.next == self.chunk.shape[1]:
-            self.chunk, self.next = self.prior.draw_chunk(self.history, rngs, temperature), 0
+            self.chunk, self.next = self.prior.draw_chunk(self.history, rngs, temperature, self.guidance), 0
         self.next += 1
         return self.chunk[:, self.next - 1]
 
 
-def check_chunk_settings(kind, condition, head, rollout):
-    """One-line errors for what a chunk prior does not do (before any work)."""
-    if kind != "chunk":
+def check_chunk_settings(cfg, condition):
+    """One-line errors for what a chunk prior does not do, and its settings on another prior (before any work).
+
+    `cfg`: a resolved prior config (sections prior and train); `condition`: its condition or labels, if any.
+    """
+    p = cfg["prior"]
+    if p["kind"] != "chunk":
+        if p.get("context_noise"):
+            raise KvaeError(f"prior.context_noise: only for a chunk prior (prior.kind = chunk), not {p['kind']}")
         return
     if condition:
         raise KvaeError("prior.kind = chunk: no conditioning yet; fit a conv or transformer prior for --condition")
-    if head != "mog":
+    if p["head"] != "mog":
         raise KvaeError("prior.head: a chunk prior is its own flow-matching model; leave prior.head = mog")
-    if rollout:
+    if cfg["train"]["rollout"]:
         raise KvaeError("prior.train.rollout: only for the frame-by-frame priors (conv, transformer)")

@@ -156,8 +156,9 @@ def condition_ids(prior, pieces, condition=None, guidance=1.0):
         if condition is not None:
             raise KvaeError("condition: this prior was fitted without a condition "
                             "(fit one with `kvae prior fit RUN --condition COLUMN`)")
-        if float(guidance) != 1.0:
-            raise KvaeError("guidance: only with a prior fitted with a condition (`kvae prior fit RUN --condition`)")
+        if float(guidance) != 1.0 and not getattr(prior, "guides_context", False):
+            raise KvaeError("guidance: only with a prior fitted with a condition (`kvae prior fit RUN --condition`) "
+                            "or a chunk prior (guidance towards its context)")
         return None
     if float(guidance) != 1.0 and getattr(prior, "head_kind", "mog") != "mog":
         raise KvaeError(f"guidance: only a Gaussian-mixture prior (prior.head = mog) can be guided; this one's head is "
@@ -175,6 +176,8 @@ def conditioned_stepper(prior, pieces, condition=None, guidance=1.0):
     condition generates unconditionally.
     """
     ids = condition_ids(prior, pieces, condition, guidance)
+    if getattr(prior, "guides_context", False):  # a chunk prior: guidance towards each chunk's context
+        return prior.stepper(int(pieces), guidance=guidance)
     if ids is None:
         return prior.stepper(int(pieces))
     if float(guidance) == 1.0 or not ids.any():

@@ -47,6 +47,7 @@ PRIOR_DEFAULTS = {
         "context_seconds": 3.0,  # RAVE's prior sees about 3 s
         "chunk_seconds": 2.0,  # chunk: the frames drawn jointly
         "context_dropout": 0.1,  # chunk: share of training crops without their context (a piece's first chunk)
+        "context_noise": 0.0,  # chunk: noise levels U(0, this) on the training context (0: none)
         "width": 64,
         "layers": 0,  # 0: conv grows to the context; transformer 2
         "kernel_size": 3,
@@ -144,12 +145,13 @@ def build_prior(cfg, layout, labels=None):
     from kvae.models.chunk_prior import ChunkPrior, check_chunk_settings
 
     p = cfg["prior"]
-    check_chunk_settings(p["kind"], labels, p["head"], cfg["train"]["rollout"])
+    check_chunk_settings(cfg, labels)
     if p["kind"] == "chunk":
         return ChunkPrior(
             layout.channels, context_frames=max(1, round(p["context_seconds"] * layout.frame_rate)),
             chunk_frames=max(1, round(p["chunk_seconds"] * layout.frame_rate)), width=p["width"], layers=p["layers"],
             kernel_size=p["kernel_size"], flow_steps=p["flow_steps"], context_dropout=p["context_dropout"],
+            context_noise=p["context_noise"],
             frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape), name="latent_prior")
     return (ConditionedPrior if labels else LatentPrior)(
         layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
@@ -217,7 +219,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
         raise KvaeError(f"{folder.path}: already holds a fitted prior; delete that folder to fit it again")
     cfg = _resolve(folder, config, nested)
     condition = cfg["prior"]["condition"] = normalize_condition(cfg["prior"]["condition"])
-    check_chunk_settings(cfg["prior"]["kind"], condition, cfg["prior"]["head"], cfg["train"]["rollout"])
+    check_chunk_settings(cfg, condition)
     started = (folder.read_config("prior config") or {}).get("prior", {}).get("condition", "")
     if folder.backup.exists() and started != condition:  # its backup holds that vocabulary's embedding
         raise KvaeError(f"--condition: {folder.path} holds a fit interrupted with condition {started or '(none)'!r}; "
