@@ -293,7 +293,7 @@ def with_variant(prior_path, variant):
     for key, value in attributes.items():
         if not hasattr(prior, key):
             raise SystemExit(f"--variant: a {type(prior).__name__} has no attribute {key!r}")
-        setattr(prior, key, int(value) if isinstance(getattr(prior, key), int) else value)
+        setattr(prior, key, int(value) if value.is_integer() and key not in ("sample_noise",) else value)
     return prior
 
 

@@ -13,7 +13,8 @@ def add_condition_args(parser, generate=False):
     parser.add_argument("--condition", metavar="VALUE",
                         help="generate in this label of a prior fitted with --condition (default: unconditional)")
     parser.add_argument("--guidance", type=float, default=1.0, metavar="G",
-                        help="classifier-free guidance scale of a conditioned prior (default 1: as trained)")
+                        help="classifier-free guidance scale: a conditioned prior towards its label, a chunk "
+                             "prior towards its context (default 1: as trained)")
 
 
 def condition_settings(args, settings):

@@ -58,6 +58,18 @@ def test_chunk_prior_saves_loads_and_draws_the_same_chunks(tmp_path):
     np.testing.assert_allclose(frames[:, :6], first, atol=1e-6)
     np.testing.assert_allclose(frames[:, 6:12], prior.draw_chunk(frames[:, 2:6], rngs(5)), atol=1e-5)
 
+    prior.play_frames = 4  # each chunk's first 4 frames played, then the next drawn given them
+    stepper = prior.stepper(3).push(np.zeros((3, 2), np.float32))
+    frames = []
+    for _ in range(8):
+        frames.append(draw(stepper, rngs(5), 1.0))
+        stepper.push(frames[-1])
+    frames = np.stack(frames, axis=1)
+    np.testing.assert_allclose(frames[:, :4], first[:, :4], atol=1e-6)
+    np.testing.assert_allclose(frames[:, 4:8], prior.draw_chunk(frames[:, :4], rngs(5))[:, :4], atol=1e-5)
+    with pytest.raises(KvaeError, match="prior.play_frames: must be in \\[1, prior.chunk_frames = 6\\]"):
+        chunk_prior(play_frames=7)
+
 
 def test_a_chunk_is_drawn_jointly_and_continues_its_context():
     """Crops that hold one level throughout (a random level per crop): given a context at a level, the chunk

@@ -60,6 +60,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
             `U(0, context_noise)` (normalised units), the level an input of the network; 0: none. Defaults to 0.
         sample_noise: float or None. The noise level put on the context when generating (at most
             `context_noise`); None: `context_noise / 4`. Defaults to None.
+        play_frames: int or None. Frames of each drawn chunk played before the next chunk is drawn (given
+            them); None: the whole chunk. Defaults to None.
         frame_rate: float or None. Frames per second of audio (kept for reports).
         latent_shape: list or None. The VAE's latent shape the prior was fitted for.
         **kwargs: arguments of `keras.Model`.
@@ -71,8 +73,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
     default_temperature = 1.0  # kvae generate's (trained for 40 CPU-minutes, its pieces were best at 1)
 
     def __init__(self, latent_dim, context_frames=47, chunk_frames=94, width=64, layers=0, kernel_size=3,
-                 flow_steps=16, context_dropout=0.1, context_noise=0.0, sample_noise=None, frame_rate=None,
-                 latent_shape=None, **kwargs):
+                 flow_steps=16, context_dropout=0.1, context_noise=0.0, sample_noise=None, play_frames=None,
+                 frame_rate=None, latent_shape=None, **kwargs):
         super().__init__(**kwargs)
         for name, value, low in (("latent_dim", latent_dim, 1), ("context_frames", context_frames, 1),
                                  ("chunk_frames", chunk_frames, 1), ("width", width, 1), ("layers", layers, 0),
@@ -92,6 +94,10 @@ class ChunkPrior(LatentStatistics, keras.Model):
             raise KvaeError(f"prior.sample_noise: must be in [0, prior.context_noise = {self.context_noise:g}] "
                             f"(the levels it was trained with), got {sample_noise}")
         self.sample_noise = None if sample_noise is None else float(sample_noise)
+        if play_frames is not None and not 1 <= int(play_frames) <= self.chunk_frames:
+            raise KvaeError(f"prior.play_frames: must be in [1, prior.chunk_frames = {self.chunk_frames}], "
+                            f"got {play_frames}")
+        self.play_frames = None if play_frames is None else int(play_frames)
         self.frame_rate = None if frame_rate is None else float(frame_rate)
         self.latent_shape = None if latent_shape is None else [int(d) for d in latent_shape]
         self.seed_generator = keras.random.SeedGenerator(0, name="flow_seeds")
@@ -228,7 +234,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
             "latent_dim": self.latent_dim, "context_frames": self.context_frames, "chunk_frames": self.chunk_frames,
             "width": self.width, "layers": self.layers_count, "kernel_size": self.kernel_size,
             "flow_steps": self.flow_steps, "context_dropout": self.context_dropout,
-            "context_noise": self.context_noise, "sample_noise": self.sample_noise, "frame_rate": self.frame_rate,
+            "context_noise": self.context_noise, "sample_noise": self.sample_noise, "play_frames": self.play_frames,
+            "frame_rate": self.frame_rate,
             "latent_shape": self.latent_shape,
         })
         return config
@@ -254,7 +261,7 @@ class ChunkStepper:
         return self
 
     def next_frame(self, rngs, temperature=1.0):
-        if self.chunk is None or self.next == self.chunk.shape[1]:
+        if self.chunk is None or self.next == (self.prior.play_frames or self.chunk.shape[1]):
             self.chunk, self.next = self.prior.draw_chunk(self.history, rngs, temperature, self.guidance), 0
         self.next += 1
         return self.chunk[:, self.next - 1]
