@@ -223,3 +223,41 @@ def test_rollout_bad_values_are_one_line_errors():
     assert load_prior_config(None, {"train": {"rollout": 0.25}})["train"]["rollout"] == 0.25
     with pytest.raises(KvaeError, match="rollout"):
         load_prior_config(None, {"train": {"rollout": 2.0}})
+
+
+def test_a_prior_fitted_with_weight_ema_keeps_the_average(tiny_conv1d_run, tmp_path):
+    """`train.ema_momentum` with `keep_best`: the validation loss and the kept weights are the average's. The
+    raw trajectory is the same with or without EMA (same seed), so a prior that kept raw weights would equal
+    the one fitted without; the average of 0.99 stays near the initial weights instead. An interrupted fit's
+    backup holds the raw weights, so it resumes as it would have gone on."""
+    import shutil
+
+    import kvae
+    from kvae.runs import read_history
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_conv1d_run, run)
+    weights, losses = {}, {}
+    for ema in (0.0, 0.99):
+        folder = tmp_path / f"prior-{ema}"
+        kvae.fit_prior(run, folder=folder, verbose=False, settings={
+            "prior": {"width": 8, "layers": 2, "context_seconds": 0.2},
+            "train": {"epochs": 3, "steps_per_epoch": 2, "batch_size": 4, "ema_momentum": ema, "verbose": 0}})
+        prior = kvae.load(folder / "prior.keras", compile=False)
+        weights[ema] = [keras.ops.convert_to_numpy(w) for w in prior.trainable_weights]
+        losses[ema] = read_history(folder / "history.csv")["val_loss"]
+    assert not all(np.array_equal(a, b) for a, b in zip(weights[0.0], weights[0.99]))
+    assert losses[0.0] != losses[0.99]  # validated on the average
+
+    from model_checks import StopAfter
+
+    folder = tmp_path / "prior-cut"
+    with pytest.raises(KeyboardInterrupt):
+        kvae.fit_prior(run, folder=folder, verbose=False, callbacks=[StopAfter(0)], settings={
+            "prior": {"width": 8, "layers": 2, "context_seconds": 0.2},
+            "train": {"epochs": 3, "steps_per_epoch": 2, "batch_size": 4, "ema_momentum": 0.99, "verbose": 0}})
+    kvae.fit_prior(run, folder=folder, verbose=False)
+    resumed = kvae.load(folder / "prior.keras", compile=False)
+    for a, b in zip(weights[0.99], resumed.trainable_weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(b), a, rtol=1e-5, atol=1e-6)
+    assert read_history(folder / "history.csv")["val_loss"] == pytest.approx(losses[0.99], rel=1e-5)
