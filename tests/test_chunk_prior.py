@@ -158,12 +158,27 @@ def test_context_noise_trains_on_noisy_context_and_generates_with_its_level(tmp_
     np.testing.assert_allclose(loaded.draw_chunk(context, rngs()), first, atol=1e-5)
 
 
+@pytest.mark.parametrize("flow_time, low, high", [("uniform", 0.27, 0.31), ("logit-normal", 0.19, 0.23)])
+def test_flow_times_are_drawn_as_configured(flow_time, low, high, tmp_path):
+    """Uniform times have a spread of 0.289; logit-normal ones (sigmoid of N(0, 1)) 0.208, more in the middle."""
+    prior = chunk_prior(flow_time=flow_time)
+    seen = []
+    velocity = prior.velocity
+    prior.velocity = lambda x, s, *rest: seen.append(keras.ops.convert_to_numpy(s)) or velocity(x, s, *rest)
+    crops = np.zeros((2048, 10, 2), np.float32)
+    prior.compute_loss(y=crops, training=True)
+    assert low < seen[0].std() < high and 0.0 <= seen[0].min() and seen[0].max() <= 1.0
+    del prior.velocity
+    prior.save(tmp_path / "prior.keras")
+    assert keras.models.load_model(tmp_path / "prior.keras").flow_time == flow_time
+
+
 def test_bad_chunk_settings_are_one_line_errors():
     from kvae.training import load_prior_config
     from kvae.training.prior_fit import build_prior
 
     for kwargs, word in ((dict(chunk_frames=0), "prior.chunk_frames"), (dict(context_dropout=2.0), "context_dropout"),
-                         (dict(context_noise=-1.0), "context_noise"),
+                         (dict(context_noise=-1.0), "context_noise"), (dict(flow_time="cosine"), "prior.flow_time"),
                          (dict(context_noise=0.5, sample_noise=0.6), "sample_noise: must be in \\[0, prior.context_noise")):
         with pytest.raises(KvaeError, match=word) as info:
             chunk_prior(**kwargs)

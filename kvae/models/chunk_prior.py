@@ -62,6 +62,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
             `context_noise`); None: `context_noise / 4`. Defaults to None.
         play_frames: int or None. Frames of each drawn chunk played before the next chunk is drawn (given
             them); None: the whole chunk. Defaults to None.
+        flow_time: str. How training draws flow times: `"uniform"` on [0, 1], or `"logit-normal"`
+            (`sigmoid(N(0, 1))`, more of the middle times, as Stable Diffusion 3). Defaults to "uniform".
         frame_rate: float or None. Frames per second of audio (kept for reports).
         latent_shape: list or None. The VAE's latent shape the prior was fitted for.
         **kwargs: arguments of `keras.Model`.
@@ -74,7 +76,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
 
     def __init__(self, latent_dim, context_frames=47, chunk_frames=94, width=64, layers=0, kernel_size=3,
                  flow_steps=16, context_dropout=0.1, context_noise=0.0, sample_noise=None, play_frames=None,
-                 frame_rate=None, latent_shape=None, **kwargs):
+                 flow_time="uniform", frame_rate=None, latent_shape=None, **kwargs):
         super().__init__(**kwargs)
         for name, value, low in (("latent_dim", latent_dim, 1), ("context_frames", context_frames, 1),
                                  ("chunk_frames", chunk_frames, 1), ("width", width, 1), ("layers", layers, 0),
@@ -98,6 +100,9 @@ class ChunkPrior(LatentStatistics, keras.Model):
             raise KvaeError(f"prior.play_frames: must be in [1, prior.chunk_frames = {self.chunk_frames}], "
                             f"got {play_frames}")
         self.play_frames = None if play_frames is None else int(play_frames)
+        if flow_time not in ("uniform", "logit-normal"):
+            raise KvaeError(f"prior.flow_time: must be uniform or logit-normal, got {flow_time!r}")
+        self.flow_time = flow_time
         self.frame_rate = None if frame_rate is None else float(frame_rate)
         self.latent_shape = None if latent_shape is None else [int(d) for d in latent_shape]
         self.seed_generator = keras.random.SeedGenerator(0, name="flow_seeds")
@@ -175,7 +180,10 @@ class ChunkPrior(LatentStatistics, keras.Model):
         b = ops.shape(frames)[0]
         seeds = (self.seed_generator,) * 5 if training else tuple(_VALIDATION_SEED + i for i in range(5))
         x0 = keras.random.normal(ops.shape(x1), seed=seeds[0])
-        s = keras.random.uniform((b, 1), seed=seeds[1])
+        if self.flow_time == "logit-normal":
+            s = ops.sigmoid(keras.random.normal((b, 1), seed=seeds[1]))
+        else:
+            s = keras.random.uniform((b, 1), seed=seeds[1])
         dropout = self.context_dropout if training else 0.0
         has_context = ops.cast(keras.random.uniform((b, 1), seed=seeds[2]) >= dropout, "float32")
         level = None
@@ -235,6 +243,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
             "width": self.width, "layers": self.layers_count, "kernel_size": self.kernel_size,
             "flow_steps": self.flow_steps, "context_dropout": self.context_dropout,
             "context_noise": self.context_noise, "sample_noise": self.sample_noise, "play_frames": self.play_frames,
+            "flow_time": self.flow_time,
             "frame_rate": self.frame_rate,
             "latent_shape": self.latent_shape,
         })
