@@ -423,7 +423,8 @@ def main(argv=None):
                     ar_path, model, layout, args.n_clips, temperature, args.seed, rho)
             elif ar_path is not None and not rho:  # a chunk prior draws no frame alone: its chunks, split the same way
                 for context, label in ((True, "chunks given true context"), (False, "first chunks, no context")):
-                    if context or not variant:  # guidance and context noise change only chunks with a context
+                    # guidance and context noise change only chunks with a context; play_frames only pieces
+                    if (context or not variant) and set(variant) != {"play_frames"}:
                         one_step[f"{name}: {label}"] = chunk_windows(ar_path, model, layout, args.n_clips,
                                                                      temperature, args.seed, context, variant)
 

@@ -22,7 +22,11 @@ frames before it.
   `x_0` (times the temperature), `flow_steps` Euler steps of the ODE carry
   it to a chunk, its frames are handed out one by one, and the next chunk
   is drawn given the last `context_frames` frames (overlap by context, so
-  a piece of any length continues seamlessly).
+  a piece of any length continues seamlessly). Guidance above 1 (`kvae
+  generate --guidance`) leans each chunk further towards its context
+  (classifier-free); with `context_noise` the context gets noise of the
+  level `sample_noise` it was trained to be told; `play_frames` plays only
+  a chunk's first frames before the next is drawn.
 
 The network: the context and the noisy chunk side by side in time, a
 marker channel saying which frames are context, projected to `width`;
