@@ -113,6 +113,11 @@ def test_guidance_leans_each_chunk_towards_its_context():
                                x0 + v_none + 2.5 * (v_context - v_none), atol=1e-5)
     empty = np.zeros((2, 0, 2), np.float32)  # no context, nothing to guide towards
     np.testing.assert_allclose(prior.draw_chunk(empty, rngs(), guidance=2.5), prior.draw_chunk(empty, rngs()))
+    from kvae.models.conditioned_prior import condition_ids
+
+    assert condition_ids(prior, 2, None, 2.5) is None  # accepted before any work
+    with pytest.raises(KvaeError, match="context_dropout = 0, so it never learned"):
+        condition_ids(chunk_prior(context_dropout=0.0), 2, None, 2.5)
     stepper = prior.stepper(2, guidance=2.5)  # what kvae generate's guidance reaches
     stepper.history = context
     np.testing.assert_allclose(stepper.next_frame(rngs()), x0[:, 0] + v_none[:, 0] + 2.5 * (v_context - v_none)[:, 0],

@@ -229,6 +229,12 @@ class ChunkPrior(LatentStatistics, keras.Model):
             x = x + v / self.flow_steps
         return x
 
+    def check_guidance(self, guidance):
+        """A one-line error where guidance has nothing to guide from (a prior trained always with its context)."""
+        if float(guidance) != 1.0 and not self.context_dropout:
+            raise KvaeError(f"guidance: this chunk prior was trained with prior.context_dropout = 0, so it never "
+                            f"learned to draw without a context to guide from; use guidance 1, not {guidance:g}")
+
     def stepper(self, pieces, guidance=1.0):
         """The generation state of `pieces` pieces: `push(frame)` takes each frame as it is played.
 

@@ -159,6 +159,8 @@ def condition_ids(prior, pieces, condition=None, guidance=1.0):
         if float(guidance) != 1.0 and not getattr(prior, "guides_context", False):
             raise KvaeError("guidance: only with a prior fitted with a condition (`kvae prior fit RUN --condition`) "
                             "or a chunk prior (guidance towards its context)")
+        if float(guidance) != 1.0:
+            prior.check_guidance(guidance)
         return None
     if float(guidance) != 1.0 and getattr(prior, "head_kind", "mog") != "mog":
         raise KvaeError(f"guidance: only a Gaussian-mixture prior (prior.head = mog) can be guided; this one's head is "
