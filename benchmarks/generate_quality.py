@@ -101,9 +101,9 @@ def parse_args(argv=None):
                         help="the autoregressive priors' noise correlation between frames (kvae.generate's "
                              "noise_correlation), a row per value above 0 (`... corr 0.9`); default 0")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
-                        help="also generate every autoregressive prior's pieces so, a row each (`ar (chunk) "
+                        help="also generate the autoregressive priors' pieces so, a row each (`ar (chunk) "
                              "[guidance=2]`): guidance (kvae.generate's), or a loaded prior's attribute such as "
-                             "flow_steps or sample_noise (repeatable)")
+                             "flow_steps or sample_noise; priors it does not apply to are left out (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-one-step", action="store_true",
                         help="skip the rows of one-step draws given the true context (they double the judge's sets)")
@@ -228,6 +228,21 @@ def piece_measures(z, per_piece, span):
     return float(np.mean(drift)), float(np.mean(adjacent))
 
 
+def training_crops(prior_path, span, count, seed):
+    """`count` random crops `(count, span, c)` of the prior's training latents (its folder's `latents.npz`)."""
+    import numpy as np
+
+    with np.load(Path(prior_path).parent / "latents.npz") as saved:
+        frames, lengths = saved["train"], saved["train_lengths"]
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in rng.choice(np.flatnonzero(lengths >= span), count):
+        first = starts[i] + rng.integers(0, lengths[i] - span + 1)
+        crops.append(frames[first:first + span])
+    return np.stack(crops)
+
+
 def one_step_windows(prior_path, model, layout, windows, temperature, seed, rho=0.0):
     """Windows decoded from a prior's one-step draws given the *true* context (teacher forcing).
 
@@ -242,18 +257,9 @@ def one_step_windows(prior_path, model, layout, windows, temperature, seed, rho=
     from kvae.inference.generation import CorrelatedNormal
 
     prior = kvae.load(prior_path, compile=False)
-    with np.load(Path(prior_path).parent / "latents.npz") as saved:
-        frames, lengths = saved["train"], saved["train_lengths"]
     per_crop = 6  # windows per crop
     span = layout.frames_per_window * per_crop
-    starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    usable = np.flatnonzero(lengths >= span)
-    rng = np.random.default_rng([seed, 11])
-    crops = []
-    for i in rng.choice(usable, math.ceil(windows / per_crop)):
-        first = starts[i] + rng.integers(0, lengths[i] - span + 1)
-        crops.append(frames[first:first + span])
-    norm = prior.normalize(np.stack(crops))
+    norm = prior.normalize(training_crops(prior_path, span, math.ceil(windows / per_crop), [seed, 11]))
     params = np.asarray(ops.convert_to_numpy(prior(ops.convert_to_tensor(prior.shift_inputs(norm)), training=False)),
                         np.float64)
     dist = prior._mixture(params.reshape(-1, params.shape[-1]))
@@ -284,6 +290,14 @@ def parse_variant(text):
     return variant
 
 
+def variant_applies(prior_path, variant):
+    """Whether a prior can be generated with a variant: the attributes it sets exist, guidance is guidance
+    towards a context (a chunk prior) when the prior is not conditioned."""
+    prior = kvae.load(prior_path, compile=False)
+    return all(hasattr(prior, k) for k in variant if k != "guidance") and (
+        "guidance" not in variant or getattr(prior, "guides_context", False) or hasattr(prior, "label_ids"))
+
+
 def with_variant(prior_path, variant):
     """The prior at `prior_path` (the path itself without a variant), with the variant's attributes set."""
     attributes = {k: v for k, v in variant.items() if k != "guidance"}
@@ -311,19 +325,11 @@ def chunk_windows(prior_path, model, layout, windows, temperature, seed, context
     variant = variant or {}
     prior = with_variant(prior_path, variant)
     prior = kvae.load(prior, compile=False) if isinstance(prior, Path) else prior
-    with np.load(Path(prior_path).parent / "latents.npz") as saved:
-        frames, lengths = saved["train"], saved["train_lengths"]
     fpw = layout.frames_per_window
     per_chunk = max(1, prior.chunk_frames // fpw)  # whole windows of one chunk
-    m, span = prior.context_frames, prior.context_frames + per_chunk * fpw
-    starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    usable = np.flatnonzero(lengths >= span)
-    rng = np.random.default_rng([seed, 13])
-    crops = []
-    for i in rng.choice(usable, math.ceil(windows / per_chunk)):
-        first = starts[i] + rng.integers(0, lengths[i] - span + 1)
-        crops.append(frames[first:first + m])
-    norm = prior.normalize(np.stack(crops)) if context else np.zeros((len(crops), 0, prior.latent_dim), np.float32)
+    m = prior.context_frames
+    crops = training_crops(prior_path, m + per_chunk * fpw, math.ceil(windows / per_chunk), [seed, 13])[:, :m]
+    norm = prior.normalize(crops) if context else np.zeros((len(crops), 0, prior.latent_dim), np.float32)
     rngs = [np.random.default_rng([seed, 14, k]) for k in range(len(crops))]
     guidance = variant.get("guidance", 1.0)
     drawn = np.concatenate([prior.draw_chunk(norm[i:i + 32], rngs[i:i + 32], temperature, guidance)
@@ -373,7 +379,7 @@ def main(argv=None):
                 suffix = (f" T={t:g}" if t != args.temperature else "") + (f" corr {rho:g}" if rho else "") + (
                     " [" + ",".join(f"{k}={v:g}" for k, v in variant.items()) + "]" if variant else "")
                 choices += [(name + suffix, "ar", folder / "prior.keras", t, rho, variant)
-                            for name, (folder, _) in priors.items()]
+                            for name, (folder, _) in priors.items() if variant_applies(folder / "prior.keras", variant)]
     pieces, speed, cost = {}, {}, {}
     kvae.generate(first / "model.keras", seconds=min(2.0, args.seconds), prior="none")  # warm-up, not timed
     for name, prior, ar_path, temperature, rho, variant in choices:
