@@ -48,6 +48,7 @@ Run on demand (minutes on a 2-core CPU). Public API only. Measured figures are i
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -290,10 +291,16 @@ def parse_variant(text):
     return variant
 
 
+@functools.lru_cache(maxsize=None)
+def _loaded(prior_path):
+    """A prior loaded once, only to be looked at (`with_variant` loads its own copy to change)."""
+    return kvae.load(prior_path, compile=False)
+
+
 def variant_applies(prior_path, variant):
     """Whether a prior can be generated with a variant: the attributes it sets exist, guidance is guidance
     towards a context (a chunk prior) when the prior is not conditioned."""
-    prior = kvae.load(prior_path, compile=False)
+    prior = _loaded(prior_path)
     return all(hasattr(prior, k) for k in variant if k != "guidance") and (
         "guidance" not in variant or getattr(prior, "guides_context", False) or hasattr(prior, "label_ids"))
 

@@ -156,10 +156,10 @@ def condition_ids(prior, pieces, condition=None, guidance=1.0):
         if condition is not None:
             raise KvaeError("condition: this prior was fitted without a condition "
                             "(fit one with `kvae prior fit RUN --condition COLUMN`)")
-        if float(guidance) != 1.0 and not getattr(prior, "guides_context", False):
-            raise KvaeError("guidance: only with a prior fitted with a condition (`kvae prior fit RUN --condition`) "
-                            "or a chunk prior (guidance towards its context)")
         if float(guidance) != 1.0:
+            if not getattr(prior, "guides_context", False):
+                raise KvaeError("guidance: only with a prior fitted with a condition (`kvae prior fit RUN "
+                                "--condition`) or a chunk prior (guidance towards its context)")
             prior.check_guidance(guidance)
         return None
     if float(guidance) != 1.0 and getattr(prior, "head_kind", "mog") != "mog":

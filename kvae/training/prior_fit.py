@@ -273,13 +273,14 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     if train_cfg["keep_best"] and val_ds is not None:
         # With weight EMA the validation loss is the average's, and the kept epoch's weights are the average
         # (Keras's SwapEMAWeights swaps it in for validation and for the checkpoint, then back for the backup).
-        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if train_cfg["ema_momentum"] else None
-        best += [swap] if swap else []
-        best.append(keras.callbacks.ModelCheckpoint(
+        checkpoint = keras.callbacks.ModelCheckpoint(
             str(folder.best_weights), monitor="val_loss", save_best_only=True, save_weights_only=True,
-            initial_value_threshold=_best_so_far(folder.history)))
-        best += [keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: swap.on_epoch_begin(epoch))] \
-            if swap else []
+            initial_value_threshold=_best_so_far(folder.history))
+        best = [checkpoint]
+        if train_cfg["ema_momentum"]:
+            swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+            best = [swap, checkpoint, keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: swap.on_epoch_begin(epoch))]
     extra = list(callbacks or [])
     if train_cfg["tensorboard"]:
         from kvae.training.tensorboard import prior_logger
