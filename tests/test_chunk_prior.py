@@ -24,8 +24,9 @@ def chunk_prior(**kwargs):
                             **kwargs})
 
 
-def test_chunk_prior_saves_loads_and_draws_the_same_chunks(tmp_path):
-    prior = chunk_prior()
+@pytest.mark.parametrize("patch", [1, 4])
+def test_chunk_prior_saves_loads_and_draws_the_same_chunks(patch, tmp_path):
+    prior = chunk_prior(patch_frames=patch)  # 4: neither the context (4 or 2 frames) nor the chunk (6) whole patches
     rng = np.random.default_rng(0)
     for w in prior.trainable_weights:  # away from the zero-initialised output
         w.assign((0.3 * rng.normal(size=w.shape)).astype("float32"))
@@ -67,17 +68,21 @@ def test_chunk_prior_saves_loads_and_draws_the_same_chunks(tmp_path):
     frames = np.stack(frames, axis=1)
     np.testing.assert_allclose(frames[:, :4], first[:, :4], atol=1e-6)
     np.testing.assert_allclose(frames[:, 4:8], prior.draw_chunk(frames[:, :4], rngs(5))[:, :4], atol=1e-5)
+    assert loaded.patch_frames == patch
     with pytest.raises(KvaeError, match="prior.play_frames: must be in \\[1, prior.chunk_frames = 6\\]"):
         chunk_prior(play_frames=7)
 
 
-def test_a_chunk_is_drawn_jointly_and_continues_its_context():
+@pytest.mark.parametrize("patch", [1, 2])
+def test_a_chunk_is_drawn_jointly_and_continues_its_context(patch):
     """Crops that hold one level throughout (a random level per crop): given a context at a level, the chunk
-    keeps it; without one, each chunk is still flat, at a level of its own (frame-wise noise would jitter)."""
+    keeps it; without one, each chunk is still flat, at a level of its own (frame-wise noise would jitter).
+    In patches of 2 frames, the context (3) and the chunk (5) are padded to whole patches."""
     from kvae.models import ChunkPrior
 
     keras.utils.set_random_seed(0)
-    prior = ChunkPrior(1, context_frames=3, chunk_frames=5, width=32, layers=3, flow_steps=16, context_dropout=0.3)
+    prior = ChunkPrior(1, context_frames=3, chunk_frames=5, width=32, layers=3, flow_steps=16, context_dropout=0.3,
+                       patch_frames=patch)
     rng = np.random.default_rng(0)
     levels = rng.uniform(-2, 2, size=(40 * 64, 1, 1))
     crops = (levels + 0.02 * rng.normal(size=(40 * 64, 8, 1))).astype("float32")
@@ -90,6 +95,39 @@ def test_a_chunk_is_drawn_jointly_and_continues_its_context():
     free = prior.draw_chunk(np.zeros((200, 0, 1), np.float32), rngs)[..., 0]
     assert free.mean(axis=1).std() > 0.6  # chunks at many levels (the data's: 1.15)
     assert free.std(axis=1).mean() < 0.3 * free.mean(axis=1).std()  # each one flat
+
+
+def test_patches_fold_frames_and_mark_the_padding():
+    """`patch_frames = 3`: 4 context frames and 5 chunk frames padded to 6 + 6, two patches each; the chunk's
+    velocity is read back from its own frames, whatever the padding holds."""
+    prior = random_weights(chunk_prior(patch_frames=3, context_frames=4, chunk_frames=5))
+    context, x = np.full((1, 4, 2), 7.0, np.float32), np.full((1, 5, 2), -3.0, np.float32)
+    steps, start = prior._patches(keras.ops.convert_to_tensor(context), keras.ops.convert_to_tensor(x),
+                                  keras.ops.ones((1, 1)))
+    frames = keras.ops.convert_to_numpy(steps).reshape(1, 12, 4)  # latent, context marker, padding marker
+    assert steps.shape == (1, 4, 12) and start == 6
+    np.testing.assert_array_equal(frames[0, :, 3], [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(frames[0, :, 2], [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(frames[0, :, 0], [0, 0, 7, 7, 7, 7, -3, -3, -3, -3, -3, 0])
+    assert keras.ops.convert_to_numpy(prior.project_out.kernel).shape == (16, 6)  # a patch's 3 frames out
+
+
+@pytest.mark.parametrize("patch, frame, reached", [(1, 4, [4]), (3, 1, [0, 1, 2]), (3, 4, [3, 4])])
+def test_a_chunk_frame_reaches_the_velocity_of_its_own_patch(patch, frame, reached):
+    """With the convolutions zeroed the network is pointwise in patches: a change to one chunk frame changes
+    the velocity of exactly the frames of its patch (context 4 and chunk 5 in patches of 3: [.. c c][c c x]
+    [x x x][x x .]), so the velocity is read back where its frames are."""
+    prior = random_weights(chunk_prior(patch_frames=patch, context_frames=4, chunk_frames=5))
+    for conv in prior.convs:
+        conv.kernel.assign(np.zeros(conv.kernel.shape, np.float32))
+    rng = np.random.default_rng(0)
+    context, x = rng.normal(size=(1, 4, 2)).astype("float32"), rng.normal(size=(1, 5, 2)).astype("float32")
+    moved = x.copy()
+    moved[:, frame] += 1.0
+    s, has = np.full((1, 1), 0.3, np.float32), np.ones((1, 1), np.float32)
+    v, w = (keras.ops.convert_to_numpy(prior.velocity(a, s, context, has)) for a in (x, moved))
+    assert v.shape == (1, 5, 2)
+    np.testing.assert_array_equal(np.flatnonzero(np.abs(w - v).max(axis=(0, 2)) > 1e-6), reached)
 
 
 def random_weights(prior, seed=0):
@@ -184,6 +222,7 @@ def test_bad_chunk_settings_are_one_line_errors():
 
     for kwargs, word in ((dict(chunk_frames=0), "prior.chunk_frames"), (dict(context_dropout=2.0), "context_dropout"),
                          (dict(context_noise=-1.0), "context_noise"), (dict(flow_time="cosine"), "prior.flow_time"),
+                         (dict(patch_frames=0), "prior.patch_frames: must be at least 1"),
                          (dict(context_noise=0.5, sample_noise=0.6), "sample_noise: must be in \\[0, prior.context_noise")):
         with pytest.raises(KvaeError, match=word) as info:
             chunk_prior(**kwargs)
@@ -198,7 +237,8 @@ def test_bad_chunk_settings_are_one_line_errors():
 
     for settings, word in (({"prior": {"kind": "chunk", "head": "flow"}}, "prior.head"),
                            ({"prior": {"kind": "chunk"}, "train": {"rollout": 0.5}}, "rollout"),
-                           ({"prior": {"context_noise": 0.5}}, "prior.context_noise: only for a chunk prior")):
+                           ({"prior": {"context_noise": 0.5}}, "prior.context_noise: only for a chunk prior"),
+                           ({"prior": {"patch_frames": 2}}, "prior.patch_frames: only for a chunk prior")):
         with pytest.raises(KvaeError, match=word):
             build_prior(load_prior_config(settings), Layout())
     with pytest.raises(KvaeError, match="no conditioning"):

@@ -33,7 +33,12 @@ marker channel saying which frames are context, projected to `width`;
 `layers` residual blocks of a dilated convolution (dilations 1, 2, 4, ...,
 32, repeated) and a pointwise MLP, each on a layer-normalised input that
 the flow time shifts, scales and gates (adaLN, zero-initialised gates);
-a zero-initialised output projection, read on the chunk's frames.
+a zero-initialised output projection, read on the chunk's frames. With
+`patch_frames = P` above 1 the network runs on patches of P frames (as a
+latent diffusion transformer patchifies, e.g. DiT): the context is padded on
+the left and the chunk on the right to whole patches (a channel marks the
+padding), P frames side by side are one step of the sequence, and the output
+is unfolded back to frames, so a training step costs about 1/P as much.
 """
 
 import keras
@@ -68,6 +73,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
             them); None: the whole chunk. Defaults to None.
         flow_time: str. How training draws flow times: `"uniform"` on [0, 1], or `"logit-normal"`
             (`sigmoid(N(0, 1))`, more of the middle times, as Stable Diffusion 3). Defaults to "uniform".
+        patch_frames: int. Frames per step of the network's sequence (1: every frame its own). Defaults to 1.
         frame_rate: float or None. Frames per second of audio (kept for reports).
         latent_shape: list or None. The VAE's latent shape the prior was fitted for.
         **kwargs: arguments of `keras.Model`.
@@ -80,11 +86,12 @@ class ChunkPrior(LatentStatistics, keras.Model):
 
     def __init__(self, latent_dim, context_frames=47, chunk_frames=94, width=64, layers=0, kernel_size=3,
                  flow_steps=16, context_dropout=0.1, context_noise=0.0, sample_noise=None, play_frames=None,
-                 flow_time="uniform", frame_rate=None, latent_shape=None, **kwargs):
+                 flow_time="uniform", patch_frames=1, frame_rate=None, latent_shape=None, **kwargs):
         super().__init__(**kwargs)
         for name, value, low in (("latent_dim", latent_dim, 1), ("context_frames", context_frames, 1),
                                  ("chunk_frames", chunk_frames, 1), ("width", width, 1), ("layers", layers, 0),
-                                 ("kernel_size", kernel_size, 2), ("flow_steps", flow_steps, 1)):
+                                 ("kernel_size", kernel_size, 2), ("flow_steps", flow_steps, 1),
+                                 ("patch_frames", patch_frames, 1)):
             if int(value) < low:
                 raise KvaeError(f"prior.{name}: must be at least {low}, got {value}")
         if not 0.0 <= float(context_dropout) <= 1.0:
@@ -107,6 +114,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
         if flow_time not in ("uniform", "logit-normal"):
             raise KvaeError(f"prior.flow_time: must be uniform or logit-normal, got {flow_time!r}")
         self.flow_time = flow_time
+        self.patch_frames = int(patch_frames)
         self.frame_rate = None if frame_rate is None else float(frame_rate)
         self.latent_shape = None if latent_shape is None else [int(d) for d in latent_shape]
         self.seed_generator = keras.random.SeedGenerator(0, name="flow_seeds")
@@ -125,7 +133,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
         self.modulations = [keras.layers.Dense(3 * w, kernel_initializer="zeros", name=f"modulation_{i}")
                             for i in range(count)]
         self.final_modulation = keras.layers.Dense(2 * w, kernel_initializer="zeros", name="final_modulation")
-        self.project_out = keras.layers.Dense(self.latent_dim, kernel_initializer="zeros", name="project_out")
+        self.project_out = keras.layers.Dense(self.latent_dim * self.patch_frames, kernel_initializer="zeros",
+                                              name="project_out")
         self.add_statistics()
         c = self.latent_dim
         self.velocity(np.zeros((1, 2, c), np.float32), np.zeros((1, 1), np.float32),
@@ -156,10 +165,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
         """
         x, s, has_context = (ops.convert_to_tensor(a, "float32") for a in (x, s, has_context))
         context = ops.convert_to_tensor(context, "float32") * ops.expand_dims(has_context, -1)
-        m = ops.shape(context)[1]
-        marker = ops.concatenate([ops.ones_like(context[..., :1]) * ops.expand_dims(has_context, -1),
-                                  ops.zeros_like(x[..., :1])], axis=1)
-        h = self.project_in(ops.concatenate([ops.concatenate([context, x], axis=1), marker], axis=-1))
+        h, start = self._patches(context, x, has_context)
+        h = self.project_in(h)
         features = _time_features(s)
         if self.context_noise:  # the context's noise level, scaled to [0, 1], beside the flow time
             level = ops.zeros_like(s) if level is None else ops.convert_to_tensor(level, "float32")
@@ -171,7 +178,32 @@ class ChunkPrior(LatentStatistics, keras.Model):
             z = _layer_norm(h) * (1.0 + mod[..., w:2 * w]) + mod[..., :w]
             h = h + mod[..., 2 * w:] * fc2(fc1(conv(z)))
         mod = self.final_modulation(y)
-        return self.project_out(_layer_norm(h) * (1.0 + mod[..., w:]) + mod[..., :w])[:, m:]
+        out = self.project_out(_layer_norm(h) * (1.0 + mod[..., w:]) + mod[..., :w])
+        b, steps = ops.shape(out)[0], ops.shape(out)[1]
+        out = ops.reshape(out, (b, steps * self.patch_frames, self.latent_dim))  # patches unfolded to frames
+        return out[:, start:start + ops.shape(x)[1]]
+
+    def _patches(self, context, x, has_context):
+        """The network's input sequence from the context and the noisy chunk, and where the chunk starts in it.
+
+        Each frame gets a marker channel (1: a real context frame); with `patch_frames` above 1 the context is
+        padded on the left and the chunk on the right to whole patches, a second channel marking the padding,
+        and each patch of frames is one step of the sequence.
+        """
+        m, k, p = ops.shape(context)[1], ops.shape(x)[1], self.patch_frames
+        marker = ops.concatenate([ops.ones_like(context[..., :1]) * ops.expand_dims(has_context, -1),
+                                  ops.zeros_like(x[..., :1])], axis=1)
+        frames = ops.concatenate([ops.concatenate([context, x], axis=1), marker], axis=-1)
+        if p == 1:
+            return frames, m
+        left, right = -m % p, -k % p
+        steps = (left + m + k + right) // p
+        is_pad = np.zeros((1, left + m + k + right, 1), np.float32)
+        is_pad[:, :left], is_pad[:, left + m + k:] = 1.0, 1.0
+        padded = ops.concatenate([ops.pad(frames, ((0, 0), (left, right), (0, 0))),
+                                  ops.zeros_like(frames[:, :1, :1]) + ops.convert_to_tensor(is_pad)], axis=-1)
+        b = ops.shape(padded)[0]
+        return ops.reshape(padded, (b, steps, p * (self.latent_dim + 2))), left + m
 
     def call(self, x, training=False):
         """The crops themselves: the network is `velocity`, and `compute_loss` draws its noise and times."""
@@ -253,7 +285,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
             "width": self.width, "layers": self.layers_count, "kernel_size": self.kernel_size,
             "flow_steps": self.flow_steps, "context_dropout": self.context_dropout,
             "context_noise": self.context_noise, "sample_noise": self.sample_noise, "play_frames": self.play_frames,
-            "flow_time": self.flow_time,
+            "flow_time": self.flow_time, "patch_frames": self.patch_frames,
             "frame_rate": self.frame_rate,
             "latent_shape": self.latent_shape,
         })
@@ -293,8 +325,9 @@ def check_chunk_settings(cfg, condition):
     """
     p = cfg["prior"]
     if p["kind"] != "chunk":
-        if p.get("context_noise"):
-            raise KvaeError(f"prior.context_noise: only for a chunk prior (prior.kind = chunk), not {p['kind']}")
+        for key, off in (("context_noise", 0), ("patch_frames", 1)):
+            if p.get(key, off) != off:
+                raise KvaeError(f"prior.{key}: only for a chunk prior (prior.kind = chunk), not {p['kind']}")
         return
     if condition:
         raise KvaeError("prior.kind = chunk: no conditioning yet; fit a conv or transformer prior for --condition")
