@@ -261,3 +261,32 @@ def test_a_prior_fitted_with_weight_ema_keeps_the_average(tiny_conv1d_run, tmp_p
     for a, b in zip(weights[0.99], resumed.trainable_weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(b), a, rtol=1e-5, atol=1e-6)
     assert read_history(folder / "history.csv")["val_loss"] == pytest.approx(losses[0.99], rel=1e-5)
+
+
+def test_cooldown_brings_the_learning_rate_down_to_zero_over_the_last_share(tiny_conv1d_run, tmp_path):
+    """`train.cooldown = F`: the learning rate is constant, then falls linearly to 0 over the last share F of
+    training, by the epochs (the middle of each) or by the clock of a `TimeBudget` that ends the fit."""
+    import shutil
+
+    import kvae
+    from kvae.errors import KvaeError
+    from kvae.runs import read_history
+    from kvae.training.time_budget import TimeBudget, cooldown
+
+    schedule = cooldown(1e-3, 0.5, 4).schedule
+    assert [schedule(e, 0.0) for e in range(4)] == pytest.approx([1e-3, 1e-3, 0.75e-3, 0.25e-3])
+    budget = TimeBudget(1.0, clock="cpu")
+    budget.elapsed = lambda: 54.0  # 90 % of the minute spent: a fifth of the cooldown's share left
+    assert cooldown(1e-3, 0.5, 4, budget).schedule(0, 0.0) == pytest.approx(2e-4)
+    with pytest.raises(KvaeError, match="cooldown: the share of training must be in"):
+        cooldown(1e-3, 0.0, 4)
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_conv1d_run, run)
+    train = {"epochs": 4, "steps_per_epoch": 2, "batch_size": 4, "verbose": 0, "cooldown": 0.5}
+    kvae.fit_prior(run, folder=tmp_path / "prior", verbose=False, settings={
+        "prior": {"width": 8, "layers": 2, "context_seconds": 0.2}, "train": train})
+    logged = read_history(tmp_path / "prior" / "history.csv")["learning_rate"]
+    assert logged == pytest.approx([1e-3, 1e-3, 0.75e-3, 0.25e-3])
+    with pytest.raises(KvaeError, match="prior/train.cooldown|train.cooldown"):
+        kvae.fit_prior(run, folder=tmp_path / "bad", verbose=False, settings={"train": {"cooldown": 1.5}})

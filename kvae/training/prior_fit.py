@@ -70,6 +70,7 @@ PRIOR_DEFAULTS = {
         "batch_size": 16,
         "sequence_frames": 0,  # 0: twice the prior's context, at most the shortest training sequence
         "learning_rate": 1e-3,
+        "cooldown": 0.0,  # share of training over which the learning rate falls linearly to 0 (0: constant)
         "clipnorm": 1.0,
         "fused_adam": True,  # torch backend: fused clipping + Adam kernels, as kvae fit (kvae.training.compile_model)
         "ema_momentum": 0.0,  # 0: off; else the saved prior holds the weights' exponential moving average
@@ -283,6 +284,11 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
             best = [swap, checkpoint, keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs: swap.on_epoch_begin(epoch))]
     extra = list(callbacks or [])
+    if train_cfg["cooldown"]:  # by the clock of a TimeBudget among the callbacks, else by epochs; in history.csv
+        from kvae.training.time_budget import TimeBudget, cooldown
+
+        budget = next((c for c in extra if isinstance(c, TimeBudget)), None)
+        best.insert(0, cooldown(train_cfg["learning_rate"], train_cfg["cooldown"], train_cfg["epochs"], budget))
     if train_cfg["tensorboard"]:
         from kvae.training.tensorboard import prior_logger
 

@@ -162,3 +162,22 @@ def averaged_weights(model):
     finally:
         for v, value in zip(variables, raw):
             v.assign(value)
+
+
+def cooldown(learning_rate, fraction, epochs, budget=None):
+    """Keras's `LearningRateScheduler` for a constant learning rate that falls linearly to 0 over the last
+    `fraction` of training (the warmup-stable-decay schedule's cooldown, Hägele et al. 2024), set each epoch.
+
+    Training's progress is the share of `budget`'s minutes spent when a `TimeBudget` ends it (a run stopped by
+    its clock cools down as its clock runs out), else the middle of the epoch over `epochs`. A resumed run's progress
+    carries over with its clock and epochs.
+    """
+    if not 0.0 < float(fraction) <= 1.0:
+        raise KvaeError(f"cooldown: the share of training must be in (0, 1], got {fraction}")
+
+    def schedule(epoch, lr):
+        progress = (budget.elapsed() / budget.seconds if budget is not None
+                    else (epoch + 0.5) / max(int(epochs), 1))  # the middle of the epoch
+        return float(learning_rate) * min(1.0, max(0.0, (1.0 - progress) / float(fraction)))
+
+    return keras.callbacks.LearningRateScheduler(schedule)
