@@ -265,7 +265,8 @@ def test_a_prior_fitted_with_weight_ema_keeps_the_average(tiny_conv1d_run, tmp_p
 
 def test_cooldown_brings_the_learning_rate_down_to_zero_over_the_last_share(tiny_conv1d_run, tmp_path):
     """`train.cooldown = F`: the learning rate is constant, then falls linearly to 0 over the last share F of
-    training, by the epochs (the middle of each) or by the clock of a `TimeBudget` that ends the fit."""
+    training, by the epochs (the middle of each) or by the clock of a `TimeBudget` that ends the fit
+    (`train.max_minutes` gives one)."""
     import shutil
 
     import kvae
@@ -288,5 +289,9 @@ def test_cooldown_brings_the_learning_rate_down_to_zero_over_the_last_share(tiny
         "prior": {"width": 8, "layers": 2, "context_seconds": 0.2}, "train": train})
     logged = read_history(tmp_path / "prior" / "history.csv")["learning_rate"]
     assert logged == pytest.approx([1e-3, 1e-3, 0.75e-3, 0.25e-3])
+    kvae.fit_prior(run, folder=tmp_path / "timed", verbose=False, settings={  # a budget the first batch spends
+        "prior": {"width": 8, "layers": 2, "context_seconds": 0.2}, "train": {**train, "max_minutes": 1e-6}})
+    assert len(read_history(tmp_path / "timed" / "history.csv")["loss"]) == 1  # not 4 epochs
+    assert (tmp_path / "timed" / "prior.keras").is_file()
     with pytest.raises(KvaeError, match="prior/train.cooldown|train.cooldown"):
         kvae.fit_prior(run, folder=tmp_path / "bad", verbose=False, settings={"train": {"cooldown": 1.5}})

@@ -71,6 +71,7 @@ PRIOR_DEFAULTS = {
         "sequence_frames": 0,  # 0: twice the prior's context, at most the shortest training sequence
         "learning_rate": 1e-3,
         "cooldown": 0.0,  # share of training over which the learning rate falls linearly to 0 (0: constant)
+        "max_minutes": 0.0,  # 0: no time limit; else stop after the batch that passes it (as kvae fit's)
         "clipnorm": 1.0,
         "fused_adam": True,  # torch backend: fused clipping + Adam kernels, as kvae fit (kvae.training.compile_model)
         "ema_momentum": 0.0,  # 0: off; else the saved prior holds the weights' exponential moving average
@@ -284,9 +285,11 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
             best = [swap, checkpoint, keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs: swap.on_epoch_begin(epoch))]
     extra = list(callbacks or [])
-    if train_cfg["cooldown"]:  # by the clock of a TimeBudget among the callbacks, else by epochs; in history.csv
-        from kvae.training.time_budget import TimeBudget, cooldown
+    from kvae.training.time_budget import TimeBudget, cooldown
 
+    if train_cfg["max_minutes"]:  # a resumed fit's backup carries the minutes it had spent
+        extra.append(TimeBudget(train_cfg["max_minutes"]))
+    if train_cfg["cooldown"]:  # by the clock of a TimeBudget among the callbacks, else by epochs; in history.csv
         budget = next((c for c in extra if isinstance(c, TimeBudget)), None)
         best.insert(0, cooldown(train_cfg["learning_rate"], train_cfg["cooldown"], train_cfg["epochs"], budget))
     if train_cfg["tensorboard"]:
