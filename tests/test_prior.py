@@ -295,3 +295,40 @@ def test_cooldown_brings_the_learning_rate_down_to_zero_over_the_last_share(tiny
     assert (tmp_path / "timed" / "prior.keras").is_file()
     with pytest.raises(KvaeError, match="prior/train.cooldown|train.cooldown"):
         kvae.fit_prior(run, folder=tmp_path / "bad", verbose=False, settings={"train": {"cooldown": 1.5}})
+
+
+def test_trim_silence_cuts_each_recordings_silent_start_and_end(tiny_conv1d_run, tmp_path):
+    """`train.trim_silence_db`: the prior learns from each recording between its first and last sounding
+    block (a recording's trailing silence taught a long fit to fade its pieces out); an all-silent one is
+    left out; without it the silences stay."""
+    import shutil
+
+    import kvae
+    from audio import sine, wav_file
+    from kvae.inference.prior_data import sounding_span
+
+    quiet, loud = np.zeros(300, np.float32), np.full(300, 0.1, np.float32)  # -inf and -20 dBFS, 0.1-s blocks
+    audio = np.concatenate([quiet, quiet, loud, quiet, loud, quiet])
+    assert sounding_span(audio, 3000, -50.0) == (600, 1500)  # the pause between sounds is kept
+    assert sounding_span(audio[:-150], 3000, -50.0) == (600, 1650)  # a short tail goes with the block before
+    assert sounding_span(audio, 3000, -10.0) == (0, 0) and sounding_span(audio[:0], 3000, -50.0) == (0, 0)
+    assert sounding_span(np.concatenate([loud, loud[:100]]), 3000, -50.0) == (0, 400)  # the short tail too
+
+    data = tmp_path / "songs"
+    rate, silence = 3000, np.zeros(3 * 3000, np.float32)
+    for i, freq in enumerate((220.0, 330.0)):  # 3 s of silence, 4 s of tone, 3 s of silence
+        wav_file(data / f"song{i}.wav", np.concatenate([silence, sine(freq, 4.0, rate, 0.3), silence]), rate)
+    wav_file(data / "empty.wav", np.zeros(10 * rate, np.float32), rate)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_conv1d_run, run)
+    frames = {}
+    for trim in (0.0, -50.0):
+        folder = tmp_path / f"prior{trim}"
+        kvae.fit_prior(run, data=data, folder=folder, verbose=False, settings={
+            "prior": {"width": 8, "layers": 2, "context_seconds": 0.2},
+            "train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 4, "verbose": 0, "trim_silence_db": trim}})
+        with np.load(folder / "latents.npz") as saved:
+            frames[trim] = (len(saved["train_lengths"]),  # (a folder without splits validates on their ends)
+                            int(saved["train_lengths"].sum() + saved["val_lengths"].sum()))
+    assert frames[0.0][0] == 3 and frames[-50.0][0] == 2  # the silent recording is left out
+    assert 0.3 < frames[-50.0][1] / (frames[0.0][1] * 2 / 3) < 0.5  # 4 of each recording's 10 s

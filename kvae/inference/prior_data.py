@@ -5,8 +5,10 @@ recordings (whole recordings, up to `train.max_seconds` of audio in all,
 each recording's share taken at a seeded offset) into frame sequences with
 `kvae.inference.latents.LatentLayout`, plus every window's posterior mean
 (for the latent mixture), and keeps them in `RUN/prior/latents.npz` while
-the model file and the settings are unchanged. `LatentCrops` serves random
-crops of them for teacher forcing.
+the model file and the settings are unchanged. With `train.trim_silence_db`
+each stretch loses its silent start and end first (a recording's fade into
+silence taught a long fit to end its pieces, silence then continuing
+itself). `LatentCrops` serves random crops of them for teacher forcing.
 """
 
 import json
@@ -38,14 +40,32 @@ def _stretches(corpus, split, seconds, seed):
     return out
 
 
-def encode_split(model, layout, corpus, split, seconds, seed=0, normalize="none", keys=None):
+def sounding_span(audio, sample_rate, threshold_db, block_seconds=0.1):
+    """`(start, stop)`: the samples from the first to the last block of `block_seconds` whose RMS is at or
+    above `threshold_db` dBFS (a shorter last block counts with the one before it); `(0, 0)` when none is."""
+    if not len(audio):
+        return 0, 0
+    block = max(int(round(block_seconds * sample_rate)), 1)
+    edges = np.append(np.arange(max(len(audio) // block, 1)) * block, len(audio))
+    power = np.add.reduceat(np.square(np.asarray(audio, np.float64)), edges[:-1]) / np.diff(edges)
+    loud = np.flatnonzero(10.0 * np.log10(np.maximum(power, 1e-30)) >= threshold_db)
+    return (int(edges[loud[0]]), int(edges[loud[-1] + 1])) if len(loud) else (0, 0)
+
+
+def encode_split(model, layout, corpus, split, seconds, seed=0, normalize="none", keys=None, trim_db=0.0):
     """Encode stretches of a split: `(sequences, window_latents)`, a frame array per stretch and every window.
 
-    `keys`, a list, is extended by each stretch's recording key.
+    `keys`, a list, is extended by each stretch's recording key. `trim_db` below 0: each stretch is cut to
+    its `sounding_span` first, and one with less than a window left is not encoded.
     """
     sequences, windows = [], []
     for entry, start, length in _stretches(corpus, split, seconds, seed):
         audio = corpus.array(entry)[start:start + length]
+        if trim_db:
+            first, stop = sounding_span(audio, corpus.sample_rate, trim_db)
+            if stop - first < layout.window:
+                continue
+            audio = audio[first:stop]
         latents, frames = layout.encode(model, audio, normalize=normalize)
         sequences.append(frames)
         windows.append(latents)
@@ -74,9 +94,11 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=
         `train_keys` and `val_keys` (the recording of each sequence; None from a cache written before them).
     """
     stat = Path(model_path).stat()
+    trim = float(cfg["train"].get("trim_silence_db", 0.0))
     key = json.dumps({"version": _LATENTS_VERSION, "model": [stat.st_size, stat.st_mtime_ns],
                       "data": data, "max_seconds": cfg["train"]["max_seconds"], "seed": cfg["train"]["seed"],
-                      "layout": [layout.frames_per_window, layout.hop_frames, layout.hop_samples]}, sort_keys=True)
+                      "layout": [layout.frames_per_window, layout.hop_frames, layout.hop_samples],
+                      **({"trim_db": trim} if trim else {})}, sort_keys=True)
     path = Path(path)
     if path.is_file():
         try:
@@ -93,12 +115,12 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=
     seed = cfg["train"]["seed"]
     mode = data.get("normalize", "none")
     train_keys, val_keys = [], []
-    train, windows = encode_split(model, layout, corpus, "train", seconds, seed, mode, train_keys)
+    train, windows = encode_split(model, layout, corpus, "train", seconds, seed, mode, train_keys, trim)
     if not train:  # a folder without splits: everything is "train"
-        train, windows = encode_split(model, layout, corpus, "test", seconds, seed, mode, train_keys)
+        train, windows = encode_split(model, layout, corpus, "test", seconds, seed, mode, train_keys, trim)
     val = []
     if corpus.split("train"):
-        val, _ = encode_split(model, layout, corpus, "test", seconds / 4, seed, mode, val_keys)
+        val, _ = encode_split(model, layout, corpus, "test", seconds / 4, seed, mode, val_keys, trim)
     if not val:  # hold out the last tenth of each training sequence
         cut = [max(1, len(s) - max(len(s) // 10, 1)) for s in train]
         val = [s[c:] for s, c in zip(train, cut) if c < len(s)]

@@ -79,6 +79,7 @@ PRIOR_DEFAULTS = {
         "rollout": 0.0,  # share of input frames replaced by the prior's own draws (mixture head; LatentPrior)
         "seed": 0,
         "max_seconds": 3600.0,  # audio encoded for the prior, in all
+        "trim_silence_db": 0.0,  # below 0: cut each recording's start and end quieter than this (dBFS) first
         "keep_best": True,  # keep the weights of the epoch with the lowest validation loss
         "tensorboard": False,  # true: TensorBoard event files in RUN/prior/tensorboard, with generated pieces
         "tensorboard_every": 5,  # epochs between the pieces written to TensorBoard
