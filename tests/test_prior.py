@@ -330,5 +330,8 @@ def test_trim_silence_cuts_each_recordings_silent_start_and_end(tiny_conv1d_run,
         with np.load(folder / "latents.npz") as saved:
             frames[trim] = (len(saved["train_lengths"]),  # (a folder without splits validates on their ends)
                             int(saved["train_lengths"].sum() + saved["val_lengths"].sum()))
+    with pytest.raises(KvaeError, match="train.trim_silence_db = -5: every training recording is quieter"):
+        kvae.fit_prior(run, data=data, folder=tmp_path / "none", verbose=False,
+                       settings={"train": {"epochs": 1, "trim_silence_db": -5.0}})  # the tones are at -13.5 dBFS
     assert frames[0.0][0] == 3 and frames[-50.0][0] == 2  # the silent recording is left out
     assert 0.3 < frames[-50.0][1] / (frames[0.0][1] * 2 / 3) < 0.5  # 4 of each recording's 10 s

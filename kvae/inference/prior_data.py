@@ -118,6 +118,9 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=
     train, windows = encode_split(model, layout, corpus, "train", seconds, seed, mode, train_keys, trim)
     if not train:  # a folder without splits: everything is "train"
         train, windows = encode_split(model, layout, corpus, "test", seconds, seed, mode, train_keys, trim)
+    if not train and trim:
+        raise KvaeError(f"train.trim_silence_db = {trim:g}: every training recording is quieter than that "
+                        "throughout; lower it, or 0 to keep the silences")
     val = []
     if corpus.split("train"):
         val, _ = encode_split(model, layout, corpus, "test", seconds / 4, seed, mode, val_keys, trim)
