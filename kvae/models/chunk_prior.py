@@ -196,14 +196,13 @@ class ChunkPrior(LatentStatistics, keras.Model):
         frames = ops.concatenate([ops.concatenate([context, x], axis=1), marker], axis=-1)
         if p == 1:
             return frames, m
-        left, right = -m % p, -k % p
-        steps = (left + m + k + right) // p
-        is_pad = np.zeros((1, left + m + k + right, 1), np.float32)
+        b, left, right = ops.shape(frames)[0], -m % p, -k % p
+        total = left + m + k + right
+        is_pad = np.zeros((1, total, 1), np.float32)
         is_pad[:, :left], is_pad[:, left + m + k:] = 1.0, 1.0
         padded = ops.concatenate([ops.pad(frames, ((0, 0), (left, right), (0, 0))),
-                                  ops.zeros_like(frames[:, :1, :1]) + ops.convert_to_tensor(is_pad)], axis=-1)
-        b = ops.shape(padded)[0]
-        return ops.reshape(padded, (b, steps, p * (self.latent_dim + 2))), left + m
+                                  ops.broadcast_to(ops.convert_to_tensor(is_pad), (b, total, 1))], axis=-1)
+        return ops.reshape(padded, (b, total // p, p * (self.latent_dim + 2))), left + m
 
     def call(self, x, training=False):
         """The crops themselves: the network is `velocity`, and `compute_loss` draws its noise and times."""

@@ -37,6 +37,7 @@ from kvae.errors import KvaeError
 from kvae.paths import save_error, write_text
 from kvae.runs import RunFolder, read_history
 from kvae.training.loop import compile_model, fit_in_folder, save_model_atomic, seed_everything
+from kvae.training.time_budget import TimeBudget, cooldown
 from kvae.data.labels import normalize_condition, recording_labels
 from kvae.inference.prior_data import LatentCrops, encoded_latents, sequence_labels
 
@@ -286,13 +287,12 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
             best = [swap, checkpoint, keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs: swap.on_epoch_begin(epoch))]
     extra = list(callbacks or [])
-    from kvae.training.time_budget import TimeBudget, cooldown
-
     if train_cfg["max_minutes"]:  # a resumed fit's backup carries the minutes it had spent
         extra.append(TimeBudget(train_cfg["max_minutes"]))
-    if train_cfg["cooldown"]:  # by the clock of a TimeBudget among the callbacks, else by epochs; in history.csv
+    schedule = []  # before the history, so history.csv logs the rate
+    if train_cfg["cooldown"]:  # by the clock of a TimeBudget among the callbacks, else by epochs
         budget = next((c for c in extra if isinstance(c, TimeBudget)), None)
-        best.insert(0, cooldown(train_cfg["learning_rate"], train_cfg["cooldown"], train_cfg["epochs"], budget))
+        schedule = [cooldown(train_cfg["learning_rate"], train_cfg["cooldown"], train_cfg["epochs"], budget)]
     if train_cfg["tensorboard"]:
         from kvae.training.tensorboard import prior_logger
 
@@ -314,7 +314,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
 
     # kvae fit's skeleton: each epoch once in history.csv, the backup kept until prior.keras is saved
     history = fit_in_folder(
-        prior, folder, train_ds, before_history=best, callbacks=extra,
+        prior, folder, train_ds, before_history=schedule + best, callbacks=extra,
         nan_message=lambda: "prior training diverged (loss is NaN or Inf); lower train.learning_rate",
         before_save=keep_best, save=folder.prior_model,
         curves={"title": "latent prior", "titles": {"loss": loss_name(prior)}},
