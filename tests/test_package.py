@@ -1,6 +1,7 @@
 """The package as users get it: a normal wheel that runs every CLI command from any folder, presets
 shipped inside it and equal to the repository's readable copies, light imports, files of a readable size."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -104,6 +105,8 @@ for argv in (["fit", "--config", "conv1d", "--run", "runs/conv1d", *steps],
              ["evaluate", "runs/quick", "--n-clips", "10", "--out", "eval.json"],
              ["gallery", "runs/quick", "runs/conv1d", "-n", "1", "--out", "gallery"],
              ["tune", "--config", "tiny", "--dir", "search", "--max-trials", "1"],
+             ["prior", "fit", "runs/conv1d", "--config", "chunk", "--set", "train.max_minutes=0",
+              "--set", "train.epochs=1", "--set", "train.steps_per_epoch=1", "--set", "prior.width=8"],
              ["prepare", "--rate", "2000"]):
     code = main(argv)
     print("COMMAND", argv[0], code, flush=True)
@@ -112,7 +115,10 @@ for argv in (["fit", "--config", "conv1d", "--run", "runs/conv1d", *steps],
     rest = subprocess.run([str(python), "-c", script], cwd=work, env=env, **run)
     assert rest.returncode == 0, rest.stdout[-3000:] + rest.stderr[-3000:]
     assert [line.split()[1] for line in rest.stdout.splitlines() if line.startswith("COMMAND")] == [
-        "fit", "sample", "reconstruct", "evaluate", "gallery", "tune", "prepare"]
+        "fit", "sample", "reconstruct", "evaluate", "gallery", "tune", "prior", "prepare"]
     assert (work / "rec.wav").is_file() and (work / "eval.json").is_file() and (work / "search").is_dir()
+    prior = json.loads((work / "runs" / "conv1d" / "prior" / "config.json").read_text())
+    assert (prior["prior"]["kind"], prior["prior"]["patch_frames"], prior["train"]["trim_silence_db"]) == (
+        "chunk", 4, -50.0)  # the shipped recipe, found by name from an unrelated folder
     assert (work / "runs" / "quick" / "gallery" / "index.html").is_file()  # kvae fit wrote one
     assert (work / "gallery" / "index.html").is_file() and (work / "gallery" / "conv1d" / "recon_0.wav").is_file()

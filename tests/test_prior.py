@@ -335,3 +335,17 @@ def test_trim_silence_cuts_each_recordings_silent_start_and_end(tiny_conv1d_run,
                        settings={"train": {"epochs": 1, "trim_silence_db": -5.0}})  # the tones are at -13.5 dBFS
     assert frames[0.0][0] == 3 and frames[-50.0][0] == 2  # the silent recording is left out
     assert 0.3 < frames[-50.0][1] / (frames[0.0][1] * 2 / 3) < 0.5  # 4 of each recording's 10 s
+
+
+def test_the_chunk_recipe_is_found_by_name_and_an_unknown_name_lists_the_recipes(tmp_path):
+    from kvae.models.chunk_prior import check_chunk_settings
+    from kvae.training.prior_fit import load_prior_config
+
+    cfg = load_prior_config("chunk", {"train": {"max_minutes": 80.0}})
+    assert (cfg["prior"]["kind"], cfg["prior"]["patch_frames"], cfg["prior"]["width"]) == ("chunk", 4, 256)
+    assert (cfg["train"]["cooldown"], cfg["train"]["trim_silence_db"], cfg["train"]["max_minutes"]) == (0.3, -50.0, 80.0)
+    check_chunk_settings(cfg, None)  # the recipe is one a chunk prior accepts
+    (tmp_path / "chunk").write_text('[prior]\nkind = "conv"\n')  # a file of that name wins over the recipe
+    assert load_prior_config(tmp_path / "chunk")["prior"]["kind"] == "conv"
+    with pytest.raises(KvaeError, match=r"^chunkk: prior config file not found, nor a built-in prior recipe \(chunk\)$"):
+        load_prior_config("chunkk")

@@ -1,12 +1,13 @@
 """Built-in presets, shipped inside the package (keras-hub's presets idea).
 
 `configs/` holds the experiment configs (`kvae fit --config NAME`), `search/`
-the keras-tuner search configs (`kvae tune --config NAME`). They are package
+the keras-tuner search configs (`kvae tune --config NAME`), `priors/` the
+latent prior recipes (`kvae prior fit RUN --config NAME`). They are package
 data, found through `importlib.resources`, so a normal (non-editable) install
 finds them from any working folder.
 
 These files are the one source of truth. The repository's top-level
-`configs/` and `tuning/*.toml` are copies for people to read and copy from;
+`configs/`, `configs/priors/` and `tuning/*.toml` are copies for people to read and copy from;
 `python -m kvae.presets --sync` rewrites them and a test keeps them equal.
 (Mapping the top-level folders into the package with `package_dir` was the
 other choice; it breaks in editable installs and plain checkouts, where the
@@ -16,13 +17,13 @@ package would then have no presets.)
 from importlib import resources
 from pathlib import Path
 
-KINDS = {"config": "configs", "search": "search"}
+KINDS = {"config": "configs", "search": "search", "prior": "priors"}
 # Where the repository keeps its human-readable copy of each kind.
-REPO_COPIES = {"config": "configs", "search": "tuning"}
+REPO_COPIES = {"config": "configs", "search": "tuning", "prior": "configs/priors"}
 
 
 def presets_dir(kind="config"):
-    """The folder of one kind of preset ("config" or "search") inside the installed package."""
+    """The folder of one kind of preset ("config", "search" or "prior") inside the installed package."""
     if kind not in KINDS:
         raise ValueError(f"preset kind must be one of {', '.join(KINDS)}, got {kind!r}")
     # pip installs packages as plain folders, so this is a real path.

@@ -9,8 +9,8 @@ from kvae.presets import KINDS, REPO_COPIES, preset_names, presets_dir, sync_cop
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kvae.presets", description=__doc__)
     parser.add_argument("--sync", metavar="ROOT", nargs="?", const=".",
-                        help=f"rewrite ROOT/{REPO_COPIES['config']}/ and ROOT/{REPO_COPIES['search']}/ "
-                             "from the package's presets (default ROOT: .)")
+                        help="rewrite " + ", ".join(f"ROOT/{folder}/" for folder in REPO_COPIES.values())
+                             + " from the package's presets (default ROOT: .)")
     args = parser.parse_args(argv)
     if args.sync is not None:
         root = Path(args.sync)

@@ -35,6 +35,7 @@ import numpy as np
 from kvae.config import Schema, merge_config, read_config_file
 from kvae.errors import KvaeError
 from kvae.paths import save_error, write_text
+from kvae.presets import find_preset, preset_names
 from kvae.runs import RunFolder, read_history
 from kvae.training.loop import compile_model, fit_in_folder, save_model_atomic, seed_everything
 from kvae.training.time_budget import TimeBudget, cooldown
@@ -99,7 +100,8 @@ PRIOR = Schema("prior config", PRIOR_DEFAULTS,
 
 
 def load_prior_config(config=None, overrides=None):
-    """Resolve a prior config: defaults, then a TOML/JSON file or dict, then overrides; validated.
+    """Resolve a prior config: defaults, then a TOML/JSON file, a built-in recipe's name (`kvae/presets/priors`:
+    `chunk`) or a dict, then overrides; validated.
 
     Raises:
         KvaeError: a missing file, an unknown section or key, a wrong type or a value out of range.
@@ -109,9 +111,11 @@ def load_prior_config(config=None, overrides=None):
     elif isinstance(config, dict):
         loaded = config
     else:
-        if not Path(config).is_file():
-            raise KvaeError(f"{config}: prior config file not found")
-        loaded = read_config_file(config)
+        path = Path(config) if Path(config).is_file() else find_preset(config, "prior")
+        if path is None:
+            raise KvaeError(f"{config}: prior config file not found, nor a built-in prior recipe "
+                            f"({', '.join(preset_names('prior'))})")
+        loaded = read_config_file(path)
     return PRIOR.check(merge_config(loaded, overrides or {}))
 
 
@@ -179,8 +183,9 @@ def fit_prior(run, config=None, data=None, cache=None, settings=None, verbose=Tr
 
     Args:
         run: str or Path. A run folder written by `kvae.fit` (holding `model.keras`).
-        config: str, Path, dict or None. A prior config (TOML/JSON file or dict
-            with sections prior, gmm, train); None: the defaults, or the saved
+        config: str, Path, dict or None. A prior config (TOML/JSON file, a
+            built-in recipe's name such as "chunk", or a dict with sections
+            prior, gmm, train); None: the defaults, or the saved
             `RUN/prior/config.json` when resuming.
         data: dataset root; default the run's own.
         cache: cache folder; default the run's own.
