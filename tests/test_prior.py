@@ -349,3 +349,34 @@ def test_the_chunk_recipe_is_found_by_name_and_an_unknown_name_lists_the_recipes
     assert load_prior_config(tmp_path / "chunk")["prior"]["kind"] == "conv"
     with pytest.raises(KvaeError, match=r"^chunkk: prior config file not found, nor a built-in prior recipe \(chunk\)$"):
         load_prior_config("chunkk")
+
+
+def test_init_warm_starts_from_a_fitted_prior_of_the_same_network(tiny_conv1d_run, tmp_path):
+    """`train.init`: the fit starts from another prior's weights and units (a fine-tune, say on trimmed
+    latents); a missing prior or one of another shape is a one-line error before any training."""
+    import shutil
+
+    import kvae
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_conv1d_run, run)
+    prior = {"kind": "chunk", "width": 8, "context_seconds": 0.2, "chunk_seconds": 0.2}
+    train = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "verbose": 0, "keep_best": False}
+    kvae.fit_prior(run, folder=tmp_path / "first", verbose=False, settings={"prior": prior, "train": train})
+    first = kvae.load(tmp_path / "first" / "prior.keras")
+    kvae.fit_prior(run, folder=tmp_path / "still", verbose=False, settings={  # a step of size 0: still the init
+        "prior": prior, "train": {**train, "init": str(tmp_path / "first"), "learning_rate": 1e-12}})
+    still = kvae.load(tmp_path / "still" / "prior.keras")
+    for ours, theirs in zip(still.get_weights(), first.get_weights()):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    kvae.fit_prior(run, folder=tmp_path / "fresh", verbose=False, settings={
+        "prior": prior, "train": {**train, "learning_rate": 1e-12}})  # without init: another start
+    fresh = kvae.load(tmp_path / "fresh" / "prior.keras")
+    assert not all(np.allclose(a, b) for a, b in zip(fresh.get_weights(), first.get_weights()))
+    with pytest.raises(KvaeError, match=r"^train.init: .*nowhere: no fitted prior there"):
+        kvae.fit_prior(run, folder=tmp_path / "a", verbose=False,
+                       settings={"prior": prior, "train": {**train, "init": str(tmp_path / "nowhere")}})
+    with pytest.raises(KvaeError, match=r"^train.init: .*prior.keras is a ChunkPrior of another shape than this "
+                                        r"config's ChunkPrior; warm-start only"):
+        kvae.fit_prior(run, folder=tmp_path / "b", verbose=False, settings={
+            "prior": {**prior, "width": 16}, "train": {**train, "init": str(tmp_path / "first" / "prior.keras")}})

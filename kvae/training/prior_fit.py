@@ -80,6 +80,7 @@ PRIOR_DEFAULTS = {
         "input_noise": 0.0,  # std of noise on the training crops' input frames (normalised units), not the targets
         "rollout": 0.0,  # share of input frames replaced by the prior's own draws (mixture head; LatentPrior)
         "seed": 0,
+        "init": "",  # warm start: a fitted prior (its prior.keras, or the folder holding it) of the same network
         "max_seconds": 3600.0,  # audio encoded for the prior, in all
         "trim_silence_db": 0.0,  # below 0: cut each recording's start and end quieter than this (dBFS) first
         "keep_best": True,  # keep the weights of the epoch with the lowest validation loss
@@ -170,6 +171,33 @@ def build_prior(cfg, layout, labels=None):
         components=p["components"], frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape),
         head=p["head"], flow_width=p["flow_width"], flow_blocks=p["flow_blocks"], flow_steps=p["flow_steps"],
         flow_samples=p["flow_samples"], rollout=cfg["train"]["rollout"], name="latent_prior", **({"labels": labels} if labels else {}))
+
+
+def warm_start(prior, init, verbose=False):
+    """Start `prior` from the weights of a fitted prior of the same network (`train.init`), in its units.
+
+    `init`: a `prior.keras` file, or a folder holding one (`RUN/prior`, or a run folder whose `prior/` does).
+    The normalisation statistics come with the weights, so the network goes on in the units it learned in.
+
+    Raises:
+        KvaeError: no fitted prior there, or one whose network differs from the config's.
+    """
+    from kvae.models.loading import load
+
+    path = Path(init)
+    for candidate in (path / "prior.keras", path / "prior" / "prior.keras"):
+        if path.is_dir() and candidate.is_file():
+            path = candidate
+    if not path.is_file():
+        raise KvaeError(f"train.init: {init}: no fitted prior there (give a prior.keras or the folder holding one)")
+    source = load(path, compile=False)
+    theirs, ours = source.get_weights(), prior.get_weights()
+    if type(source) is not type(prior) or [w.shape for w in theirs] != [w.shape for w in ours]:
+        raise KvaeError(f"train.init: {path} is a {type(source).__name__} of another shape than this config's "
+                        f"{type(prior).__name__}; warm-start only from a prior of the same kind and sizes")
+    prior.set_weights(theirs)
+    if verbose:
+        print(f"init:       the weights and units of {path}")
 
 
 def _resolve(folder, config, overrides):
@@ -265,6 +293,8 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
     prior = build_prior(cfg, layout, vocabulary)
     frames = np.concatenate(latents["train"])
     prior.set_statistics(frames.mean(axis=0), frames.std(axis=0))
+    if train_cfg["init"] and not folder.backup.exists():  # a resumed fit's backup holds its own weights
+        warm_start(prior, train_cfg["init"], verbose)
     train_seqs = [prior.normalize(s) for s in latents["train"]]
     val_seqs = [prior.normalize(s) for s in latents["val"]]
     length = train_cfg["sequence_frames"] or getattr(prior, "crop_frames", max(8, 2 * prior.context_length))
