@@ -320,8 +320,7 @@ def build_parser():
     p = prior_sub.add_parser("fit", parents=[common],
                              help="fit the latent mixture and the autoregressive prior into RUN/prior/ (resumes)")
     p.add_argument("run", metavar="RUN", help="run folder written by kvae fit")
-    p.add_argument("--config", metavar="FILE",
-                   help="prior config (TOML/JSON with [prior], [gmm], [train]) or a built-in recipe: chunk")
+    p.add_argument("--config", metavar="FILE", help="prior config file ([prior], [gmm], [train]) or a recipe: chunk")
     p.add_argument("--data", metavar="ROOT", help="dataset root (default: the one the run was trained on)")
     p.add_argument("--cache", metavar="DIR", help="cache folder (default: the run's)")
     p.add_argument("--epochs", type=int, metavar="N")

@@ -185,7 +185,7 @@ def warm_start(prior, init, verbose=False):
     from kvae.models.loading import load
 
     path = Path(init)
-    for candidate in (path / "prior.keras", path / "prior" / "prior.keras"):
+    for candidate in (RunFolder(path).prior_model, RunFolder(path).prior.prior_model):
         if path.is_dir() and candidate.is_file():
             path = candidate
     if not path.is_file():
