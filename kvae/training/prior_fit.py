@@ -112,11 +112,10 @@ def load_prior_config(config=None, overrides=None):
     elif isinstance(config, dict):
         loaded = config
     else:
-        path = Path(config) if Path(config).is_file() else find_preset(config, "prior")
-        if path is None:
+        if not Path(config).is_file() and find_preset(config, "prior") is None:
             raise KvaeError(f"{config}: prior config file not found, nor a built-in prior recipe "
                             f"({', '.join(preset_names('prior'))})")
-        loaded = read_config_file(path)
+        loaded = read_config_file(config, kind="prior")  # a bare name is the recipe of that name
     return PRIOR.check(merge_config(loaded, overrides or {}))
 
 
@@ -185,9 +184,8 @@ def warm_start(prior, init, verbose=False):
     from kvae.models.loading import load
 
     path = Path(init)
-    for candidate in (RunFolder(path).prior_model, RunFolder(path).prior.prior_model):
-        if path.is_dir() and candidate.is_file():
-            path = candidate
+    if path.is_dir():  # the prior's own folder, else a run folder's prior/
+        path = next((f for f in (RunFolder(path).prior_model, RunFolder(path).prior.prior_model) if f.is_file()), path)
     if not path.is_file():
         raise KvaeError(f"train.init: {init}: no fitted prior there (give a prior.keras or the folder holding one)")
     source = load(path, compile=False)
@@ -291,10 +289,11 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
 
     seed_everything(train_cfg["seed"])
     prior = build_prior(cfg, layout, vocabulary)
-    frames = np.concatenate(latents["train"])
-    prior.set_statistics(frames.mean(axis=0), frames.std(axis=0))
-    if train_cfg["init"] and not folder.backup.exists():  # a resumed fit's backup holds its own weights
+    if train_cfg["init"] and not folder.backup.exists():  # its weights and units (a resumed fit's backup holds its own)
         warm_start(prior, train_cfg["init"], verbose)
+    else:
+        frames = np.concatenate(latents["train"])
+        prior.set_statistics(frames.mean(axis=0), frames.std(axis=0))
     train_seqs = [prior.normalize(s) for s in latents["train"]]
     val_seqs = [prior.normalize(s) for s in latents["val"]]
     length = train_cfg["sequence_frames"] or getattr(prior, "crop_frames", max(8, 2 * prior.context_length))
