@@ -103,15 +103,12 @@ def read_config_file(path, seen=(), kind="config"):
     a search's `[search]` are kept).
 
     A path that is not a file but a bare name ("quickstart", "fc.toml") is
-    the built-in preset of that name (`kind` "config", or "search" for search
-    configs, which fall back to the configs).
+    the built-in preset of that name, of `kind` ("config", "search" or "prior") or
+    of a kind it falls back to (`kvae.presets.FALLBACK`: a search to the configs).
     """
     path = Path(path)
     if not path.is_file():
-        found = None
-        if len(path.parts) == 1:
-            for k in dict.fromkeys((kind, "config")):
-                found = found or find_preset(path.name, k)
+        found = find_preset(path.name, kind, fallback=True) if len(path.parts) == 1 else None
         if found is None:
             raise KvaeError(f"{path}: {'is a folder, not a config file' if path.is_dir() else 'config file not found'} "
                             f"(built-in: {', '.join(preset_names(kind))})")
@@ -130,7 +127,7 @@ def read_config_file(path, seen=(), kind="config"):
     if base:
         beside = path.parent / base
         # A base beside the file, else a preset by name (a copied config whose base was not copied).
-        if not beside.is_file() and not find_preset(Path(base).name, kind) and not find_preset(Path(base).name):
+        if not beside.is_file() and not find_preset(Path(base).name, kind, fallback=True):
             raise KvaeError(f"{path}: its base '{base}' is neither a file beside it nor a built-in preset")
         base_path = beside if beside.is_file() else Path(Path(base).name)
         data = merge_config(read_config_file(base_path, seen + (path.resolve(),), kind), data)

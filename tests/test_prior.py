@@ -349,6 +349,13 @@ def test_the_chunk_recipe_is_found_by_name_and_an_unknown_name_lists_the_recipes
     assert load_prior_config(tmp_path / "chunk")["prior"]["kind"] == "conv"
     with pytest.raises(KvaeError, match=r"^chunkk: prior config file not found, nor a built-in prior recipe \(chunk\)$"):
         load_prior_config("chunkk")
+    # A recipe's base is another recipe, never a model config of the same name (kvae.presets.FALLBACK).
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "longer.toml").write_text('base = "chunk"\n[train]\nmax_minutes = 80.0\n')
+    assert load_prior_config(tmp_path / "mine" / "longer.toml")["prior"]["patch_frames"] == 4
+    (tmp_path / "mine" / "wrong.toml").write_text('base = "quickstart"\n')  # a model config's name
+    with pytest.raises(KvaeError, match=r"wrong.toml: its base 'quickstart' is neither a file beside it nor a built-in"):
+        load_prior_config(tmp_path / "mine" / "wrong.toml")
 
 
 def test_init_warm_starts_from_a_fitted_prior_of_the_same_network(tiny_conv1d_run, tmp_path):

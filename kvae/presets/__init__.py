@@ -20,6 +20,9 @@ from pathlib import Path
 KINDS = {"config": "configs", "search": "search", "prior": "priors"}
 # Where the repository keeps its human-readable copy of each kind.
 REPO_COPIES = {"config": "configs", "search": "tuning", "prior": "configs/priors"}
+# The kinds a bare name may also name, after its own: a search may start from a model config; a
+# prior recipe only from a recipe (a model config read as a prior recipe would fail on every key).
+FALLBACK = {"config": (), "search": ("config",), "prior": ()}
 
 
 def presets_dir(kind="config"):
@@ -35,15 +38,19 @@ def preset_names(kind="config"):
     return sorted(p.stem for p in presets_dir(kind).glob("*.toml"))
 
 
-def find_preset(name, kind="config"):
-    """The path of a preset given by name ("quickstart") or file name ("quickstart.toml"), or None."""
+def find_preset(name, kind="config", fallback=False):
+    """The path of a preset given by name ("quickstart") or file name ("quickstart.toml"), or None.
+
+    `fallback`: also look among the kinds `FALLBACK` lets `kind` borrow from, in order after its own.
+    """
     name = str(name)
     if not name or "/" in name or "\\" in name:
         return None
-    folder = presets_dir(kind)
-    for candidate in (folder / name, folder / f"{name}.toml"):
-        if candidate.is_file():
-            return candidate
+    for k in (kind,) + (FALLBACK[kind] if fallback else ()):
+        folder = presets_dir(k)
+        for candidate in (folder / name, folder / f"{name}.toml"):
+            if candidate.is_file():
+                return candidate
     return None
 
 
