@@ -124,3 +124,17 @@ def test_one_stft_in_the_package():
     offenders = [f"{path.relative_to(root)}: {match.group(0)}" for path in root.rglob("*.py")
                  if "dsp" not in path.parts for match in pattern.finditer(path.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_block_levels_db_cuts_blocks_and_keeps_or_merges_a_short_tail():
+    from kvae.dsp.spectral import block_levels_db
+
+    x = np.concatenate([np.full(10, 0.1), np.zeros(10), np.full(5, 1.0)])[None]  # -20 dBFS, silence, 0 dBFS tail
+    levels, lengths = block_levels_db(x, 10)
+    assert lengths.tolist() == [10, 10, 5]
+    np.testing.assert_allclose(levels[0], [-20.0, -300.0, 0.0], atol=1e-9)  # the silent block at the floor
+    levels, lengths = block_levels_db(x, 10, merge_tail=True)  # the tail joins the block before it
+    assert lengths.tolist() == [10, 15]
+    np.testing.assert_allclose(levels[0], [-20.0, 10 * np.log10(5 / 15)], atol=1e-9)
+    levels, lengths = block_levels_db(x[0, :4], 10, merge_tail=True)  # shorter than a block: one block
+    assert lengths.tolist() == [4] and levels.shape == (1,)

@@ -9,7 +9,8 @@ as `torch.stft(..., center=True)` and `keras.ops.stft(..., center=True)` do.
   FFT sizes scaled to a sample rate, frame counts.
 - `kvae.dsp.spectral` (numpy): the numpy twin of the STFT, for metrics,
   evaluation features and plots; frame autocorrelation and band power (the
-  evaluation's pitch salience and modulation spectrum).
+  evaluation's pitch salience and modulation spectrum); block levels in dBFS
+  (the evaluation's silence share and the prior data's silence trimming).
 - `kvae.dsp.pqmf` (numpy; scipy when a bank is designed): the PQMF
   multiband filterbank of RAVE-style models, with numpy reference analysis
   and synthesis.

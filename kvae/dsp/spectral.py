@@ -74,3 +74,19 @@ def band_power(signals, rate, bands, min_freq=None):
     power = (spectrum.real**2 + spectrum.imag**2) / frames**2
     freqs = np.fft.rfftfreq(length, d=1.0 / rate)
     return np.stack([power[..., (freqs >= lo) & (freqs < hi)].sum(axis=-1) for lo, hi in bands], axis=-1)
+
+
+def block_levels_db(x, block, merge_tail=False, floor=1e-30):
+    """Power level in dBFS of consecutive blocks of `block` samples of `x` `(n, samples)`, and each block's length.
+
+    A shorter last block is a block of its own, or with `merge_tail` part of the one before it (a signal
+    shorter than a block is one block either way). The power is floored at `floor` before the logarithm.
+    Returns `(levels (n, blocks), lengths (blocks,))`: what silence detection and trimming read.
+    """
+    x = np.asarray(x, np.float64)
+    samples = x.shape[-1]
+    count = max(samples // block, 1) if merge_tail else max(-(-samples // block), 1)
+    edges = np.append(np.arange(count) * block, samples)
+    lengths = np.diff(edges)
+    power = np.add.reduceat(np.square(x), edges[:-1], axis=-1) / np.maximum(lengths, 1)
+    return 10.0 * np.log10(np.maximum(power, floor)), lengths

@@ -21,7 +21,7 @@ import numpy as np
 from kvae.dsp.filters import check_int as _check_int
 from kvae.dsp.filters import check_rate as _check_rate
 from kvae.dsp.filters import fitting_fft_size, scaled_fft_size, scaled_fft_sizes
-from kvae.dsp.spectral import centred_frames
+from kvae.dsp.spectral import block_levels_db, centred_frames
 from kvae.dsp.spectral import power_spectrogram as _power_spectrogram
 from kvae.errors import KvaeError
 
@@ -260,15 +260,8 @@ def silence_fraction(x, sample_rate, frame_seconds=0.02, threshold_db=-60.0, red
     arr = _as_audio(x, "x")
     sample_rate = _check_rate(sample_rate, "sample_rate")
     frame_seconds = _check_rate(frame_seconds, "frame_seconds")
-    frame = max(int(round(frame_seconds * sample_rate)), 1)
     n, samples = arr.shape
-    n_frames = -(-samples // frame)
-    padded = np.zeros((n, n_frames * frame))
-    padded[:, :samples] = arr**2
-    counts = np.full(n_frames, frame)
-    counts[-1] = samples - (n_frames - 1) * frame
-    power = padded.reshape(n, n_frames, frame).sum(axis=-1) / counts
-    level = 10.0 * np.log10(np.maximum(power, _RMS_FLOOR**2))
+    level, counts = block_levels_db(arr, max(int(round(frame_seconds * sample_rate)), 1), floor=_RMS_FLOOR**2)
     silent_samples = np.sum((level < threshold_db) * counts, axis=-1)
     if reduce:
         return float(np.sum(silent_samples) / (n * samples))

@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kvae.dsp.spectral import block_levels_db
 from kvae.errors import KvaeError
 from kvae.paths import atomic_path
 
@@ -45,10 +46,9 @@ def sounding_span(audio, sample_rate, threshold_db, block_seconds=0.1):
     above `threshold_db` dBFS (a shorter last block counts with the one before it); `(0, 0)` when none is."""
     if not len(audio):
         return 0, 0
-    block = max(int(round(block_seconds * sample_rate)), 1)
-    edges = np.append(np.arange(max(len(audio) // block, 1)) * block, len(audio))
-    power = np.add.reduceat(np.square(np.asarray(audio, np.float64)), edges[:-1]) / np.diff(edges)
-    loud = np.flatnonzero(10.0 * np.log10(np.maximum(power, 1e-30)) >= threshold_db)
+    levels, lengths = block_levels_db(audio, max(int(round(block_seconds * sample_rate)), 1), merge_tail=True)
+    edges = np.concatenate([[0], np.cumsum(lengths)])
+    loud = np.flatnonzero(levels >= threshold_db)
     return (int(edges[loud[0]]), int(edges[loud[-1] + 1])) if len(loud) else (0, 0)
 
 
