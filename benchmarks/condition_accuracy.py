@@ -26,6 +26,8 @@ interval's low end above chance. It writes `condition_accuracy.json` and one pie
     python benchmarks/condition_accuracy.py --run runs/conv1d --condition ensemble --out runs/cond
     python benchmarks/condition_accuracy.py --run runs/real --data /music --condition file --out runs/cond-real
     python benchmarks/condition_accuracy.py --run runs/real --prior runs/real/prior --out runs/cond-real
+    python benchmarks/condition_accuracy.py --run runs/real --kind chunk --set prior.width=256 \
+        --set prior.patch_frames=4 --prior-cpu-minutes 20 --condition file --out runs/cond-chunk
 
 Run on demand (minutes on a 2-core CPU for --quick).
 """
@@ -59,7 +61,12 @@ def parse_args(argv=None):
     parser.add_argument("--config", default=None, help="config to train when no --run (default conv1d)")
     parser.add_argument("--steps", type=int, default=None, help="VAE optimizer steps when training (default 400)")
     parser.add_argument("--prior-steps", type=int, default=None, help="optimizer steps of the prior (default 600)")
-    parser.add_argument("--kind", default="conv", choices=["conv", "transformer"], help="prior kind (default conv)")
+    parser.add_argument("--kind", default="conv", choices=["conv", "transformer", "chunk"],
+                        help="prior kind (default conv)")
+    parser.add_argument("--prior-cpu-minutes", type=float, default=None, metavar="M",
+                        help="train the prior for M minutes of CPU time instead of --prior-steps")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a prior config value, e.g. --set prior.width=256 (repeatable)")
     parser.add_argument("--pieces", type=int, default=None, help="pieces per label (default 4)")
     parser.add_argument("--seconds", type=float, default=None, help="length of each piece (default 20)")
     parser.add_argument("--windows", type=int, default=None,
@@ -101,18 +108,25 @@ def fit_conditioned(args, run, out, condition):
     """The conditioned prior: `--prior`, or one fitted here into `out/prior-<condition>`."""
     if args.prior:
         return Path(args.prior)
-    per_epoch = max(1, min(args.prior_steps, 50))
+    from kvae.config import merge_config, parse_set
+    from kvae.training.time_budget import TimeBudget
+
+    budget = args.prior_cpu_minutes
+    per_epoch = 50 if budget else max(1, min(args.prior_steps, 50))
     folder = out / f"prior-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(condition).stem)}"
-    settings = {"prior": {"kind": args.kind, "condition": condition},
-                "train": {"epochs": math.ceil(args.prior_steps / per_epoch), "steps_per_epoch": per_epoch,
-                          "seed": args.seed, "verbose": 0}}
+    settings = merge_config(parse_set(args.set, sections=("prior", "gmm", "train")), {
+        "prior": {"kind": args.kind, "condition": condition},
+        "train": {"epochs": 10 ** 6 if budget else math.ceil(args.prior_steps / per_epoch),  # a budget stops it
+                  "steps_per_epoch": per_epoch, "seed": args.seed, "verbose": 0}})
     if (folder / "prior.keras").is_file():
         print(f"  reusing {folder}")
         return folder
-    start = time.perf_counter()
-    kvae.fit_prior(run, data=args.data, settings=settings, folder=folder, verbose=False)
-    print(f"  conditioned prior ({args.kind}, condition {condition}) fitted in {time.perf_counter() - start:.0f} s",
-          flush=True)
+    start, cpu = time.perf_counter(), time.process_time()
+    callbacks = [TimeBudget(budget, clock="cpu")] if budget else []
+    kvae.fit_prior(run, data=args.data, settings=settings, folder=folder, verbose=False, callbacks=callbacks)
+    steps = f", {callbacks[0].stopped_at} steps" if callbacks and callbacks[0].stopped_at is not None else ""
+    print(f"  conditioned prior ({args.kind}, condition {condition}) fitted in {time.perf_counter() - start:.0f} s "
+          f"({time.process_time() - cpu:.0f} CPU s{steps})", flush=True)
     return folder
 
 
@@ -181,7 +195,7 @@ def main(argv=None):
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-cond-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"kvae conditioning benchmark: {args.pieces} pieces of {args.seconds:g} s per label, prior "
-          f"{args.prior_steps} steps, guidance {args.guidance:g}, seed {args.seed}, backend {keras.backend.backend()}, "
+          f"{f'{args.prior_cpu_minutes:g} CPU minutes' if args.prior_cpu_minutes else f'{args.prior_steps} steps'}, guidance {args.guidance:g}, seed {args.seed}, backend {keras.backend.backend()}, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
     run = Path(args.run) if args.run else train_run(args, out)
     model = kvae.load(run, compile=False)

@@ -241,8 +241,8 @@ def test_bad_chunk_settings_are_one_line_errors():
                            ({"prior": {"patch_frames": 2}}, "prior.patch_frames: only for a chunk prior")):
         with pytest.raises(KvaeError, match=word):
             build_prior(load_prior_config(settings), Layout())
-    with pytest.raises(KvaeError, match="no conditioning"):
-        build_prior(load_prior_config({"prior": {"kind": "chunk"}}), Layout(), labels=["a", "b"])
+    labelled = build_prior(load_prior_config({"prior": {"kind": "chunk"}}), Layout(), labels=["a", "b"])
+    assert type(labelled).__name__ == "ConditionedChunkPrior" and labelled.labels == ["a", "b"]
     prior = build_prior(load_prior_config({"prior": {"kind": "chunk", "context_seconds": 0.5, "chunk_seconds": 1.0}}),
                         Layout())
     assert (prior.context_frames, prior.chunk_frames, prior.kind) == (5, 10, "chunk")

@@ -1,5 +1,6 @@
-"""Conditioning (issue 35): labels per recording (metadata, file, CSV), `ConditionedPrior` (saved, stepped,
-guided), a conditioned `kvae prior fit` (resumed) and `kvae generate --condition`, and the benchmark's smoke run."""
+"""Conditioning (issue 35): labels per recording (metadata, file, CSV), `ConditionedPrior` and
+`ConditionedChunkPrior` (saved, stepped, guided, learning their labels), a conditioned `kvae prior fit` (resumed)
+and `kvae generate --condition`, and the benchmark's smoke run."""
 
 import importlib.util
 import json
@@ -167,6 +168,69 @@ def test_a_conditioned_prior_learns_its_labels():
         assert side * np.mean(frames) > 1.0, (label, np.mean(frames))
 
 
+def test_conditioned_chunk_prior_saves_loads_and_guides_towards_the_label(tmp_path):
+    """With one Euler step a chunk is `x0 + v`: a labelled piece's guidance g gives `x0 + v_0 + g (v_label - v_0)`
+    with its context kept (v_0: id 0, unconditional); an unlabelled piece's leans towards its context instead."""
+    import keras
+
+    from kvae.models.chunk_prior import ConditionedChunkPrior
+    from kvae.models.conditioned_prior import conditioned_stepper
+
+    prior = ConditionedChunkPrior(2, labels=["a", "b"], context_frames=4, chunk_frames=6, width=16, layers=3,
+                                  flow_steps=1)
+    rng = np.random.default_rng(0)
+    for w in prior.trainable_weights:  # away from the zero-initialised output and gates
+        w.assign((0.3 * rng.normal(size=w.shape)).astype("float32"))
+    rngs = lambda: [np.random.default_rng([3, i]) for i in range(2)]  # noqa: E731
+    context = rng.normal(size=(2, 4, 2)).astype("float32")
+    x0 = np.stack([r.standard_normal((6, 2)) for r in rngs()]).astype("float32")
+    s, has = np.zeros((2, 1), np.float32), np.ones((2, 1), np.float32)
+    v = lambda ids, has=has: out(prior.velocity(x0, s, context, has, ids=np.asarray(ids, "int32")))  # noqa: E731
+    np.testing.assert_allclose(out(prior.velocity(x0, s, context, has)), v([0, 0]), atol=1e-6)  # None: id 0
+    assert not np.allclose(v([0, 0]), v([2, 2]))  # the label reaches the velocity
+    ids = prior.label_ids(["b", None])
+    np.testing.assert_allclose(prior.draw_chunk(context, rngs(), ids=ids), x0 + v(ids), atol=1e-5)
+    guided = prior.draw_chunk(context, rngs(), guidance=3.0, ids=ids)
+    np.testing.assert_allclose(guided[0], (x0 + v([0, 0]) + 3.0 * (v(ids) - v([0, 0])))[0], atol=1e-5)
+    towards_context = x0 + v([0, 0], 0 * has) + 3.0 * (v([0, 0]) - v([0, 0], 0 * has))
+    np.testing.assert_allclose(guided[1], towards_context[1], atol=1e-5)  # no label: guided towards its context
+
+    stepper = conditioned_stepper(prior, 2, ["b", None], guidance=3.0)  # what kvae generate reaches
+    stepper.history = context
+    np.testing.assert_allclose(stepper.next_frame(rngs()), guided[:, 0], atol=1e-5)
+    prior.save(tmp_path / "prior.keras")
+    loaded = kvae.load(tmp_path / "prior.keras", compile=False)
+    assert type(loaded) is ConditionedChunkPrior and loaded.labels == ["a", "b"]
+    np.testing.assert_allclose(loaded.draw_chunk(context, rngs(), guidance=3.0, ids=ids), guided, atol=1e-5)
+    with pytest.raises(KvaeError, match=r"^condition: unknown value 'c' \(known: a, b\)$"):
+        conditioned_stepper(loaded, 2, "c")
+    keras.backend.clear_session()
+
+
+def test_a_conditioned_chunk_prior_learns_its_labels():
+    """Sequences near +1.5 labelled up and near -1.5 labelled down: each label's chunks, drawn with no
+    context, land on its side."""
+    import keras
+
+    from kvae.inference.prior_data import LatentCrops
+    from kvae.models.chunk_prior import ConditionedChunkPrior
+    from kvae.training.loop import seed_everything
+
+    seed_everything(0)
+    rng = np.random.default_rng(0)
+    sequences = [(side * 1.5 + 0.3 * rng.standard_normal((200, 2))).astype("float32") for side in (1, -1, 1, -1)]
+    prior = ConditionedChunkPrior(2, labels=["up", "down"], context_frames=4, chunk_frames=8, width=16, layers=2,
+                                  context_dropout=0.5)  # half the crops learn to start a piece
+    crops = LatentCrops(sequences, prior.crop_frames, 16, 40, seed=0, labels=[1, 2, 1, 2], label_dropout=0.1)
+    prior.compile(optimizer=keras.optimizers.Adam(3e-3))
+    prior.fit(crops, epochs=5, verbose=0)
+    empty = np.zeros((6, 0, 2), np.float32)
+    for label, side in (("up", 1), ("down", -1)):
+        chunk = prior.draw_chunk(empty, [np.random.default_rng([0, i]) for i in range(6)],
+                                 ids=prior.label_ids([label] * 6))
+        assert (side * chunk.mean(axis=(1, 2)) > 0.7).all(), (label, chunk.mean(axis=(1, 2)))  # every piece
+
+
 # ---------------------------------------------------------------- fitting and generating
 
 
@@ -230,6 +294,34 @@ def test_cli_conditioned_fit_and_generate(vae_run, tmp_path, capsys):
     assert cli.main(["prior", "fit", str(bare), "--config", str(config), "--condition", "colour"]) == 2
     assert "--condition colour: not a metadata column" in capsys.readouterr().err
     assert not (bare / "prior" / "latents.npz").exists()  # refused before encoding anything
+
+
+def test_conditioned_chunk_prior_fits_and_generates_on_musicnet_labels(vae_run, tmp_path, capsys):
+    """`kvae prior fit RUN --condition ensemble` with a chunk prior, then `kvae generate --condition`."""
+    from kvae.models.chunk_prior import ConditionedChunkPrior
+
+    run = fresh(vae_run, tmp_path)
+    config = tmp_path / "prior.json"
+    config.write_text(json.dumps({"prior": {"kind": "chunk", "context_seconds": 0.1, "chunk_seconds": 0.2,
+                                            "width": 8, "layers": 2, "flow_steps": 4},
+                                  "train": {**PRIOR["train"], "steps_per_epoch": 3}}))  # the zero-initialised
+    # output and gates pass nothing back at the first step: the label's embedding is reached from the third
+    assert cli.main(["prior", "fit", str(run), "--config", str(config), "--condition", "ensemble"]) == 0
+    assert "condition:  ensemble, 7 labels over 12 training recordings" in capsys.readouterr().out
+    prior = kvae.load(run / "prior" / "prior.keras", compile=False)
+    assert type(prior) is ConditionedChunkPrior and "Solo Piano" in prior.labels
+    out_path = tmp_path / "piece.wav"
+    assert cli.main(["generate", str(run), "--seconds", "1.5", "--condition", "Solo Piano", "--guidance", "2",
+                     "--out", str(out_path)]) == 0
+    assert "condition Solo Piano, guidance 2" in capsys.readouterr().out
+    assert read_audio(out_path)[0].shape == (int(1.5 * RATE),)
+    a = kvae.generate(run, seconds=1.0, condition="Solo Piano", seed=1)
+    np.testing.assert_array_equal(a, kvae.generate(run, seconds=1.0, condition="Solo Piano", seed=1))
+    assert not np.array_equal(a, kvae.generate(run, seconds=1.0, condition="String Quartet", seed=1))
+    assert cli.main(["generate", str(run), "--seconds", "1", "--condition", "Kazoo",
+                     "--out", str(tmp_path / "x.wav")]) == 2
+    assert capsys.readouterr().err.startswith("kvae: error: condition: unknown value 'Kazoo' (known: ")
+    assert not (tmp_path / "x.wav").exists()
 
 
 def test_unconditioned_prior_refuses_a_condition(vae_run, tmp_path):

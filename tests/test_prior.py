@@ -344,7 +344,7 @@ def test_the_chunk_recipe_is_found_by_name_and_an_unknown_name_lists_the_recipes
     cfg = load_prior_config("chunk", {"train": {"max_minutes": 80.0}})
     assert (cfg["prior"]["kind"], cfg["prior"]["patch_frames"], cfg["prior"]["width"]) == ("chunk", 4, 256)
     assert (cfg["train"]["cooldown"], cfg["train"]["trim_silence_db"], cfg["train"]["max_minutes"]) == (0.3, -50.0, 80.0)
-    check_chunk_settings(cfg, None)  # the recipe is one a chunk prior accepts
+    check_chunk_settings(cfg)  # the recipe is one a chunk prior accepts
     (tmp_path / "chunk").write_text('[prior]\nkind = "conv"\n')  # a file of that name wins over the recipe
     assert load_prior_config(tmp_path / "chunk")["prior"]["kind"] == "conv"
     with pytest.raises(KvaeError, match=r"^chunkk: prior config file not found, nor a built-in prior recipe \(chunk\)$"):

@@ -47,6 +47,7 @@ from keras import ops
 
 from kvae.errors import KvaeError
 from kvae.models.flow_head import _VALIDATION_SEED, _layer_norm, _time_features
+from kvae.models.conditioned_prior import LabelVocabulary
 from kvae.models.latent_prior import LatentStatistics
 
 _MAX_DILATION_POWER = 6  # dilations 1 ... 32, then again
@@ -135,6 +136,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
         self.final_modulation = keras.layers.Dense(2 * w, kernel_initializer="zeros", name="final_modulation")
         self.project_out = keras.layers.Dense(self.latent_dim * self.patch_frames, kernel_initializer="zeros",
                                               name="project_out")
+        self.add_label_layers()
         self.add_statistics()
         c = self.latent_dim
         self.velocity(np.zeros((1, 2, c), np.float32), np.zeros((1, 1), np.float32),
@@ -157,11 +159,19 @@ class ChunkPrior(LatentStatistics, keras.Model):
         """The noise level put on the context when generating."""
         return self.context_noise / 4 if self.sample_noise is None else self.sample_noise
 
-    def velocity(self, x, s, context, has_context, level=None):
+    def add_label_layers(self):
+        """Layers of a label's embedding (`ConditionedChunkPrior`); none here."""
+
+    def label_vectors(self, ids, batch):
+        """What a label adds to the flow-time features (`ConditionedChunkPrior`); None here."""
+        return None
+
+    def velocity(self, x, s, context, has_context, level=None, ids=None):
         """The velocity at noisy chunks `x` `(b, k, c)`, flow times `s` `(b, 1)`, given `context` `(b, m, c)`.
 
         `has_context` `(b, 1)`: 1 where the context is real, 0 where there is none (it is then zeros).
         `level` `(b, 1)`: the noise level the context carries (with `context_noise`; None: 0).
+        `ids` `(b,)`: label ids of a `ConditionedChunkPrior` (None: unconditional).
         """
         x, s, has_context = (ops.convert_to_tensor(a, "float32") for a in (x, s, has_context))
         context = ops.convert_to_tensor(context, "float32") * ops.expand_dims(has_context, -1)
@@ -171,7 +181,9 @@ class ChunkPrior(LatentStatistics, keras.Model):
         if self.context_noise:  # the context's noise level, scaled to [0, 1], beside the flow time
             level = ops.zeros_like(s) if level is None else ops.convert_to_tensor(level, "float32")
             features = ops.concatenate([features, _time_features(level / self.context_noise)], axis=-1)
-        y = ops.expand_dims(ops.silu(self.time_out(self.time_in(features))), 1)
+        y = self.time_out(self.time_in(features))
+        label = self.label_vectors(ids, ops.shape(y)[0])
+        y = ops.expand_dims(ops.silu(y if label is None else y + label), 1)  # a label joins the time (as DiT's class)
         w = self.width
         for conv, fc1, fc2, modulation in zip(self.convs, self.fc1, self.fc2, self.modulations):
             mod = modulation(y)
@@ -225,15 +237,17 @@ class ChunkPrior(LatentStatistics, keras.Model):
         if self.context_noise:  # noise augmentation: the network learns to trust its context by the level given
             level = keras.random.uniform((b, 1), maxval=self.context_noise, seed=seeds[3])
             context = context + level[:, :, None] * keras.random.normal(ops.shape(context), seed=seeds[4])
-        v = self.velocity((1.0 - s[:, :, None]) * x0 + s[:, :, None] * x1, s, context, has_context, level)
+        ids = x[1] if isinstance(x, (tuple, list)) else None  # a conditioned prior's crops come with label ids
+        v = self.velocity((1.0 - s[:, :, None]) * x0 + s[:, :, None] * x1, s, context, has_context, level, ids)
         return ops.mean(ops.square(v - (x1 - x0)))
 
-    def draw_chunk(self, context, rngs, temperature=1.0, guidance=1.0):
+    def draw_chunk(self, context, rngs, temperature=1.0, guidance=1.0, ids=None):
         """A chunk `(n, chunk_frames, c)` of normalised frames per piece given `context` `(n, m, c)` (m may be 0).
 
         The starting noise of piece i (and the noise put on its context, with `context_noise`) comes from
-        `rngs[i]`, so a seed gives the same chunk. `guidance`: classifier-free guidance towards the context
-        (the velocity without context plus `guidance` times the difference with it; 1: as trained).
+        `rngs[i]`, so a seed gives the same chunk. `guidance`: classifier-free guidance (the velocity without
+        the condition plus `guidance` times the difference with it; 1: as trained) towards the piece's label
+        (`ids`, a `ConditionedChunkPrior`'s), or for a piece without one towards its context.
         """
         n, c, k = len(rngs), self.latent_dim, self.chunk_frames
         x = np.stack([rng.standard_normal((k, c)) for rng in rngs]).astype(np.float32) * float(temperature)
@@ -245,16 +259,18 @@ class ChunkPrior(LatentStatistics, keras.Model):
             level += self.generation_noise
             context = context + self.generation_noise * np.stack(
                 [rng.standard_normal(context.shape[1:]) for rng in rngs]).astype(np.float32)
-        guided = given and float(guidance) != 1.0
+        ids = np.zeros(n, np.int32) if ids is None else np.asarray(ids, np.int32).reshape(n)
+        guided = (given or ids.any()) and float(guidance) != 1.0
         has = np.ones((n, 1), np.float32) * given
-        if guided:  # the unconditional velocity beside the conditional one, in one batch
-            context, has, level = (np.concatenate([a, a]) for a in (context, has, level))
-            has[n:] = 0.0
-        context_t, has_t, level_t = (ops.convert_to_tensor(a) for a in (context, has, level))
+        if guided:  # the velocity without the condition (the label, else the context) beside it, in one batch
+            context, has, level, ids = (np.concatenate([a, a]) for a in (context, has, level, ids))
+            has[n:] *= (ids[n:] != 0)[:, None]  # a labelled piece keeps its context and loses its label
+            ids[n:] = 0
+        context_t, has_t, level_t, ids_t = (ops.convert_to_tensor(a) for a in (context, has, level, ids))
         for step in range(self.flow_steps):
             s = ops.convert_to_tensor(np.full((len(has), 1), step / self.flow_steps, np.float32))
             v = np.asarray(ops.convert_to_numpy(self.velocity(ops.convert_to_tensor(
-                np.concatenate([x, x]) if guided else x), s, context_t, has_t, level_t)), np.float32)
+                np.concatenate([x, x]) if guided else x), s, context_t, has_t, level_t, ids_t)), np.float32)
             if guided:
                 v = v[n:] + float(guidance) * (v[:n] - v[n:])
             x = x + v / self.flow_steps
@@ -266,12 +282,13 @@ class ChunkPrior(LatentStatistics, keras.Model):
             raise KvaeError(f"guidance: this chunk prior was trained with prior.context_dropout = 0, so it never "
                             f"learned to draw without a context to guide from; use guidance 1, not {guidance:g}")
 
-    def stepper(self, pieces, guidance=1.0):
+    def stepper(self, pieces, guidance=1.0, ids=None):
         """The generation state of `pieces` pieces: `push(frame)` takes each frame as it is played.
 
-        `guidance`: each chunk's classifier-free guidance towards its context (`draw_chunk`).
+        `guidance`: each chunk's classifier-free guidance (`draw_chunk`); `ids`: the pieces' label ids
+        (`ConditionedChunkPrior`; None: unconditional).
         """
-        return ChunkStepper(self, pieces, guidance)
+        return ChunkStepper(self, pieces, guidance, ids)
 
     def sampler(self):
         """`draw(state, rngs, temperature)`: the next normalised frame of each piece (a new chunk when needed)."""
@@ -291,6 +308,22 @@ class ChunkPrior(LatentStatistics, keras.Model):
         return config
 
 
+@keras.saving.register_keras_serializable(package="kvae")
+class ConditionedChunkPrior(LabelVocabulary, ChunkPrior):
+    """A `ChunkPrior` conditioned on a label per sequence (`kvae prior fit RUN --config chunk --condition ...`).
+
+    The label's learned embedding is added to the flow-time features that shift, scale and gate every block
+    (as DiT adds its class embedding to the timestep's); id 0 is unconditional, trained on the share
+    `prior.label_dropout` of the crops. Generation's guidance leans each labelled piece's chunks towards its
+    label, the context kept (`draw_chunk`).
+
+    Args:
+        latent_dim: int. Channels of one latent frame.
+        labels: list of str. The vocabulary; label `labels[i]` has id `i + 1` (id 0 is unconditional).
+        **kwargs: the arguments of `ChunkPrior`.
+    """
+
+
 class ChunkStepper:
     """`ChunkPrior`'s generation state: the frames played so far and the rest of the current chunk.
 
@@ -298,8 +331,8 @@ class ChunkStepper:
     chunk prior has no start frame (its first chunk is drawn without context), so that push is not kept.
     """
 
-    def __init__(self, prior, pieces, guidance=1.0):
-        self.prior, self.pieces, self.guidance = prior, int(pieces), float(guidance)
+    def __init__(self, prior, pieces, guidance=1.0, ids=None):
+        self.prior, self.pieces, self.guidance, self.ids = prior, int(pieces), float(guidance), ids
         self.history = np.zeros((self.pieces, 0, prior.latent_dim), np.float32)
         self.chunk, self.next, self.started = None, 0, False
 
@@ -312,15 +345,16 @@ class ChunkStepper:
 
     def next_frame(self, rngs, temperature=1.0):
         if self.chunk is None or self.next == (self.prior.play_frames or self.chunk.shape[1]):
-            self.chunk, self.next = self.prior.draw_chunk(self.history, rngs, temperature, self.guidance), 0
+            self.chunk = self.prior.draw_chunk(self.history, rngs, temperature, self.guidance, self.ids)
+            self.next = 0
         self.next += 1
         return self.chunk[:, self.next - 1]
 
 
-def check_chunk_settings(cfg, condition):
+def check_chunk_settings(cfg):
     """One-line errors for what a chunk prior does not do, and its settings on another prior (before any work).
 
-    `cfg`: a resolved prior config (sections prior and train); `condition`: its condition or labels, if any.
+    `cfg`: a resolved prior config (sections prior and train).
     """
     p = cfg["prior"]
     if p["kind"] != "chunk":
@@ -328,8 +362,6 @@ def check_chunk_settings(cfg, condition):
             if p.get(key, off) != off:
                 raise KvaeError(f"prior.{key}: only for a chunk prior (prior.kind = chunk), not {p['kind']}")
         return
-    if condition:
-        raise KvaeError("prior.kind = chunk: no conditioning yet; fit a conv or transformer prior for --condition")
     if p["head"] != "mog":
         raise KvaeError("prior.head: a chunk prior is its own flow-matching model; leave prior.head = mog")
     if cfg["train"]["rollout"]:

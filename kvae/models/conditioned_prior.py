@@ -31,15 +31,11 @@ UNCONDITIONAL = 0
 _LISTED = 50  # labels an unknown value's error lists
 
 
-@keras.saving.register_keras_serializable(package="kvae")
-class ConditionedPrior(LatentPrior):
-    """A `LatentPrior` with a learned embedding of a label per sequence (see the module docstring).
+class LabelVocabulary:
+    """A prior's vocabulary of labels (id 0 unconditional, label `labels[i]` id `i + 1`), mixed in before the
+    prior class: `ConditionedPrior`, and `kvae.models.chunk_prior.ConditionedChunkPrior`.
 
-    Args:
-        latent_dim: int. Channels of one latent frame.
-        labels: list of str. The vocabulary; label `labels[i]` has id `i + 1`
-            (id 0 is unconditional).
-        **kwargs: the arguments of `LatentPrior`.
+    Its `label_embed` (one vector of the prior's `width` per id) is made by `add_label_layers`.
     """
 
     def __init__(self, latent_dim, labels=(), **kwargs):
@@ -54,15 +50,13 @@ class ConditionedPrior(LatentPrior):
         """The vocabulary: label `labels[i]` has id `i + 1`."""
         return list(self._vocabulary)
 
-    def add_input_layers(self):
+    def add_label_layers(self):
         self.label_embed = keras.layers.Embedding(len(self._vocabulary) + 1, self.width, name="label_embed")
 
-    def embed_inputs(self, x):
-        frames, ids = x if isinstance(x, (tuple, list)) else (x, None)
-        h = self.embed(frames)
-        if ids is None:
-            ids = ops.zeros((ops.shape(h)[0],), "int32")
-        return h + ops.expand_dims(self.label_embed(ops.cast(ids, "int32")), 1)
+    def label_vectors(self, ids, batch):
+        """The label embeddings `(batch, width)` of ids `(batch,)` (None: unconditional)."""
+        ids = ops.zeros((batch,), "int32") if ids is None else ops.cast(ids, "int32")
+        return self.label_embed(ids)
 
     def label_ids(self, values, what="condition"):
         """Ids of label values (None: unconditional); an unknown value is one line listing the known ones."""
@@ -78,6 +72,31 @@ class ConditionedPrior(LatentPrior):
                 more = f", ... {len(self.labels)} in all: the prior's .labels" if len(self.labels) > _LISTED else ""
                 raise KvaeError(f"{what}: unknown value {str(value)!r} (known: {known}{more})")
         return np.asarray(out, np.int32)
+
+    def get_config(self):
+        config = super().get_config()
+        config["labels"] = list(self.labels)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class ConditionedPrior(LabelVocabulary, LatentPrior):
+    """A `LatentPrior` with a learned embedding of a label per sequence (see the module docstring).
+
+    Args:
+        latent_dim: int. Channels of one latent frame.
+        labels: list of str. The vocabulary; label `labels[i]` has id `i + 1`
+            (id 0 is unconditional).
+        **kwargs: the arguments of `LatentPrior`.
+    """
+
+    def add_input_layers(self):
+        self.add_label_layers()
+
+    def embed_inputs(self, x):
+        frames, ids = x if isinstance(x, (tuple, list)) else (x, None)
+        h = self.embed(frames)
+        return h + ops.expand_dims(self.label_vectors(ids, ops.shape(h)[0]), 1)
 
     def next_distribution(self, context, ids=None):
         """`LatentPrior.next_distribution`, given the pieces' label ids `(n,)` (None: unconditional)."""
@@ -95,11 +114,6 @@ class ConditionedPrior(LatentPrior):
             step.embed = (kernel, bias + _np(self.label_embed.embeddings)[ids])
             return step
         return _LabelledContextStepper(self, pieces, ids)
-
-    def get_config(self):
-        config = super().get_config()
-        config["labels"] = list(self.labels)
-        return config
 
 
 class _LabelledContextStepper(ContextStepper):
@@ -143,7 +157,7 @@ def condition_ids(prior, pieces, condition=None, guidance=1.0):
     """The label ids `(pieces,)` of a condition for a prior (None for a prior fitted without one).
 
     Args:
-        prior: a `LatentPrior` or `ConditionedPrior`.
+        prior: a `LatentPrior`, `ChunkPrior` or one with labels (`LabelVocabulary`).
         pieces: int.
         condition: None (unconditional), a label, or a list of `pieces` labels (None entries unconditional).
         guidance: float. Classifier-free guidance scale (1: the conditional prior as trained).
@@ -152,7 +166,7 @@ def condition_ids(prior, pieces, condition=None, guidance=1.0):
         KvaeError: a condition or a guidance for a prior fitted without a condition; an unknown label (the
             known ones listed).
     """
-    if not isinstance(prior, ConditionedPrior):
+    if not isinstance(prior, LabelVocabulary):
         if condition is not None:
             raise KvaeError("condition: this prior was fitted without a condition "
                             "(fit one with `kvae prior fit RUN --condition COLUMN`)")
@@ -162,13 +176,16 @@ def condition_ids(prior, pieces, condition=None, guidance=1.0):
                                 "--condition`) or a chunk prior (guidance towards its context)")
             prior.check_guidance(guidance)
         return None
-    if float(guidance) != 1.0 and getattr(prior, "head_kind", "mog") != "mog":
+    if float(guidance) != 1.0 and getattr(prior, "head_kind", "mog") not in ("mog", "chunk"):
         raise KvaeError(f"guidance: only a Gaussian-mixture prior (prior.head = mog) can be guided; this one's head is "
                         f"{prior.head_kind}: use guidance 1")
     values = list(condition) if isinstance(condition, (list, tuple)) else [condition] * int(pieces)
     if len(values) != int(pieces):
         raise KvaeError(f"condition: give one label or one per piece ({pieces}), got {len(values)}")
-    return prior.label_ids(values)
+    ids = prior.label_ids(values)
+    if float(guidance) != 1.0 and getattr(prior, "guides_context", False) and not ids.all():
+        prior.check_guidance(guidance)  # a chunk prior's unlabelled pieces are guided towards their context
+    return ids
 
 
 def conditioned_stepper(prior, pieces, condition=None, guidance=1.0):
@@ -178,8 +195,8 @@ def conditioned_stepper(prior, pieces, condition=None, guidance=1.0):
     condition generates unconditionally.
     """
     ids = condition_ids(prior, pieces, condition, guidance)
-    if getattr(prior, "guides_context", False):  # a chunk prior: guidance towards each chunk's context
-        return prior.stepper(int(pieces), guidance=guidance)
+    if getattr(prior, "guides_context", False):  # a chunk prior: guidance towards the label, else the context
+        return prior.stepper(int(pieces), guidance=guidance, ids=ids)
     if ids is None:
         return prior.stepper(int(pieces))
     if float(guidance) == 1.0 or not ids.any():

@@ -151,19 +151,21 @@ def _data_settings(run, model, data=None, cache=None):
 
 def build_prior(cfg, layout, labels=None):
     """The prior a resolved prior config describes for a model's latent layout: a `LatentPrior`
-    (`ConditionedPrior` with a vocabulary of `labels`), or a `ChunkPrior` for `prior.kind = "chunk"`."""
+    (`ConditionedPrior` with a vocabulary of `labels`), or a `ChunkPrior` for `prior.kind = "chunk"`
+    (`ConditionedChunkPrior` with `labels`)."""
     from kvae.models import ConditionedPrior, LatentPrior
-    from kvae.models.chunk_prior import ChunkPrior, check_chunk_settings
+    from kvae.models.chunk_prior import ChunkPrior, ConditionedChunkPrior, check_chunk_settings
 
     p = cfg["prior"]
-    check_chunk_settings(cfg, labels)
+    check_chunk_settings(cfg)
     if p["kind"] == "chunk":
-        return ChunkPrior(
+        return (ConditionedChunkPrior if labels else ChunkPrior)(
             layout.channels, context_frames=max(1, round(p["context_seconds"] * layout.frame_rate)),
             chunk_frames=max(1, round(p["chunk_seconds"] * layout.frame_rate)), width=p["width"], layers=p["layers"],
             kernel_size=p["kernel_size"], flow_steps=p["flow_steps"], context_dropout=p["context_dropout"],
             context_noise=p["context_noise"], flow_time=p["flow_time"], patch_frames=p["patch_frames"],
-            frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape), name="latent_prior")
+            frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape), name="latent_prior",
+            **({"labels": labels} if labels else {}))
     return (ConditionedPrior if labels else LatentPrior)(
         layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
         width=p["width"], layers=p["layers"], kernel_size=p["kernel_size"], num_heads=p["num_heads"],
@@ -257,7 +259,7 @@ def _fit_prior(run, model_path, config, data, cache, nested, verbose, callbacks,
         raise KvaeError(f"{folder.path}: already holds a fitted prior; delete that folder to fit it again")
     cfg = _resolve(folder, config, nested)
     condition = cfg["prior"]["condition"] = normalize_condition(cfg["prior"]["condition"])
-    check_chunk_settings(cfg, condition)
+    check_chunk_settings(cfg)
     started = (folder.read_config("prior config") or {}).get("prior", {}).get("condition", "")
     if folder.backup.exists() and started != condition:  # its backup holds that vocabulary's embedding
         raise KvaeError(f"--condition: {folder.path} holds a fit interrupted with condition {started or '(none)'!r}; "
