@@ -380,6 +380,17 @@ def test_init_warm_starts_from_a_fitted_prior_of_the_same_network(tiny_conv1d_ru
         "prior": prior, "train": {**train, "learning_rate": 1e-12}})  # without init: another start
     fresh = kvae.load(tmp_path / "fresh" / "prior.keras")
     assert not all(np.allclose(a, b) for a, b in zip(fresh.get_weights(), first.get_weights()))
+    # a conditioned prior from an unconditioned one: the shared weights the init's, the label embedding zero
+    labelled, _ = kvae.fit_prior(run, folder=tmp_path / "labelled", verbose=False, settings={
+        "prior": {**prior, "condition": "file"}, "train": {**train, "init": str(tmp_path / "first"),
+                                                            "learning_rate": 1e-12}})
+    theirs = {w.path: w for w in first.weights}
+    assert type(labelled).__name__ == "ConditionedChunkPrior" and len(labelled.weights) == len(theirs) + 1
+    for w in labelled.weights:
+        np.testing.assert_allclose(w, theirs[w.path] if w.path in theirs else np.zeros(w.shape), atol=1e-6)
+    with pytest.raises(KvaeError, match=r"is a ConditionedChunkPrior of another shape than this config's ChunkPrior"):
+        kvae.fit_prior(run, folder=tmp_path / "c", verbose=False,  # not the other way round
+                       settings={"prior": prior, "train": {**train, "init": str(tmp_path / "labelled")}})
     with pytest.raises(KvaeError, match=r"^train.init: .*nowhere: no fitted prior there"):
         kvae.fit_prior(run, folder=tmp_path / "a", verbose=False,
                        settings={"prior": prior, "train": {**train, "init": str(tmp_path / "nowhere")}})

@@ -6,15 +6,12 @@ Two priors are fitted from the latents of the run's training recordings:
   posterior means of the training windows, attached to the VAE and saved as
   `RUN/prior/model.keras` (the run's own `model.keras` is never rewritten),
   so `kvae.load("RUN/prior").sample(n, prior="gmm")` draws from it;
-- the autoregressive `kvae.models.LatentPrior` over the frame sequences of
-  long contiguous stretches of the training recordings (whole recordings up
-  to `train.max_seconds` in all), trained with Keras `fit` like the VAE:
-  random crops each epoch (reproducible from the seed and the epoch), a
-  validation loss on the test split (or the last tenth of each training
-  sequence when there is none), the weights of the epoch with the lowest
-  validation loss kept (`train.keep_best`), `history.csv`,
-  `loss_curves.png`, and `BackupAndRestore`, so an interrupted fit resumes
-  where it stopped.
+- the autoregressive `kvae.models.LatentPrior` (or `ChunkPrior`) over the frame sequences of long
+  contiguous stretches of the training recordings (whole recordings up to `train.max_seconds` in all),
+  trained with Keras `fit` like the VAE: random crops each epoch (reproducible from the seed and the epoch),
+  a validation loss on the test split (or the last tenth of each training sequence when there is none), the
+  weights of the epoch with the lowest validation loss kept (`train.keep_best`), `history.csv`,
+  `loss_curves.png`, and `BackupAndRestore`, so an interrupted fit resumes where it stopped.
 
 The folder holds::
 
@@ -67,8 +64,7 @@ PRIOR_DEFAULTS = {
     },
     "gmm": {"components": 8, "covariance": "auto"},
     "train": {
-        "epochs": 20,
-        "steps_per_epoch": 50,
+        "epochs": 20, "steps_per_epoch": 50,
         "batch_size": 16,
         "sequence_frames": 0,  # 0: twice the prior's context, at most the shortest training sequence
         "learning_rate": 1e-3,
@@ -179,6 +175,8 @@ def warm_start(prior, init, verbose=False):
 
     `init`: a `prior.keras` file, or a folder holding one (`RUN/prior`, or a run folder whose `prior/` does).
     The normalisation statistics come with the weights, so the network goes on in the units it learned in.
+    A conditioned prior may start from an unconditioned one of the same network: its label embedding starts
+    at zero, so the fit begins as that prior, unconditional for every label.
 
     Raises:
         KvaeError: no fitted prior there, or one whose network differs from the config's.
@@ -191,11 +189,15 @@ def warm_start(prior, init, verbose=False):
     if not path.is_file():
         raise KvaeError(f"train.init: {init}: no fitted prior there (give a prior.keras or the folder holding one)")
     source = load(path, compile=False)
-    theirs, ours = source.get_weights(), prior.get_weights()
-    if type(source) is not type(prior) or [w.shape for w in theirs] != [w.shape for w in ours]:
+    theirs = {w.path: w for w in source.weights}
+    fresh = [w.path for w in prior.weights if w.path not in theirs]  # a label embedding, from an unlabelled prior
+    labels = ["label_embed/embeddings"] if hasattr(prior, "label_embed") and not hasattr(source, "label_embed") else []
+    if not isinstance(prior, type(source)) or fresh != labels or len(theirs) + len(fresh) != len(prior.weights) \
+            or any(theirs[w.path].shape != w.shape for w in prior.weights if w.path in theirs):
         raise KvaeError(f"train.init: {path} is a {type(source).__name__} of another shape than this config's "
                         f"{type(prior).__name__}; warm-start only from a prior of the same kind and sizes")
-    prior.set_weights(theirs)
+    for w in prior.weights:
+        w.assign(theirs[w.path] if w.path in theirs else np.zeros(w.shape, w.dtype))
     if verbose:
         print(f"init:       the weights and units of {path}")
 
