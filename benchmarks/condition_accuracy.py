@@ -194,8 +194,10 @@ def main(argv=None):
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kvae-cond-"))
     out.mkdir(parents=True, exist_ok=True)
-    print(f"kvae conditioning benchmark: {args.pieces} pieces of {args.seconds:g} s per label, prior "
-          f"{f'{args.prior_cpu_minutes:g} CPU minutes' if args.prior_cpu_minutes else f'{args.prior_steps} steps'}, guidance {args.guidance:g}, seed {args.seed}, backend {keras.backend.backend()}, "
+    trained = (f"from {args.prior}" if args.prior else f"{args.prior_cpu_minutes:g} CPU minutes"
+               if args.prior_cpu_minutes else f"{args.prior_steps} steps")
+    print(f"kvae conditioning benchmark: {args.pieces} pieces of {args.seconds:g} s per label, prior {trained}, "
+          f"guidance {args.guidance:g}, seed {args.seed}, backend {keras.backend.backend()}, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
     run = Path(args.run) if args.run else train_run(args, out)
     model = kvae.load(run, compile=False)

@@ -28,7 +28,9 @@ reference set (`decoder ceiling`: what any prior on this decoder could reach, wi
 and of held-out windows, judged the same way; `the prior's gap` is a piece row's C2ST minus the ceiling's.
 The prior's share is split once more (sequence latents): `<prior>: one-step draws, true context` decodes
 frames each drawn from the prior's prediction after the *true* frames before it (crops of its training
-latents), its per-frame error without the compounding of free-running generation.
+latents), its per-frame error without the compounding of free-running generation. `--by-position K` adds,
+per autoregressive prior, the pieces' windows judged apart in K consecutive spans (`<prior>: seconds 0-10`):
+whether the pieces are as far from music at their start as later, or drift away from it as they run.
 
 It prints the table and a summary of each autoregressive prior (parameters, context, steps, validation loss:
 the mixture's negative log-likelihood in nats per frame, the flow head's squared velocity error, which are not
@@ -108,6 +110,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-one-step", action="store_true",
                         help="skip the rows of one-step draws given the true context (they double the judge's sets)")
+    parser.add_argument("--by-position", type=int, default=0, metavar="K",
+                        help="also judge each autoregressive prior's pieces in K consecutive spans, a row each")
     parser.add_argument("--data", help="dataset root (default: the run's, or the embedded corpus)")
     parser.add_argument("--pieces-to-run", type=int, default=0, metavar="N",
                         help="also write N pieces of the first prior to RUN/pieces/ (the run's gallery)")
@@ -441,8 +445,17 @@ def main(argv=None):
                         one_step[f"{name}: {label}"] = chunk_windows(ar_path, model, layout, args.n_clips,
                                                                      temperature, args.seed, context, variant)
 
+    # The pieces by position: each autoregressive prior's windows in K consecutive spans of every piece.
+    spans = {}
+    for name, prior, ar_path, *_ in choices:
+        if ar_path is not None and args.by_position > 1:
+            w = pieces[name].reshape(args.pieces, per_piece, window)
+            edges = np.linspace(0, per_piece, args.by_position + 1).round().astype(int)
+            for a, b in zip(edges[:-1], edges[1:]):
+                spans[f"{name}: seconds {a * window / rate:g}-{b * window / rate:g}"] = w[:, a:b].reshape(-1, window)
+
     # -- judge
-    rows = judge({**pieces, **one_step, **ceiling, **reference_rows}, reference, rate, seed=args.seed)
+    rows = judge({**pieces, **spans, **one_step, **ceiling, **reference_rows}, reference, rate, seed=args.seed)
     scale = Standardizer(feats.clip_features(reference, rate))
     for name, clips in pieces.items():
         rows[name]["drift"], rows[name]["adjacent"] = piece_measures(scale(feats.clip_features(clips, rate)),
