@@ -166,24 +166,24 @@ def condition_ids(prior, pieces, condition=None, guidance=1.0):
         KvaeError: a condition or a guidance for a prior fitted without a condition; an unknown label (the
             known ones listed).
     """
+    guided, towards_context = float(guidance) != 1.0, getattr(prior, "guides_context", False)
+    ids = None
     if not isinstance(prior, LabelVocabulary):
         if condition is not None:
             raise KvaeError("condition: this prior was fitted without a condition "
                             "(fit one with `kvae prior fit RUN --condition COLUMN`)")
-        if float(guidance) != 1.0:
-            if not getattr(prior, "guides_context", False):
-                raise KvaeError("guidance: only with a prior fitted with a condition (`kvae prior fit RUN "
-                                "--condition`) or a chunk prior (guidance towards its context)")
-            prior.check_guidance(guidance)
-        return None
-    if float(guidance) != 1.0 and getattr(prior, "head_kind", "mog") not in ("mog", "chunk"):
-        raise KvaeError(f"guidance: only a Gaussian-mixture prior (prior.head = mog) can be guided; this one's head is "
-                        f"{prior.head_kind}: use guidance 1")
-    values = list(condition) if isinstance(condition, (list, tuple)) else [condition] * int(pieces)
-    if len(values) != int(pieces):
-        raise KvaeError(f"condition: give one label or one per piece ({pieces}), got {len(values)}")
-    ids = prior.label_ids(values)
-    if float(guidance) != 1.0 and getattr(prior, "guides_context", False) and not ids.all():
+        if guided and not towards_context:
+            raise KvaeError("guidance: only with a prior fitted with a condition (`kvae prior fit RUN "
+                            "--condition`) or a chunk prior (guidance towards its context)")
+    else:
+        if guided and getattr(prior, "head_kind", "mog") not in ("mog", "chunk"):
+            raise KvaeError(f"guidance: only a Gaussian-mixture prior (prior.head = mog) can be guided; this one's "
+                            f"head is {prior.head_kind}: use guidance 1")
+        values = list(condition) if isinstance(condition, (list, tuple)) else [condition] * int(pieces)
+        if len(values) != int(pieces):
+            raise KvaeError(f"condition: give one label or one per piece ({pieces}), got {len(values)}")
+        ids = prior.label_ids(values)
+    if guided and towards_context and (ids is None or not ids.all()):
         prior.check_guidance(guidance)  # a chunk prior's unlabelled pieces are guided towards their context
     return ids
 

@@ -152,7 +152,7 @@ def build_prior(cfg, layout, labels=None):
     from kvae.models import ConditionedPrior, LatentPrior
     from kvae.models.chunk_prior import ChunkPrior, ConditionedChunkPrior, check_chunk_settings
 
-    p = cfg["prior"]
+    p, labelled = cfg["prior"], ({"labels": labels} if labels else {})
     check_chunk_settings(cfg)
     if p["kind"] == "chunk":
         return (ConditionedChunkPrior if labels else ChunkPrior)(
@@ -160,14 +160,13 @@ def build_prior(cfg, layout, labels=None):
             chunk_frames=max(1, round(p["chunk_seconds"] * layout.frame_rate)), width=p["width"], layers=p["layers"],
             kernel_size=p["kernel_size"], flow_steps=p["flow_steps"], context_dropout=p["context_dropout"],
             context_noise=p["context_noise"], flow_time=p["flow_time"], patch_frames=p["patch_frames"],
-            frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape), name="latent_prior",
-            **({"labels": labels} if labels else {}))
+            frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape), name="latent_prior", **labelled)
     return (ConditionedPrior if labels else LatentPrior)(
         layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
         width=p["width"], layers=p["layers"], kernel_size=p["kernel_size"], num_heads=p["num_heads"],
         components=p["components"], frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape),
         head=p["head"], flow_width=p["flow_width"], flow_blocks=p["flow_blocks"], flow_steps=p["flow_steps"],
-        flow_samples=p["flow_samples"], rollout=cfg["train"]["rollout"], name="latent_prior", **({"labels": labels} if labels else {}))
+        flow_samples=p["flow_samples"], rollout=cfg["train"]["rollout"], name="latent_prior", **labelled)
 
 
 def warm_start(prior, init, verbose=False):
@@ -191,7 +190,8 @@ def warm_start(prior, init, verbose=False):
     source = load(path, compile=False)
     theirs = {w.path: w for w in source.weights}
     fresh = [w.path for w in prior.weights if w.path not in theirs]  # a label embedding, from an unlabelled prior
-    labels = ["label_embed/embeddings"] if hasattr(prior, "label_embed") and not hasattr(source, "label_embed") else []
+    new_labels = hasattr(prior, "label_embed") and not hasattr(source, "label_embed")
+    labels = [prior.label_embed.embeddings.path] if new_labels else []
     if not isinstance(prior, type(source)) or fresh != labels or len(theirs) + len(fresh) != len(prior.weights) \
             or any(theirs[w.path].shape != w.shape for w in prior.weights if w.path in theirs):
         raise KvaeError(f"train.init: {path} is a {type(source).__name__} of another shape than this config's "
