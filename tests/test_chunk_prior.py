@@ -201,6 +201,34 @@ def test_context_noise_trains_on_noisy_context_and_generates_with_its_level(tmp_
     np.testing.assert_allclose(loaded.draw_chunk(context, rngs()), first, atol=1e-5)
 
 
+def test_offset_noise_gives_each_chunk_a_constant_in_its_starting_noise(tmp_path):
+    """`offset_noise`: training's `x_0` and generation's starting noise get one N(0, offset^2) draw per chunk and
+    channel beside the per-frame N(0, 1), so the chunk means of `x_0` spread by about `offset` (not 1/sqrt(6))."""
+    seen = []
+
+    def chunk_means(prior):
+        velocity = prior.velocity
+        prior.velocity = lambda x, s, *rest: seen.append(keras.ops.convert_to_numpy(x) / (
+            1.0 - keras.ops.convert_to_numpy(s)[:, :, None])) or velocity(x, s, *rest)  # zero crops: x_s = (1-s) x0
+        prior.compute_loss(y=np.zeros((4096, 10, 2), np.float32), training=True)
+        del prior.velocity
+        return seen[-1].mean(axis=1)
+
+    assert 0.36 < chunk_means(chunk_prior()).std() < 0.46  # 1/sqrt(6) = 0.41
+    prior = random_weights(chunk_prior(offset_noise=1.5, flow_steps=1))
+    assert 1.45 < chunk_means(prior).std() < 1.65  # sqrt(1.5^2 + 1/6) = 1.55
+    rngs = lambda: [np.random.default_rng([5, i]) for i in range(2)]  # noqa: E731
+    context = np.random.default_rng(3).normal(size=(2, 4, 2)).astype("float32")
+    x0 = np.float32([rng.standard_normal((6, 2)) + 1.5 * rng.standard_normal((1, 2)) for rng in rngs()])
+    v = prior.velocity(x0, np.zeros((2, 1), np.float32), context, np.ones((2, 1), np.float32))
+    first = prior.draw_chunk(context, rngs())  # one Euler step: the chunk is x0 + v
+    np.testing.assert_allclose(first, x0 + keras.ops.convert_to_numpy(v), atol=1e-5)
+    prior.save(tmp_path / "prior.keras")
+    loaded = keras.models.load_model(tmp_path / "prior.keras")
+    assert loaded.offset_noise == 1.5
+    np.testing.assert_allclose(loaded.draw_chunk(context, rngs()), first, atol=1e-5)
+
+
 @pytest.mark.parametrize("flow_time, low, high", [("uniform", 0.27, 0.31), ("logit-normal", 0.19, 0.23)])
 def test_flow_times_are_drawn_as_configured(flow_time, low, high, tmp_path):
     """Uniform times have a spread of 0.289; logit-normal ones (sigmoid of N(0, 1)) 0.208, more in the middle."""
@@ -223,6 +251,7 @@ def test_bad_chunk_settings_are_one_line_errors():
     for kwargs, word in ((dict(chunk_frames=0), "prior.chunk_frames"), (dict(context_dropout=2.0), "context_dropout"),
                          (dict(context_noise=-1.0), "context_noise"), (dict(flow_time="cosine"), "prior.flow_time"),
                          (dict(patch_frames=0), "prior.patch_frames: must be at least 1"),
+                         (dict(offset_noise=-0.5), "prior.offset_noise: must be in \\[0, 10\\]"),
                          (dict(context_noise=0.5, sample_noise=0.6), "sample_noise: must be in \\[0, prior.context_noise")):
         with pytest.raises(KvaeError, match=word) as info:
             chunk_prior(**kwargs)
@@ -238,7 +267,8 @@ def test_bad_chunk_settings_are_one_line_errors():
     for settings, word in (({"prior": {"kind": "chunk", "head": "flow"}}, "prior.head"),
                            ({"prior": {"kind": "chunk"}, "train": {"rollout": 0.5}}, "rollout"),
                            ({"prior": {"context_noise": 0.5}}, "prior.context_noise: only for a chunk prior"),
-                           ({"prior": {"patch_frames": 2}}, "prior.patch_frames: only for a chunk prior")):
+                           ({"prior": {"patch_frames": 2}}, "prior.patch_frames: only for a chunk prior"),
+                           ({"prior": {"offset_noise": 0.5}}, "prior.offset_noise: only for a chunk prior")):
         with pytest.raises(KvaeError, match=word):
             build_prior(load_prior_config(settings), Layout())
     labelled = build_prior(load_prior_config({"prior": {"kind": "chunk"}}), Layout(), labels=["a", "b"])

@@ -72,6 +72,10 @@ class ChunkPrior(LatentStatistics, keras.Model):
             `context_noise`); None: `context_noise / 4`. Defaults to None.
         play_frames: int or None. Frames of each drawn chunk played before the next chunk is drawn (given
             them); None: the whole chunk. Defaults to None.
+        offset_noise: float. The starting noise gets a constant per chunk and channel of this std beside its
+            per-frame N(0, 1) (offset noise, as Guttenberg's for image diffusion), so a chunk's mean, which
+            i.i.d. noise barely moves (its std is 1/sqrt(chunk_frames)), has a source of its own; 0: none.
+            Defaults to 0.
         flow_time: str. How training draws flow times: `"uniform"` on [0, 1], or `"logit-normal"`
             (`sigmoid(N(0, 1))`, more of the middle times, as Stable Diffusion 3). Defaults to "uniform".
         patch_frames: int. Frames per step of the network's sequence (1: every frame its own). Defaults to 1.
@@ -87,7 +91,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
 
     def __init__(self, latent_dim, context_frames=47, chunk_frames=94, width=64, layers=0, kernel_size=3,
                  flow_steps=16, context_dropout=0.1, context_noise=0.0, sample_noise=None, play_frames=None,
-                 flow_time="uniform", patch_frames=1, frame_rate=None, latent_shape=None, **kwargs):
+                 flow_time="uniform", patch_frames=1, offset_noise=0.0, frame_rate=None, latent_shape=None, **kwargs):
         super().__init__(**kwargs)
         for name, value, low in (("latent_dim", latent_dim, 1), ("context_frames", context_frames, 1),
                                  ("chunk_frames", chunk_frames, 1), ("width", width, 1), ("layers", layers, 0),
@@ -115,6 +119,9 @@ class ChunkPrior(LatentStatistics, keras.Model):
         if flow_time not in ("uniform", "logit-normal"):
             raise KvaeError(f"prior.flow_time: must be uniform or logit-normal, got {flow_time!r}")
         self.flow_time = flow_time
+        if not 0.0 <= float(offset_noise) <= 10.0:
+            raise KvaeError(f"prior.offset_noise: must be in [0, 10], got {offset_noise}")
+        self.offset_noise = float(offset_noise)
         self.patch_frames = int(patch_frames)
         self.frame_rate = None if frame_rate is None else float(frame_rate)
         self.latent_shape = None if latent_shape is None else [int(d) for d in latent_shape]
@@ -225,8 +232,10 @@ class ChunkPrior(LatentStatistics, keras.Model):
         m = min(self.context_frames, int(ops.shape(frames)[1]) - 1)
         context, x1 = frames[:, :m], frames[:, m:]
         b = ops.shape(frames)[0]
-        seeds = (self.seed_generator,) * 5 if training else tuple(_VALIDATION_SEED + i for i in range(5))
+        seeds = (self.seed_generator,) * 6 if training else tuple(_VALIDATION_SEED + i for i in range(6))
         x0 = keras.random.normal(ops.shape(x1), seed=seeds[0])
+        if self.offset_noise:  # one draw per chunk and channel, on every frame
+            x0 = x0 + self.offset_noise * keras.random.normal((b, 1, self.latent_dim), seed=seeds[5])
         if self.flow_time == "logit-normal":
             s = ops.sigmoid(keras.random.normal((b, 1), seed=seeds[1]))
         else:
@@ -249,8 +258,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
         the condition plus `guidance` times the difference with it; 1: as trained) towards the piece's label
         (`ids`, a `ConditionedChunkPrior`'s), or for a piece without one towards its context.
         """
-        n, c, k = len(rngs), self.latent_dim, self.chunk_frames
-        x = np.stack([rng.standard_normal((k, c)) for rng in rngs]).astype(np.float32) * float(temperature)
+        n, c = len(rngs), self.latent_dim
+        x = np.stack([self._start_noise(rng) for rng in rngs]).astype(np.float32) * float(temperature)
         given = bool(context.shape[1])
         if not given:
             context = np.zeros((n, self.context_frames, c), np.float32)  # as trained without one
@@ -274,6 +283,13 @@ class ChunkPrior(LatentStatistics, keras.Model):
             if guided:
                 v = v[n:] + float(guidance) * (v[:n] - v[n:])
             x = x + v / self.flow_steps
+        return x
+
+    def _start_noise(self, rng):
+        """One chunk's starting noise `(chunk_frames, c)` from `rng`, as training draws `x_0`."""
+        x = rng.standard_normal((self.chunk_frames, self.latent_dim))
+        if self.offset_noise:
+            x = x + self.offset_noise * rng.standard_normal((1, self.latent_dim))
         return x
 
     def check_guidance(self, guidance):
@@ -301,7 +317,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
             "width": self.width, "layers": self.layers_count, "kernel_size": self.kernel_size,
             "flow_steps": self.flow_steps, "context_dropout": self.context_dropout,
             "context_noise": self.context_noise, "sample_noise": self.sample_noise, "play_frames": self.play_frames,
-            "flow_time": self.flow_time, "patch_frames": self.patch_frames,
+            "flow_time": self.flow_time, "patch_frames": self.patch_frames, "offset_noise": self.offset_noise,
             "frame_rate": self.frame_rate,
             "latent_shape": self.latent_shape,
         })
@@ -358,7 +374,7 @@ def check_chunk_settings(cfg):
     """
     p = cfg["prior"]
     if p["kind"] != "chunk":
-        for key, off in (("context_noise", 0), ("patch_frames", 1)):
+        for key, off in (("context_noise", 0), ("patch_frames", 1), ("offset_noise", 0)):
             if p.get(key, off) != off:
                 raise KvaeError(f"prior.{key}: only for a chunk prior (prior.kind = chunk), not {p['kind']}")
         return

@@ -47,6 +47,7 @@ PRIOR_DEFAULTS = {
         "chunk_seconds": 2.0,  # chunk: the frames drawn jointly
         "context_dropout": 0.1,  # chunk: share of training crops without their context (a piece's first chunk)
         "context_noise": 0.0,  # chunk: noise levels U(0, this) on the training context (0: none)
+        "offset_noise": 0.0,  # chunk: std of a per-chunk constant in the starting noise (a chunk mean's own source)
         "flow_time": "uniform",  # chunk: the training flow times, uniform or logit-normal (SD3's, mid times more)
         "patch_frames": 1,  # chunk: frames per step of the network's sequence (P: a step costs about 1/P)
         "width": 64,
@@ -157,9 +158,9 @@ def build_prior(cfg, layout, labels=None):
     if p["kind"] == "chunk":
         return (ConditionedChunkPrior if labels else ChunkPrior)(
             layout.channels, context_frames=max(1, round(p["context_seconds"] * layout.frame_rate)),
-            chunk_frames=max(1, round(p["chunk_seconds"] * layout.frame_rate)), width=p["width"], layers=p["layers"],
-            kernel_size=p["kernel_size"], flow_steps=p["flow_steps"], context_dropout=p["context_dropout"],
-            context_noise=p["context_noise"], flow_time=p["flow_time"], patch_frames=p["patch_frames"],
+            chunk_frames=max(1, round(p["chunk_seconds"] * layout.frame_rate)), **{key: p[key] for key in (
+                "width", "layers", "kernel_size", "flow_steps", "context_dropout", "context_noise", "flow_time",
+                "patch_frames", "offset_noise")},
             frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape), name="latent_prior", **labelled)
     return (ConditionedPrior if labels else LatentPrior)(
         layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
