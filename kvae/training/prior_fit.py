@@ -19,8 +19,7 @@ The folder holds::
     latents.npz       the encoded frames (reused while the model and settings are unchanged)
     model.keras       the VAE with its latent mixture
     prior.keras       the autoregressive prior
-    history.csv, loss_curves.png, backup/ (while training)
-"""
+    history.csv, loss_curves.png, backup/ (while training)"""
 
 import copy
 import json
@@ -86,6 +85,8 @@ PRIOR_DEFAULTS = {
         "verbose": "auto",
     },
 }
+CHUNK_KEYS = ("width", "layers", "kernel_size", "flow_steps", "context_dropout", "context_noise", "flow_time",
+              "patch_frames", "offset_noise")  # the prior section's settings a ChunkPrior takes as they are
 PRIOR = Schema("prior config", PRIOR_DEFAULTS,
                 {("prior", "kind"): ("conv", "transformer", "chunk"), ("prior", "head"): ("mog", "flow"),
                  ("prior", "flow_time"): ("uniform", "logit-normal"),
@@ -158,9 +159,7 @@ def build_prior(cfg, layout, labels=None):
     if p["kind"] == "chunk":
         return (ConditionedChunkPrior if labels else ChunkPrior)(
             layout.channels, context_frames=max(1, round(p["context_seconds"] * layout.frame_rate)),
-            chunk_frames=max(1, round(p["chunk_seconds"] * layout.frame_rate)), **{key: p[key] for key in (
-                "width", "layers", "kernel_size", "flow_steps", "context_dropout", "context_noise", "flow_time",
-                "patch_frames", "offset_noise")},
+            chunk_frames=max(1, round(p["chunk_seconds"] * layout.frame_rate)), **{key: p[key] for key in CHUNK_KEYS},
             frame_rate=layout.frame_rate, latent_shape=list(layout.latent_shape), name="latent_prior", **labelled)
     return (ConditionedPrior if labels else LatentPrior)(
         layout.channels, kind=p["kind"], context_frames=max(2, round(p["context_seconds"] * layout.frame_rate)),
