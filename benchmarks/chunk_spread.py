@@ -47,12 +47,10 @@ def spread(chunks, context=None):
 
 
 def measure(folder, crops, pieces, count, seed):
-    import keras
-
-    import kvae.models  # noqa: F401  (registers the priors for loading)
+    import kvae
 
     folder = Path(folder)
-    prior = keras.saving.load_model(folder / "prior.keras", compile=False)
+    prior = kvae.load(folder / "prior.keras", compile=False)
     if getattr(prior, "kind", None) != "chunk":
         raise SystemExit(f"chunk_spread: {folder / 'prior.keras'} is not a chunk prior")
     val = prior.normalize(np.load(folder / "latents.npz")["val"])
@@ -66,13 +64,16 @@ def measure(folder, crops, pieces, count, seed):
     cpu = time.process_time()
     given = prior.draw_chunk(context, rngs(1))
     alone = prior.draw_chunk(context[:, :0], rngs(2))
-    history, by_position = np.zeros((pieces, 0, prior.latent_dim), np.float32), []
     piece_rngs = [np.random.default_rng([seed, 3, i]) for i in range(pieces)]
-    for _ in range(count):  # as ChunkStepper draws a piece: each chunk given the last context_frames frames
-        chunk = prior.draw_chunk(history[:, -m:], piece_rngs)
-        by_position.append(spread(chunk, history[:, -m:] if history.shape[1] else None))
-        history = np.concatenate([history, chunk], axis=1)
+    stepper = prior.stepper(pieces).push(np.zeros((pieces, prior.latent_dim), np.float32))  # as kvae generate
+    frames = []
+    for _ in range(count * k):
+        frames.append(stepper.next_frame(piece_rngs))
+        stepper.push(frames[-1])
     cpu = time.process_time() - cpu
+    piece = np.stack(frames, axis=1)
+    by_position = [spread(piece[:, i * k:(i + 1) * k], piece[:, max(0, i * k - m):i * k] if i else None)
+                   for i in range(count)]
     truth_means = true.mean(axis=1)
     rows = [("true continuations", *spread(true, context), 0.0),
             ("drawn given the true context", *spread(given, context), np.mean((given.mean(1) - truth_means) ** 2)),
