@@ -86,6 +86,7 @@ BOUNDS = {
     "prior/train.cooldown": (0.0, 1.0, False, "", False),
     "prior/train.max_minutes": (0.0, 10 ** 7, False, " min", False),
     "prior/train.trim_silence_db": (-300.0, 0.0, False, " dBFS", False),
+    "prior/train.augment_shifts": (1, 64, True, "", False),
     "prior/train.clipnorm": (0.0, 1e6, False, "", False),
     "prior/train.ema_momentum": (0.0, 0.99999, False, "", False),
     "prior/train.input_noise": (0.0, 10.0, False, "", False),

@@ -398,3 +398,47 @@ def test_init_warm_starts_from_a_fitted_prior_of_the_same_network(tiny_conv1d_ru
                                         r"config's ChunkPrior; warm-start only"):
         kvae.fit_prior(run, folder=tmp_path / "b", verbose=False, settings={
             "prior": {**prior, "width": 16}, "train": {**train, "init": str(tmp_path / "first" / "prior.keras")}})
+
+
+def test_augment_shifts_adds_shifted_encodings_of_the_training_audio_only(tiny_conv1d_run, tmp_path):
+    """`train.augment_shifts = S`: each training stretch is encoded again from S - 1 later starts inside one
+    latent frame (other frames of the same music); the validation frames and the window latents are the
+    unshifted encoding's alone, so a fit with shifts validates on what one without it does."""
+    import shutil
+
+    import kvae
+    from audio import sine, wav_file
+    from kvae.data import prepare
+    from kvae.inference.latents import LatentLayout
+
+    data, rate = tmp_path / "songs", 3000
+    for i, freq in enumerate((220.0, 330.0)):
+        wav_file(data / f"song{i}.wav", sine(freq, 3.0, rate, 0.3) * np.linspace(0.2, 1.0, 3 * rate), rate)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_conv1d_run, run)
+    saved = {}
+    for shifts in (1, 2):
+        folder = tmp_path / f"prior{shifts}"
+        kvae.fit_prior(run, data=data, folder=folder, verbose=False, settings={
+            "prior": {"width": 8, "layers": 2, "context_seconds": 0.2},
+            "train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 4, "verbose": 0, "augment_shifts": shifts}})
+        with np.load(folder / "latents.npz") as npz:
+            saved[shifts] = {k: npz[k] for k in ("train", "train_lengths", "val", "val_lengths", "windows",
+                                                 "train_keys")}
+    one, two = saved[1], saved[2]
+    assert len(two["train_lengths"]) == 2 * len(one["train_lengths"]) == 4  # a folder without splits
+    assert list(two["train_keys"]) == [k for k in one["train_keys"] for _ in range(2)]
+    for key in ("val", "val_lengths", "windows"):  # validated on the unshifted frames' tails, as without shifts
+        np.testing.assert_array_equal(two[key], one[key])
+    first, second = np.split(two["train"], np.cumsum(two["train_lengths"])[:-1])[:2]
+    np.testing.assert_array_equal(first, np.split(one["train"], np.cumsum(one["train_lengths"])[:-1])[0])
+
+    model = kvae.load(run, compile=False)
+    layout = LatentLayout(model)
+    corpus = prepare(data, sample_rate=rate)
+    _, shifted = layout.encode(model, corpus.array(corpus.entries[0])[layout.frame_samples // 2:])  # half a frame on
+    assert not np.allclose(second, first[:len(second)], atol=1e-3)
+    np.testing.assert_allclose(second, shifted[:len(second)], rtol=1e-5, atol=1e-6)  # its last tenth validates
+    with pytest.raises(KvaeError, match="augment_shifts"):
+        kvae.fit_prior(run, data=data, folder=tmp_path / "bad", verbose=False,
+                       settings={"train": {"augment_shifts": 0}})

@@ -52,12 +52,17 @@ def sounding_span(audio, sample_rate, threshold_db, block_seconds=0.1):
     return (int(edges[loud[0]]), int(edges[loud[-1] + 1])) if len(loud) else (0, 0)
 
 
-def encode_split(model, layout, corpus, split, seconds, seed=0, normalize="none", keys=None, trim_db=0.0):
+def encode_split(model, layout, corpus, split, seconds, seed=0, normalize="none", keys=None, trim_db=0.0,
+                 shifts=1, copies=None):
     """Encode stretches of a split: `(sequences, window_latents)`, a frame array per stretch and every window.
 
     `keys`, a list, is extended by each stretch's recording key. `trim_db` below 0: each stretch is cut to
-    its `sounding_span` first, and one with less than a window left is not encoded.
+    its `sounding_span` first, and one with less than a window left is not encoded. `shifts` above 1: each
+    stretch is also encoded from `shifts - 1` later starts, spread evenly inside one latent frame's samples:
+    other frames of the same music, each a sequence of its own (the window latents are the first's only);
+    `copies`, a list, is extended by each sequence's copy number (0: the unshifted one).
     """
+    offsets = sorted({int(round(i * layout.frame_samples / shifts)) for i in range(int(shifts))})
     sequences, windows = [], []
     for entry, start, length in _stretches(corpus, split, seconds, seed):
         audio = corpus.array(entry)[start:start + length]
@@ -66,11 +71,16 @@ def encode_split(model, layout, corpus, split, seconds, seed=0, normalize="none"
             if stop - first < layout.window:
                 continue
             audio = audio[first:stop]
-        latents, frames = layout.encode(model, audio, normalize=normalize)
-        sequences.append(frames)
-        windows.append(latents)
-        if keys is not None:
-            keys.append(entry.key)
+        for offset in offsets:
+            if len(audio) - offset < layout.window:
+                break
+            latents, frames = layout.encode(model, audio[offset:], normalize=normalize)
+            sequences.append(frames)
+            windows += [] if offset else [latents]
+            if keys is not None:
+                keys.append(entry.key)
+            if copies is not None:
+                copies.append(offsets.index(offset))
     return sequences, windows
 
 
@@ -95,10 +105,12 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=
     """
     stat = Path(model_path).stat()
     trim = float(cfg["train"].get("trim_silence_db", 0.0))
+    shifts = int(cfg["train"].get("augment_shifts", 1))
     key = json.dumps({"version": _LATENTS_VERSION, "model": [stat.st_size, stat.st_mtime_ns],
                       "data": data, "max_seconds": cfg["train"]["max_seconds"], "seed": cfg["train"]["seed"],
                       "layout": [layout.frames_per_window, layout.hop_frames, layout.hop_samples],
-                      **({"trim_db": trim} if trim else {})}, sort_keys=True)
+                      **({"trim_db": trim} if trim else {}), **({"shifts": shifts} if shifts > 1 else {})},
+                     sort_keys=True)
     path = Path(path)
     if path.is_file():
         try:
@@ -114,20 +126,22 @@ def encoded_latents(model, model_path, layout, corpus, data, cfg, path, verbose=
     seconds = cfg["train"]["max_seconds"]
     seed = cfg["train"]["seed"]
     mode = data.get("normalize", "none")
-    train_keys, val_keys = [], []
-    train, windows = encode_split(model, layout, corpus, "train", seconds, seed, mode, train_keys, trim)
+    train_keys, val_keys, copies = [], [], []
+    train, windows = encode_split(model, layout, corpus, "train", seconds, seed, mode, train_keys, trim, shifts, copies)
     if not train:  # a folder without splits: everything is "train"
-        train, windows = encode_split(model, layout, corpus, "test", seconds, seed, mode, train_keys, trim)
+        train, windows = encode_split(model, layout, corpus, "test", seconds, seed, mode, train_keys, trim, shifts,
+                                      copies)
     if not train and trim:
         raise KvaeError(f"train.trim_silence_db = {trim:g}: every training recording is quieter than that "
                         "throughout; lower it, or 0 to keep the silences")
     val = []
     if corpus.split("train"):
         val, _ = encode_split(model, layout, corpus, "test", seconds / 4, seed, mode, val_keys, trim)
-    if not val:  # hold out the last tenth of each training sequence
+    if not val:  # hold out the last tenth of each training sequence (of its shifted copies too, validating on one)
         cut = [max(1, len(s) - max(len(s) // 10, 1)) for s in train]
-        val = [s[c:] for s, c in zip(train, cut) if c < len(s)]
-        val_keys = [k for k, s, c in zip(train_keys, train, cut) if c < len(s)]
+        held = [c < len(s) and not n for s, c, n in zip(train, cut, copies)]
+        val = [s[c:] for s, c, h in zip(train, cut, held) if h]
+        val_keys = [k for k, h in zip(train_keys, held) if h]
         train = [s[:c] for s, c in zip(train, cut)]
     windows = np.concatenate(windows)
     flat_train, train_lengths = _pack(train)

@@ -64,8 +64,7 @@ PRIOR_DEFAULTS = {
     },
     "gmm": {"components": 8, "covariance": "auto"},
     "train": {
-        "epochs": 20, "steps_per_epoch": 50,
-        "batch_size": 16,
+        "epochs": 20, "steps_per_epoch": 50, "batch_size": 16,
         "sequence_frames": 0,  # 0: twice the prior's context, at most the shortest training sequence
         "learning_rate": 1e-3,
         "cooldown": 0.0,  # share of training over which the learning rate falls linearly to 0 (0: constant)
@@ -79,6 +78,7 @@ PRIOR_DEFAULTS = {
         "init": "",  # warm start: a fitted prior (its prior.keras, or the folder holding it) of the same network
         "max_seconds": 3600.0,  # audio encoded for the prior, in all
         "trim_silence_db": 0.0,  # below 0: cut each recording's start and end quieter than this (dBFS) first
+        "augment_shifts": 1,  # above 1: also encode the training audio from this many starts within a frame
         "keep_best": True,  # keep the weights of the epoch with the lowest validation loss
         "tensorboard": False,  # true: TensorBoard event files in RUN/prior/tensorboard, with generated pieces
         "tensorboard_every": 5,  # epochs between the pieces written to TensorBoard
