@@ -22,10 +22,20 @@ after its own.
 
     python benchmarks/chunk_spread.py runs/genq-recipe-150/prior-chunk runs/genq-off07/prior-chunk
 
-About 20 CPU-seconds per prior at the defaults. Figures in docs/results.md#chunk-spread.
+About 20 CPU-seconds per prior at the defaults. With `--judge DATA` (the corpus the prior's run was trained
+on) the chunks are also decoded (the folder's `model.keras`) and judged by the evaluation's C2ST and KID
+against its reference windows, beside chunks whose slow and fast parts are swapped: a drawn chunk with a
+true chunk's mean, a true chunk with a drawn chunk's mean, with an unrelated true chunk's, or with none,
+so which part the judge hears is a number (crops of the prior's *training* latents, as
+`generate_quality.py`'s chunk rows; about 5 CPU-minutes at 256 clips):
+
+    python benchmarks/chunk_spread.py runs/genq-recipe-150/prior-chunk --judge /tmp/ufoai-corpus
+
+Figures in docs/results.md#chunk-spread.
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -82,6 +92,50 @@ def measure(folder, crops, pieces, count, seed):
     return prior, rows, cpu
 
 
+def judged_swaps(folder, prior, data, clips, seed):
+    """Realism rows (name -> judge's metrics, with `power` and `within`) of true, drawn and swapped chunks."""
+    import kvae
+    from generate_quality import training_crops
+    from kvae.data import prepare
+    from kvae.evaluation.evaluate import judge, reference_sets
+    from kvae.inference.latents import LatentLayout
+
+    folder = Path(folder)
+    model = kvae.load(folder / "model.keras", compile=False)
+    layout = LatentLayout(model)
+    k = max(1, prior.chunk_frames // layout.frames_per_window) * layout.frames_per_window  # whole windows
+    m, count = prior.context_frames, math.ceil(clips / (k // layout.frames_per_window))
+    crops = prior.normalize(training_crops(folder / "prior.keras", m + k, count, [seed, 13]))
+    context, true = crops[:, :m], crops[:, m:]
+    other = prior.normalize(training_crops(folder / "prior.keras", k, count, [seed, 99]))  # unrelated chunks
+
+    def draw(ctx, base):
+        rngs = [np.random.default_rng([seed, base, i]) for i in range(count)]
+        return np.concatenate([prior.draw_chunk(ctx[i:i + 32], rngs[i:i + 32]) for i in range(0, count, 32)])[:, :k]
+
+    given, alone = draw(context, 14), draw(context[:, :0], 15)
+    mean = lambda x: x.mean(axis=1, keepdims=True)  # noqa: E731
+    chunks = {"true chunks": true, "drawn given the true context": given, "drawn without context": alone,
+              "drawn given the context, its true continuation's mean": given - mean(given) + mean(true),
+              "drawn without context, an unrelated true chunk's mean": alone - mean(alone) + mean(other),
+              "true chunk, a drawn (no context) chunk's mean": true - mean(true) + mean(alone),
+              "true chunk, an unrelated true chunk's mean": true - mean(true) + mean(other),
+              "true chunk, mean 0 (the training frames' mean)": true - mean(true)}
+
+    def decode(z):
+        z = prior.denormalize(z.astype(np.float32)).reshape(-1, *model.latent_shape)
+        return np.concatenate([model.decode_audio(z[i:i + 64]) for i in range(0, len(z), 64)])[:clips]
+
+    rate = model.sample_rate
+    reference, references, _, _ = reference_sets(prepare(data, sample_rate=rate), model.window, rate, clips, seed)
+    sets = {name: decode(z) for name, z in chunks.items()}
+    rows = judge({**sets, **{n: references[n] for n in ("ref: held-out recordings", "ref: real vs real")}},
+                 reference, rate, seed=seed)
+    for name, z in chunks.items():
+        rows[name]["power"], rows[name]["within"] = float(np.mean(z.mean(1) ** 2)), float(np.mean(z.var(1)))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("priors", nargs="+", help="fitted chunk priors' folders (prior.keras and latents.npz)")
@@ -89,6 +143,8 @@ def main(argv=None):
     parser.add_argument("--pieces", type=int, default=8, help="free-running pieces (default 8)")
     parser.add_argument("--chunks", type=int, default=8, help="chunks per free-running piece (default 8)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--judge", metavar="DATA", help="also judge true, drawn and swapped chunks against DATA")
+    parser.add_argument("--clips", type=int, default=256, help="1-s clips per judged row (default 256)")
     args = parser.parse_args(argv)
     import torch
 
@@ -103,6 +159,15 @@ def main(argv=None):
         for line in table(["chunks", "chunk-mean power", "within var", "step", "jump", "mean error"],
                           [(name, *(fmt(v) for v in values)) for name, *values in rows]):
             print(line)
+        if args.judge:
+            from kvae.evaluation.report import format_table
+
+            judged = judged_swaps(folder, prior, args.judge, args.clips, args.seed)
+            print(f"\njudged against {args.judge} ({args.clips} 1-s clips per row, crops of the training latents):")
+            for line in format_table(judged, [("c2st", "C2ST acc [95% CI]", None), ("kid", "KID", "{:.3f}"),
+                                              ("power", "chunk-mean power", "{:.3f}"),
+                                              ("within", "within var", "{:.3f}")], "chunks"):
+                print(line)
 
 
 if __name__ == "__main__":
