@@ -66,6 +66,7 @@ BOUNDS = {
     "prior/prior.context_dropout": (0.0, 1.0, False, "", False),
     "prior/prior.context_noise": (0.0, 10.0, False, "", False),
     "prior/prior.offset_noise": (0.0, 10.0, False, "", False),
+    "prior/prior.dropout": (0.0, 0.9, False, "", False),
     "prior/prior.patch_frames": (1, 64, True, "", False),
     "prior/prior.width": (1, 65536, True, "", False),
     "prior/prior.layers": (0, 10000, True, "", False),

@@ -229,6 +229,32 @@ def test_offset_noise_gives_each_chunk_a_constant_in_its_starting_noise(tmp_path
     np.testing.assert_allclose(loaded.draw_chunk(context, rngs()), first, atol=1e-5)
 
 
+def test_dropout_drops_the_block_branches_in_training_only(tmp_path):
+    """`dropout`: each block's residual branch is dropped out in training; validation's loss and the draws are
+    those of the same weights without it, and a fitted prior keeps its rate."""
+    plain, dropped = chunk_prior(), chunk_prior(dropout=0.5)
+    random_weights(plain)
+    for mine, theirs in zip(dropped.trainable_weights, plain.trainable_weights):
+        mine.assign(theirs)
+    crops = np.random.default_rng(3).normal(size=(8, 10, 2)).astype("float32")
+    loss = lambda prior, training: float(keras.ops.convert_to_numpy(prior.compute_loss(y=crops, training=training)))  # noqa: E731,E501
+    # first, while both seed generators are where they started: the same noise and times, branches dropped
+    assert loss(dropped, True) != pytest.approx(loss(plain, True), abs=1e-4)
+    assert loss(dropped, False) == pytest.approx(loss(plain, False), abs=1e-6)  # validation: no dropout
+    x = np.random.default_rng(1).normal(size=(3, 6, 2)).astype("float32")
+    context = np.random.default_rng(2).normal(size=(3, 4, 2)).astype("float32")
+    s, has = np.full((3, 1), 0.3, np.float32), np.ones((3, 1), np.float32)
+    velocity = lambda prior, training: keras.ops.convert_to_numpy(  # noqa: E731
+        prior.velocity(x, s, context, has, training=training))
+    np.testing.assert_allclose(velocity(dropped, False), velocity(plain, False), atol=1e-6)
+    np.testing.assert_allclose(velocity(plain, True), velocity(plain, False), atol=1e-6)
+    assert np.abs(velocity(dropped, True) - velocity(dropped, False)).max() > 1e-2
+    rngs = lambda: [np.random.default_rng([7, i]) for i in range(3)]  # noqa: E731
+    np.testing.assert_allclose(dropped.draw_chunk(context, rngs()), plain.draw_chunk(context, rngs()), atol=1e-5)
+    dropped.save(tmp_path / "prior.keras")
+    assert keras.models.load_model(tmp_path / "prior.keras").dropout == 0.5
+
+
 @pytest.mark.parametrize("flow_time, low, high", [("uniform", 0.27, 0.31), ("logit-normal", 0.19, 0.23)])
 def test_flow_times_are_drawn_as_configured(flow_time, low, high, tmp_path):
     """Uniform times have a spread of 0.289; logit-normal ones (sigmoid of N(0, 1)) 0.208, more in the middle."""
@@ -252,6 +278,7 @@ def test_bad_chunk_settings_are_one_line_errors():
                          (dict(context_noise=-1.0), "context_noise"), (dict(flow_time="cosine"), "prior.flow_time"),
                          (dict(patch_frames=0), "prior.patch_frames: must be at least 1"),
                          (dict(offset_noise=-0.5), "prior.offset_noise: must be in \\[0, 10\\]"),
+                         (dict(dropout=1.0), "prior.dropout: must be in \\[0, 1\\)"),
                          (dict(context_noise=0.5, sample_noise=0.6), "sample_noise: must be in \\[0, prior.context_noise")):
         with pytest.raises(KvaeError, match=word) as info:
             chunk_prior(**kwargs)
@@ -268,7 +295,8 @@ def test_bad_chunk_settings_are_one_line_errors():
                            ({"prior": {"kind": "chunk"}, "train": {"rollout": 0.5}}, "rollout"),
                            ({"prior": {"context_noise": 0.5}}, "prior.context_noise: only for a chunk prior"),
                            ({"prior": {"patch_frames": 2}}, "prior.patch_frames: only for a chunk prior"),
-                           ({"prior": {"offset_noise": 0.5}}, "prior.offset_noise: only for a chunk prior")):
+                           ({"prior": {"offset_noise": 0.5}}, "prior.offset_noise: only for a chunk prior"),
+                           ({"prior": {"dropout": 0.1}}, "prior.dropout: only for a chunk prior")):
         with pytest.raises(KvaeError, match=word):
             build_prior(load_prior_config(settings), Layout())
     labelled = build_prior(load_prior_config({"prior": {"kind": "chunk"}}), Layout(), labels=["a", "b"])

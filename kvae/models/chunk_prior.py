@@ -79,6 +79,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
         flow_time: str. How training draws flow times: `"uniform"` on [0, 1], or `"logit-normal"`
             (`sigmoid(N(0, 1))`, more of the middle times, as Stable Diffusion 3). Defaults to "uniform".
         patch_frames: int. Frames per step of the network's sequence (1: every frame its own). Defaults to 1.
+        dropout: float. Dropout on each block's residual branch in training (against a small corpus's
+            overfitting, as DDPM's on CIFAR-10); validation and generation use the whole network. Defaults to 0.
         frame_rate: float or None. Frames per second of audio (kept for reports).
         latent_shape: list or None. The VAE's latent shape the prior was fitted for.
         **kwargs: arguments of `keras.Model`.
@@ -91,7 +93,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
 
     def __init__(self, latent_dim, context_frames=47, chunk_frames=94, width=64, layers=0, kernel_size=3,
                  flow_steps=16, context_dropout=0.1, context_noise=0.0, sample_noise=None, play_frames=None,
-                 flow_time="uniform", patch_frames=1, offset_noise=0.0, frame_rate=None, latent_shape=None, **kwargs):
+                 flow_time="uniform", patch_frames=1, offset_noise=0.0, dropout=0.0, frame_rate=None, latent_shape=None,
+                 **kwargs):
         super().__init__(**kwargs)
         for name, value, low in (("latent_dim", latent_dim, 1), ("context_frames", context_frames, 1),
                                  ("chunk_frames", chunk_frames, 1), ("width", width, 1), ("layers", layers, 0),
@@ -122,6 +125,9 @@ class ChunkPrior(LatentStatistics, keras.Model):
         if not 0.0 <= float(offset_noise) <= 10.0:
             raise KvaeError(f"prior.offset_noise: must be in [0, 10], got {offset_noise}")
         self.offset_noise = float(offset_noise)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise KvaeError(f"prior.dropout: must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
         self.patch_frames = int(patch_frames)
         self.frame_rate = None if frame_rate is None else float(frame_rate)
         self.latent_shape = None if latent_shape is None else [int(d) for d in latent_shape]
@@ -173,12 +179,13 @@ class ChunkPrior(LatentStatistics, keras.Model):
         """What a label adds to the flow-time features (`ConditionedChunkPrior`); None here."""
         return None
 
-    def velocity(self, x, s, context, has_context, level=None, ids=None):
+    def velocity(self, x, s, context, has_context, level=None, ids=None, training=False):
         """The velocity at noisy chunks `x` `(b, k, c)`, flow times `s` `(b, 1)`, given `context` `(b, m, c)`.
 
         `has_context` `(b, 1)`: 1 where the context is real, 0 where there is none (it is then zeros).
         `level` `(b, 1)`: the noise level the context carries (with `context_noise`; None: 0).
-        `ids` `(b,)`: label ids of a `ConditionedChunkPrior` (None: unconditional).
+        `ids` `(b,)`: label ids of a `ConditionedChunkPrior` (None: unconditional). `training`: each block's
+        residual branch dropped out at the rate `dropout` (training only).
         """
         x, s, has_context = (ops.convert_to_tensor(a, "float32") for a in (x, s, has_context))
         context = ops.convert_to_tensor(context, "float32") * ops.expand_dims(has_context, -1)
@@ -195,7 +202,10 @@ class ChunkPrior(LatentStatistics, keras.Model):
         for conv, fc1, fc2, modulation in zip(self.convs, self.fc1, self.fc2, self.modulations):
             mod = modulation(y)
             z = _layer_norm(h) * (1.0 + mod[..., w:2 * w]) + mod[..., :w]
-            h = h + mod[..., 2 * w:] * fc2(fc1(conv(z)))
+            branch = fc2(fc1(conv(z)))
+            if training and self.dropout:
+                branch = keras.random.dropout(branch, self.dropout, seed=self.seed_generator)
+            h = h + mod[..., 2 * w:] * branch
         mod = self.final_modulation(y)
         out = self.project_out(_layer_norm(h) * (1.0 + mod[..., w:]) + mod[..., :w])
         b, steps = ops.shape(out)[0], ops.shape(out)[1]
@@ -247,7 +257,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
             level = keras.random.uniform((b, 1), maxval=self.context_noise, seed=seeds[3])
             context = context + level[:, :, None] * keras.random.normal(ops.shape(context), seed=seeds[4])
         ids = x[1] if isinstance(x, (tuple, list)) else None  # a conditioned prior's crops come with label ids
-        v = self.velocity((1.0 - s[:, :, None]) * x0 + s[:, :, None] * x1, s, context, has_context, level, ids)
+        v = self.velocity((1.0 - s[:, :, None]) * x0 + s[:, :, None] * x1, s, context, has_context, level, ids,
+                          training=training)
         return ops.mean(ops.square(v - (x1 - x0)))
 
     def draw_chunk(self, context, rngs, temperature=1.0, guidance=1.0, ids=None):
@@ -318,7 +329,7 @@ class ChunkPrior(LatentStatistics, keras.Model):
             "flow_steps": self.flow_steps, "context_dropout": self.context_dropout,
             "context_noise": self.context_noise, "sample_noise": self.sample_noise, "play_frames": self.play_frames,
             "flow_time": self.flow_time, "patch_frames": self.patch_frames, "offset_noise": self.offset_noise,
-            "frame_rate": self.frame_rate,
+            "dropout": self.dropout, "frame_rate": self.frame_rate,
             "latent_shape": self.latent_shape,
         })
         return config
@@ -374,7 +385,7 @@ def check_chunk_settings(cfg):
     """
     p = cfg["prior"]
     if p["kind"] != "chunk":
-        for key, off in (("context_noise", 0), ("patch_frames", 1), ("offset_noise", 0)):
+        for key, off in (("context_noise", 0), ("patch_frames", 1), ("offset_noise", 0), ("dropout", 0)):
             if p.get(key, off) != off:
                 raise KvaeError(f"prior.{key}: only for a chunk prior (prior.kind = chunk), not {p['kind']}")
         return

@@ -47,12 +47,12 @@ PRIOR_DEFAULTS = {
         "context_dropout": 0.1,  # chunk: share of training crops without their context (a piece's first chunk)
         "context_noise": 0.0,  # chunk: noise levels U(0, this) on the training context (0: none)
         "offset_noise": 0.0,  # chunk: std of a per-chunk constant in the starting noise (a chunk mean's own source)
+        "dropout": 0.0,  # chunk: dropout on each block's residual branch in training (against overfitting)
         "flow_time": "uniform",  # chunk: the training flow times, uniform or logit-normal (SD3's, mid times more)
         "patch_frames": 1,  # chunk: frames per step of the network's sequence (P: a step costs about 1/P)
         "width": 64,
         "layers": 0,  # 0: conv grows to the context; transformer 2
-        "kernel_size": 3,
-        "num_heads": 4,
+        "kernel_size": 3, "num_heads": 4,
         "components": 4,  # Gaussian mixture components per frame
         "condition": "",  # "": none; a metadata column (composer, ensemble), file, or a CSV of file,label
         "label_dropout": 0.1,  # conditioned: share of crops trained unconditionally (classifier-free)
@@ -86,7 +86,7 @@ PRIOR_DEFAULTS = {
     },
 }
 CHUNK_KEYS = ("width", "layers", "kernel_size", "flow_steps", "context_dropout", "context_noise", "flow_time",
-              "patch_frames", "offset_noise")  # the prior section's settings a ChunkPrior takes as they are
+              "patch_frames", "offset_noise", "dropout")  # the prior section's settings a ChunkPrior takes as they are
 PRIOR = Schema("prior config", PRIOR_DEFAULTS,
                 {("prior", "kind"): ("conv", "transformer", "chunk"), ("prior", "head"): ("mog", "flow"),
                  ("prior", "flow_time"): ("uniform", "logit-normal"),
