@@ -208,8 +208,8 @@ def test_offset_noise_gives_each_chunk_a_constant_in_its_starting_noise(tmp_path
 
     def chunk_means(prior):
         velocity = prior.velocity
-        prior.velocity = lambda x, s, *rest: seen.append(keras.ops.convert_to_numpy(x) / (
-            1.0 - keras.ops.convert_to_numpy(s)[:, :, None])) or velocity(x, s, *rest)  # zero crops: x_s = (1-s) x0
+        prior.velocity = lambda x, s, *rest, **kw: seen.append(keras.ops.convert_to_numpy(x) / (
+            1.0 - keras.ops.convert_to_numpy(s)[:, :, None])) or velocity(x, s, *rest, **kw)  # zero crops: (1-s) x0
         prior.compute_loss(y=np.zeros((4096, 10, 2), np.float32), training=True)
         del prior.velocity
         return seen[-1].mean(axis=1)
@@ -237,7 +237,8 @@ def test_dropout_drops_the_block_branches_in_training_only(tmp_path):
     for mine, theirs in zip(dropped.trainable_weights, plain.trainable_weights):
         mine.assign(theirs)
     crops = np.random.default_rng(3).normal(size=(8, 10, 2)).astype("float32")
-    loss = lambda prior, training: float(keras.ops.convert_to_numpy(prior.compute_loss(y=crops, training=training)))  # noqa: E731,E501
+    loss = lambda prior, training: float(keras.ops.convert_to_numpy(  # noqa: E731
+        prior.compute_loss(y=crops, training=training)))
     # first, while both seed generators are where they started: the same noise and times, branches dropped
     assert loss(dropped, True) != pytest.approx(loss(plain, True), abs=1e-4)
     assert loss(dropped, False) == pytest.approx(loss(plain, False), abs=1e-6)  # validation: no dropout
@@ -261,7 +262,8 @@ def test_flow_times_are_drawn_as_configured(flow_time, low, high, tmp_path):
     prior = chunk_prior(flow_time=flow_time)
     seen = []
     velocity = prior.velocity
-    prior.velocity = lambda x, s, *rest: seen.append(keras.ops.convert_to_numpy(s)) or velocity(x, s, *rest)
+    prior.velocity = lambda x, s, *rest, **kw: seen.append(keras.ops.convert_to_numpy(s)) or velocity(
+        x, s, *rest, **kw)
     crops = np.zeros((2048, 10, 2), np.float32)
     prior.compute_loss(y=crops, training=True)
     assert low < seen[0].std() < high and 0.0 <= seen[0].min() and seen[0].max() <= 1.0
