@@ -205,7 +205,8 @@ def fit_one(args, run, folder, settings, name):
                "context_seconds": prior.context_length / prior.frame_rate, "frame_rate": prior.frame_rate,
                "train_nll": history["loss"][-1], "fit_seconds": seconds, "fit_cpu_seconds": cpu, "steps": steps}
     val = history.get("val_loss", [])
-    best = int(np.nanargmin(val)) if val else -1  # the epoch fit_prior keeps (train.keep_best)
+    keep_best = settings.get("train", {}).get("keep_best", True)  # else the last epoch's weights are saved
+    best = (int(np.nanargmin(val)) if keep_best else len(val) - 1) if val else -1  # the epoch fit_prior keeps
     summary.update({"val_nll": val[best] if val else float("nan"), "kept_epoch": best,
                     "train_nll_kept": history["loss"][best] if val else float("nan")})
     print(f"  prior {name}: {summary['parameters']:,} parameters, {prior.context_length} frames of context, "
