@@ -280,7 +280,7 @@ def test_bad_chunk_settings_are_one_line_errors():
                          (dict(context_noise=-1.0), "context_noise"), (dict(flow_time="cosine"), "prior.flow_time"),
                          (dict(patch_frames=0), "prior.patch_frames: must be at least 1"),
                          (dict(offset_noise=-0.5), "prior.offset_noise: must be in \\[0, 10\\]"),
-                         (dict(dropout=1.0), "prior.dropout: must be in \\[0, 1\\)"),
+                         (dict(dropout=0.95), "prior.dropout: must be in \\[0, 0.9\\]"),
                          (dict(context_noise=0.5, sample_noise=0.6), "sample_noise: must be in \\[0, prior.context_noise")):
         with pytest.raises(KvaeError, match=word) as info:
             chunk_prior(**kwargs)

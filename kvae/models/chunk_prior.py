@@ -125,8 +125,8 @@ class ChunkPrior(LatentStatistics, keras.Model):
         if not 0.0 <= float(offset_noise) <= 10.0:
             raise KvaeError(f"prior.offset_noise: must be in [0, 10], got {offset_noise}")
         self.offset_noise = float(offset_noise)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise KvaeError(f"prior.dropout: must be in [0, 1), got {dropout}")
+        if not 0.0 <= float(dropout) <= 0.9:
+            raise KvaeError(f"prior.dropout: must be in [0, 0.9], got {dropout}")
         self.dropout = float(dropout)
         self.patch_frames = int(patch_frames)
         self.frame_rate = None if frame_rate is None else float(frame_rate)
